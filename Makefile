@@ -1,0 +1,39 @@
+# citygate: every target does its own setup on a fresh machine.
+#   make demo    run the proxy on the demo configuration (127.0.0.1:8080)
+#   make test    run the whole test suite
+#   make lint    ruff
+
+PYTHON ?= $(shell tools/find-python)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint check clean system-deps
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no Python 3.12+ found (see the message above)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Test-only system packages: curl (a real HTTP client) and OpenLDAP's slapd (a real directory).
+system-deps:
+	@tools/system-deps
+
+demo: $(STAMP)
+	$(BIN)/citygate run --config config/citygate.yaml
+
+check: $(STAMP)
+	$(BIN)/citygate check --config config/citygate.yaml
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""mitmproxy addons: thin adapters from proxy hooks to the policy core."""

@@ -1,0 +1,88 @@
+"""The page an employee sees when a social-media request is refused.
+
+Self-contained HTML (no external CSS, images or scripts: the page is served in place of a
+blocked site, so nothing it loads may come from elsewhere). Every value that came from a
+request, the directory or a config file is escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from citygate.directory.model import Person
+from citygate.proxy.decision import Decision, Reason
+from citygate.proxy.policy import Policy
+from citygate.proxy.wording import plain_reason
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}
+main{max-width:44rem;margin:3rem auto;background:#fff;border-top:6px solid #a4262c;padding:2rem 2.5rem;
+box-shadow:0 1px 3px rgba(0,0,0,.12)}
+h1{font-size:1.5rem;margin:0 0 .5rem}
+.site{font-size:1.1rem;color:#4a5568}
+.reason{background:#fdf3f3;border-left:4px solid #a4262c;padding:.75rem 1rem;margin:1.5rem 0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;font-size:.9rem;color:#4a5568}
+dt{font-weight:600}
+ul{padding-left:1.25rem}
+footer{font-size:.8rem;color:#6b7280;margin-top:2rem}
+"""
+
+
+def render_block_page(
+    decision: Decision,
+    policy: Policy,
+    url: str,
+    approvers: list[Person],
+    event_id: str,
+) -> str:
+    site_name = decision.match.site.name if decision.match else decision.host
+    evidence = decision.evidence
+    detail = f"<p>{escape(evidence.detail)}</p>" if evidence.detail else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Blocked: {escape(site_name)}</title><style>{_STYLE}</style></head>
+<body><main>
+<h1>{escape(site_name)} is blocked on the {escape(policy.city)} network</h1>
+<p class="site">{escape(url)}</p>
+<div class="reason"><strong>Why:</strong> {escape(plain_reason(decision.reason))}{detail}</div>
+<h2>The policy</h2>
+<p><strong>{escape(policy.text.name)}</strong></p>
+<p>{escape(policy.text.summary)}</p>
+{_policy_link(policy)}
+<h2>How to request access</h2>
+{_how_to_request(decision, approvers)}
+<footer><dl>
+<dt>Reason code</dt><dd>{escape(decision.reason.value)}</dd>
+<dt>Account</dt><dd>{escape(evidence.employee or "not signed in")}</dd>
+<dt>Reference</dt><dd>{escape(event_id)}</dd>
+</dl><p>Use of City systems carries no expectation of privacy; access decisions are logged.</p></footer>
+</main></body></html>
+"""
+
+
+def _policy_link(policy: Policy) -> str:
+    if not policy.text.url:
+        return ""
+    return f'<p><a href="{escape(policy.text.url, quote=True)}">Read the full policy</a></p>'
+
+
+def _how_to_request(decision: Decision, approvers: list[Person]) -> str:
+    if decision.reason in (Reason.CREDENTIALS_REQUIRED, Reason.CREDENTIALS_INVALID):
+        return "<p>Sign in to the proxy with your City account; your browser will ask for it.</p>"
+    if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR):
+        return "<p>This is a temporary problem. If it persists, contact the IT service desk.</p>"
+    steps = (
+        "<p>Ask a Director (or higher) of your department to grant you access. The request must "
+        "<strong>name each site</strong> you need and <strong>state the business purpose</strong>; "
+        "access to one site does not mean access to all.</p>"
+    )
+    if not approvers:
+        return steps + "<p>Your department's Director can approve the request.</p>"
+    items = "".join(
+        f"<li>{escape(person.name)}"
+        f"{', ' + escape(person.title) if person.title else ''}"
+        f"{f' &lt;{escape(person.mail)}&gt;' if person.mail else ''}</li>"
+        for person in approvers
+    )
+    return steps + f"<p>Who can approve it:</p><ul>{items}</ul>"

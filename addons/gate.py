@@ -1,0 +1,245 @@
+"""The citygate mitmproxy addon: proxy hooks in, decisions out.
+
+Each hook gathers what the decision needs (hosts, path, identity, directory facts), calls the
+pure `decide_request`, and acts on the result. Hooks are async so directory work never blocks
+the event loop, and every hook is guarded: mitmproxy forwards a request whose hook raised, so
+on any error a social-media request is refused instead.
+
+Encrypted traffic is decided on the CONNECT authority and the TLS SNI. A tunnel is decrypted
+only when the decision needs a path (a path-scoped grant) or a block page must be shown; every
+other tunnel, and all non-social traffic, passes through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from mitmproxy import connection, ctx, exceptions, http, tls
+
+from citygate.addons.blockpage import render_block_page
+from citygate.addons.credentials import (
+    REALM,
+    UnsupportedCredentials,
+    basic_credentials,
+    strip_proxy_headers,
+)
+from citygate.directory.backends import open_directory
+from citygate.directory.gateway import DirectoryGateway
+from citygate.proxy.decision import (
+    Decision,
+    Identity,
+    Reason,
+    Result,
+    decide_request,
+    people_involved,
+)
+from citygate.proxy.hosts import normalize_host
+from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.problems import ConfigError
+
+log = logging.getLogger("citygate")
+decisions_log = logging.getLogger("citygate.decisions")
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """What a CONNECT established, remembered for the TLS handshake and requests inside it."""
+
+    identity: Identity | None
+
+
+class CityGate:
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.directory: DirectoryGateway | None = None
+        self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def load(self, loader: object) -> None:
+        loader.add_option(  # type: ignore[attr-defined]
+            "citygate_config",
+            str,
+            "",
+            "Path of the citygate configuration file (e.g. config/citygate.yaml).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if {"connection_strategy", "citygate_config"} & updated and ctx.options.connection_strategy != "lazy":
+            raise exceptions.OptionsError(
+                "citygate needs connection_strategy=lazy, so that no upstream connection is "
+                "opened before a request is decided; start it with `citygate run`, or pass "
+                "--set connection_strategy=lazy"
+            )
+        if "citygate_config" in updated:
+            path = ctx.options.citygate_config
+            if not path:
+                raise exceptions.OptionsError(
+                    "citygate_config is not set; point it at the config file, e.g. config/citygate.yaml"
+                )
+            try:
+                policy = load_policy(Path(path))
+                directory = open_directory(policy.directory, path)
+            except ConfigError as exc:
+                raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
+            for warning in policy.warnings:
+                log.warning(warning)
+            self.policy, self.directory = policy, DirectoryGateway(directory)
+            log.info(
+                "citygate: loaded %s (%d sites, %d grants)",
+                path,
+                len(policy.catalog.sites),
+                len(policy.grants),
+            )
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        await self._guarded(flow, [flow.request.host], self._on_connect)
+
+    async def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        server = data.context.server.address
+        hosts = [host for host in (server[0] if server else None, data.client_hello.sni) if host]
+        try:
+            tunnel = self.tunnels.get(data.context.client)
+            decision = await self._decide(tunnel.identity if tunnel else None, hosts, None)
+            # Look inside only to enforce a path scope or to show a block page; otherwise the
+            # client talks to the site directly and sees the site's own certificate.
+            data.ignore_connection = decision.allowed and not decision.needs_path
+        except Exception:
+            log.exception("citygate: error deciding a TLS handshake for %s", hosts)
+            data.ignore_connection = not self._might_be_social(hosts)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        hosts = [host for host in (request.host, request.host_header, flow.client_conn.sni) if host]
+        await self._guarded(flow, hosts, self._on_request)
+
+    # --- hook bodies -----------------------------------------------------------------------
+
+    async def _on_connect(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        identity = await self._identity(flow)
+        decision = await self._decide(identity, hosts, None)
+        if decision.result is Result.AUTH_REQUIRED:
+            self._respond_auth_required(flow, decision)
+            return
+        # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
+        # because browsers display nothing for a refused CONNECT.
+        self.tunnels[flow.client_conn] = Tunnel(identity)
+        if decision.is_social:
+            self._log(flow, decision, "connect")
+
+    async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        tunnel = self.tunnels.get(flow.client_conn)
+        identity = tunnel.identity if tunnel else await self._identity(flow)
+        decision = await self._decide(identity, hosts, flow.request.path)
+        strip_proxy_headers(flow.request.headers)
+        if decision.allowed:
+            if decision.is_social:
+                self._log(flow, decision, "request")
+            return
+        if decision.result is Result.AUTH_REQUIRED and tunnel is None:
+            self._respond_auth_required(flow, decision)
+            return
+        await self._respond_blocked(flow, decision)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _guarded(
+        self,
+        flow: http.HTTPFlow,
+        hosts: Sequence[str],
+        body: Callable[[http.HTTPFlow, Sequence[str]], Awaitable[None]],
+    ) -> None:
+        try:
+            await body(flow, hosts)
+        except Exception:
+            log.exception("citygate: error deciding %s %s", flow.request.method, flow.request.pretty_url)
+            if self._might_be_social(hosts):
+                flow.response = http.Response.make(
+                    403,
+                    "citygate could not decide this request, so it is refused. IT has the details in the proxy log.\n",
+                    {"Content-Type": "text/plain; charset=utf-8"},
+                )
+                decisions_log.warning("deny reason=%s host=%s", Reason.INTERNAL_ERROR.value, ",".join(hosts))
+
+    def _might_be_social(self, hosts: Sequence[str]) -> bool:
+        """Whether to fail closed after an error: yes unless every host is surely not social."""
+        try:
+            catalog = self.policy.catalog  # type: ignore[union-attr]
+            return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+        except Exception:
+            return True
+
+    async def _identity(self, flow: http.HTTPFlow) -> Identity | None:
+        try:
+            credentials = basic_credentials(flow.request.headers)
+        except UnsupportedCredentials as exc:
+            log.info(
+                "citygate: unusable proxy credentials from %s: %s",
+                flow.client_conn.peername[0],
+                exc,
+            )
+            return Identity("", "basic", authenticated=False)
+        if credentials is None:
+            return None
+        assert self.directory is not None
+        verified = await self.directory.authenticate(credentials.user, credentials.password)
+        return Identity(credentials.user, "basic", authenticated=verified)
+
+    async def _decide(self, identity: Identity | None, hosts: Sequence[str], path: str | None) -> Decision:
+        policy, directory = self.policy, self.directory
+        assert policy is not None and directory is not None, "citygate_config was never loaded"
+        user = identity.user if identity and identity.authenticated else None
+        people = await directory.people(people_involved(policy, user, hosts))
+        return decide_request(identity, hosts, path, datetime.now(policy.timezone), policy, people)
+
+    def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        flow.response = http.Response.make(
+            407,
+            f"Proxy authentication required: {decision.match.site.name if decision.match else 'this site'} "
+            "is social media; sign in with your City account.\n",
+            {
+                "Proxy-Authenticate": f'Basic realm="{REALM}"',
+                "Content-Type": "text/plain; charset=utf-8",
+            },
+        )
+        self._log(flow, decision, "connect" if flow.request.method == "CONNECT" else "request")
+
+    async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        assert self.policy is not None and self.directory is not None
+        event_id = self._log(flow, decision, "request")
+        department = decision.evidence.employee_department
+        candidates = await self.directory.members(self.policy.approver_groups) if department else []
+        approvers = self.policy.approval.approvers_for(department, candidates)
+        page = render_block_page(decision, self.policy, flow.request.pretty_url, approvers, event_id)
+        flow.response = http.Response.make(
+            403,
+            page,
+            {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
+        )
+
+    def _log(self, flow: http.HTTPFlow, decision: Decision, stage: str) -> str:
+        event_id = uuid.uuid4().hex
+        evidence = decision.evidence
+        decisions_log.info(
+            "%s reason=%s site=%s host=%s stage=%s user=%s department=%s grant=%s approver=%s source=%s id=%s",
+            decision.result.value,
+            decision.reason.value,
+            decision.site_id,
+            decision.host,
+            stage,
+            evidence.employee or "-",
+            evidence.employee_department or "-",
+            decision.grant.id if decision.grant else "-",
+            evidence.approver or "-",
+            flow.client_conn.peername[0] if flow.client_conn.peername else "-",
+            event_id,
+        )
+        return event_id

@@ -1,0 +1,1 @@
+"""Directory backends: where citygate learns who people are, their department and role."""

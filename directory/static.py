@@ -1,0 +1,192 @@
+"""A directory loaded once from an LDIF file and answered from memory.
+
+For demos, tests and small sites without LDAP. It reads the same LDIF a real OpenLDAP is
+seeded with and follows LDAP's rules where they matter to a security decision: uids match
+case-insensitively, ppolicy-locked accounts are disabled, only salted hashes log in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, replace
+
+from citygate.directory.ldif import LdifEntry, LdifError, read_ldif
+from citygate.directory.model import Person
+from citygate.directory.passwords import verify_password
+
+log = logging.getLogger(__name__)
+
+_PERSON_CLASSES = frozenset({"inetorgperson"})
+_GROUP_CLASSES = frozenset({"groupofnames", "groupofuniquenames"})
+_MEMBER_ATTRIBUTES = ("member", "uniquemember")
+_SUPPORTED_HASHES = ("{ssha}", "{ssha256}", "{ssha512}")
+_DN_SPACES = re.compile(r"\s*([,=])\s*")
+
+
+class DirectoryConfigError(ValueError):
+    """The directory file cannot be used; the message says where and how to fix it."""
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN in a form good enough to compare the DNs a person writes in one LDIF file.
+
+    Not full RFC 4514 matching (no escapes, no attribute-specific rules): a group's
+    `member: uid=JLee, ou=People,...` must still find `uid=jlee,ou=people,...`.
+    """
+    return _DN_SPACES.sub(r"\1", dn.strip()).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    person: Person
+    password_hashes: tuple[str, ...]
+
+
+def _object_classes(entry: LdifEntry) -> set[str]:
+    return {value.strip().lower() for value in entry.attributes.get("objectclass", [])}
+
+
+def _first(entry: LdifEntry, attribute: str) -> str | None:
+    values = entry.attributes.get(attribute)
+    return values[0] if values else None
+
+
+class StaticDirectory:
+    """The Directory protocol over an in-memory snapshot; never blocks, never unavailable."""
+
+    blocking = False
+
+    def __init__(self, accounts: dict[str, _Account], groups: dict[str, list[Person]]) -> None:
+        # Keyed by casefolded uid / lower-cased group cn; use from_ldif() to build one.
+        self._accounts = accounts
+        self._groups = groups
+
+    @classmethod
+    def from_ldif(cls, path: str | os.PathLike[str]) -> StaticDirectory:
+        """Load people and groups from an LDIF file; raises DirectoryConfigError if unusable."""
+        name = str(path)
+        try:
+            entries = read_ldif(path)
+        except LdifError as error:
+            raise DirectoryConfigError(str(error)) from error
+        except FileNotFoundError:
+            raise DirectoryConfigError(
+                f"{name}: directory file not found; check the path in the configuration"
+            ) from None
+        except OSError as error:
+            raise DirectoryConfigError(
+                f"{name}: cannot read the directory file ({error.strerror}); "
+                "check that it exists and is readable by the proxy's user"
+            ) from None
+
+        accounts: dict[str, _Account] = {}
+        first_line: dict[str, int] = {}  # casefolded uid -> line of its entry
+        by_dn: dict[str, str] = {}  # normalized DN -> casefolded uid
+        group_entries: list[LdifEntry] = []
+        seen_dns: dict[str, int] = {}
+        for entry in entries:
+            dn = normalize_dn(entry.dn)
+            if dn in seen_dns:
+                raise DirectoryConfigError(
+                    f"{name}:{entry.line}: dn {entry.dn!r} already used on line "
+                    f"{seen_dns[dn]}; remove or rename one of the two entries"
+                )
+            seen_dns[dn] = entry.line
+            classes = _object_classes(entry)
+            if classes & _GROUP_CLASSES:
+                group_entries.append(entry)
+            if not classes & _PERSON_CLASSES:
+                continue
+            account = _account(name, entry)
+            key = account.person.uid.casefold()
+            if key in accounts:
+                raise DirectoryConfigError(
+                    f"{name}:{entry.line}: uid {account.person.uid!r} is already used by the "
+                    f"entry on line {first_line[key]} (uids are case-insensitive); "
+                    "give each person a unique uid"
+                )
+            accounts[key] = account
+            first_line[key] = entry.line
+            by_dn[dn] = key
+
+        members: dict[str, set[str]] = {}  # group name -> casefolded uids
+        for entry in group_entries:
+            group = _first(entry, "cn")
+            if not group:
+                raise DirectoryConfigError(
+                    f"{name}:{entry.line}: group {entry.dn!r} has no cn; add a `cn:` line"
+                )
+            uids = members.setdefault(group.strip().lower(), set())
+            for attribute in _MEMBER_ATTRIBUTES:
+                for member_dn in entry.attributes.get(attribute, []):
+                    # Non-person members (placeholders for empty groupOfNames, nested groups)
+                    # grant nothing, so they are skipped rather than rejected.
+                    uid = by_dn.get(normalize_dn(member_dn))
+                    if uid is not None:
+                        uids.add(uid)
+
+        for group, uids in members.items():
+            for uid in uids:
+                account = accounts[uid]
+                person = replace(account.person, groups=account.person.groups | {group})
+                accounts[uid] = replace(account, person=person)
+        groups = {
+            group: sorted((accounts[uid].person for uid in uids), key=lambda p: p.uid.casefold())
+            for group, uids in members.items()
+        }
+        return cls(accounts, groups)
+
+    def lookup(self, uid: str) -> Person | None:
+        account = self._accounts.get(uid.casefold())
+        return account.person if account else None
+
+    def authenticate(self, uid: str, password: str) -> bool:
+        account = self._accounts.get(uid.casefold())
+        if account is None or account.person.disabled or not password:
+            return False
+        # A list, not any(): compare against every stored hash so timing does not depend on
+        # which one (if any) matched.
+        results = [verify_password(stored, password) for stored in account.password_hashes]
+        return any(results)
+
+    def group_members(self, group: str) -> list[Person]:
+        return list(self._groups.get(group.strip().lower(), []))
+
+
+def _account(path: str, entry: LdifEntry) -> _Account:
+    uids = entry.attributes.get("uid", [])
+    if not uids or not uids[0].strip():
+        raise DirectoryConfigError(
+            f"{path}:{entry.line}: person {entry.dn!r} has no uid; add a `uid:` line with the login name"
+        )
+    if len(uids) > 1:
+        raise DirectoryConfigError(
+            f"{path}:{entry.line}: person {entry.dn!r} has {len(uids)} uid values; "
+            "keep one uid per person so a login name means one account"
+        )
+    uid = uids[0].strip()
+    hashes = tuple(entry.attributes.get("userpassword", []))
+    for stored in hashes:
+        if not stored.lower().startswith(_SUPPORTED_HASHES):
+            # Loading still succeeds (one bad entry should not lock out everyone), but the
+            # administrator should know this person cannot log in.
+            log.warning(
+                "%s:%d: userPassword of %r is not {SSHA}, {SSHA256} or {SSHA512} and will "
+                "never match; store a salted hash",
+                path,
+                entry.line,
+                uid,
+            )
+    # A blank departmentNumber means "no department", not a department named "".
+    department = (_first(entry, "departmentnumber") or "").strip() or None
+    person = Person(
+        uid=uid,
+        name=_first(entry, "displayname") or _first(entry, "cn") or uid,
+        department=department,
+        title=_first(entry, "title"),
+        disabled="pwdaccountlockedtime" in entry.attributes,
+        mail=_first(entry, "mail"),
+    )
+    return _Account(person=person, password_hashes=hashes)

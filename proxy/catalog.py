@@ -1,0 +1,225 @@
+"""The social-media site catalog: which hosts belong to which site.
+
+Indexed once at load time into one dictionary keyed by domain, so a lookup is a walk over the
+host's own labels (a handful of dictionary probes) whatever the size of the catalog. IP
+literals match only the explicit `networks` a site lists, through one dictionary per prefix
+length, so an address never matches a site by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from citygate.proxy.hosts import Host, domain_suffixes, normalize_host
+from citygate.proxy.problems import Problems
+from citygate.proxy.yamlfile import Items, Node, read_yaml
+
+SITE_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    name: str
+    domains: tuple[str, ...]
+    asset_domains: tuple[str, ...] = ()
+    networks: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SiteMatch:
+    """A host found in the catalog.
+
+    `matched` is the catalog entry that matched (the host itself or a parent domain);
+    `is_asset` is True for CDN/API/short-link domains, where path scopes do not apply.
+    """
+
+    site: Site
+    matched: str
+    is_asset: bool
+
+
+class Catalog:
+    def __init__(self, sites: list[Site]) -> None:
+        self.sites: dict[str, Site] = {site.id: site for site in sites}
+        self._by_domain: dict[str, SiteMatch] = {}
+        self._by_network: dict[int, dict[IPNetwork, SiteMatch]] = {}
+        for site in sites:
+            for domain in site.domains:
+                self._by_domain[domain] = SiteMatch(site, domain, is_asset=False)
+            for domain in site.asset_domains:
+                self._by_domain[domain] = SiteMatch(site, domain, is_asset=True)
+            for network in site.networks:
+                per_length = self._by_network.setdefault(network.prefixlen, {})
+                per_length[network] = SiteMatch(site, str(network), is_asset=False)
+        # Longest prefixes first, so the most specific network wins.
+        self._prefix_lengths = sorted(self._by_network, reverse=True)
+
+    def match(self, host: Host) -> SiteMatch | None:
+        if host.ip is not None:
+            return self._match_ip(host.ip)
+        for suffix in domain_suffixes(host):
+            found = self._by_domain.get(suffix)
+            if found is not None:
+                return found
+        return None
+
+    def _match_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> SiteMatch | None:
+        for length in self._prefix_lengths:
+            if length > ip.max_prefixlen:
+                continue
+            network = ipaddress.ip_network(f"{ip}/{length}", strict=False)
+            found = self._by_network[length].get(network)
+            if found is not None:
+                return found
+        return None
+
+
+def load_catalog(path: Path, problems: Problems) -> Catalog:
+    """The catalog in `path`; every problem found is appended to `problems`."""
+    document = read_yaml(path, problems)
+    if document is None:
+        return Catalog([])
+    entries = document.get("sites") if isinstance(document, Node) else None
+    if not isinstance(entries, Items):
+        problems.error(
+            path,
+            getattr(document, "line", 1),
+            'the catalog must have a "sites:" list',
+            'start the file with "sites:" followed by "- id: ..." entries',
+        )
+        return Catalog([])
+
+    sites: list[Site] = []
+    owner: dict[str, tuple[str, int]] = {}
+    network_owner: dict[IPNetwork, tuple[str, int]] = {}
+    for entry, line in zip(entries, entries.item_lines, strict=True):
+        site = _parse_site(path, entry, line, problems)
+        if site is None:
+            continue
+        if site.id in {s.id for s in sites}:
+            problems.error(path, line, f'site id "{site.id}" is used twice', "give each site its own id")
+            continue
+        for domain in site.domains + site.asset_domains:
+            if domain in owner:
+                other, other_line = owner[domain]
+                problems.error(
+                    path,
+                    line,
+                    f'domain "{domain}" is already listed under "{other}" (line {other_line})',
+                    "list each domain under one site only",
+                )
+            owner[domain] = (site.id, line)
+        for network in site.networks:
+            for known, (other, other_line) in network_owner.items():
+                if network.version == known.version and network.overlaps(known):
+                    problems.error(
+                        path,
+                        line,
+                        f'network {network} overlaps {known} of "{other}" (line {other_line})',
+                        "give each address range to one site only",
+                    )
+            network_owner[network] = (site.id, line)
+        sites.append(site)
+    return Catalog(sites)
+
+
+def _parse_site(path: Path, entry: object, line: int, problems: Problems) -> Site | None:
+    if not isinstance(entry, Node):
+        problems.error(
+            path,
+            line,
+            "a site must be a mapping",
+            'write "- id: ...", "name: ...", "domains: [...]"',
+        )
+        return None
+    unknown = set(entry) - {"id", "name", "domains", "asset_domains", "networks"}
+    for key in sorted(unknown):
+        problems.error(
+            path,
+            entry.line_of(key),
+            f'unknown key "{key}" in a site',
+            "use id, name, domains, asset_domains or networks",
+        )
+    site_id = entry.get("id")
+    if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
+        problems.error(
+            path,
+            entry.line_of("id"),
+            f"site id {site_id!r} is missing or invalid",
+            'use lower-case letters, digits and "-", e.g. "id: facebook"',
+        )
+        return None
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.error(
+            path,
+            entry.line_of("name"),
+            f'site "{site_id}" has no name',
+            'add e.g. "name: Facebook"',
+        )
+        name = site_id
+    domains = _parse_domains(path, entry, "domains", problems)
+    assets = _parse_domains(path, entry, "asset_domains", problems)
+    if not domains and not assets:
+        problems.error(
+            path,
+            entry.line_of("domains"),
+            f'site "{site_id}" lists no domains',
+            'add e.g. "domains: [facebook.com]"',
+        )
+    networks = _parse_networks(path, entry, problems)
+    return Site(site_id, name.strip(), tuple(domains), tuple(assets), tuple(networks))
+
+
+def _parse_domains(path: Path, entry: Node, key: str, problems: Problems) -> list[str]:
+    values = entry.get(key, [])
+    if not isinstance(values, list):
+        problems.error(path, entry.line_of(key), f"{key} must be a list", f"write {key}: [example.com]")
+        return []
+    domains: list[str] = []
+    for value in values:
+        host = normalize_host(value) if isinstance(value, str) else None
+        bad_form = isinstance(value, str) and (
+            "/" in value or "*" in value or value.startswith(".") or ":" in value
+        )
+        if host is None or host.ip is not None or bad_form:
+            problems.error(
+                path,
+                entry.line_of(key),
+                f"{value!r} in {key} is not a domain name",
+                'write a bare domain such as "facebook.com" (it covers every subdomain); '
+                "put IP ranges under networks",
+            )
+            continue
+        domains.append(host.name)
+    return domains
+
+
+def _parse_networks(path: Path, entry: Node, problems: Problems) -> list[IPNetwork]:
+    values = entry.get("networks", [])
+    if not isinstance(values, list):
+        problems.error(
+            path,
+            entry.line_of("networks"),
+            "networks must be a list",
+            "write networks: [192.0.2.0/24]",
+        )
+        return []
+    networks: list[IPNetwork] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(str(value)))
+        except ValueError as exc:
+            problems.error(
+                path,
+                entry.line_of("networks"),
+                f"{value!r} in networks is not an IP network ({exc})",
+                'write a CIDR range with host bits zero, e.g. "157.240.0.0/16"',
+            )
+    return networks

@@ -1,0 +1,365 @@
+"""`citygate`: run the proxy, check a configuration, explain a decision."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from citygate.directory.model import Directory, DirectoryUnavailable, Person
+from citygate.proxy.decision import (
+    Decision,
+    Identity,
+    Reason,
+    Result,
+    decide,
+    decide_request,
+    people_involved,
+)
+from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.problems import ConfigError
+from citygate.proxy.wording import plain_reason
+
+DEFAULT_CONFIG = "config/citygate.yaml"
+
+EPILOG_RUN = """examples:
+  citygate run                                  # demo config, listen on 127.0.0.1:8080
+  citygate run --config /etc/citygate/citygate.yaml --listen-host 0.0.0.0 --listen-port 3128
+  citygate run --set block_global=false         # any mitmproxy option
+"""
+EPILOG_CHECK = """examples:
+  citygate check                                # the demo config
+  citygate check --config /etc/citygate/citygate.yaml
+  citygate check --no-directory                 # syntax only, without asking the directory
+
+exit status: 0 when every file is valid and every grant would work now, 1 otherwise.
+"""
+EPILOG_EXPLAIN = """examples:
+  citygate explain jlee https://www.facebook.com/CityOfExampleParks
+  citygate explain mnguyen http://www.facebook.com/ --json
+  citygate explain kwilliams https://x.com/ --at 2027-03-01
+  citygate explain - https://www.reddit.com/        # nobody signed in
+
+exit status: 0 when the request would be allowed, 1 when not, 2 on a usage or config error.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="citygate",
+        description="Access-control forward proxy enforcing the city's social-media policy.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the proxy",
+        epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_argument(run)
+    run.add_argument("--listen-host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    run.add_argument("--listen-port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    run.add_argument(
+        "--confdir",
+        default="~/.mitmproxy",
+        help="where the proxy's CA certificate and key live (default: %(default)s)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="set a mitmproxy option; may be repeated",
+    )
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check",
+        help="validate the configuration and every grant",
+        epilog=EPILOG_CHECK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_argument(check)
+    check.add_argument(
+        "--no-directory",
+        action="store_true",
+        help="only validate the files; do not check grants against the directory",
+    )
+    check.set_defaults(handler=_check)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show the decision for a user and a URL",
+        epilog=EPILOG_EXPLAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_argument(explain)
+    explain.add_argument("user", help='login name of the employee, or "-" for nobody signed in')
+    explain.add_argument("url", help="the URL requested, e.g. https://www.facebook.com/CityOfExampleParks")
+    explain.add_argument(
+        "--at", help="decide as of this time (YYYY-MM-DD or ISO 8601; default: now, city time)"
+    )
+    explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    explain.set_defaults(handler=_explain)
+
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
+    )
+
+
+def _load(config: str) -> tuple[Policy, Directory]:
+    from citygate.directory.backends import open_directory
+
+    policy = load_policy(Path(config))
+    return policy, open_directory(policy.directory, config)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    errors = [p for p in exc.problems if p.severity == "error"]
+    print(f"citygate: the configuration has {len(errors)} error(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from mitmproxy import exceptions, options
+    from mitmproxy.tools.dump import DumpMaster
+
+    from citygate.addons.gate import CityGate
+
+    async def serve() -> int:
+        opts = options.Options(
+            listen_host=args.listen_host,
+            listen_port=args.listen_port,
+            confdir=args.confdir,
+        )
+        master = DumpMaster(opts, with_termlog=True, with_dumper=False)
+        master.addons.add(CityGate())
+        try:
+            # Options registered by addons exist only once the master has its addons.
+            opts.update(connection_strategy="lazy", citygate_config=args.config)
+            if args.set:
+                opts.set(*args.set)
+        except exceptions.OptionsError as exc:
+            print(f"citygate: {exc}", file=sys.stderr)
+            return 2
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, master.shutdown)
+        await master.run()
+        return 0
+
+    return asyncio.run(serve())
+
+
+# --- check -----------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        policy, directory = _load(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 1
+    for warning in policy.warnings:
+        print(f"  {warning}")
+    files = len(policy.sources) - 2
+    print(
+        f"{args.config}: valid: {len(policy.catalog.sites)} sites, {len(policy.grants)} grants in {files} grant file(s)"
+    )
+    if args.no_directory:
+        return 0
+    failing = _grants_not_working(policy, directory, datetime.now(policy.timezone))
+    for grant_location, grant_id, reason, detail in failing:
+        print(f"  {grant_location}: grant {grant_id} would not work now: {reason.value}: {detail}")
+    if failing:
+        print(f"citygate: {len(failing)} grant(s) would not work now", file=sys.stderr)
+        return 1
+    print("every grant would work now against the directory")
+    return 0
+
+
+# Grants that have not started or have ended are reported as warnings when the files load;
+# `check` fails only on grants that are in force on paper but refused by the directory.
+_CALENDAR_REASONS = (Reason.GRANT_NOT_YET_VALID, Reason.GRANT_EXPIRED)
+
+
+def _grants_not_working(
+    policy: Policy, directory: Directory, now: datetime
+) -> list[tuple[str, str, Reason, str]]:
+    failing = []
+    for grant in policy.grants:
+        site = policy.catalog.sites[grant.sites[0]]
+        host = (site.domains or site.asset_domains)[0]
+        people = _people(directory, people_involved(policy, grant.employee, [host]))
+        decision = decide(Identity(grant.employee, "check"), host, None, now, policy, people)
+        if decision.allowed or decision.reason in _CALENDAR_REASONS:
+            continue
+        if decision.grant is not None and decision.grant.id != grant.id:
+            continue  # another grant of the same employee decided; this one is judged on its own turn
+        failing.append((grant.location, grant.id, decision.reason, decision.evidence.detail))
+    return failing
+
+
+def _people(directory: Directory, uids: set[str]) -> dict[str, Person | None]:
+    people: dict[str, Person | None] = {}
+    for uid in uids:
+        # An unanswered uid stays absent: the decision then says directory_unavailable.
+        with contextlib.suppress(DirectoryUnavailable):
+            people[uid] = directory.lookup(uid)
+    return people
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+
+def _explain(args: argparse.Namespace) -> int:
+    try:
+        policy, directory = _load(args.config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 2
+    at = _parse_time(args.at, policy) if args.at else datetime.now(policy.timezone)
+    if at is None:
+        print(
+            f"citygate: --at {args.at!r} is not a time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM",
+            file=sys.stderr,
+        )
+        return 2
+    url = args.url if "://" in args.url else f"http://{args.url}"
+    parts = urlsplit(url)
+    if not parts.hostname:
+        print(
+            f"citygate: {args.url!r} has no host; give a URL such as https://www.facebook.com/",
+            file=sys.stderr,
+        )
+        return 2
+    identity = None if args.user == "-" else Identity(args.user.casefold(), "explain")
+    user = identity.user if identity else None
+    people = _people(directory, people_involved(policy, user, [parts.hostname]))
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    decision = decide_request(identity, [parts.hostname], path, at, policy, people)
+    tunnel = (
+        decide_request(identity, [parts.hostname], None, at, policy, people)
+        if parts.scheme == "https"
+        else None
+    )
+    approvers: list[Person] = []
+    if not decision.allowed and decision.evidence.employee_department:
+        candidates = [
+            person for group in sorted(policy.approver_groups) for person in _members(directory, group)
+        ]
+        approvers = policy.approval.approvers_for(decision.evidence.employee_department, candidates)
+
+    if args.json:
+        record = decision.to_dict() | {
+            "url": args.url,
+            "at": at.isoformat(),
+            "tunnel": None if tunnel is None else _tunnel_handling(tunnel),
+            "approvers": [person.uid for person in approvers],
+        }
+        print(json.dumps(record, indent=2))
+    else:
+        _print_explanation(decision, tunnel, approvers, at, args.url)
+    return 0 if decision.allowed else 1
+
+
+def _members(directory: Directory, group: str) -> list[Person]:
+    try:
+        return directory.group_members(group)
+    except DirectoryUnavailable:
+        return []
+
+
+def _parse_time(text: str, policy: Policy) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=policy.timezone)
+
+
+def _tunnel_handling(tunnel: Decision) -> str:
+    if tunnel.result is Result.AUTH_REQUIRED:
+        return "refused with 407 until the employee signs in"
+    if not tunnel.is_social:
+        return "passed through without decryption"
+    if tunnel.allowed and not tunnel.needs_path:
+        return "passed through without decryption"
+    if tunnel.allowed:
+        return "decrypted so each request's path can be checked against the grant"
+    return "decrypted so the block page can be shown"
+
+
+def _print_explanation(
+    decision: Decision, tunnel: Decision | None, approvers: list[Person], at: datetime, url: str
+) -> None:
+    evidence = decision.evidence
+    rows = [
+        ("url", url),
+        ("at", at.isoformat(timespec="seconds")),
+        ("decision", decision.result.value.upper()),
+        ("reason", f"{decision.reason.value}: {plain_reason(decision.reason)}"),
+    ]
+    if evidence.detail:
+        rows.append(("detail", evidence.detail))
+    if decision.match:
+        rows.append(
+            (
+                "site",
+                f"{decision.match.site.name} ({decision.match.site.id}), matched {decision.match.matched}",
+            )
+        )
+    if evidence.employee:
+        rows.append(
+            (
+                "employee",
+                f"{evidence.employee}, department {evidence.employee_department or 'unknown'}",
+            )
+        )
+    if decision.grant:
+        grant = decision.grant
+        rows.append(("grant", f"{grant.id} at {grant.location}"))
+        rows.append(("purpose", grant.purpose))
+        rows.append(
+            (
+                "valid",
+                f"{grant.valid_from:%Y-%m-%d} until {grant.valid_until:%Y-%m-%d %H:%M %Z} (exclusive)",
+            )
+        )
+    if evidence.approver:
+        role = f"{evidence.approver_role or 'no approving role'}"
+        rows.append(
+            (
+                "approver",
+                f"{evidence.approver}, {role}, department {evidence.approver_department or 'unknown'}",
+            )
+        )
+    if tunnel is not None:
+        rows.append(("https", f"the tunnel is {_tunnel_handling(tunnel)}"))
+    if approvers:
+        rows.append(("can approve", ", ".join(f"{p.name} ({p.uid})" for p in approvers)))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label + ':':<{width + 2}}{value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Directors' grants: one employee, named sites, a business purpose, an approver, an expiry.
+
+Grant files are written by hand, so the loader checks everything it can without the
+directory and reports each mistake as `file:line: problem; fix`. Whether the approver really
+is a Director of the employee's department is not decided here: that depends on the live
+directory and is checked by the decision core on every request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import unquote
+from zoneinfo import ZoneInfo
+
+from citygate.proxy.catalog import Catalog
+from citygate.proxy.problems import Problems
+from citygate.proxy.yamlfile import Items, Node, read_yaml
+
+GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+GRANT_KEYS = (
+    "id",
+    "employee",
+    "sites",
+    "purpose",
+    "approved_by",
+    "approved_on",
+    "expires",
+    "start",
+    "paths",
+)
+REQUIRED_KEYS = ("id", "employee", "sites", "purpose", "approved_by", "approved_on", "expires")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: str
+    employee: str
+    sites: tuple[str, ...]
+    purpose: str
+    approved_by: str
+    approved_on: date
+    valid_from: datetime
+    valid_until: datetime  # exclusive
+    paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    source: Path = Path()
+    line: int = 0
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    def scope_for(self, site_id: str) -> tuple[str, ...] | None:
+        """The path prefixes this grant allows on the site's pages, or None for the whole site."""
+        return self.paths.get(site_id)
+
+
+def normalize_path(raw: str) -> str:
+    """The path a server will act on: query dropped, escapes decoded, `.`/`..` and `//` resolved.
+
+    Decoding before resolving means `/FresnoParks/%2e%2e/evil` is judged as `/evil`, so an
+    encoded dot segment cannot climb out of a granted scope.
+    """
+    path = raw.split("#", 1)[0].split("?", 1)[0]
+    segments: list[str] = []
+    for segment in unquote(path).split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    normalized = "/" + "/".join(segments)
+    if path.endswith("/") and segments:
+        normalized += "/"
+    return normalized
+
+
+def path_in_scope(path: str, scope: Iterable[str]) -> bool:
+    """Whether a normalized path lies under one of the scope prefixes, at a segment boundary."""
+    for prefix in scope:
+        base = prefix.rstrip("/")
+        if not base or path == base or path.startswith(base + "/"):
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class GrantLoader:
+    """Reads grant files into `Grant`s; the context every check needs travels with it."""
+
+    catalog: Catalog
+    timezone: ZoneInfo
+    max_days: int
+    today: date
+    problems: Problems
+    seen_ids: dict[str, str] = field(default_factory=dict)
+
+    def load_file(self, path: Path) -> list[Grant]:
+        document = read_yaml(path, self.problems)
+        if document is None:
+            return []
+        entries = document.get("grants") if isinstance(document, Node) else None
+        if not isinstance(entries, Items):
+            self.problems.error(
+                path,
+                getattr(document, "line", 1),
+                'a grant file must have a "grants:" list',
+                'start the file with "grants:" followed by "- id: ..." entries (see config/grants/)',
+            )
+            return []
+        unknown_top = set(document) - {"grants", "department", "notes"}
+        for key in sorted(unknown_top):
+            self.problems.error(
+                path,
+                document.line_of(key),
+                f'unknown top-level key "{key}"',
+                'use "grants:" (and optionally "department:", "notes:")',
+            )
+        grants = []
+        for entry, line in zip(entries, entries.item_lines, strict=True):
+            grant = self._parse(path, entry, line)
+            if grant is not None:
+                grants.append(grant)
+        return grants
+
+    def _parse(self, path: Path, entry: object, line: int) -> Grant | None:
+        problems = self.problems
+        if not isinstance(entry, Node):
+            problems.error(path, line, "a grant must be a mapping", 'write "- id: ...", "employee: ...", ...')
+            return None
+        errors_before = len(problems.errors)
+
+        def fail(key: str, message: str, fix: str) -> None:
+            problems.error(path, entry.line_of(key), message, fix)
+
+        for key in sorted(set(entry) - set(GRANT_KEYS)):
+            close = difflib.get_close_matches(key, GRANT_KEYS, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else f"allowed keys: {', '.join(GRANT_KEYS)}"
+            fail(key, f'unknown key "{key}" in a grant', hint)
+        for key in REQUIRED_KEYS:
+            if key not in entry or entry[key] in (None, "", []):
+                fail(key, f'grant is missing "{key}"', _REQUIRED_FIX[key])
+
+        grant_id = _text(entry.get("id"))
+        if grant_id and not GRANT_ID.fullmatch(grant_id):
+            fail(
+                "id",
+                f"grant id {grant_id!r} is not valid",
+                'use letters, digits, ".", "_" and "-", e.g. "parks-2026-001"',
+            )
+        elif grant_id in self.seen_ids:
+            fail(
+                "id",
+                f'grant id "{grant_id}" is already used at {self.seen_ids[grant_id]}',
+                "give every grant its own id",
+            )
+        elif grant_id:
+            self.seen_ids[grant_id] = f"{path}:{entry.line_of('id')}"
+
+        employee = _text(entry.get("employee")).casefold()
+        approver = _text(entry.get("approved_by")).casefold()
+        purpose = _text(entry.get("purpose"))
+        if "purpose" in entry and not purpose:
+            fail(
+                "purpose",
+                "the business purpose is empty",
+                'state what the access is for, e.g. "Post park closures on the Parks page"',
+            )
+        sites = self._sites(path, entry)
+        approved_on = self._date(path, entry, "approved_on")
+        start = self._date(path, entry, "start") if "start" in entry else None
+        expires = self._date(path, entry, "expires")
+        paths = self._paths(path, entry, sites)
+
+        if approved_on and approved_on > self.today:
+            fail(
+                "approved_on",
+                f"approved_on {approved_on} is in the future",
+                "use the date the Director actually approved the grant",
+            )
+        if expires and approved_on:
+            begins = max(start or approved_on, approved_on)
+            if expires < begins:
+                fail(
+                    "expires",
+                    f"expires {expires} is before the grant begins ({begins})",
+                    "set an expiry after approved_on and start",
+                )
+            elif (expires - begins).days > self.max_days:
+                latest = begins + timedelta(days=self.max_days)
+                fail(
+                    "expires",
+                    f"expires {expires} is more than {self.max_days} days after {begins}",
+                    f"grants last at most {self.max_days} days: expire on or before {latest} and renew after",
+                )
+            elif expires < self.today:
+                problems.warning(
+                    path,
+                    entry.line_of("expires"),
+                    f'grant "{grant_id}" expired on {expires}',
+                    "renew it or delete it",
+                )
+        if employee and employee == approver:
+            problems.warning(
+                path,
+                entry.line_of("approved_by"),
+                f'grant "{grant_id}" is approved by its own employee and will never be used',
+                "have a Director of the employee's department approve it",
+            )
+
+        if len(problems.errors) > errors_before or not (approved_on and expires):
+            return None
+        return Grant(
+            id=grant_id,
+            employee=employee,
+            sites=tuple(sites),
+            purpose=purpose,
+            approved_by=approver,
+            approved_on=approved_on,
+            valid_from=self._start_of(start or approved_on),
+            valid_until=self._start_of(expires + timedelta(days=1)),
+            paths=MappingProxyType(paths),
+            source=path,
+            line=line,
+        )
+
+    def _sites(self, path: Path, entry: Node) -> list[str]:
+        raw = entry.get("sites")
+        if raw is None:
+            return []
+        values = [raw] if isinstance(raw, str) else raw
+        if not isinstance(values, list):
+            self.problems.error(
+                path,
+                entry.line_of("sites"),
+                "sites must be a list of site ids",
+                "write sites: [facebook, instagram]",
+            )
+            return []
+        sites = []
+        for value in values:
+            site_id = _text(value).lower()
+            if site_id in self.catalog.sites:
+                sites.append(site_id)
+                continue
+            close = difflib.get_close_matches(site_id, list(self.catalog.sites), n=1)
+            hint = f'did you mean "{close[0]}"?' if close else "use a site id from the catalog (sites.yaml)"
+            if site_id in ("all", "*"):
+                hint = "a grant must name each site it allows; list the site ids"
+            self.problems.error(path, entry.line_of("sites"), f'unknown site "{value}"', hint)
+        return sites
+
+    def _date(self, path: Path, entry: Node, key: str) -> date | None:
+        value = entry.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value).strip())
+        except ValueError:
+            self.problems.error(
+                path,
+                entry.line_of(key),
+                f"{key} {value!r} is not a date",
+                f"write it as YYYY-MM-DD, e.g. {key}: 2026-12-31",
+            )
+            return None
+
+    def _paths(self, path: Path, entry: Node, sites: list[str]) -> dict[str, tuple[str, ...]]:
+        raw = entry.get("paths")
+        if raw is None:
+            return {}
+        if not isinstance(raw, Node):
+            self.problems.error(
+                path,
+                entry.line_of("paths"),
+                "paths must map a site id to a list of paths",
+                "write paths: {facebook: [/FresnoParks]}",
+            )
+            return {}
+        scopes: dict[str, tuple[str, ...]] = {}
+        for site_id, prefixes in raw.items():
+            line = raw.line_of(site_id)
+            if site_id not in sites:
+                self.problems.error(
+                    path,
+                    line,
+                    f'paths names "{site_id}", which is not in this grant\'s sites',
+                    "scope only sites the grant allows",
+                )
+                continue
+            values = [prefixes] if isinstance(prefixes, str) else prefixes
+            if not isinstance(values, list) or not values:
+                self.problems.error(
+                    path,
+                    line,
+                    f'paths for "{site_id}" must be a non-empty list',
+                    f"write {site_id}: [/PageName]",
+                )
+                continue
+            cleaned = []
+            for value in values:
+                text = _text(value)
+                if not text.startswith("/") or "?" in text or "#" in text:
+                    self.problems.error(
+                        path,
+                        line,
+                        f"path {value!r} must start with / and have no query",
+                        'write a path such as "/FresnoParks"',
+                    )
+                    continue
+                cleaned.append(normalize_path(text))
+            if cleaned:
+                scopes[site_id] = tuple(cleaned)
+        return scopes
+
+    def _start_of(self, day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=self.timezone)
+
+
+_REQUIRED_FIX = {
+    "id": 'add a unique id, e.g. "id: parks-2026-001"',
+    "employee": 'add the employee\'s login name, e.g. "employee: jlee"',
+    "sites": 'list the site ids the grant allows, e.g. "sites: [facebook]"',
+    "purpose": 'state the business purpose, e.g. "purpose: Post park closures on the Parks page"',
+    "approved_by": 'add the approving Director\'s login name, e.g. "approved_by: ahernandez"',
+    "approved_on": 'add the approval date, e.g. "approved_on: 2026-01-15"',
+    "expires": 'add an expiry date, e.g. "expires: 2026-12-31"',
+}
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ("" if value is None else str(value).strip())

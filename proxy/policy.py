@@ -1,0 +1,270 @@
+"""The loaded policy: settings, catalog and grants, parsed and indexed once.
+
+`load_policy` reads the main config file and everything it points to, and either returns a
+`Policy` ready for the per-request path (dictionary lookups only) or raises `ConfigError`
+with every problem found. A policy is immutable: a reload builds a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from citygate.directory.model import Person
+from citygate.proxy.catalog import Catalog, load_catalog
+from citygate.proxy.grants import Grant, GrantLoader
+from citygate.proxy.problems import ConfigError, Problems
+from citygate.proxy.yamlfile import Node, read_yaml
+
+DEFAULT_MAX_GRANT_DAYS = 365
+CONFIG_KEYS = (
+    "city",
+    "timezone",
+    "policy",
+    "catalog",
+    "grants",
+    "max_grant_days",
+    "approval",
+    "directory",
+)
+
+
+class Role(StrEnum):
+    DIRECTOR = "director"
+    EXECUTIVE = "executive"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRule:
+    """Who may approve: Directors (or higher) of the employee's department, or executives city-wide."""
+
+    director_groups: frozenset[str]
+    executive_groups: frozenset[str]
+
+    def role_of(self, person: Person) -> Role | None:
+        if person.groups & self.executive_groups:
+            return Role.EXECUTIVE
+        if person.groups & self.director_groups:
+            return Role.DIRECTOR
+        return None
+
+    def approvers_for(self, department: str | None, candidates: Iterable[Person]) -> list[Person]:
+        """Who could approve a grant for someone in `department`: its Directors, then executives."""
+        directors, executives = [], []
+        for person in candidates:
+            role = None if person.disabled else self.role_of(person)
+            if role is Role.EXECUTIVE:
+                executives.append(person)
+            elif role is Role.DIRECTOR and department is not None and person.department == department:
+                directors.append(person)
+        return sorted(directors, key=lambda p: p.name) + sorted(executives, key=lambda p: p.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyText:
+    """How the block page names the rule being enforced and tells people to ask for access."""
+
+    name: str
+    summary: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    backend: str
+    options: Mapping[str, object]
+    base: Path  # folder relative paths in options are resolved against
+
+
+@dataclass(frozen=True)
+class Policy:
+    city: str
+    timezone: ZoneInfo
+    text: PolicyText
+    approval: ApprovalRule
+    catalog: Catalog
+    grants: tuple[Grant, ...]
+    directory: DirectorySettings
+    sources: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
+    _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
+
+    def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
+        return self._index.get((employee, site_id), ())
+
+    @property
+    def approver_groups(self) -> frozenset[str]:
+        return self.approval.director_groups | self.approval.executive_groups
+
+
+def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
+    """Read and validate the whole configuration; raise ConfigError listing every error."""
+    problems = Problems()
+    config_path = Path(config_path)
+    document = read_yaml(config_path, problems)
+    if document is None:
+        raise ConfigError(problems)
+    if not isinstance(document, Node):
+        problems.error(
+            config_path,
+            1,
+            "the config file must be a mapping of settings",
+            "see config/citygate.yaml",
+        )
+        raise ConfigError(problems)
+    base = config_path.parent
+
+    for key in sorted(set(document) - set(CONFIG_KEYS)):
+        problems.error(
+            config_path,
+            document.line_of(key),
+            f'unknown setting "{key}"',
+            f"known settings: {', '.join(CONFIG_KEYS)}",
+        )
+
+    timezone = _timezone(config_path, document, problems)
+    max_days = _max_days(config_path, document, problems)
+    approval = _approval(config_path, document, problems)
+    text = _policy_text(config_path, document, problems)
+    directory = _directory(config_path, document, problems)
+
+    catalog_path = base / str(document.get("catalog", "sites.yaml"))
+    catalog = load_catalog(catalog_path, problems)
+
+    grants_dir = base / str(document.get("grants", "grants"))
+    grant_files = sorted(grants_dir.glob("*.yaml")) + sorted(grants_dir.glob("*.yml"))
+    if not grants_dir.is_dir():
+        problems.error(
+            config_path,
+            document.line_of("grants"),
+            f"grants folder {grants_dir} does not exist",
+            "create it, or point grants: at the folder of grant files",
+        )
+    if today is None:
+        today = datetime.now(timezone).date()
+    loader = GrantLoader(catalog, timezone, max_days, today, problems)
+    grants = [grant for path in grant_files for grant in loader.load_file(path)]
+
+    if problems.errors:
+        raise ConfigError(problems)
+    index: dict[tuple[str, str], list[Grant]] = {}
+    for grant in grants:
+        for site_id in grant.sites:
+            index.setdefault((grant.employee, site_id), []).append(grant)
+    return Policy(
+        city=str(document.get("city", "")).strip() or "the City",
+        timezone=timezone,
+        text=text,
+        approval=approval,
+        catalog=catalog,
+        grants=tuple(grants),
+        directory=directory,
+        sources=(config_path, catalog_path, *grant_files),
+        warnings=tuple(str(p) for p in problems.warnings),
+        _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
+    )
+
+
+def _timezone(path: Path, document: Node, problems: Problems) -> ZoneInfo:
+    name = str(document.get("timezone", "UTC"))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.error(
+            path,
+            document.line_of("timezone"),
+            f'unknown timezone "{name}"',
+            'use an IANA name such as "America/Los_Angeles"',
+        )
+        return ZoneInfo("UTC")
+
+
+def _max_days(path: Path, document: Node, problems: Problems) -> int:
+    value = document.get("max_grant_days", DEFAULT_MAX_GRANT_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.error(
+            path,
+            document.line_of("max_grant_days"),
+            f"max_grant_days {value!r} is not a positive number of days",
+            "e.g. max_grant_days: 365",
+        )
+        return DEFAULT_MAX_GRANT_DAYS
+    return value
+
+
+def _approval(path: Path, document: Node, problems: Problems) -> ApprovalRule:
+    section = document.get("approval")
+    if not isinstance(section, Node):
+        problems.error(
+            path,
+            document.line_of("approval"),
+            'missing "approval:" section',
+            "name the directory groups of Directors and of city-wide executives: "
+            "approval: {director_groups: [directors], executive_groups: [city-managers]}",
+        )
+        return ApprovalRule(frozenset(), frozenset())
+    groups = {}
+    for key in ("director_groups", "executive_groups"):
+        value = section.get(key)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            problems.error(
+                path,
+                section.line_of(key),
+                f"approval.{key} must be a list of group names",
+                f"e.g. {key}: [directors]",
+            )
+            value = []
+        groups[key] = frozenset(v.strip().lower() for v in value)
+    if not groups["director_groups"] and not groups["executive_groups"]:
+        problems.error(
+            path,
+            section.line,
+            "nobody could approve a grant",
+            "list at least one group in approval.director_groups",
+        )
+    return ApprovalRule(groups["director_groups"], groups["executive_groups"])
+
+
+def _policy_text(path: Path, document: Node, problems: Problems) -> PolicyText:
+    section = document.get("policy")
+    if section is None:
+        return PolicyText(
+            name="Social media policy",
+            summary="Social media sites are blocked by default. A Director of your department "
+            "can grant access for a stated business purpose.",
+        )
+    if not isinstance(section, Node) or not isinstance(section.get("name"), str):
+        problems.error(
+            path,
+            document.line_of("policy"),
+            'policy must have a "name"',
+            'e.g. policy: {name: "Administrative Order 8-19", summary: "..."}',
+        )
+        return PolicyText("Social media policy", "")
+    url = section.get("url")
+    return PolicyText(
+        str(section["name"]).strip(),
+        str(section.get("summary", "")).strip(),
+        str(url) if url else None,
+    )
+
+
+def _directory(path: Path, document: Node, problems: Problems) -> DirectorySettings:
+    section = document.get("directory")
+    if not isinstance(section, Node) or not isinstance(section.get("backend"), str):
+        problems.error(
+            path,
+            document.line_of("directory"),
+            'missing "directory:" section with a backend',
+            "e.g. directory: {backend: static, ldif: ../directory/demo.ldif}",
+        )
+        return DirectorySettings("static", MappingProxyType({}), path.parent)
+    options = {key: value for key, value in section.items() if key != "backend"}
+    return DirectorySettings(section["backend"], MappingProxyType(options), path.parent)

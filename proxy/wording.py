@@ -1,0 +1,32 @@
+"""Each decision reason in plain words, for the block page and `citygate explain`."""
+
+from __future__ import annotations
+
+from citygate.proxy.decision import Reason
+
+PLAIN_REASONS: dict[Reason, str] = {
+    Reason.NOT_SOCIAL_MEDIA: "This site is not in the social media catalog, so it is not restricted.",
+    Reason.GRANTED: "A Director's grant allows you to use this site for its stated business purpose.",
+    Reason.CREDENTIALS_REQUIRED: "Social media sites require you to sign in to the proxy with your City account.",
+    Reason.CREDENTIALS_INVALID: "The user name or password you gave the proxy was not accepted.",
+    Reason.NO_GRANT: "You do not have a grant for this site. Social media is blocked by default.",
+    Reason.GRANT_EXPIRED: "Your grant for this site has expired.",
+    Reason.GRANT_NOT_YET_VALID: "Your grant for this site has not started yet.",
+    Reason.APPROVER_NOT_AUTHORIZED: (
+        "Your grant's approver is no longer a Director (or higher) of your department, "
+        "so the grant is not in force."
+    ),
+    Reason.SELF_APPROVAL: "A grant cannot be approved by the person it is for.",
+    Reason.EMPLOYEE_DISABLED: "Your City account is disabled.",
+    Reason.UNKNOWN_EMPLOYEE: "Your account was not found in the City directory.",
+    Reason.PATH_OUT_OF_SCOPE: "Your grant covers only certain pages of this site, and this page is not one of them.",
+    Reason.DIRECTORY_UNAVAILABLE: (
+        "The City directory could not be reached to confirm your grant, so access is refused "
+        "for now. Try again in a few minutes."
+    ),
+    Reason.INTERNAL_ERROR: "The proxy could not make a decision, so access is refused. IT has been notified in the logs.",
+}
+
+
+def plain_reason(reason: Reason) -> str:
+    return PLAIN_REASONS[reason]

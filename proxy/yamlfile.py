@@ -1,0 +1,100 @@
+"""YAML reading that remembers where every value came from.
+
+PyYAML forgets line numbers once it builds dicts and silently keeps the last of two equal
+keys. Directors edit grant files by hand, so every error must point at a line, and a
+duplicated key (two `expires:` in one grant) must be an error rather than a silent choice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from citygate.proxy.problems import Problems
+
+
+class Node(dict[str, Any]):
+    """A YAML mapping that knows its own line and the line of each key (1-based)."""
+
+    line: int
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class Items(list[Any]):
+    """A YAML sequence that knows the line of each item (1-based)."""
+
+    line: int
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    def __init__(self, stream: str, path: Path, problems: Problems) -> None:
+        super().__init__(stream)
+        self._path = path
+        self._problems = problems
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Node:
+        mapping = Node()
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {}
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                key = str(key)
+            if key in mapping:
+                self._problems.error(
+                    self._path,
+                    key_line,
+                    f'"{key}" appears twice in one entry (first on line {mapping.key_lines[key]})',
+                    "keep one of them",
+                )
+                continue
+            mapping[key] = self.construct_object(value_node, deep=True)
+            mapping.key_lines[key] = key_line
+        return mapping
+
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> Items:
+        items = Items(self.construct_object(child, deep=True) for child in node.value)
+        items.line = node.start_mark.line + 1
+        items.item_lines = [child.start_mark.line + 1 for child in node.value]
+        return items
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence)
+
+
+def read_yaml(path: Path, problems: Problems) -> Any:
+    """The document in `path`, or None after recording why it could not be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.error(path, None, "file not found", "check the path, relative to the config file")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.error(path, None, f"cannot read file: {exc}", "save it as readable UTF-8 text")
+        return None
+    loader = _LineLoader(text, path, problems)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problems.error(
+            path,
+            line,
+            f"not valid YAML: {exc.problem or exc.context}",
+            "check indentation and quote values that contain ': ' or start with a special character",
+        )
+    except yaml.YAMLError as exc:
+        problems.error(path, None, f"not valid YAML: {exc}", "fix the YAML syntax")
+    finally:
+        loader.dispose()
+    return None

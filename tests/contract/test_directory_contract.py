@@ -1,0 +1,153 @@
+"""What every Directory backend must do, checked against the demo city directory.
+
+The cast is directory/demo.ldif; every password there is "<uid>-pass".
+"""
+
+import pytest
+
+from citygate.directory.model import Person
+
+DIRECTORS = {"ahernandez", "rpatel", "lgarcia", "pkim"}
+EVERYONE = {
+    "tsmith",
+    "ahernandez",
+    "jlee",
+    "mnguyen",
+    "rpatel",
+    "kwilliams",
+    "lgarcia",
+    "dbrown",
+    "pkim",
+    "bjones",
+}
+# Strings that an unescaped LDAP filter would turn into wildcards or extra clauses.
+HOSTILE_UIDS = ["*", "jlee*", "*)(uid=*", "jlee)(|(uid=*", "j*e"]
+
+
+def test_blocking_is_declared(directory):
+    assert isinstance(directory.blocking, bool)
+
+
+@pytest.mark.parametrize("uid", sorted(EVERYONE))
+def test_lookup_finds_everyone_by_their_uid(directory, uid):
+    person = directory.lookup(uid)
+    assert isinstance(person, Person)
+    assert person.uid == uid
+    assert person.mail == f"{uid}@city.example"
+
+
+@pytest.mark.parametrize("spelled", ["JLEE", "JLee", "jLeE"])
+def test_lookup_is_case_insensitive_and_returns_the_directory_spelling(directory, spelled):
+    person = directory.lookup(spelled)
+    assert person is not None
+    assert person.uid == "jlee"
+
+
+@pytest.mark.parametrize("uid", ["nobody", "", "jle", "jlee2", *HOSTILE_UIDS])
+def test_lookup_unknown_is_none(directory, uid):
+    assert directory.lookup(uid) is None
+
+
+def test_person_fields_for_an_employee(directory):
+    assert directory.lookup("jlee") == Person(
+        uid="jlee",
+        name="Jordan Lee",
+        department="Parks",
+        title="Social Media Coordinator",
+        groups=frozenset(),
+        disabled=False,
+        mail="jlee@city.example",
+    )
+
+
+def test_person_fields_for_a_director(directory):
+    person = directory.lookup("ahernandez")
+    assert person is not None
+    assert person.name == "Ana Hernandez"
+    assert person.department == "Parks"
+    assert person.title == "Director of Parks, After School, Recreation and Community Services"
+    assert "directors" in person.groups
+    assert not person.disabled
+
+
+def test_city_manager_is_in_city_managers_only(directory):
+    person = directory.lookup("tsmith")
+    assert person is not None
+    assert person.department == "City Manager"
+    assert person.groups == frozenset({"city-managers"})
+
+
+@pytest.mark.parametrize(
+    ("uid", "department"),
+    [
+        ("mnguyen", "Parks"),
+        ("rpatel", "Communications"),
+        ("kwilliams", "Communications"),
+        ("lgarcia", "Police"),
+        ("dbrown", "Police"),
+        ("pkim", "Public Works"),
+        ("bjones", "Public Works"),
+    ],
+)
+def test_departments(directory, uid, department):
+    person = directory.lookup(uid)
+    assert person is not None
+    assert person.department == department
+
+
+def test_separated_employee_is_disabled(directory):
+    person = directory.lookup("bjones")
+    assert person is not None
+    assert person.disabled
+    assert sum(directory.lookup(uid).disabled for uid in EVERYONE) == 1
+
+
+@pytest.mark.parametrize("uid", sorted(EVERYONE - {"bjones"}))
+def test_authenticate_with_the_right_password(directory, uid):
+    assert directory.authenticate(uid, f"{uid}-pass") is True
+
+
+def test_authenticate_uid_is_case_insensitive(directory):
+    assert directory.authenticate("JLee", "jlee-pass") is True
+
+
+@pytest.mark.parametrize(
+    ("uid", "password", "why"),
+    [
+        ("jlee", "wrong", "wrong password"),
+        ("jlee", "JLEE-PASS", "passwords are case-sensitive"),
+        ("jlee", "jlee-pass ", "trailing space"),
+        ("jlee", "mnguyen-pass", "someone else's password"),
+        ("jlee", "", "empty password"),
+        ("nobody", "nobody-pass", "unknown user"),
+        ("", "", "empty everything"),
+        ("bjones", "bjones-pass", "disabled user with the right password"),
+        *[(uid, "jlee-pass", f"hostile uid {uid!r}") for uid in HOSTILE_UIDS],
+    ],
+)
+def test_authenticate_refuses(directory, uid, password, why):
+    assert directory.authenticate(uid, password) is False, why
+
+
+@pytest.mark.parametrize("group", ["directors", "Directors", "DIRECTORS"])
+def test_group_members_of_directors(directory, group):
+    members = directory.group_members(group)
+    assert {p.uid for p in members} == DIRECTORS
+    assert len(members) == len(DIRECTORS)
+    assert [p.uid for p in members] == sorted(p.uid for p in members)
+    assert all("directors" in p.groups for p in members)
+
+
+def test_group_members_of_city_managers(directory):
+    assert [p.uid for p in directory.group_members("city-managers")] == ["tsmith"]
+
+
+@pytest.mark.parametrize("group", ["nonexistent", "", "*", "director", "people"])
+def test_group_members_of_unknown_group_is_empty(directory, group):
+    assert directory.group_members(group) == []
+
+
+def test_group_membership_agrees_with_group_members(directory):
+    for uid in EVERYONE:
+        person = directory.lookup(uid)
+        assert ("directors" in person.groups) == (uid in DIRECTORS)
