@@ -71,18 +71,18 @@ class CityGate:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if {"connection_strategy", "citygate_config"} & updated and ctx.options.connection_strategy != "lazy":
+        path = ctx.options.citygate_config
+        # Empty while options are being set up, or rolled back after a failed update;
+        # `running` refuses to serve without it.
+        if not path or not {"connection_strategy", "citygate_config"} & updated:
+            return
+        if ctx.options.connection_strategy != "lazy":
             raise exceptions.OptionsError(
                 "citygate needs connection_strategy=lazy, so that no upstream connection is "
                 "opened before a request is decided; start it with `citygate run`, or pass "
                 "--set connection_strategy=lazy"
             )
         if "citygate_config" in updated:
-            path = ctx.options.citygate_config
-            if not path:
-                raise exceptions.OptionsError(
-                    "citygate_config is not set; point it at the config file, e.g. config/citygate.yaml"
-                )
             try:
                 policy = load_policy(Path(path))
                 directory = open_directory(policy.directory, path)
@@ -98,6 +98,13 @@ class CityGate:
                 len(policy.grants),
             )
 
+    def running(self) -> None:
+        if self.policy is None:
+            # Logged at error level, mitmproxy's startup check stops the proxy.
+            log.error(
+                "citygate_config is not set; point it at the config file, e.g. --set citygate_config=config/citygate.yaml"
+            )
+
     # --- hooks -----------------------------------------------------------------------------
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -107,6 +114,9 @@ class CityGate:
         server = data.context.server.address
         hosts = [host for host in (server[0] if server else None, data.client_hello.sni) if host]
         try:
+            if not self._social(hosts):
+                data.ignore_connection = True
+                return
             tunnel = self.tunnels.get(data.context.client)
             decision = await self._decide(tunnel.identity if tunnel else None, hosts, None)
             # Look inside only to enforce a path scope or to show a block page; otherwise the
@@ -124,30 +134,35 @@ class CityGate:
     # --- hook bodies -----------------------------------------------------------------------
 
     async def _on_connect(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        # Ordinary traffic is never asked for credentials and never costs a directory call.
+        if not self._social(hosts):
+            return
         identity = await self._identity(flow)
         decision = await self._decide(identity, hosts, None)
+        self._log(flow, decision, "connect")
         if decision.result is Result.AUTH_REQUIRED:
             self._respond_auth_required(flow, decision)
             return
         # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
         # because browsers display nothing for a refused CONNECT.
         self.tunnels[flow.client_conn] = Tunnel(identity)
-        if decision.is_social:
-            self._log(flow, decision, "connect")
 
     async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        if not self._social(hosts):
+            strip_proxy_headers(flow.request.headers)
+            return
         tunnel = self.tunnels.get(flow.client_conn)
+        in_tunnel = tunnel is not None or flow.client_conn.tls_established
         identity = tunnel.identity if tunnel else await self._identity(flow)
-        decision = await self._decide(identity, hosts, flow.request.path)
         strip_proxy_headers(flow.request.headers)
+        decision = await self._decide(identity, hosts, flow.request.path)
         if decision.allowed:
-            if decision.is_social:
-                self._log(flow, decision, "request")
-            return
-        if decision.result is Result.AUTH_REQUIRED and tunnel is None:
+            self._log(flow, decision, "request")
+        elif decision.result is Result.AUTH_REQUIRED and not in_tunnel:
+            self._log(flow, decision, "request")
             self._respond_auth_required(flow, decision)
-            return
-        await self._respond_blocked(flow, decision)
+        else:
+            await self._respond_blocked(flow, decision)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -169,11 +184,15 @@ class CityGate:
                 )
                 decisions_log.warning("deny reason=%s host=%s", Reason.INTERNAL_ERROR.value, ",".join(hosts))
 
+    def _social(self, hosts: Sequence[str]) -> bool:
+        assert self.policy is not None, "citygate_config was never loaded"
+        catalog = self.policy.catalog
+        return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+
     def _might_be_social(self, hosts: Sequence[str]) -> bool:
         """Whether to fail closed after an error: yes unless every host is surely not social."""
         try:
-            catalog = self.policy.catalog  # type: ignore[union-attr]
-            return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+            return self._social(hosts)
         except Exception:
             return True
 
@@ -210,7 +229,6 @@ class CityGate:
                 "Content-Type": "text/plain; charset=utf-8",
             },
         )
-        self._log(flow, decision, "connect" if flow.request.method == "CONNECT" else "request")
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
         assert self.policy is not None and self.directory is not None

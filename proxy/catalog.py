@@ -82,7 +82,7 @@ class Catalog:
 
 def load_catalog(path: Path, problems: Problems) -> Catalog:
     """The catalog in `path`; every problem found is appended to `problems`."""
-    document = read_yaml(path, problems)
+    document = read_yaml(path, problems, 'list the social-media sites under "sites:" (see config/sites.yaml)')
     if document is None:
         return Catalog([])
     entries = document.get("sites") if isinstance(document, Node) else None
@@ -126,6 +126,13 @@ def load_catalog(path: Path, problems: Problems) -> Catalog:
                     )
             network_owner[network] = (site.id, line)
         sites.append(site)
+    if not sites and not problems.errors:
+        problems.error(
+            path,
+            entries.line,
+            "the catalog lists no sites, so no social-media site would be blocked",
+            "list the sites to block (see config/sites.yaml)",
+        )
     return Catalog(sites)
 
 
@@ -183,7 +190,7 @@ def _parse_domains(path: Path, entry: Node, key: str, problems: Problems) -> lis
         problems.error(path, entry.line_of(key), f"{key} must be a list", f"write {key}: [example.com]")
         return []
     domains: list[str] = []
-    for value in values:
+    for value, line in _with_lines(entry, key, values):
         host = normalize_host(value) if isinstance(value, str) else None
         bad_form = isinstance(value, str) and (
             "/" in value or "*" in value or value.startswith(".") or ":" in value
@@ -191,7 +198,7 @@ def _parse_domains(path: Path, entry: Node, key: str, problems: Problems) -> lis
         if host is None or host.ip is not None or bad_form:
             problems.error(
                 path,
-                entry.line_of(key),
+                line,
                 f"{value!r} in {key} is not a domain name",
                 'write a bare domain such as "facebook.com" (it covers every subdomain); '
                 "put IP ranges under networks",
@@ -212,14 +219,20 @@ def _parse_networks(path: Path, entry: Node, problems: Problems) -> list[IPNetwo
         )
         return []
     networks: list[IPNetwork] = []
-    for value in values:
+    for value, line in _with_lines(entry, "networks", values):
         try:
             networks.append(ipaddress.ip_network(str(value)))
         except ValueError as exc:
             problems.error(
                 path,
-                entry.line_of("networks"),
+                line,
                 f"{value!r} in networks is not an IP network ({exc})",
                 'write a CIDR range with host bits zero, e.g. "157.240.0.0/16"',
             )
     return networks
+
+
+def _with_lines(entry: Node, key: str, values: list[object]) -> list[tuple[object, int]]:
+    """Each list item with its own line (a flow list `[a, b]` shares the key's line)."""
+    lines = values.item_lines if isinstance(values, Items) else [entry.line_of(key)] * len(values)
+    return list(zip(values, lines, strict=True))

@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -338,12 +338,8 @@ def _print_explanation(
         grant = decision.grant
         rows.append(("grant", f"{grant.id} at {grant.location}"))
         rows.append(("purpose", grant.purpose))
-        rows.append(
-            (
-                "valid",
-                f"{grant.valid_from:%Y-%m-%d} until {grant.valid_until:%Y-%m-%d %H:%M %Z} (exclusive)",
-            )
-        )
+        last_day = (grant.valid_until - timedelta(days=1)).date()
+        rows.append(("valid", f"{grant.valid_from:%Y-%m-%d} through {last_day} ({grant.valid_until.tzinfo})"))
     if evidence.approver:
         role = f"{evidence.approver_role or 'no approving role'}"
         rows.append(

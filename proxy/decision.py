@@ -322,7 +322,8 @@ def _judge_grant(
             grant,
             _with(evidence, detail="the approver is not a Director or higher"),
         )
-    if role is Role.DIRECTOR and approver.department != employee.department:
+    # An unknown department matches nothing, not even another unknown department.
+    if role is Role.DIRECTOR and (approver.department is None or approver.department != employee.department):
         detail = f"the approver directs {approver.department or 'no department'}, not {employee.department or 'the employee'}'s department"
         return _Outcome(Reason.APPROVER_NOT_AUTHORIZED, grant, _with(evidence, detail=detail))
 

@@ -34,6 +34,8 @@ GRANT_KEYS = (
     "start",
     "paths",
 )
+# The last dates whose day-after can still be computed (valid_until is the day after expiry).
+_EARLIEST, _LATEST = date.min, date.max - timedelta(days=2)
 REQUIRED_KEYS = ("id", "employee", "sites", "purpose", "approved_by", "approved_on", "expires")
 
 
@@ -103,7 +105,7 @@ class GrantLoader:
     seen_ids: dict[str, str] = field(default_factory=dict)
 
     def load_file(self, path: Path) -> list[Grant]:
-        document = read_yaml(path, self.problems)
+        document = read_yaml(path, self.problems, 'write "grants: []" for a department with no grants yet')
         if document is None:
             return []
         entries = document.get("grants") if isinstance(document, Node) else None
@@ -141,7 +143,11 @@ class GrantLoader:
             problems.error(path, entry.line_of(key), message, fix)
 
         for key in sorted(set(entry) - set(GRANT_KEYS)):
-            close = difflib.get_close_matches(key, GRANT_KEYS, n=1)
+            close = (
+                [_KEY_ALIASES[key]]
+                if key in _KEY_ALIASES
+                else difflib.get_close_matches(key, GRANT_KEYS, n=1)
+            )
             hint = f'did you mean "{close[0]}"?' if close else f"allowed keys: {', '.join(GRANT_KEYS)}"
             fail(key, f'unknown key "{key}" in a grant', hint)
         for key in REQUIRED_KEYS:
@@ -193,11 +199,13 @@ class GrantLoader:
                     f"expires {expires} is before the grant begins ({begins})",
                     "set an expiry after approved_on and start",
                 )
-            elif (expires - begins).days > self.max_days:
-                latest = begins + timedelta(days=self.max_days)
+            # Counted in days of access, both ends included.
+            elif (expires - begins).days + 1 > self.max_days:
+                latest = begins + timedelta(days=self.max_days - 1)
                 fail(
                     "expires",
-                    f"expires {expires} is more than {self.max_days} days after {begins}",
+                    f"expires {expires} would give {(expires - begins).days + 1} days of access "
+                    f"from {begins}, more than the maximum of {self.max_days}",
                     f"grants last at most {self.max_days} days: expire on or before {latest} and renew after",
                 )
             elif expires < self.today:
@@ -258,23 +266,27 @@ class GrantLoader:
         return sites
 
     def _date(self, path: Path, entry: Node, key: str) -> date | None:
-        value = entry.get(key)
-        if value is None or value == "":
+        raw = entry.get(key)
+        if raw is None or raw == "":
             return None
-        if isinstance(value, datetime):
-            return value.date()
-        if isinstance(value, date):
+        if isinstance(raw, datetime):
+            value: date | None = raw.date()
+        elif isinstance(raw, date):
+            value = raw
+        else:
+            try:
+                value = date.fromisoformat(str(raw).strip())
+            except ValueError:
+                value = None
+        if value is not None and _EARLIEST <= value <= _LATEST:
             return value
-        try:
-            return date.fromisoformat(str(value).strip())
-        except ValueError:
-            self.problems.error(
-                path,
-                entry.line_of(key),
-                f"{key} {value!r} is not a date",
-                f"write it as YYYY-MM-DD, e.g. {key}: 2026-12-31",
-            )
-            return None
+        self.problems.error(
+            path,
+            entry.line_of(key),
+            f"{key} {raw!r} is not a date" if value is None else f"{key} {value} is out of range",
+            f"write it as YYYY-MM-DD, e.g. {key}: 2026-12-31",
+        )
+        return None
 
     def _paths(self, path: Path, entry: Node, sites: list[str]) -> dict[str, tuple[str, ...]]:
         raw = entry.get("paths")
@@ -327,6 +339,22 @@ class GrantLoader:
     def _start_of(self, day: date) -> datetime:
         return datetime.combine(day, time.min, tzinfo=self.timezone)
 
+
+# Words a director may naturally write for a key, where spelling similarity would guess wrong.
+_KEY_ALIASES = {
+    "approver": "approved_by",
+    "approved": "approved_by",
+    "director": "approved_by",
+    "user": "employee",
+    "employee_id": "employee",
+    "site": "sites",
+    "business_purpose": "purpose",
+    "reason": "purpose",
+    "expiry": "expires",
+    "expiration": "expires",
+    "until": "expires",
+    "path": "paths",
+}
 
 _REQUIRED_FIX = {
     "id": 'add a unique id, e.g. "id: parks-2026-001"',

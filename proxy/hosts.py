@@ -64,6 +64,10 @@ def normalize_host(raw: str) -> Host | None:
             host = idna.encode(host, uts46=True).decode("ascii")
         except idna.IDNAError:
             return None
+        # UTS #46 maps fullwidth digits and dots to ASCII, so a Unicode host can be an IP address.
+        ip = _parse_ip(host)
+        if ip is not None:
+            return Host(ip.compressed, ip)
     if any(not label for label in host.split(".")):
         return None
     return Host(host)

@@ -106,7 +106,7 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
     """Read and validate the whole configuration; raise ConfigError listing every error."""
     problems = Problems()
     config_path = Path(config_path)
-    document = read_yaml(config_path, problems)
+    document = read_yaml(config_path, problems, "see config/citygate.yaml for the settings it must hold")
     if document is None:
         raise ConfigError(problems)
     if not isinstance(document, Node):
@@ -225,7 +225,7 @@ def _approval(path: Path, document: Node, problems: Problems) -> ApprovalRule:
     if not groups["director_groups"] and not groups["executive_groups"]:
         problems.error(
             path,
-            section.line,
+            document.line_of("approval"),
             "nobody could approve a grant",
             "list at least one group in approval.director_groups",
         )

@@ -66,13 +66,26 @@ class _LineLoader(yaml.SafeLoader):
         items.item_lines = [child.start_mark.line + 1 for child in node.value]
         return items
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:
+        # "2026-02-30" looks like a date to YAML but is none; keep the text, so the caller can
+        # report it at its line instead of PyYAML raising ValueError.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
 
+
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _LineLoader.construct_yaml_timestamp)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence)
 
 
-def read_yaml(path: Path, problems: Problems) -> Any:
-    """The document in `path`, or None after recording why it could not be read."""
+def read_yaml(path: Path, problems: Problems, empty_fix: str) -> Any:
+    """The document in `path`, or None after recording why it could not be read.
+
+    An empty file is an error too (`empty_fix` says what it should hold): an empty catalog or
+    config must never load as "nothing to enforce".
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -81,20 +94,37 @@ def read_yaml(path: Path, problems: Problems) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         problems.error(path, None, f"cannot read file: {exc}", "save it as readable UTF-8 text")
         return None
-    loader = _LineLoader(text, path, problems)
     try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        loader = _LineLoader(text, path, problems)
+    except yaml.reader.ReaderError as exc:  # control characters are rejected up front
+        line = text.count("\n", 0, exc.position) + 1
         problems.error(
             path,
             line,
+            f"character {exc.character!r} is not allowed in YAML",
+            "remove control characters (often pasted from a word processor)",
+        )
+        return None
+    try:
+        document = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        problems.error(
+            path,
+            _line_of(exc),
             f"not valid YAML: {exc.problem or exc.context}",
             "check indentation and quote values that contain ': ' or start with a special character",
         )
+        return None
     except yaml.YAMLError as exc:
-        problems.error(path, None, f"not valid YAML: {exc}", "fix the YAML syntax")
+        problems.error(path, _line_of(exc), f"not valid YAML: {exc}", "fix the YAML syntax")
+        return None
     finally:
         loader.dispose()
-    return None
+    if document is None:
+        problems.error(path, 1, "the file is empty", empty_fix)
+    return document
+
+
+def _line_of(exc: yaml.YAMLError) -> int | None:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return mark.line + 1 if mark is not None else None

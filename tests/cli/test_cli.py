@@ -1,0 +1,212 @@
+"""The `citygate` command as an admin or a director runs it: the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = ROOT / "config" / "citygate.yaml"
+CITYGATE = str(Path(sys.executable).parent / "citygate")
+
+
+def citygate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CITYGATE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    """The demo config copied to a temp folder, so a test can break a grant file."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return tmp_path / "config" / "citygate.yaml"
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+def test_check_accepts_the_demo_config():
+    result = citygate("check", "--config", str(DEMO_CONFIG))
+
+    assert result.returncode == 0, result.stderr
+    assert "valid:" in result.stdout
+    assert "every grant would work now" in result.stdout
+
+
+def test_check_names_file_line_and_fix_of_a_broken_grant(config_copy: Path):
+    grant_file = config_copy.parent / "grants" / "parks.yaml"
+    text = grant_file.read_text()
+    text = text.replace("sites: [facebook, instagram]", "sites: [facebok, instagram]")
+    text = text.replace("expires: 2027-01-11", "expires: 2029-01-11")
+    grant_file.write_text(text)
+
+    result = citygate("check", "--config", str(config_copy))
+
+    assert result.returncode == 1
+    lines = text.splitlines()
+    sites_line = next(i for i, line in enumerate(lines, 1) if "facebok" in line)
+    expires_line = next(i for i, line in enumerate(lines, 1) if "expires:" in line)
+    assert f'parks.yaml:{sites_line}: unknown site "facebok"; did you mean "facebook"?' in result.stderr
+    assert f"parks.yaml:{expires_line}: expires 2029-01-11 would give 1096 days of access from 2026-01-12" in result.stderr
+    assert "expire on or before 2027-01-11" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_fails_when_a_grant_would_not_work_against_the_directory(config_copy: Path):
+    grant_file = config_copy.parent / "grants" / "communications.yaml"
+    grant_file.write_text(grant_file.read_text().replace("approved_by: rpatel", "approved_by: ahernandez"))
+
+    result = citygate("check", "--config", str(config_copy))
+
+    assert result.returncode == 1
+    assert "grant comms-2026-001 would not work now: approver_not_authorized" in result.stdout
+    assert "the approver directs Parks, not Communications" in result.stdout
+
+
+def test_check_reports_a_missing_config_file_without_a_traceback(tmp_path: Path):
+    result = citygate("check", "--config", str(tmp_path / "nope.yaml"))
+
+    assert result.returncode == 1
+    assert "nope.yaml: file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- explain -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "url", "exit_code", "expected"),
+    [
+        ("jlee", "https://www.example.org/", 0, ["ALLOW", "not_social_media", "passed through without decryption"]),
+        ("-", "http://www.facebook.com/", 1, ["AUTH_REQUIRED", "credentials_required"]),
+        ("mnguyen", "http://www.facebook.com/", 1, ["DENY", "no_grant", "Ana Hernandez (ahernandez)"]),
+        (
+            "jlee",
+            "https://www.facebook.com/CityOfExampleParks",
+            0,
+            ["ALLOW", "granted", "parks-2026-001", "ahernandez, director, department Parks", "decrypted so each request's path"],
+        ),
+        ("jlee", "https://x.com/", 1, ["DENY", "no_grant", "X (Twitter)"]),
+        ("jlee", "https://www.facebook.com/messages", 1, ["DENY", "path_out_of_scope", "/messages is outside /CityOfExampleParks"]),
+        ("bjones", "https://www.reddit.com/", 1, ["DENY", "employee_disabled"]),
+        ("nobody", "https://www.reddit.com/", 1, ["DENY", "unknown_employee"]),
+        ("kwilliams", "https://x.com/", 0, ["ALLOW", "granted", "comms-2026-001", "passed through without decryption"]),
+    ],
+)
+def test_explain_shows_reason_and_evidence(user, url, exit_code, expected):
+    result = citygate("explain", user, url, "--at", "2026-06-01T12:00")
+
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    for text in expected:
+        assert text in result.stdout
+
+
+def test_explain_expiry_boundaries_in_city_time():
+    last_day = citygate("explain", "dbrown", "https://nextdoor.com/", "--at", "2026-12-31T23:59")
+    day_after = citygate("explain", "dbrown", "https://nextdoor.com/", "--at", "2027-01-01T00:00")
+    before_start = citygate("explain", "dbrown", "https://nextdoor.com/", "--at", "2026-03-15T12:00")
+
+    assert last_day.returncode == 0
+    assert "grant_expired" in day_after.stdout
+    assert "grant_not_yet_valid" in before_start.stdout
+
+
+def test_explain_json_carries_decision_grant_and_evidence():
+    result = citygate("explain", "jlee", "https://www.facebook.com/CityOfExampleParks", "--at", "2026-06-01", "--json")
+
+    record = json.loads(result.stdout)
+    assert record["result"] == "allow"
+    assert record["reason"] == "granted"
+    assert record["site"] == "facebook"
+    assert record["grant"]["id"] == "parks-2026-001"
+    assert record["grant"]["paths"] == {"facebook": ["/CityOfExampleParks"]}
+    assert record["evidence"]["approver"] == "ahernandez"
+    assert record["evidence"]["approver_role"] == "director"
+    assert record["evidence"]["employee_department"] == "Parks"
+    assert record["tunnel"].startswith("decrypted")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["jlee", "https://x.com/", "--at", "next tuesday"], "is not a time"),
+        (["jlee", "http://"], "has no host"),
+    ],
+)
+def test_explain_rejects_bad_input_clearly(args, message):
+    result = citygate("explain", *args)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "check", "explain"])
+def test_every_command_has_help_with_examples(command):
+    result = citygate(command, "--help")
+
+    assert result.returncode == 0
+    assert "examples:" in result.stdout
+    assert "--config" in result.stdout
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    process = subprocess.Popen(
+        [CITYGATE, "run", "--listen-port", str(port), "--confdir", str(tmp_path / "ca")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        result = subprocess.run(
+            ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null", "-w", "%{http_code}", "http://www.facebook.com/"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+        )
+        assert result.stdout == "407"
+        assert (tmp_path / "ca" / "mitmproxy-ca-cert.pem").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+
+
+def test_run_with_a_broken_config_exits_with_the_problem(config_copy: Path, tmp_path: Path):
+    (config_copy.parent / "grants" / "extra.yaml").write_text("grants:\n  - id: x\n")
+
+    result = citygate("run", "--config", str(config_copy), "--listen-port", "0", "--confdir", str(tmp_path / "ca"))
+
+    assert result.returncode == 2
+    assert 'extra.yaml:2: grant is missing "employee"' in result.stderr
+    assert "Traceback" not in result.stderr

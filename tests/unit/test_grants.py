@@ -1,0 +1,531 @@
+"""Grant files: what loads, what is refused (file:line: problem; fix), and path scopes."""
+
+import contextlib
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from citygate.proxy.grants import REQUIRED_KEYS, normalize_path, path_in_scope
+from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.problems import ConfigError, Severity
+
+LA = ZoneInfo("America/Los_Angeles")
+
+# The grant every row starts from; "grants:" is line 1, so key N of this dict is on line N + 1.
+BASE = {
+    "id": "parks-001",  # line 2
+    "employee": "jlee",  # line 3
+    "sites": "[facebook]",  # line 4
+    "purpose": "Post park closures",  # line 5
+    "approved_by": "ahernandez",  # line 6
+    "approved_on": "2026-01-12",  # line 7
+    "expires": "2026-12-31",  # line 8
+}
+
+
+def grant_text(*, drop: tuple[str, ...] = (), extra: tuple[str, ...] = (), **values: str) -> str:
+    """BASE as YAML with some values replaced, some keys dropped and raw lines added (line 9+)."""
+    fields = {**BASE, **values}
+    lines = [f"{key}: {value}" for key, value in fields.items() if key not in drop]
+    lines += list(extra)
+    body = ["  - " + lines[0], *("    " + line for line in lines[1:])]
+    return "grants:\n" + "\n".join(body) + "\n"
+
+
+# ---------------------------------------------------------------- what a good grant becomes
+
+
+def test_grant_fields_after_loading(policy_files):
+    text = grant_text(
+        employee="JLee",
+        approved_by="AHernandez",
+        sites="[Facebook, instagram]",
+        extra=("paths: {facebook: [/FresnoParks/./photos/.., /Other/]}",),
+    )
+    policy = policy_files.load({"parks.yaml": text})
+    (grant,) = policy.grants
+    assert grant.id == "parks-001"
+    assert grant.employee == "jlee"
+    assert grant.approved_by == "ahernandez"
+    assert grant.sites == ("facebook", "instagram")
+    assert grant.purpose == "Post park closures"
+    assert grant.approved_on == date(2026, 1, 12)
+    assert grant.valid_from == datetime(2026, 1, 12, tzinfo=LA)
+    # "expires: 2026-12-31" works until local midnight at the end of that day.
+    assert grant.valid_until == datetime(2027, 1, 1, tzinfo=LA)
+    assert grant.scope_for("facebook") == ("/FresnoParks", "/Other/")
+    assert grant.scope_for("instagram") is None
+    assert grant.location == f"{policy_files.grants_dir / 'parks.yaml'}:2"
+    assert policy.grants_for("jlee", "facebook") == (grant,)
+    assert policy.grants_for("jlee", "instagram") == (grant,)
+    assert policy.grants_for("jlee", "youtube") == ()
+    assert policy.grants_for("ahernandez", "facebook") == ()
+
+
+def test_start_sets_valid_from(policy_files):
+    policy = policy_files.load({"p.yaml": grant_text(extra=("start: 2026-07-01",))})
+    assert policy.grants[0].valid_from == datetime(2026, 7, 1, tzinfo=LA)
+
+
+def test_single_site_may_be_written_as_a_string(policy_files):
+    policy = policy_files.load({"p.yaml": grant_text(sites="youtube")})
+    assert policy.grants[0].sites == ("youtube",)
+
+
+def test_max_grant_days_boundary_matches_the_fix_text(policy_files, problem_with):
+    """The "latest" date the fix proposes is accepted, the day after it is refused."""
+    problems = policy_files.problems({"p.yaml": grant_text(expires="2027-06-01")})
+    fix = problem_with(problems, "days of access from 2026-01-12").fix
+    latest = date.fromisoformat(fix.split("on or before ")[1].split(" ")[0])
+    assert latest == date(2027, 1, 11)  # 365 days of access, both ends counted
+    policy_files.load({"p.yaml": grant_text(expires=latest.isoformat())})
+    problems = policy_files.problems({"p.yaml": grant_text(expires="2027-01-12")})
+    problem_with(problems, "would give 366 days of access from 2026-01-12, more than the maximum of 365")
+
+
+def test_max_grant_days_comes_from_the_config(policy_files, problem_with):
+    config = policy_files.mini_config.replace("max_grant_days: 365", "max_grant_days: 30")
+    problems = policy_files.problems({"p.yaml": grant_text(expires="2026-03-01")}, config=config)
+    problem = problem_with(problems, "days of access from 2026-01-12, more than the maximum of 30")
+    assert "grants last at most 30 days: expire on or before 2026-02-10" in problem.fix
+
+
+# ---------------------------------------------------------------- errors
+
+GRANT_ERRORS = [
+    pytest.param(
+        grant_text(sites="[facebok]"),
+        4,
+        'unknown site "facebok"',
+        'did you mean "facebook"?',
+        id="unknown-site-suggestion",
+    ),
+    pytest.param(
+        grant_text(sites="[facebook, zzz]"),
+        4,
+        'unknown site "zzz"',
+        "use a site id from the catalog",
+        id="unknown-site-no-suggestion",
+    ),
+    pytest.param(
+        grant_text(sites="[all]"),
+        4,
+        'unknown site "all"',
+        "a grant must name each site it allows",
+        id="sites-all",
+    ),
+    pytest.param(
+        grant_text(sites="['*']"),
+        4,
+        'unknown site "*"',
+        "a grant must name each site it allows",
+        id="sites-star",
+    ),
+    pytest.param(
+        grant_text(sites="{facebook: yes}"),
+        4,
+        "sites must be a list of site ids",
+        "write sites: [facebook, instagram]",
+        id="sites-not-a-list",
+    ),
+    pytest.param(
+        grant_text(purpose='"   "'),
+        5,
+        "the business purpose is empty",
+        "state what the access is for",
+        id="blank-purpose",
+    ),
+    pytest.param(
+        grant_text(purpose='""'),
+        5,
+        "the business purpose is empty",
+        "state what the access is for",
+        id="empty-purpose",
+    ),
+    pytest.param(
+        grant_text(expires="2027-06-01"),
+        8,
+        "expires 2027-06-01 would give 506 days of access from 2026-01-12",
+        "expire on or before 2027-01-11",
+        id="expiry-beyond-max-days",
+    ),
+    pytest.param(
+        grant_text(expires="2027-03-15", extra=("start: 2026-03-01",)),
+        8,
+        "expires 2027-03-15 would give 380 days of access from 2026-03-01",
+        "expire on or before 2027-02-28",
+        id="expiry-beyond-max-days-from-start",
+    ),
+    pytest.param(
+        grant_text(approved_on="2026-07-01"),
+        7,
+        "approved_on 2026-07-01 is in the future",
+        "use the date the Director actually approved the grant",
+        id="approval-in-future",
+    ),
+    pytest.param(
+        grant_text(expires="2026-01-11"),
+        8,
+        "expires 2026-01-11 is before the grant begins (2026-01-12)",
+        "set an expiry after approved_on and start",
+        id="expires-before-approval",
+    ),
+    pytest.param(
+        grant_text(expires="2026-02-28", extra=("start: 2026-03-01",)),
+        8,
+        "expires 2026-02-28 is before the grant begins (2026-03-01)",
+        "set an expiry after approved_on and start",
+        id="expires-before-start",
+    ),
+    pytest.param(
+        grant_text(expires="next year"),
+        8,
+        "expires 'next year' is not a date",
+        "write it as YYYY-MM-DD, e.g. expires: 2026-12-31",
+        id="bad-expires",
+    ),
+    pytest.param(
+        grant_text(approved_on="12/01/2026"),
+        7,
+        "approved_on '12/01/2026' is not a date",
+        "write it as YYYY-MM-DD",
+        id="bad-approved-on",
+    ),
+    pytest.param(
+        grant_text(extra=("start: soon",)),
+        9,
+        "start 'soon' is not a date",
+        "write it as YYYY-MM-DD",
+        id="bad-start",
+    ),
+    pytest.param(
+        grant_text(drop=("expires",), extra=("expire: 2026-12-31",)),
+        8,
+        'unknown key "expire" in a grant',
+        'did you mean "expires"?',
+        id="unknown-key-expire",
+    ),
+    pytest.param(
+        grant_text(extra=("valid_until: 2026-12-31",)),
+        9,
+        'unknown key "valid_until" in a grant',
+        "allowed keys: id, employee, sites",
+        id="unknown-key-no-suggestion",
+    ),
+    pytest.param(
+        grant_text(extra=("paths: {instagram: [/parks]}",)),
+        9,
+        'paths names "instagram", which is not in this grant\'s sites',
+        "scope only sites the grant allows",
+        id="paths-site-not-in-grant",
+    ),
+    pytest.param(
+        grant_text(extra=("paths: {facebook: [FresnoParks]}",)),
+        9,
+        "path 'FresnoParks' must start with /",
+        'write a path such as "/FresnoParks"',
+        id="path-without-slash",
+    ),
+    pytest.param(
+        grant_text(extra=("paths: {facebook: ['/FresnoParks?tab=photos']}",)),
+        9,
+        "path '/FresnoParks?tab=photos' must start with / and have no query",
+        'write a path such as "/FresnoParks"',
+        id="path-with-query",
+    ),
+    pytest.param(
+        grant_text(extra=("paths: [/FresnoParks]",)),
+        9,
+        "paths must map a site id to a list of paths",
+        "write paths: {facebook: [/FresnoParks]}",
+        id="paths-not-a-mapping",
+    ),
+    pytest.param(
+        grant_text(extra=("paths: {facebook: []}",)),
+        9,
+        'paths for "facebook" must be a non-empty list',
+        "write facebook: [/PageName]",
+        id="paths-empty",
+    ),
+    pytest.param(
+        grant_text(extra=("expires: 2026-11-30",)),
+        9,
+        '"expires" appears twice in one entry (first on line 8)',
+        "keep one of them",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        grant_text(id='"parks 001"'),
+        2,
+        "grant id 'parks 001' is not valid",
+        'use letters, digits, ".", "_" and "-"',
+        id="bad-grant-id",
+    ),
+    pytest.param(
+        "grants:\n  - parks-001\n",
+        2,
+        "a grant must be a mapping",
+        'write "- id: ..."',
+        id="grant-not-a-mapping",
+    ),
+    pytest.param(
+        "# Parks\ngrant:\n  - id: parks-001\n",
+        2,
+        'a grant file must have a "grants:" list',
+        'start the file with "grants:"',
+        id="no-grants-list",
+    ),
+    pytest.param(
+        "department: Parks\nowner: ana\ngrants: []\n",
+        2,
+        'unknown top-level key "owner"',
+        'use "grants:"',
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        grant_text(approved_by="ahernandez: yes"),
+        6,
+        "not valid YAML",
+        "quote values that contain ': '",
+        id="invalid-yaml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message", "fix"), GRANT_ERRORS)
+def test_grant_error(policy_files, problem_with, text, line, message, fix):
+    problems = policy_files.problems({"parks.yaml": text})
+    problem = problem_with(problems, message)
+    path = policy_files.grants_dir / "parks.yaml"
+    assert problem.severity is Severity.ERROR
+    assert (problem.path, problem.line) == (path, line)
+    assert fix in problem.fix
+    assert str(problem).startswith(f"{path}:{line}: ")
+
+
+_REQUIRED_FIX_FRAGMENT = {
+    "id": 'e.g. "id: parks-2026-001"',
+    "employee": "login name",
+    "sites": 'e.g. "sites: [facebook]"',
+    "purpose": "state the business purpose",
+    "approved_by": "approving Director",
+    "approved_on": "approval date",
+    "expires": "expiry date",
+}
+
+
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
+def test_missing_required_key(policy_files, problem_with, key):
+    problems = policy_files.problems({"parks.yaml": grant_text(drop=(key,))})
+    problem = problem_with(problems, f'grant is missing "{key}"')
+    assert (problem.path, problem.line) == (policy_files.grants_dir / "parks.yaml", 2)
+    assert _REQUIRED_FIX_FRAGMENT[key] in problem.fix
+
+
+def test_required_fix_texts_cover_every_required_key():
+    assert set(_REQUIRED_FIX_FRAGMENT) == set(REQUIRED_KEYS)
+
+
+def test_duplicate_grant_id_across_files_names_the_other_file(policy_files, problem_with):
+    problems = policy_files.problems({"a.yaml": grant_text(), "b.yaml": grant_text()})
+    problem = problem_with(problems, "is already used at")
+    first = policy_files.grants_dir / "a.yaml"
+    assert (problem.path, problem.line) == (policy_files.grants_dir / "b.yaml", 2)
+    assert problem.message == f'grant id "parks-001" is already used at {first}:2'
+    assert problem.fix == "give every grant its own id"
+
+
+def test_duplicate_grant_id_in_one_file(policy_files, problem_with):
+    second = grant_text().removeprefix("grants:\n")
+    problems = policy_files.problems({"a.yaml": grant_text() + second})
+    problem = problem_with(problems, "is already used at")
+    assert problem.line == 9
+    assert problem.message.endswith(f"{policy_files.grants_dir / 'a.yaml'}:2")
+
+
+def test_errors_in_several_grants_are_all_reported(policy_files):
+    text = grant_text(sites="[facebok]") + grant_text(id="parks-002", expires="nope").removeprefix(
+        "grants:\n"
+    )
+    problems = policy_files.problems({"a.yaml": text})
+    assert sorted(p.line for p in problems) == [4, 15]
+
+
+# ---------------------------------------------------------------- warnings
+
+
+@pytest.mark.parametrize(
+    ("values", "line", "message"),
+    [
+        pytest.param(
+            {"approved_on": "2025-07-01", "expires": "2026-06-14"},
+            8,
+            'grant "parks-001" expired on 2026-06-14; renew it or delete it',
+            id="expired-yesterday",
+        ),
+        pytest.param(
+            {"approved_by": "jlee"},
+            6,
+            'grant "parks-001" is approved by its own employee and will never be used',
+            id="self-approval",
+        ),
+        pytest.param(
+            {"approved_by": "JLee"},
+            6,
+            'grant "parks-001" is approved by its own employee',
+            id="self-approval-other-case",
+        ),
+    ],
+)
+def test_grant_warning_does_not_block_loading(policy_files, values, line, message):
+    policy = policy_files.load({"parks.yaml": grant_text(**values)})
+    assert len(policy.grants) == 1
+    path = policy_files.grants_dir / "parks.yaml"
+    (warning,) = policy.warnings
+    assert warning.startswith(f"{path}:{line}: warning: ")
+    assert message in warning
+
+
+def test_grant_expiring_today_is_not_warned_about(policy_files):
+    policy = policy_files.load({"parks.yaml": grant_text(approved_on="2025-07-01", expires="2026-06-15")})
+    assert policy.warnings == ()
+
+
+# ---------------------------------------------------------------- loading never crashes
+
+
+GARBAGE = [
+    pytest.param(b"- a\n- b\n", id="yaml-list"),
+    pytest.param(b"", id="empty"),
+    pytest.param(b"# only a comment\n", id="only-comment"),
+    pytest.param(bytes(range(256)), id="binary"),
+    pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", id="png-header"),
+    pytest.param(b"grants:\x00\n", id="nul-byte"),
+    pytest.param(b"grants: []\n# pasted from Word:\x0b\n", id="vertical-tab"),
+    pytest.param(b"just words\n", id="scalar"),
+    pytest.param(b"42\n", id="number"),
+    pytest.param(b"grants: 5\n", id="grants-scalar"),
+    pytest.param(b"grants:\n  - [a, b]\n", id="grant-is-list"),
+    pytest.param(b"grants: [\n", id="unclosed"),
+    pytest.param(b"grants:\n\t- id: x\n", id="tab"),
+    pytest.param(b"grants: !!python/object/apply:os.system [ls]\n", id="python-tag"),
+    pytest.param(b"grants: &a [*a]\n", id="recursive-alias"),
+    pytest.param(b"grants:\n  - {1: 2, [a]: b, null: c}\n", id="non-string-keys"),
+    pytest.param(
+        b"grants:\n  - id: {a: 1}\n    employee: [x]\n    sites: {a: 1}\n    purpose: [p]\n"
+        b"    approved_by: {b: 2}\n    approved_on: [1]\n    expires: {c: 3}\n"
+        b"    start: 7\n    paths: {facebook: {a: 1}}\n",
+        id="wrong-types-everywhere",
+    ),
+    pytest.param("\ufeffgrants: []\n".encode(), id="bom"),
+    pytest.param("grants: []\n".encode("utf-16"), id="utf-16"),
+]
+
+
+@pytest.mark.parametrize("content", GARBAGE)
+def test_a_bad_grant_file_raises_only_config_error(policy_files, content):
+    path = policy_files.grants_dir / "bad.yaml"
+    config = policy_files.write()
+    path.write_bytes(content)
+    try:
+        policy = load_policy(config, today=date(2026, 6, 15))
+    except ConfigError as caught:
+        assert caught.problems
+        assert all(p.path == path for p in caught.problems)
+    else:
+        assert isinstance(policy, Policy)
+        assert policy.grants == ()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"- a\n- b\n", id="yaml-list"),
+        pytest.param(bytes(range(256)), id="binary"),
+        pytest.param(b"grants: 5\n", id="grants-scalar"),
+    ],
+)
+def test_a_bad_grant_file_is_an_error(policy_files, content):
+    config = policy_files.write()
+    (policy_files.grants_dir / "bad.yaml").write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_policy(config, today=date(2026, 6, 15))
+    assert [p.line for p in caught.value.problems] in ([1], [None])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"expires": "2026-02-30"}, id="feb-30"),
+        pytest.param({"approved_on": "2026-13-01"}, id="month-13"),
+        pytest.param({"expires": "2026-04-31"}, id="april-31"),
+    ],
+)
+def test_impossible_date_is_a_config_error(policy_files, values):
+    with pytest.raises(ConfigError) as caught:
+        load_policy(policy_files.write({"p.yaml": grant_text(**values)}), today=date(2026, 6, 15))
+    line = 8 if "expires" in values else 7
+    assert [p.line for p in caught.value.problems] == [line]
+
+
+def test_far_future_dates_are_a_config_error(policy_files):
+    text = grant_text(expires="9999-12-31", extra=("start: 9999-12-01",))
+    with contextlib.suppress(ConfigError):
+        load_policy(policy_files.write({"p.yaml": text}), today=date(2026, 6, 15))
+
+
+# ---------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("/FresnoParks", "/FresnoParks", id="plain"),
+        pytest.param("/FresnoParks/", "/FresnoParks/", id="trailing-slash-kept"),
+        pytest.param("/a/b/../c", "/a/c", id="dot-dot"),
+        pytest.param("/a/./b", "/a/b", id="dot"),
+        pytest.param("/a//b", "/a/b", id="double-slash"),
+        pytest.param("//FresnoParks", "/FresnoParks", id="leading-double-slash"),
+        pytest.param("/a/%2e%2e/c", "/c", id="encoded-dot-dot"),
+        pytest.param("/a/%2E%2E/c", "/c", id="encoded-dot-dot-upper"),
+        pytest.param("/a%2f..%2fc", "/c", id="encoded-slashes"),
+        pytest.param("/../../etc", "/etc", id="cannot-climb-above-root"),
+        pytest.param("/..", "/", id="root-parent"),
+        pytest.param("/a?x=/b/../..", "/a", id="query-dropped"),
+        pytest.param("/a#/../b", "/a", id="fragment-dropped"),
+        pytest.param("", "/", id="empty"),
+        pytest.param("/Fresno%20Parks", "/Fresno Parks", id="space-decoded"),
+    ],
+)
+def test_normalize_path(raw, expected):
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "scope", "inside"),
+    [
+        pytest.param("/FresnoParks", ["/FresnoParks"], True, id="exact"),
+        pytest.param("/FresnoParks/", ["/FresnoParks"], True, id="exact-trailing-slash"),
+        pytest.param("/FresnoParks/photos", ["/FresnoParks"], True, id="below"),
+        pytest.param("/FresnoParksEvil", ["/FresnoParks"], False, id="prefix-not-segment"),
+        pytest.param("/FresnoParks/../evil", ["/FresnoParks"], False, id="dot-dot-escape"),
+        pytest.param("/FresnoParks/%2e%2e/evil", ["/FresnoParks"], False, id="encoded-escape"),
+        pytest.param("/FresnoParks%2f..%2fevil", ["/FresnoParks"], False, id="encoded-slash-escape"),
+        pytest.param("/FresnoParks/photos/../../evil", ["/FresnoParks"], False, id="deep-escape"),
+        pytest.param("/FresnoParks/photos/../videos", ["/FresnoParks"], True, id="dot-dot-inside"),
+        pytest.param("//FresnoParks", ["/FresnoParks"], True, id="double-slash"),
+        pytest.param("/./FresnoParks", ["/FresnoParks"], True, id="dot-segment"),
+        pytest.param("/FresnoParks?next=/evil", ["/FresnoParks"], True, id="query-ignored"),
+        pytest.param("/evil?page=/FresnoParks", ["/FresnoParks"], False, id="query-no-help"),
+        pytest.param("/", ["/FresnoParks"], False, id="root-outside"),
+        pytest.param("/evil", ["/"], True, id="root-scope-allows-all"),
+        pytest.param("/a/b/c", ["/"], True, id="root-scope-deep"),
+        pytest.param("/FresnoParks", ["/FresnoParks/"], True, id="scope-trailing-slash"),
+        pytest.param("/B/x", ["/A", "/B"], True, id="second-scope"),
+        pytest.param("/C", ["/A", "/B"], False, id="no-scope"),
+        pytest.param("/FresnoParks", [], False, id="empty-scope"),
+    ],
+)
+def test_path_in_scope(raw, scope, inside):
+    assert path_in_scope(normalize_path(raw), scope) is inside
