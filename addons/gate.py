@@ -17,18 +17,15 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 
 from citygate.addons.blockpage import render_block_page
-from citygate.addons.credentials import (
-    REALM,
-    UnsupportedCredentials,
-    basic_credentials,
-    strip_proxy_headers,
-)
+from citygate.addons.credentials import REALM, strip_proxy_headers
+from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage
+from citygate.addons.identity import IdentityResolver
 from citygate.directory.backends import open_directory
 from citygate.directory.gateway import DirectoryGateway
 from citygate.proxy.decision import (
@@ -44,7 +41,6 @@ from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
 
 log = logging.getLogger("citygate")
-decisions_log = logging.getLogger("citygate.decisions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +54,7 @@ class CityGate:
     def __init__(self) -> None:
         self.policy: Policy | None = None
         self.directory: DirectoryGateway | None = None
+        self.identities: IdentityResolver | None = None
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -85,12 +82,13 @@ class CityGate:
         if "citygate_config" in updated:
             try:
                 policy = load_policy(Path(path))
-                directory = open_directory(policy.directory, path)
+                directory = DirectoryGateway(open_directory(policy.directory, path))
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
             for warning in policy.warnings:
                 log.warning(warning)
-            self.policy, self.directory = policy, DirectoryGateway(directory)
+            self.policy, self.directory = policy, directory
+            self.identities = IdentityResolver(directory)
             log.info(
                 "citygate: loaded %s (%d sites, %d grants)",
                 path,
@@ -137,12 +135,12 @@ class CityGate:
         # Ordinary traffic is never asked for credentials and never costs a directory call.
         if not self._social(hosts):
             return
-        identity = await self._identity(flow)
+        identity = await self.identities.resolve(flow)  # type: ignore[union-attr]
         decision = await self._decide(identity, hosts, None)
-        self._log(flow, decision, "connect")
         if decision.result is Result.AUTH_REQUIRED:
-            self._respond_auth_required(flow, decision)
+            await self._respond_auth_required(flow, decision, Stage.CONNECT)
             return
+        await self._announce(flow, decision, Stage.CONNECT, None)
         # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
         # because browsers display nothing for a refused CONNECT.
         self.tunnels[flow.client_conn] = Tunnel(identity)
@@ -153,18 +151,36 @@ class CityGate:
             return
         tunnel = self.tunnels.get(flow.client_conn)
         in_tunnel = tunnel is not None or flow.client_conn.tls_established
-        identity = tunnel.identity if tunnel else await self._identity(flow)
+        identity = tunnel.identity if tunnel else await self.identities.resolve(flow)  # type: ignore[union-attr]
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
         if decision.allowed:
-            self._log(flow, decision, "request")
+            await self._announce(flow, decision, Stage.REQUEST, None)
         elif decision.result is Result.AUTH_REQUIRED and not in_tunnel:
-            self._log(flow, decision, "request")
-            self._respond_auth_required(flow, decision)
+            await self._respond_auth_required(flow, decision, Stage.REQUEST)
         else:
             await self._respond_blocked(flow, decision)
 
-    # --- helpers ---------------------------------------------------------------------------
+    # --- deciding --------------------------------------------------------------------------
+
+    def _social(self, hosts: Sequence[str]) -> bool:
+        assert self.policy is not None, "citygate_config was never loaded"
+        catalog = self.policy.catalog
+        return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+
+    def _might_be_social(self, hosts: Sequence[str]) -> bool:
+        """Whether to fail closed after an error: yes unless every host is surely not social."""
+        try:
+            return self._social(hosts)
+        except Exception:
+            return True
+
+    async def _decide(self, identity: Identity | None, hosts: Sequence[str], path: str | None) -> Decision:
+        policy, directory = self.policy, self.directory
+        assert policy is not None and directory is not None, "citygate_config was never loaded"
+        user = identity.user if identity and identity.authenticated else None
+        people = await directory.people(people_involved(policy, user, hosts))
+        return decide_request(identity, hosts, path, datetime.now(policy.timezone), policy, people)
 
     async def _guarded(
         self,
@@ -182,57 +198,44 @@ class CityGate:
                     "citygate could not decide this request, so it is refused. IT has the details in the proxy log.\n",
                     {"Content-Type": "text/plain; charset=utf-8"},
                 )
-                decisions_log.warning("deny reason=%s host=%s", Reason.INTERNAL_ERROR.value, ",".join(hosts))
+                log.warning(
+                    "citygate: refused %s after an internal error (%s)",
+                    ",".join(hosts),
+                    Reason.INTERNAL_ERROR.value,
+                )
 
-    def _social(self, hosts: Sequence[str]) -> bool:
-        assert self.policy is not None, "citygate_config was never loaded"
-        catalog = self.policy.catalog
-        return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+    # --- acting ----------------------------------------------------------------------------
 
-    def _might_be_social(self, hosts: Sequence[str]) -> bool:
-        """Whether to fail closed after an error: yes unless every host is surely not social."""
-        try:
-            return self._social(hosts)
-        except Exception:
-            return True
+    async def _announce(
+        self, flow: http.HTTPFlow, decision: Decision, stage: Stage, status: int | None
+    ) -> str:
+        """Tell the recorders (logs, metrics) about a decision, before the proxy acts on it."""
+        event = DecisionEvent(
+            id=uuid.uuid4().hex,
+            timestamp=datetime.now(UTC),
+            decision=decision,
+            stage=stage,
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            method=flow.request.method,
+            url=flow.request.pretty_url,
+            status=status,
+        )
+        flow.metadata["citygate.event"] = event
+        await ctx.master.addons.trigger_event(CitygateDecisionHook(event))
+        return event.id
 
-    async def _identity(self, flow: http.HTTPFlow) -> Identity | None:
-        try:
-            credentials = basic_credentials(flow.request.headers)
-        except UnsupportedCredentials as exc:
-            log.info(
-                "citygate: unusable proxy credentials from %s: %s",
-                flow.client_conn.peername[0],
-                exc,
-            )
-            return Identity("", "basic", authenticated=False)
-        if credentials is None:
-            return None
-        assert self.directory is not None
-        verified = await self.directory.authenticate(credentials.user, credentials.password)
-        return Identity(credentials.user, "basic", authenticated=verified)
-
-    async def _decide(self, identity: Identity | None, hosts: Sequence[str], path: str | None) -> Decision:
-        policy, directory = self.policy, self.directory
-        assert policy is not None and directory is not None, "citygate_config was never loaded"
-        user = identity.user if identity and identity.authenticated else None
-        people = await directory.people(people_involved(policy, user, hosts))
-        return decide_request(identity, hosts, path, datetime.now(policy.timezone), policy, people)
-
-    def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision) -> None:
+    async def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision, stage: Stage) -> None:
+        await self._announce(flow, decision, stage, 407)
+        site = decision.match.site.name if decision.match else "this site"
         flow.response = http.Response.make(
             407,
-            f"Proxy authentication required: {decision.match.site.name if decision.match else 'this site'} "
-            "is social media; sign in with your City account.\n",
-            {
-                "Proxy-Authenticate": f'Basic realm="{REALM}"',
-                "Content-Type": "text/plain; charset=utf-8",
-            },
+            f"Proxy authentication required: {site} is social media; sign in with your City account.\n",
+            {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Content-Type": "text/plain; charset=utf-8"},
         )
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
         assert self.policy is not None and self.directory is not None
-        event_id = self._log(flow, decision, "request")
+        event_id = await self._announce(flow, decision, Stage.REQUEST, 403)
         department = decision.evidence.employee_department
         candidates = await self.directory.members(self.policy.approver_groups) if department else []
         approvers = self.policy.approval.approvers_for(department, candidates)
@@ -242,22 +245,3 @@ class CityGate:
             page,
             {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
         )
-
-    def _log(self, flow: http.HTTPFlow, decision: Decision, stage: str) -> str:
-        event_id = uuid.uuid4().hex
-        evidence = decision.evidence
-        decisions_log.info(
-            "%s reason=%s site=%s host=%s stage=%s user=%s department=%s grant=%s approver=%s source=%s id=%s",
-            decision.result.value,
-            decision.reason.value,
-            decision.site_id,
-            decision.host,
-            stage,
-            evidence.employee or "-",
-            evidence.employee_department or "-",
-            decision.grant.id if decision.grant else "-",
-            evidence.approver or "-",
-            flow.client_conn.peername[0] if flow.client_conn.peername else "-",
-            event_id,
-        )
-        return event_id

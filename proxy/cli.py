@@ -142,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
+    from citygate.addons.decision_log import DecisionLog
     from citygate.addons.gate import CityGate
 
     async def serve() -> int:
@@ -151,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
             confdir=args.confdir,
         )
         master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-        master.addons.add(CityGate())
+        master.addons.add(CityGate(), DecisionLog())
         try:
             # Options registered by addons exist only once the master has its addons.
             opts.update(connection_strategy="lazy", citygate_config=args.config)
@@ -186,7 +187,18 @@ def _check(args: argparse.Namespace) -> int:
     )
     if args.no_directory:
         return 0
-    failing = _grants_not_working(policy, directory, datetime.now(policy.timezone))
+    try:
+        failing = _grants_not_working(policy, directory, datetime.now(policy.timezone))
+    except DirectoryUnavailable as exc:
+        print(
+            f"citygate: the directory did not answer, so no grant could be checked: {exc}\n"
+            "  check the directory settings (servers, bind_dn, its password, ca_file) and that the "
+            "servers are reachable from here; `citygate check --no-directory` checks the files alone",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        _close(directory)
     for grant_location, grant_id, reason, detail in failing:
         print(f"  {grant_location}: grant {grant_id} would not work now: {reason.value}: {detail}")
     if failing:
@@ -204,11 +216,17 @@ _CALENDAR_REASONS = (Reason.GRANT_NOT_YET_VALID, Reason.GRANT_EXPIRED)
 def _grants_not_working(
     policy: Policy, directory: Directory, now: datetime
 ) -> list[tuple[str, str, Reason, str]]:
+    """Grants in force on paper that the directory would refuse now; DirectoryUnavailable if it cannot say."""
     failing = []
+    known: dict[str, Person | None] = {}  # each person is asked once, however many grants name them
     for grant in policy.grants:
         site = policy.catalog.sites[grant.sites[0]]
         host = (site.domains or site.asset_domains)[0]
-        people = _people(directory, people_involved(policy, grant.employee, [host]))
+        people = {}
+        for uid in people_involved(policy, grant.employee, [host]):
+            if uid not in known:
+                known[uid] = directory.lookup(uid)
+            people[uid] = known[uid]
         decision = decide(Identity(grant.employee, "check"), host, None, now, policy, people)
         if decision.allowed or decision.reason in _CALENDAR_REASONS:
             continue
@@ -216,6 +234,12 @@ def _grants_not_working(
             continue  # another grant of the same employee decided; this one is judged on its own turn
         failing.append((grant.location, grant.id, decision.reason, decision.evidence.detail))
     return failing
+
+
+def _close(directory: Directory) -> None:
+    close = getattr(directory, "close", None)
+    if callable(close):
+        close()
 
 
 def _people(directory: Directory, uids: set[str]) -> dict[str, Person | None]:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from harness import MITMPROXY_CA_CN, UPSTREAM_CA_CN, curl, raw_http_via_proxy, tunnel_peer_certificate
 
+from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "citygate.yaml"
@@ -263,13 +264,19 @@ def test_a_failing_hook_denies_social_media_but_not_ordinary_traffic(
 
 def test_an_invalid_config_stops_startup_with_file_line_and_fix(proxy_runner_factory, tmp_path):
     config = tmp_path / "citygate.yaml"
-    config.write_text(DEMO_CONFIG.read_text().replace("catalog: sites.yaml", f"catalog: {DEMO_CONFIG.parent}/sites.yaml"))
+    config.write_text(
+        DEMO_CONFIG.read_text().replace("catalog: sites.yaml", f"catalog: {DEMO_CONFIG.parent}/sites.yaml")
+    )
     (tmp_path / "grants").mkdir()
     (tmp_path / "grants" / "parks.yaml").write_text(
         "grants:\n  - id: g1\n    employee: jlee\n    sites: [facebok]\n    purpose: x\n"
         "    approved_by: ahernandez\n    approved_on: 2026-01-01\n    expires: 2026-06-01\n"
     )
-    config.write_text(config.read_text().replace("../directory/demo.ldif", str(DEMO_CONFIG.parents[1] / "directory" / "demo.ldif")))
+    config.write_text(
+        config.read_text().replace(
+            "../directory/demo.ldif", str(DEMO_CONFIG.parents[1] / "directory" / "demo.ldif")
+        )
+    )
 
     with pytest.raises(Exception, match=r'parks\.yaml:4: unknown site "facebok"; did you mean "facebook"\?'):
         proxy_runner_factory([CityGate()], {"citygate_config": str(config)})
@@ -285,3 +292,43 @@ def test_citygate_refuses_to_run_with_eager_upstream_connections(proxy_runner_fa
 def test_citygate_refuses_to_run_without_a_config(proxy_runner_factory):
     with pytest.raises(Exception, match="citygate_config is not set"):
         proxy_runner_factory([CityGate()])
+
+
+# --- what recorders (logs, metrics) are told --------------------------------------------------
+
+
+class EventRecorder:
+    def __init__(self) -> None:
+        self.events = []
+
+    def citygate_decision(self, event) -> None:
+        self.events.append(event)
+
+
+def test_every_social_decision_is_announced_once_and_ordinary_traffic_never(
+    proxy_runner_factory, redirect_addon
+):
+    recorder = EventRecorder()
+    proxy = proxy_runner_factory(
+        [CityGate(), DecisionLog(), recorder, redirect_addon], {"citygate_config": str(DEMO_CONFIG)}
+    )
+
+    curl(proxy, "http://www.example.org/")
+    denied = curl(proxy, "http://www.facebook.com/", proxy_user=MNGUYEN)
+    curl(proxy, "http://www.facebook.com/CityOfExampleParks", proxy_user=JLEE)
+    curl(proxy, "http://www.facebook.com/")
+
+    summary = [
+        (e.decision.reason.value, e.decision.evidence.employee, e.stage.value, e.status)
+        for e in recorder.events
+    ]
+    assert summary == [
+        ("no_grant", "mnguyen", "request", 403),
+        ("granted", "jlee", "request", None),
+        ("credentials_required", None, "request", 407),
+    ]
+    assert recorder.events[0].id in denied.body  # the block page's reference finds the log record
+    assert recorder.events[1].decision.grant.id == "parks-2026-001"
+    line = proxy.wait_for_log(f"id={recorder.events[0].id}")
+    assert "deny reason=no_grant site=facebook" in line and "user=mnguyen" in line
+    assert "jlee-pass" not in "\n".join(proxy.log_lines())

@@ -1,0 +1,28 @@
+"""One log line per social-media decision, in the proxy's own log."""
+
+from __future__ import annotations
+
+import logging
+
+from citygate.addons.events import DecisionEvent
+
+log = logging.getLogger("citygate.decisions")
+
+
+class DecisionLog:
+    def citygate_decision(self, event: DecisionEvent) -> None:
+        decision, evidence = event.decision, event.decision.evidence
+        log.info(
+            "%s reason=%s site=%s host=%s stage=%s user=%s department=%s grant=%s approver=%s source=%s id=%s",
+            decision.result.value,
+            decision.reason.value,
+            decision.site_id,
+            decision.host,
+            event.stage.value,
+            evidence.employee or "-",
+            evidence.employee_department or "-",
+            decision.grant.id if decision.grant else "-",
+            evidence.approver or "-",
+            event.client_ip or "-",
+            event.id,
+        )

@@ -1,0 +1,41 @@
+"""What the gate announces after each social-media decision, for logs and metrics to record.
+
+The gate triggers `citygate_decision` through mitmproxy's addon manager before it acts on the
+decision (so a denial is recorded before its response is sent). Recorders are ordinary addons
+that implement `citygate_decision(event)`; they must not block, as they run on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from mitmproxy import hooks
+
+from citygate.proxy.decision import Decision
+
+
+class Stage(StrEnum):
+    CONNECT = "connect"  # a CONNECT request: host known, path not
+    REQUEST = "request"  # a plain-HTTP request, or one inside an intercepted tunnel
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionEvent:
+    id: str
+    timestamp: datetime  # UTC
+    decision: Decision
+    stage: Stage
+    client_ip: str | None
+    method: str
+    url: str
+    # The status the proxy answers with itself (403 block page, 407); None when forwarded.
+    status: int | None
+
+
+@dataclass
+class CitygateDecisionHook(hooks.Hook):
+    """A social-media request was decided; called before the proxy acts on the decision."""
+
+    event: DecisionEvent
