@@ -301,9 +301,13 @@ class GrantLoader:
             )
             return {}
         scopes: dict[str, tuple[str, ...]] = {}
+        named = entry.get("sites")
+        named = {_text(v).lower() for v in (named if isinstance(named, list) else [named])}
         for site_id, prefixes in raw.items():
             line = raw.line_of(site_id)
             if site_id not in sites:
+                if site_id in named:
+                    continue  # the site id itself is wrong, and that is reported already
                 self.problems.error(
                     path,
                     line,

@@ -51,5 +51,6 @@ class ConfigError(Exception):
     """The configuration cannot be used; carries every problem found, warnings included."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
+        # In file and line order, as a director reads the file.
+        self.problems = sorted(problems, key=lambda p: (str(p.path), p.line or 0))
         super().__init__("\n".join(str(p) for p in problems))
