@@ -1,5 +1,6 @@
 # citygate: every target does its own setup on a fresh machine.
 #   make demo    run the proxy on the demo configuration (127.0.0.1:8080)
+#   make demo-site   an ordinary HTTPS site on 127.0.0.1:8443, to try the demo offline
 #   make test    run the whole test suite
 #   make lint    ruff
 
@@ -8,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint check clean system-deps
+.PHONY: demo demo-site test lint check clean system-deps
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no Python 3.12+ found (see the message above)"; exit 1; }
@@ -23,6 +24,10 @@ system-deps:
 
 demo: $(STAMP)
 	$(BIN)/citygate run --config config/citygate.yaml
+
+# An ordinary HTTPS site on 127.0.0.1:8443 with its own certificate, to try the demo offline.
+demo-site: $(STAMP)
+	$(BIN)/python tools/demo_site.py
 
 check: $(STAMP)
 	$(BIN)/citygate check --config config/citygate.yaml
