@@ -8,6 +8,7 @@ request, the directory or a config file is escaped.
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import quote
 
 from citygate.directory.model import Person
 from citygate.proxy.decision import Decision, Reason
@@ -51,7 +52,7 @@ def render_block_page(
 <p>{escape(policy.text.summary)}</p>
 {_policy_link(policy)}
 <h2>How to request access</h2>
-{_how_to_request(decision, approvers)}
+{_how_to_request(decision, approvers, site_name)}
 <footer><dl>
 <dt>Reason code</dt><dd>{escape(decision.reason.value)}</dd>
 <dt>Account</dt><dd>{escape(evidence.employee or "not signed in")}</dd>
@@ -67,7 +68,12 @@ def _policy_link(policy: Policy) -> str:
     return f'<p><a href="{escape(policy.text.url, quote=True)}">Read the full policy</a></p>'
 
 
-def _how_to_request(decision: Decision, approvers: list[Person]) -> str:
+def _mail_link(address: str, subject: str) -> str:
+    href = f"mailto:{quote(address, safe='@')}?subject={subject}"
+    return f' &lt;<a href="{escape(href, quote=True)}">{escape(address)}</a>&gt;'
+
+
+def _how_to_request(decision: Decision, approvers: list[Person], site_name: str) -> str:
     if decision.reason in (Reason.CREDENTIALS_REQUIRED, Reason.CREDENTIALS_INVALID):
         return "<p>Sign in to the proxy with your City account; your browser will ask for it.</p>"
     if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR):
@@ -79,10 +85,11 @@ def _how_to_request(decision: Decision, approvers: list[Person]) -> str:
     )
     if not approvers:
         return steps + "<p>Your department's Director can approve the request.</p>"
+    subject = quote(f"Request for access to {site_name} for a business purpose")
     items = "".join(
         f"<li>{escape(person.name)}"
         f"{', ' + escape(person.title) if person.title else ''}"
-        f"{f' &lt;{escape(person.mail)}&gt;' if person.mail else ''}</li>"
+        f"{_mail_link(person.mail, subject) if person.mail else ''}</li>"
         for person in approvers
     )
     return steps + f"<p>Who can approve it:</p><ul>{items}</ul>"
