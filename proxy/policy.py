@@ -7,7 +7,7 @@ with every problem found. A policy is immutable: a reload builds a new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -81,6 +81,23 @@ class DirectorySettings:
     base: Path  # folder relative paths in options are resolved against
 
 
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A config section owned by one feature (audit log, metrics, identity providers, ...).
+
+    The feature's module parses it; the policy keeps the result under the section's name, so
+    `citygate check` validates every section and the feature reads `policy.sections[name]`.
+    """
+
+    name: str
+    parse: Callable[[Path, Node | None, int, Problems], object]
+
+
+# Each feature adds its Section here; parse(config_path, node or None, line, problems) returns
+# the feature's settings (defaults when the node is None) and records problems with file:line.
+SECTIONS: tuple[Section, ...] = ()
+
+
 @dataclass(frozen=True)
 class Policy:
     city: str
@@ -92,6 +109,7 @@ class Policy:
     directory: DirectorySettings
     sources: tuple[Path, ...]
     warnings: tuple[str, ...] = ()
+    sections: Mapping[str, object] = field(default_factory=dict)
     _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
@@ -119,12 +137,13 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         raise ConfigError(problems)
     base = config_path.parent
 
-    for key in sorted(set(document) - set(CONFIG_KEYS)):
+    known_keys = (*CONFIG_KEYS, *(section.name for section in SECTIONS))
+    for key in sorted(set(document) - set(known_keys)):
         problems.error(
             config_path,
             document.line_of(key),
             f'unknown setting "{key}"',
-            f"known settings: {', '.join(CONFIG_KEYS)}",
+            f"known settings: {', '.join(known_keys)}",
         )
 
     timezone = _timezone(config_path, document, problems)
@@ -150,6 +169,19 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
     loader = GrantLoader(catalog, timezone, max_days, today, problems)
     grants = [grant for path in grant_files for grant in loader.load_file(path)]
 
+    sections = {}
+    for section in SECTIONS:
+        node = document.get(section.name)
+        if node is not None and not isinstance(node, Node):
+            problems.error(
+                config_path,
+                document.line_of(section.name),
+                f'"{section.name}:" must be a mapping of settings',
+                "indent its settings under it",
+            )
+            node = None
+        sections[section.name] = section.parse(config_path, node, document.line_of(section.name), problems)
+
     if problems.errors:
         raise ConfigError(problems)
     index: dict[tuple[str, str], list[Grant]] = {}
@@ -166,6 +198,7 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         directory=directory,
         sources=(config_path, catalog_path, *grant_files),
         warnings=tuple(str(p) for p in problems.warnings),
+        sections=MappingProxyType(sections),
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
     )
 
