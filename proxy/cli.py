@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +26,10 @@ from citygate.proxy.problems import ConfigError
 from citygate.proxy.wording import plain_reason
 
 DEFAULT_CONFIG = "config/citygate.yaml"
+
+# Commands that live with their feature (e.g. the audit log's `citygate audit verify`): each is a
+# function that adds its subparser to the `commands` given, with `handler` set as a default.
+FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = ()
 
 EPILOG_RUN = """examples:
   citygate run                                  # demo config, listen on 127.0.0.1:8080
@@ -107,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
     explain.set_defaults(handler=_explain)
+
+    for register in FEATURE_COMMANDS:
+        register(commands)
 
     args = parser.parse_args(argv)
     return args.handler(args)
