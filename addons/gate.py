@@ -82,19 +82,25 @@ class CityGate:
         if "citygate_config" in updated:
             try:
                 policy = load_policy(Path(path))
-                directory = DirectoryGateway(open_directory(policy.directory, path))
+                directory = DirectoryGateway.cached(open_directory(policy.directory, path), policy.directory)
             except ConfigError as exc:
                 raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
             for warning in policy.warnings:
                 log.warning(warning)
-            self.policy, self.directory = policy, directory
+            previous, self.policy, self.directory = self.directory, policy, directory
             self.identities = IdentityResolver(directory)
+            if previous is not None:
+                previous.close()  # its worker threads and pooled LDAP connections
             log.info(
                 "citygate: loaded %s (%d sites, %d grants)",
                 path,
                 len(policy.catalog.sites),
                 len(policy.grants),
             )
+
+    def done(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
 
     def running(self) -> None:
         if self.policy is None:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from citygate.directory.cache import cache_settings
+from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import Directory
 from citygate.directory.static import DirectoryConfigError, StaticDirectory
 from citygate.proxy.policy import DirectorySettings
 from citygate.proxy.problems import ConfigError, Problem
 
-BACKENDS = ("static",)
+BACKENDS = ("static", "ldap")
 
 
 def open_directory(settings: DirectorySettings, config_path: str = "config") -> Directory:
-    """The backend ready for lookups; ConfigError naming the setting to fix otherwise."""
+    """The backend ready for lookups; ConfigError naming the setting to fix otherwise.
+
+    Nothing is asked of the directory here: an LDAP server that is down when the proxy starts
+    only makes social-media requests fail closed until it answers.
+    """
+    # Validated here for every backend, so a mistake in it is reported when the config loads.
+    cache_settings(settings.options.get("cache"), config_path)
     if settings.backend == "static":
         ldif = settings.options.get("ldif")
         if not isinstance(ldif, str) or not ldif:
@@ -26,11 +34,23 @@ def open_directory(settings: DirectorySettings, config_path: str = "config") -> 
             return StaticDirectory.from_ldif(settings.base / ldif)
         except DirectoryConfigError as exc:
             raise ConfigError([Problem(settings.base / ldif, None, str(exc))]) from exc
+    if settings.backend == "ldap":
+        from citygate.directory.ldap import LdapDirectory
+        from citygate.directory.ldap_config import ldap_settings
+
+        return LdapDirectory(ldap_settings(settings.options, settings.base, config_path))
     raise _error(
         config_path,
         f'unknown directory backend "{settings.backend}"',
         f"use one of: {', '.join(BACKENDS)}",
     )
+
+
+def directory_gateway(
+    directory: Directory, settings: DirectorySettings, config_path: str = "config"
+) -> DirectoryGateway:
+    """The proxy's gateway to `directory`, with the section's cache settings (ttl, grace, ...)."""
+    return DirectoryGateway.cached(directory, settings, config_path)
 
 
 def _error(config_path: str, message: str, fix: str) -> ConfigError:

@@ -27,7 +27,9 @@ def citygate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 def config_copy(tmp_path: Path) -> Path:
     """The demo config copied to a temp folder, so a test can break a grant file."""
     shutil.copytree(ROOT / "config", tmp_path / "config")
-    shutil.copytree(ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(
+        ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
     return tmp_path / "config" / "citygate.yaml"
 
 
@@ -56,7 +58,10 @@ def test_check_names_file_line_and_fix_of_a_broken_grant(config_copy: Path):
     sites_line = next(i for i, line in enumerate(lines, 1) if "facebok" in line)
     expires_line = next(i for i, line in enumerate(lines, 1) if "expires:" in line)
     assert f'parks.yaml:{sites_line}: unknown site "facebok"; did you mean "facebook"?' in result.stderr
-    assert f"parks.yaml:{expires_line}: expires 2029-01-11 would give 1096 days of access from 2026-01-12" in result.stderr
+    assert (
+        f"parks.yaml:{expires_line}: expires 2029-01-11 would give 1096 days of access from 2026-01-12"
+        in result.stderr
+    )
     assert "expire on or before 2027-01-11" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -86,20 +91,41 @@ def test_check_reports_a_missing_config_file_without_a_traceback(tmp_path: Path)
 @pytest.mark.parametrize(
     ("user", "url", "exit_code", "expected"),
     [
-        ("jlee", "https://www.example.org/", 0, ["ALLOW", "not_social_media", "passed through without decryption"]),
+        (
+            "jlee",
+            "https://www.example.org/",
+            0,
+            ["ALLOW", "not_social_media", "passed through without decryption"],
+        ),
         ("-", "http://www.facebook.com/", 1, ["AUTH_REQUIRED", "credentials_required"]),
         ("mnguyen", "http://www.facebook.com/", 1, ["DENY", "no_grant", "Ana Hernandez (ahernandez)"]),
         (
             "jlee",
             "https://www.facebook.com/CityOfExampleParks",
             0,
-            ["ALLOW", "granted", "parks-2026-001", "ahernandez, director, department Parks", "decrypted so each request's path"],
+            [
+                "ALLOW",
+                "granted",
+                "parks-2026-001",
+                "ahernandez, director, department Parks",
+                "decrypted so each request's path",
+            ],
         ),
         ("jlee", "https://x.com/", 1, ["DENY", "no_grant", "X (Twitter)"]),
-        ("jlee", "https://www.facebook.com/messages", 1, ["DENY", "path_out_of_scope", "/messages is outside /CityOfExampleParks"]),
+        (
+            "jlee",
+            "https://www.facebook.com/messages",
+            1,
+            ["DENY", "path_out_of_scope", "/messages is outside /CityOfExampleParks"],
+        ),
         ("bjones", "https://www.reddit.com/", 1, ["DENY", "employee_disabled"]),
         ("nobody", "https://www.reddit.com/", 1, ["DENY", "unknown_employee"]),
-        ("kwilliams", "https://x.com/", 0, ["ALLOW", "granted", "comms-2026-001", "passed through without decryption"]),
+        (
+            "kwilliams",
+            "https://x.com/",
+            0,
+            ["ALLOW", "granted", "comms-2026-001", "passed through without decryption"],
+        ),
     ],
 )
 def test_explain_shows_reason_and_evidence(user, url, exit_code, expected):
@@ -121,7 +147,9 @@ def test_explain_expiry_boundaries_in_city_time():
 
 
 def test_explain_json_carries_decision_grant_and_evidence():
-    result = citygate("explain", "jlee", "https://www.facebook.com/CityOfExampleParks", "--at", "2026-06-01", "--json")
+    result = citygate(
+        "explain", "jlee", "https://www.facebook.com/CityOfExampleParks", "--at", "2026-06-01", "--json"
+    )
 
     record = json.loads(result.stdout)
     assert record["result"] == "allow"
@@ -187,7 +215,19 @@ def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(tmp_path: Path):
             except OSError:
                 time.sleep(0.1)
         result = subprocess.run(
-            ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null", "-w", "%{http_code}", "http://www.facebook.com/"],
+            [
+                "curl",
+                "-sS",
+                "--noproxy",
+                "",
+                "-x",
+                f"http://127.0.0.1:{port}",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://www.facebook.com/",
+            ],
             capture_output=True,
             text=True,
             timeout=20,
@@ -205,7 +245,9 @@ def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(tmp_path: Path):
 def test_run_with_a_broken_config_exits_with_the_problem(config_copy: Path, tmp_path: Path):
     (config_copy.parent / "grants" / "extra.yaml").write_text("grants:\n  - id: x\n")
 
-    result = citygate("run", "--config", str(config_copy), "--listen-port", "0", "--confdir", str(tmp_path / "ca"))
+    result = citygate(
+        "run", "--config", str(config_copy), "--listen-port", "0", "--confdir", str(tmp_path / "ca")
+    )
 
     assert result.returncode == 2
     assert 'extra.yaml:2: grant is missing "employee"' in result.stderr

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from slapd import directory_options
 
+from citygate.directory.backends import open_directory
 from citygate.directory.model import Directory
 from citygate.directory.static import StaticDirectory
+from citygate.proxy.policy import DirectorySettings
 
 DEMO_LDIF = Path(__file__).resolve().parents[2] / "directory" / "demo.ldif"
 
@@ -20,8 +23,24 @@ def make_static(request: pytest.FixtureRequest) -> Directory:
     return StaticDirectory.from_ldif(DEMO_LDIF)
 
 
+def make_ldap(preset: str, **overrides: object) -> Callable[[pytest.FixtureRequest], Directory]:
+    """The LDAP backend, opened from a config section like citygate's, on the session slapd."""
+
+    def make(request: pytest.FixtureRequest) -> Directory:
+        server = request.getfixturevalue("slapd")
+        folder = request.getfixturevalue("tmp_path_factory").mktemp("ldap-contract")
+        options = directory_options(server, folder, preset, **overrides)
+        return open_directory(DirectorySettings("ldap", options, folder), str(folder / "citygate.yaml"))
+
+    return make
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Directory]] = {
     "static": make_static,
+    "ldap": make_ldap("openldap"),
+    "ldap-ad": make_ldap("active-directory"),
+    # Where memberOf is absent: groups found by searching the groups' member attribute.
+    "ldap-group-search": make_ldap("openldap", groups="search"),
 }
 
 

@@ -20,8 +20,26 @@ EVERYONE = {
     "pkim",
     "bjones",
 }
-# Strings that an unescaped LDAP filter would turn into wildcards or extra clauses.
-HOSTILE_UIDS = ["*", "jlee*", "*)(uid=*", "jlee)(|(uid=*", "j*e"]
+# Strings that an unescaped LDAP filter would turn into wildcards or extra clauses, and names
+# no account can have (NUL and other control characters, surrounding spaces, 10 kB of text).
+HOSTILE_UIDS = [
+    "*",
+    "jlee*",
+    "*)(uid=*",
+    "jlee)(|(uid=*",
+    "admin)(|(uid=*",
+    "j*e",
+    "jlee\\",
+    "jlee\x00",
+    "\x00",
+    "jlee\x00*",
+    "jlee\n",
+    " jlee",
+    "jlee ",
+    "jl\u200bee",
+    "x" * 10_000,
+    "jlee" * 2_500,
+]
 
 
 def test_blocking_is_declared(directory):
@@ -142,7 +160,9 @@ def test_group_members_of_city_managers(directory):
     assert [p.uid for p in directory.group_members("city-managers")] == ["tsmith"]
 
 
-@pytest.mark.parametrize("group", ["nonexistent", "", "*", "director", "people"])
+@pytest.mark.parametrize(
+    "group", ["nonexistent", "", "*", "director", "people", "directors)(cn=*", "directors\x00", "d" * 10_000]
+)
 def test_group_members_of_unknown_group_is_empty(directory, group):
     assert directory.group_members(group) == []
 
@@ -151,3 +171,14 @@ def test_group_membership_agrees_with_group_members(directory):
     for uid in EVERYONE:
         person = directory.lookup(uid)
         assert ("directors" in person.groups) == (uid in DIRECTORS)
+
+
+def test_group_members_are_the_people_lookup_returns(directory):
+    for group in ("directors", "city-managers"):
+        for person in directory.group_members(group):
+            assert directory.lookup(person.uid) == person
+
+
+def test_unknown_non_ascii_names_are_none(directory):
+    assert directory.lookup("jlée") is None
+    assert directory.authenticate("jlée", "jlee-pass") is False

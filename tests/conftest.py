@@ -1,0 +1,52 @@
+"""Fixtures shared by every test folder: a private OpenLDAP slapd (see tests/slapd.py).
+
+- `slapd`: one per test session, with TLS, loaded with the demo city (and its AD-flavoured
+  copy). Shared: never modify, stop or pause it.
+- `fresh_slapd`: a private instance for one test, free to modify, stop, pause or restart.
+- `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from slapd import Slapd, missing_tools
+
+
+def _require_tools() -> None:
+    missing = missing_tools()
+    if missing:
+        pytest.fail(
+            f"OpenLDAP tools missing ({', '.join(missing)}); run tools/system-deps "
+            "(make test does) or apt-get install slapd ldap-utils",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    _require_tools()
+    with Slapd(tmp_path_factory.mktemp("slapd"), tls=True) as server:
+        yield server
+
+
+@pytest.fixture
+def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
+    _require_tools()
+    started: list[Slapd] = []
+
+    def start(*, tls: bool = False) -> Slapd:
+        server = Slapd(tmp_path / f"slapd-{len(started)}", tls=tls)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
+    return slapd_factory()
