@@ -8,7 +8,7 @@ with every problem found. A policy is immutable: a reload builds a new one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -114,6 +114,11 @@ class Policy:
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
         return self._index.get((employee, site_id), ())
+
+    def with_only(self, grant: Grant) -> Policy:
+        """This policy as if `grant` were its only grant: to judge one grant on its own merits."""
+        index = {(grant.employee, site_id): (grant,) for site_id in grant.sites}
+        return replace(self, grants=(grant,), _index=MappingProxyType(index))
 
     @property
     def approver_groups(self) -> frozenset[str]:
