@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Test-only system packages: curl (a real HTTP client) and OpenLDAP's slapd (a real directory).
+# Test-only system packages: curl (a real HTTP client), OpenLDAP's slapd (a real directory)
+# and node (runs generated PAC files).
 system-deps:
 	@tools/system-deps
 

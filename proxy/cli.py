@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
+from citygate.proxy import pac
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -29,7 +30,7 @@ DEFAULT_CONFIG = "config/citygate.yaml"
 
 # Commands that live with their feature (e.g. the audit log's `citygate audit verify`): each is a
 # function that adds its subparser to the `commands` given, with `handler` set as a default.
-FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = ()
+FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (pac.register,)
 
 EPILOG_RUN = """examples:
   citygate run                                  # demo config, listen on 127.0.0.1:8080

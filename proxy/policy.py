@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from citygate.directory.model import Person
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.grants import Grant, GrantLoader
+from citygate.proxy.pac import parse_pac_section
 from citygate.proxy.problems import ConfigError, Problems
 from citygate.proxy.yamlfile import Node, read_yaml
 
@@ -95,7 +96,7 @@ class Section:
 
 # Each feature adds its Section here; parse(config_path, node or None, line, problems) returns
 # the feature's settings (defaults when the node is None) and records problems with file:line.
-SECTIONS: tuple[Section, ...] = ()
+SECTIONS: tuple[Section, ...] = (Section("pac", parse_pac_section),)
 
 
 @dataclass(frozen=True)

@@ -269,3 +269,24 @@ def test_check_judges_each_grant_on_its_own(config_copy: Path):
     assert result.returncode == 1
     assert "grant parks-2026-002 would not work now: approver_not_authorized" in result.stdout
     assert "parks-2026-001" not in result.stdout
+
+
+def test_pac_command_writes_the_demo_pac_file(tmp_path: Path):
+    output = tmp_path / "proxy.pac"
+
+    result = citygate("pac", "--output", str(output))
+
+    assert result.returncode == 0, result.stderr
+    text = output.read_text()
+    assert "function FindProxyForURL(url, host)" in text
+    assert '"PROXY citygate.city.example:3128"' in text
+
+
+def test_pac_command_without_proxies_says_what_to_add(config_copy: Path):
+    text = config_copy.read_text()
+    config_copy.write_text(text[: text.index("pac:")])
+
+    result = citygate("pac", "--config", str(config_copy))
+
+    assert result.returncode == 1
+    assert 'has no "pac: proxies:"' in result.stderr
