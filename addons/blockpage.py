@@ -76,7 +76,7 @@ def _mail_link(address: str, subject: str) -> str:
 def _how_to_request(decision: Decision, approvers: list[Person], site_name: str) -> str:
     if decision.reason in (Reason.CREDENTIALS_REQUIRED, Reason.CREDENTIALS_INVALID):
         return "<p>Sign in to the proxy with your City account; your browser will ask for it.</p>"
-    if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR):
+    if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR, Reason.AUDIT_LOG_UNAVAILABLE):
         return "<p>This is a temporary problem. If it persists, contact the IT service desk.</p>"
     steps = (
         "<p>Ask a Director (or higher) of your department to grant you access. The request must "

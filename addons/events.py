@@ -7,18 +7,34 @@ that implement `citygate_decision(event)`; they must not block, as they run on t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from mitmproxy import hooks
 
-from citygate.proxy.decision import Decision
+from citygate.proxy.decision import Decision, Reason
 
 
 class Stage(StrEnum):
     CONNECT = "connect"  # a CONNECT request: host known, path not
     REQUEST = "request"  # a plain-HTTP request, or one inside an intercepted tunnel
+
+
+@dataclass(slots=True)
+class Veto:
+    """A recorder's objection to serving an allowed decision, e.g. the audit log cannot be written.
+
+    Mutable on purpose: recorders answer through it, and the gate reads it once every recorder
+    has run (`trigger_event` swallows exceptions, so a return value could not carry this).
+    """
+
+    reason: Reason | None = None
+    detail: str = ""
+
+    def refuse(self, reason: Reason, detail: str) -> None:
+        if self.reason is None:  # the first objection is the one reported
+            self.reason, self.detail = reason, detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +48,8 @@ class DecisionEvent:
     url: str
     # The status the proxy answers with itself (403 block page, 407); None when forwarded.
     status: int | None
+    # Set by a recorder to refuse an allowed decision; the gate then answers with a denial.
+    veto: Veto = field(default_factory=Veto)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from mitmproxy import connection, ctx, exceptions, http, tls
 
 from citygate.addons.blockpage import render_block_page
 from citygate.addons.credentials import REALM, strip_proxy_headers
-from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage
+from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import IdentityResolver
 from citygate.directory.backends import open_directory
 from citygate.directory.gateway import DirectoryGateway
@@ -39,6 +39,7 @@ from citygate.proxy.decision import (
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
+from citygate.proxy.wording import plain_reason
 
 log = logging.getLogger("citygate")
 
@@ -88,7 +89,8 @@ class CityGate:
             for warning in policy.warnings:
                 log.warning(warning)
             previous, self.policy, self.directory = self.directory, policy, directory
-            self.identities = IdentityResolver(directory)
+            self.identities = IdentityResolver(directory, policy.sections.get("identity"))  # type: ignore[arg-type]
+            self.identities.prefetch_keys()
             if previous is not None:
                 previous.close()  # its worker threads and pooled LDAP connections
             log.info(
@@ -146,7 +148,10 @@ class CityGate:
         if decision.result is Result.AUTH_REQUIRED:
             await self._respond_auth_required(flow, decision, Stage.CONNECT)
             return
-        await self._announce(flow, decision, Stage.CONNECT, None)
+        event = await self._announce(flow, decision, Stage.CONNECT, None)
+        if event.veto.reason is not None:
+            await self._refuse_vetoed_connect(flow, _vetoed(decision, event.veto))
+            return
         # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
         # because browsers display nothing for a refused CONNECT.
         self.tunnels[flow.client_conn] = Tunnel(identity)
@@ -161,7 +166,9 @@ class CityGate:
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
         if decision.allowed:
-            await self._announce(flow, decision, Stage.REQUEST, None)
+            event = await self._announce(flow, decision, Stage.REQUEST, None)
+            if event.veto.reason is not None:
+                await self._respond_blocked(flow, _vetoed(decision, event.veto))
         elif decision.result is Result.AUTH_REQUIRED and not in_tunnel:
             await self._respond_auth_required(flow, decision, Stage.REQUEST)
         else:
@@ -184,7 +191,8 @@ class CityGate:
     async def _decide(self, identity: Identity | None, hosts: Sequence[str], path: str | None) -> Decision:
         policy, directory = self.policy, self.directory
         assert policy is not None and directory is not None, "citygate_config was never loaded"
-        user = identity.user if identity and identity.authenticated else None
+        # A shared role (source address) is nobody in the directory: nothing to look up.
+        user = identity.user if identity and identity.authenticated and not identity.shared_role else None
         people = await directory.people(people_involved(policy, user, hosts))
         return decide_request(identity, hosts, path, datetime.now(policy.timezone), policy, people)
 
@@ -214,8 +222,12 @@ class CityGate:
 
     async def _announce(
         self, flow: http.HTTPFlow, decision: Decision, stage: Stage, status: int | None
-    ) -> str:
-        """Tell the recorders (logs, metrics) about a decision, before the proxy acts on it."""
+    ) -> DecisionEvent:
+        """Tell the recorders (logs, metrics) about a decision, before the proxy acts on it.
+
+        A recorder may veto an allowed decision (the audit log cannot be written); the caller
+        then refuses instead of serving.
+        """
         event = DecisionEvent(
             id=uuid.uuid4().hex,
             timestamp=datetime.now(UTC),
@@ -228,20 +240,27 @@ class CityGate:
         )
         flow.metadata["citygate.event"] = event
         await ctx.master.addons.trigger_event(CitygateDecisionHook(event))
-        return event.id
+        return event
 
     async def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision, stage: Stage) -> None:
         await self._announce(flow, decision, stage, 407)
         site = decision.match.site.name if decision.match else "this site"
+        # One Proxy-Authenticate per scheme citygate accepts (Basic, and Bearer when SSO issuers
+        # are configured), so each client picks the one it can answer.
+        schemes = self.identities.challenges if self.identities else ("Basic",)
+        headers = http.Headers(
+            [(b"Proxy-Authenticate", f'{scheme} realm="{REALM}"'.encode()) for scheme in schemes]
+            + [(b"Content-Type", b"text/plain; charset=utf-8")]
+        )
         flow.response = http.Response.make(
             407,
             f"Proxy authentication required: {site} is social media; sign in with your City account.\n",
-            {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Content-Type": "text/plain; charset=utf-8"},
+            headers,
         )
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
         assert self.policy is not None and self.directory is not None
-        event_id = await self._announce(flow, decision, Stage.REQUEST, 403)
+        event_id = (await self._announce(flow, decision, Stage.REQUEST, 403)).id
         department = decision.evidence.employee_department
         candidates = await self.directory.members(self.policy.approver_groups) if department else []
         approvers = self.policy.approval.approvers_for(department, candidates)
@@ -251,3 +270,25 @@ class CityGate:
             page,
             {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
         )
+
+    async def _refuse_vetoed_connect(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        # A tunnel that would pass through cannot show a block page (its requests are never
+        # seen), so the CONNECT itself is refused; the refusal is announced like any denial.
+        await self._announce(flow, decision, Stage.CONNECT, 403)
+        flow.response = http.Response.make(
+            403,
+            f"citygate refused this connection: {plain_reason(decision.reason)}\n",
+            {"Content-Type": "text/plain; charset=utf-8"},
+        )
+
+
+def _vetoed(decision: Decision, veto: Veto) -> Decision:
+    """An allowed decision turned into a denial because a recorder vetoed it."""
+    assert veto.reason is not None
+    return replace(
+        decision,
+        result=Result.DENY,
+        reason=veto.reason,
+        evidence=replace(decision.evidence, detail=veto.detail),
+        needs_path=False,
+    )

@@ -1,35 +1,186 @@
-"""Who is asking: the identity a request presents to the proxy, verified by the directory."""
+"""Who is asking: the identity a request presents to the proxy, verified before it is believed.
+
+Three ways, tried in this order:
+
+1. `Proxy-Authorization: Basic` (a directory password), checked by the directory.
+2. `Proxy-Authorization: Bearer <JWT>` (a token from the city's single sign-on), checked
+   against the configured issuers' keys (see proxy/tokens.py for the checks, jwks.py for keys).
+3. The client's source address, for devices that cannot sign in (off unless configured).
+
+Credentials, when presented, always win over the source address, even when they fail: the
+person at a shared or mapped device who signs in is accountable for what they do (their own
+grants apply), and a wrong password or a forged token must be refused with a 407, never quietly
+downgraded to whatever the address stands for.
+
+A rejected credential gives an unauthenticated Identity whose `problem` says why in plain words
+(never the password or the token); the core turns it into `credentials_invalid` and the
+decision log prints the problem.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from mitmproxy import http
 
 from citygate.addons.credentials import UnsupportedCredentials, basic_credentials
+from citygate.addons.jwks import JwksKeys, KeysUnavailable
 from citygate.directory.gateway import DirectoryGateway
 from citygate.proxy.decision import Identity
+from citygate.proxy.identity_config import IdentitySettings, IssuerSettings
+from citygate.proxy.tokens import (
+    SYMMETRIC_ALGORITHMS,
+    TokenRejected,
+    UnverifiedToken,
+    check_algorithm,
+    choose_keys,
+    read_token,
+    shown,
+    verify_token,
+)
 
 log = logging.getLogger("citygate")
 
+BASIC, BEARER, SOURCE_IP = "basic", "bearer", "source_ip"
+
+
+class TokenVerifier:
+    """Checks bearer tokens against the configured issuers; the async shell around proxy/tokens.py."""
+
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.jwks: dict[str, JwksKeys] = {
+            issuer.issuer: JwksKeys(
+                issuer.jwks_url,
+                refresh_interval=issuer.jwks_refresh,
+                max_age=issuer.jwks_max_age,
+                timeout=issuer.jwks_timeout,
+                ca_file=issuer.ca_file,
+                clock=monotonic,
+            )
+            for issuer in settings.issuers
+            if issuer.jwks_url
+        }
+
+    def prefetch(self) -> None:
+        """Start fetching every issuer's JWKS in the background (see JwksKeys.prefetch)."""
+        for keys in self.jwks.values():
+            keys.prefetch()
+
+    async def employee(self, token: str) -> str:
+        """The login name a valid token names; TokenRejected or KeysUnavailable otherwise."""
+        unverified = read_token(token, self.settings.max_token_bytes)
+        issuer = self._issuer(unverified)
+        check_algorithm(unverified, issuer)
+        keys = issuer.keys
+        jwks = self.jwks.get(issuer.issuer)
+        if jwks is not None and unverified.alg not in SYMMETRIC_ALGORITHMS:
+            keys = keys + await jwks.keys(unverified.kid)
+        candidates = choose_keys(keys, unverified)
+        return verify_token(token, unverified, issuer, candidates, self._clock())
+
+    def _issuer(self, unverified: UnverifiedToken) -> IssuerSettings:
+        issuer = self.settings.issuer(unverified.issuer)
+        if issuer is not None:
+            return issuer
+        # A token claiming an issuer we do not trust, but signed with a key one of ours
+        # published (e.g. an Entra ID v1.0 token: same keys, iss https://sts.windows.net/...):
+        # check it under that issuer, so the log says "wrong issuer" and what was expected.
+        # Only cached keys are consulted: an untrusted issuer never causes a fetch.
+        if unverified.kid is not None:
+            for candidate in self.settings.issuers:
+                known = [
+                    *candidate.keys,
+                    *(self.jwks[candidate.issuer].cached if candidate.issuer in self.jwks else ()),
+                ]
+                if any(key.kid == unverified.kid for key in known):
+                    return candidate
+        if unverified.issuer is None:
+            raise TokenRejected("token names no issuer (iss)")
+        raise TokenRejected(f"issuer not configured: {shown(unverified.issuer)!r}")
+
 
 class IdentityResolver:
-    def __init__(self, directory: DirectoryGateway) -> None:
+    def __init__(self, directory: DirectoryGateway, settings: IdentitySettings | None = None) -> None:
         self.directory = directory
+        self.settings = settings if settings is not None else IdentitySettings()
+        self.tokens = TokenVerifier(self.settings) if self.settings.bearer_enabled else None
+
+    def prefetch_keys(self) -> None:
+        """Fetch the issuers' signing keys in the background now, not at the first token."""
+        if self.tokens is not None:
+            self.tokens.prefetch()
+
+    @property
+    def challenges(self) -> tuple[str, ...]:
+        """The schemes a 407 offers, in the order clients should prefer them."""
+        return ("Basic", "Bearer") if self.tokens is not None else ("Basic",)
 
     async def resolve(self, flow: http.HTTPFlow) -> Identity | None:
-        """The identity in the request's Proxy-Authorization header; None when there is none.
+        """The identity the request presents; None when it presents none.
 
         Credentials that are present but unusable or wrong give an unauthenticated identity,
         so the decision says `credentials_invalid` rather than `credentials_required`.
         """
+        values = flow.request.headers.get_all("Proxy-Authorization")
+        if not values:
+            return self._by_source(flow)
+        if len(values) > 1:
+            return self._unusable(flow, BASIC, "more than one Proxy-Authorization header")
+        scheme, _, token = values[0].strip().partition(" ")
+        if scheme.lower() == "bearer":
+            return await self._by_token(token.strip())
         try:
             credentials = basic_credentials(flow.request.headers)
         except UnsupportedCredentials as exc:
-            client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
-            log.info("citygate: unusable proxy credentials from %s: %s", client, exc)
-            return Identity("", "basic", authenticated=False)
+            return self._unusable(flow, BASIC, str(exc))
         if credentials is None:
             return None
         verified = await self.directory.authenticate(credentials.user, credentials.password)
-        return Identity(credentials.user, "basic", authenticated=verified)
+        problem = "the directory did not accept the password" if verified is False else None
+        return Identity(credentials.user, BASIC, authenticated=verified, problem=problem)
+
+    async def _by_token(self, token: str) -> Identity:
+        if self.tokens is None:
+            return Identity(
+                "", BEARER, False, problem="Bearer tokens are not accepted: no issuer is configured"
+            )
+        try:
+            employee = await self.tokens.employee(token)
+        except TokenRejected as exc:
+            return Identity("", BEARER, False, problem=exc.reason)
+        except KeysUnavailable as exc:
+            # Not the token's fault: refuse (fail closed) as "could not verify", like a directory outage.
+            return Identity("", BEARER, None, problem=str(exc))
+        except Exception as exc:
+            # Never a pass and never a crash. The exception's class only: its text might quote the token.
+            log.error("citygate: error checking a bearer token: %s", type(exc).__name__)
+            return Identity(
+                "", BEARER, False, problem=f"the token could not be checked ({type(exc).__name__})"
+            )
+        return Identity(employee, BEARER)
+
+    def _by_source(self, flow: http.HTTPFlow) -> Identity | None:
+        peer = flow.client_conn.peername
+        rule = self.settings.source_for(peer[0] if peer else None)
+        if rule is None:
+            return None
+        if rule.role is not None:
+            return Identity(rule.role, SOURCE_IP, shared_role=True)
+        assert rule.employee is not None
+        return Identity(rule.employee, SOURCE_IP)
+
+    @staticmethod
+    def _unusable(flow: http.HTTPFlow, method: str, problem: str) -> Identity:
+        client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
+        log.info("citygate: unusable proxy credentials from %s: %s", client, problem)
+        return Identity("", method, authenticated=False, problem=problem)

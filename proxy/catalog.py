@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygate.proxy.hosts import Host, domain_suffixes, normalize_host
+from citygate.proxy.hosts import Host, normalize_host
 from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
@@ -59,22 +59,36 @@ class Catalog:
                 per_length[network] = SiteMatch(site, str(network), is_asset=False)
         # Longest prefixes first, so the most specific network wins.
         self._prefix_lengths = sorted(self._by_network, reverse=True)
+        # (IP version, prefix length, network bits) -> site: an address is looked up by its own
+        # leading bits, one dictionary probe per prefix length.
+        self._by_prefix: dict[tuple[int, int, int], SiteMatch] = {
+            (network.version, length, int(network.network_address) >> (network.max_prefixlen - length)): found
+            for length, networks in self._by_network.items()
+            for network, found in networks.items()
+        }
 
     def match(self, host: Host) -> SiteMatch | None:
         if host.ip is not None:
             return self._match_ip(host.ip)
-        for suffix in domain_suffixes(host):
-            found = self._by_domain.get(suffix)
+        # The host itself, then each parent domain (as domain_suffixes lists them), without
+        # building the list: this runs for every host of every request.
+        name, by_domain = host.name, self._by_domain
+        while True:
+            found = by_domain.get(name)
             if found is not None:
                 return found
-        return None
+            dot = name.find(".")
+            if dot < 0:
+                return None
+            name = name[dot + 1 :]
 
     def _match_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> SiteMatch | None:
+        # Compared as integers: building an ip_network per prefix length cost ~3 us each.
+        address, bits = int(ip), ip.max_prefixlen
         for length in self._prefix_lengths:
-            if length > ip.max_prefixlen:
+            if length > bits:
                 continue
-            network = ipaddress.ip_network(f"{ip}/{length}", strict=False)
-            found = self._by_network[length].get(network)
+            found = self._by_prefix.get((ip.version, length, address >> (bits - length)))
             if found is not None:
                 return found
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
-from citygate.proxy import pac
+from citygate.proxy import audit_cli, pac
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -25,17 +25,23 @@ from citygate.proxy.decision import (
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
 from citygate.proxy.wording import plain_reason
+from citygate.proxy.workers import default_workers, positive_count, supervise
 
 DEFAULT_CONFIG = "config/citygate.yaml"
 
 # Commands that live with their feature (e.g. the audit log's `citygate audit verify`): each is a
 # function that adds its subparser to the `commands` given, with `handler` set as a default.
-FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (pac.register,)
+FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    pac.register,
+    audit_cli.register_audit,
+    audit_cli.register_logs,
+)
 
 EPILOG_RUN = """examples:
   citygate run                                  # demo config, listen on 127.0.0.1:8080
   citygate run --config /etc/citygate/citygate.yaml --listen-host 0.0.0.0 --listen-port 3128
   citygate run --set block_global=false         # any mitmproxy option
+  citygate run --workers 4                      # 4 processes on one port (default: one per core)
 """
 EPILOG_CHECK = """examples:
   citygate check                                # the demo config
@@ -81,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="OPTION=VALUE",
         help="set a mitmproxy option; may be repeated",
+    )
+    run.add_argument(
+        "--workers",
+        type=positive_count,
+        default=None,
+        metavar="N",
+        help="proxy processes sharing the port, one core each (default: one per core; 1: a single process)",
     )
     run.set_defaults(handler=_run)
 
@@ -144,14 +157,22 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    workers = default_workers() if args.workers is None else args.workers
+    if workers > 1:
+        # A supervisor: each of its workers comes back here with workers=1 (proxy/workers.py).
+        return supervise(argparse.Namespace(**{**vars(args), "workers": workers}), _run)
+
     import asyncio
+    import logging
     import signal
 
     from mitmproxy import exceptions, options
     from mitmproxy.tools.dump import DumpMaster
 
+    from citygate.addons.audit import AuditLog
     from citygate.addons.decision_log import DecisionLog
     from citygate.addons.gate import CityGate
+    from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
 
     async def serve() -> int:
         opts = options.Options(
@@ -160,10 +181,22 @@ def _run(args: argparse.Namespace) -> int:
             confdir=args.confdir,
         )
         master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-        master.addons.add(CityGate(), DecisionLog())
+        termlog = getattr(master, "_termlog_addon", None)
+        if termlog is not None:
+            # The proxy's own log goes to stderr: stdout may carry the access log's JSON lines
+            # (audit.stdout), and the two must never interleave.
+            termlog.logger.file = sys.stderr
+        # mitmdump's own entry point lowers the root logger's level; without that, the decision
+        # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
+        logging.getLogger("citygate").setLevel(logging.INFO)
+        master.addons.add(CityGate(), AuditLog(), DecisionLog())
+        # Last, so that every other addon has seen a WebSocket message before it is dropped.
+        master.addons.add(MemoryGuard())
         try:
             # Options registered by addons exist only once the master has its addons.
             opts.update(connection_strategy="lazy", citygate_config=args.config)
+            # Large bodies are forwarded as they arrive instead of being held whole in memory.
+            opts.update(stream_large_bodies=STREAM_LARGE_BODIES)
             if args.set:
                 opts.set(*args.set)
         except exceptions.OptionsError as exc:

@@ -8,6 +8,7 @@ before a lookup, and catalog domains go through the same function when they are 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -45,12 +46,26 @@ def strip_port(raw: str) -> str:
     return raw
 
 
+# Hosts repeat: every request names its host up to three times (CONNECT, SNI, Host header), and
+# a city's traffic goes to a few thousand hosts. Normalizing costs ~10 us, a cache hit ~0.1 us.
+# Only host-sized strings are cached (a DNS name has at most 253 characters), so a client cannot
+# fill the cache with large headers; Host is immutable, so answers can be shared.
+_CACHED_LENGTH = 300
+_CACHE_SIZE = 16_384
+
+
 def normalize_host(raw: str) -> Host | None:
     """The canonical form of a host as a client wrote it, or None if it is not a host at all.
 
     None means the string cannot name anything a DNS resolver would reach (empty, bad IDNA,
     forbidden characters); callers treat it as "not in the catalog".
     """
+    if len(raw) <= _CACHED_LENGTH:
+        return _normalize_cached(raw)
+    return _normalize(raw)
+
+
+def _normalize(raw: str) -> Host | None:
     host = strip_port(raw).translate(_DOT_LIKE).rstrip(".").lower()
     if not host:
         return None
@@ -73,7 +88,14 @@ def normalize_host(raw: str) -> Host | None:
     return Host(host)
 
 
+_normalize_cached = functools.lru_cache(maxsize=_CACHE_SIZE)(_normalize)
+
+
 def _parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # Every IPv4 spelling (dotted, legacy, hex, octal) starts with a digit and every IPv6 address
+    # has a colon; anything else is a name. ip_address() takes ~5 us to raise on a name.
+    if not host[:1].isdigit() and ":" not in host:
+        return None
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -16,8 +16,10 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
+from citygate.proxy.audit_config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.grants import Grant, GrantLoader
+from citygate.proxy.identity_config import parse_identity_section
 from citygate.proxy.pac import parse_pac_section
 from citygate.proxy.problems import ConfigError, Problems
 from citygate.proxy.yamlfile import Node, read_yaml
@@ -96,7 +98,11 @@ class Section:
 
 # Each feature adds its Section here; parse(config_path, node or None, line, problems) returns
 # the feature's settings (defaults when the node is None) and records problems with file:line.
-SECTIONS: tuple[Section, ...] = (Section("pac", parse_pac_section),)
+SECTIONS: tuple[Section, ...] = (
+    Section("pac", parse_pac_section),
+    Section("identity", parse_identity_section),
+    Section("audit", parse_audit_section),
+)
 
 
 @dataclass(frozen=True)

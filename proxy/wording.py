@@ -25,6 +25,10 @@ PLAIN_REASONS: dict[Reason, str] = {
         "for now. Try again in a few minutes."
     ),
     Reason.INTERNAL_ERROR: "The proxy could not make a decision, so access is refused. IT has been notified in the logs.",
+    Reason.AUDIT_LOG_UNAVAILABLE: (
+        "The proxy cannot record this visit in the City's access log right now, and social media "
+        "is allowed only when it is recorded, so access is refused for now. Try again in a few minutes."
+    ),
 }
 
 

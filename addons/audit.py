@@ -1,0 +1,292 @@
+"""The access-log recorder: every social-media decision becomes one chained JSON line on disk.
+
+When each record is written:
+- a denial (403, 407), at once, and the gate waits for the write before it answers;
+- an allowed request (plain HTTP, or inside a decrypted tunnel), when its response or error has
+  passed, with the status and body sizes;
+- an allowed tunnel that passes through undecrypted, when it is decided: mitmproxy relays such a
+  connection without any hook seeing its bytes, so its byte counts are unknown (None).
+
+When the log cannot be written and `audit.fail_closed` is on, an allowed social-media decision is
+vetoed (reason `audit_log_unavailable`), so nothing is served unrecorded. Ordinary traffic never
+waits for the log and never depends on it; with `audit.log_ordinary_connections` it gets one
+record per connection and host, when the connection closes: the host and byte counts, nothing else.
+
+All file work happens in `AuditWriter`'s thread; the hooks here only build dicts and queue them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mitmproxy import connection, ctx, http
+
+from citygate.addons.events import DecisionEvent, Stage
+from citygate.proxy.audit_config import AuditSettings
+from citygate.proxy.audit_files import worker_directory
+from citygate.proxy.audit_record import Completion, connection_record, decision_record
+from citygate.proxy.audit_writer import AuditWriter
+from citygate.proxy.decision import Reason
+from citygate.proxy.workers import worker_index
+
+log = logging.getLogger("citygate.audit")
+
+# How long the proxy holds a denial while its record is written. The write normally takes well
+# under a millisecond; a hung disk must not hold every denial forever.
+DENIAL_WRITE_WAIT_SECONDS = 2.0
+_RECORDED = "citygate.audit.recorded"
+_STREAMED = "citygate.audit.streamed_bytes"
+
+
+class AuditLog:
+    def __init__(self) -> None:
+        self.settings: AuditSettings | None = None
+        self.writer: AuditWriter | None = None
+        self.refusals_total = 0
+        self._timezone = UTC
+        self._closing: asyncio.Future[None] | None = None
+        # Ordinary connections being counted: client connection id -> host -> [started, in, out].
+        self._ordinary: dict[str, dict[str, list]] = {}
+
+    # --- what the metrics addon reads -----------------------------------------------------
+
+    @property
+    def audit_log_healthy(self) -> bool:
+        return self.writer is not None and self.writer.healthy
+
+    @property
+    def audit_write_errors_total(self) -> int:
+        return self.writer.write_errors_total if self.writer else 0
+
+    @property
+    def audit_records_written_total(self) -> int:
+        return self.writer.records_written_total if self.writer else 0
+
+    @property
+    def audit_records_dropped_total(self) -> int:
+        return self.writer.records_dropped_total if self.writer else 0
+
+    @property
+    def audit_sink_errors_total(self) -> int:
+        return self.writer.sink_errors_total if self.writer else 0
+
+    @property
+    def audit_refusals_total(self) -> int:
+        """Allowed social-media requests refused because the log could not be written."""
+        return self.refusals_total
+
+    @property
+    def audit_last_error(self) -> str | None:
+        """Why the log cannot be written (e.g. "[Errno 28] No space left on device"), or None."""
+        return self.writer.last_error if self.writer else "the access log is not open"
+
+    @property
+    def audit_chain_head_seq(self) -> int:
+        return self.writer.head.seq if self.writer else 0
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "audit_log_healthy": float(self.audit_log_healthy),
+            "audit_write_errors_total": self.audit_write_errors_total,
+            "audit_records_written_total": self.audit_records_written_total,
+            "audit_records_dropped_total": self.audit_records_dropped_total,
+            "audit_sink_errors_total": self.audit_sink_errors_total,
+            "audit_refusals_total": self.audit_refusals_total,
+            "audit_chain_head_seq": self.audit_chain_head_seq,
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def load(self, loader: object) -> None:
+        loader.add_option(  # type: ignore[attr-defined]
+            "citygate_audit_directory",
+            str,
+            "",
+            "Folder of the access log, overriding audit.directory in the citygate configuration.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not {"citygate_config", "citygate_audit_directory"} & updated:
+            return
+        gate = ctx.master.addons.get("citygate")
+        policy = getattr(gate, "policy", None)
+        if policy is None:
+            return  # the gate refuses to run without a configuration
+        settings = policy.sections.get("audit") or AuditSettings()
+        if ctx.options.citygate_audit_directory:
+            settings = replace(settings, directory=Path(ctx.options.citygate_audit_directory))
+        # Under `citygate run --workers N` each worker keeps its own chain, in its own subfolder.
+        settings = replace(settings, directory=worker_directory(settings.directory, worker_index()))
+        if settings == self.settings and policy.timezone == self._timezone:
+            return
+        self.settings, self._timezone = settings, policy.timezone
+        # Started here, not in `running`: the proxy may take connections before `running` has
+        # run (a worker's inherited socket queues them), and a denial must find a writer. Only
+        # a thread starts here; the writer does its file work in it.
+        old, self.writer = self.writer, AuditWriter(settings, policy.timezone)
+        self.writer.start()
+        if old is not None:
+            # A new configuration while serving: the old writer finishes off the event loop.
+            self._closing = asyncio.get_running_loop().run_in_executor(None, old.close)
+
+    async def running(self) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        await asyncio.to_thread(writer.wait_ready, 5.0)
+        if writer.healthy:
+            log.info("citygate: access log %s", writer.active_path)
+
+    async def done(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+
+    # --- decisions ------------------------------------------------------------------------
+
+    async def citygate_decision(self, event: DecisionEvent) -> None:
+        try:
+            await self._record(event)
+        except Exception:
+            log.exception("citygate: could not record decision %s", event.id)
+            self._veto(event, "the access log could not record this request")
+
+    async def _record(self, event: DecisionEvent) -> None:
+        writer, settings = self.writer, self.settings
+        if event.decision.allowed:
+            if writer is not None and not writer.ready:
+                # Only in the first moments after a start: whether the log can be written is
+                # known once the writer has opened its file.
+                await asyncio.to_thread(writer.wait_ready, DENIAL_WRITE_WAIT_SECONDS)
+            if writer is None or not writer.healthy:
+                # The block page shows this; the cause (a path, an errno) is in the proxy log.
+                self._veto(event, "the access log cannot be written right now")
+                if event.veto.reason is not None or writer is None:
+                    return
+            if event.stage is Stage.CONNECT:
+                # A tunnel: its record is all that will be known of it (see the module docstring).
+                writer.submit(decision_record(event, include_query=settings.include_query))  # type: ignore[union-attr]
+            # An allowed request is recorded when it completes (response or error hook).
+            return
+        if writer is None:
+            return
+        record = decision_record(event, include_query=settings.include_query)  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[bool] = loop.create_future()
+
+        def done(ok: bool) -> None:  # runs in the writer's thread
+            loop.call_soon_threadsafe(_settle, written, ok)
+
+        writer.submit(record, done, urgent=True)
+        try:
+            await asyncio.wait_for(written, DENIAL_WRITE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("citygate: the audit record of denial %s is still being written", event.id)
+
+    def _veto(self, event: DecisionEvent, detail: str) -> None:
+        settings = self.settings
+        if event.decision.allowed and (settings is None or settings.fail_closed):
+            self.refusals_total += 1
+            event.veto.refuse(Reason.AUDIT_LOG_UNAVAILABLE, detail)
+
+    # --- completing allowed requests ------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        event = flow.metadata.get("citygate.event")
+        response = flow.response
+        if event is None or response is None or not response.stream or not _completes(event):
+            return
+        # A streamed body never lands in raw_content: count it as it passes.
+        inner = response.stream
+        flow.metadata[_STREAMED] = 0
+
+        def count(chunk: bytes) -> bytes | object:
+            flow.metadata[_STREAMED] += len(chunk)
+            return inner(chunk) if callable(inner) else chunk
+
+        response.stream = count
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._complete(flow, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._complete(flow, flow.error.msg if flow.error else "error")
+
+    def _complete(self, flow: http.HTTPFlow, error: str | None) -> None:
+        event = flow.metadata.get("citygate.event")
+        if event is None:
+            self._count_ordinary(flow)
+            return
+        writer, settings = self.writer, self.settings
+        if writer is None or settings is None or not _completes(event) or flow.metadata.get(_RECORDED):
+            return
+        flow.metadata[_RECORDED] = True
+        response = flow.response
+        response_bytes = flow.metadata.get(_STREAMED)
+        if response is not None and response.raw_content is not None:
+            response_bytes = len(response.raw_content)
+        completion = Completion(
+            end=datetime.now(UTC),
+            status=response.status_code if response is not None else None,
+            request_bytes=_body_bytes(flow.request),
+            response_bytes=response_bytes,
+            error=error,
+        )
+        writer.submit(decision_record(event, completion, include_query=settings.include_query))
+
+    # --- ordinary connections (audit.log_ordinary_connections) ----------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # Runs after the gate's hook: a social CONNECT has its event by now.
+        if self._ordinary_on() and "citygate.event" not in flow.metadata and flow.response is None:
+            self._connection_hosts(flow.client_conn).setdefault(
+                flow.request.host, [datetime.now(UTC), None, None]
+            )
+
+    def _count_ordinary(self, flow: http.HTTPFlow) -> None:
+        if not self._ordinary_on() or flow.request.method == "CONNECT":
+            return
+        counts = self._connection_hosts(flow.client_conn).setdefault(
+            flow.request.host, [datetime.now(UTC), 0, 0]
+        )
+        counts[1] = (counts[1] or 0) + (_body_bytes(flow.request) or 0)
+        counts[2] = (counts[2] or 0) + (_body_bytes(flow.response) or 0)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        hosts = self._ordinary.pop(client.id, None)
+        writer = self.writer
+        if not hosts or writer is None:
+            return
+        ended = datetime.now(UTC)
+        for host, (started, sent, received) in hosts.items():
+            writer.submit(connection_record(uuid.uuid4().hex, started, ended, host, sent, received))
+
+    def _ordinary_on(self) -> bool:
+        return self.settings is not None and self.settings.log_ordinary_connections
+
+    def _connection_hosts(self, client: connection.Client) -> dict[str, list]:
+        return self._ordinary.setdefault(client.id, {})
+
+
+def _completes(event: DecisionEvent) -> bool:
+    """Whether this event's record waits for the request to complete."""
+    return event.decision.allowed and event.stage is Stage.REQUEST and event.veto.reason is None
+
+
+def _body_bytes(message: http.Message | None) -> int | None:
+    if message is None:
+        return None
+    if message.raw_content is not None:
+        return len(message.raw_content)
+    length = message.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None
+
+
+def _settle(future: asyncio.Future[bool], ok: bool) -> None:
+    if not future.done():
+        future.set_result(ok)

@@ -1,0 +1,513 @@
+"""What does citygate cost over bare mitmproxy, and how does it compare with Squid?
+
+One run starts a local nginx (HTTP and HTTPS, a 2 KiB page on every path), bare `mitmdump`,
+`citygate run` on the demo config (one worker, and N workers when there are several cores) and
+Squid with a deny list built from the same catalog, all on 127.0.0.1. Then it loads every proxy
+with the same traffic, interleaved (scenario by scenario, the proxies' order rotating with each
+repetition), and prints medians over the repetitions:
+
+  (a) non-social plain HTTP                  wrk, 32 keep-alive connections, absolute-form URL
+  (b) non-social HTTPS, reused tunnels       wrk over socat CONNECT relays: 32 tunnels, reused
+  (c) non-social HTTPS, new tunnel each      curl --parallel (32): CONNECT + TLS per request
+  (d) denied social request (block page)     wrk as mnguyen (no grant) to http://www.facebook.com/
+  (e) granted social, intercepted tunnel     wrk over socat as jlee to www.facebook.com/CityOfExampleParks
+
+Bare mitmdump runs with the same options as citygate (connection_strategy=lazy,
+stream_large_bodies, no flow output) and decrypts only the Facebook tunnel, as citygate does;
+both load bench/upstream_redirect.py, which sends every upstream connection to the local nginx
+without resolving a name. Bare mitmdump has no policy, so in (d) it forwards the request: the
+target is that citygate's block page is at least as fast as bare mitmdump's forward. Squid has
+no per-user grants, so it has no (e).
+
+Before measuring, every proxy's answers are checked (status codes, the block page, which
+certificate each tunnel shows), and every load run counts unexpected answers.
+
+Reproduce (`make bench` installs nginx, wrk, squid, socat and curl when missing):
+
+    make bench                                            # 5 s x 3 repetitions, about 8 minutes
+    .venv/bin/python bench/throughput.py --duration 5 --repeat 3
+    .venv/bin/python bench/throughput.py --quick          # smoke run: 1 s x 1
+    .venv/bin/python bench/throughput.py --only b,c --proxies citygate,"citygate x2"
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from servers import (
+    LOCALHOST,
+    PAGE_MARKER,
+    REPO,
+    MitmProxy,
+    Nginx,
+    Relay,
+    Server,
+    Squid,
+    citygate_has_workers,
+    cpu_seconds,
+    require,
+    rss_bytes,
+)
+
+CONFIG = REPO / "config" / "citygate.yaml"
+CONNECTIONS = 32
+GRANTED = "jlee:jlee-pass"  # Facebook, limited to /CityOfExampleParks
+UNGRANTED = "mnguyen:mnguyen-pass"  # Parks, no grant
+BLOCK_PAGE_MARKER = "Administrative Order 8-19"
+MITMPROXY_CA_CN = "mitmproxy"
+UPSTREAM_CN = "citygate bench upstream"
+WRK_SCRIPT = Path(__file__).with_name("wrk_proxy.lua")
+
+# Targets of issue 8 (citygate / bare mitmdump on the same traffic, same worker count).
+TARGETS = {"a": 0.95, "b": 0.95, "c": 0.95, "d": 1.0}
+SCALING_TARGET = 1.6  # citygate with 2 workers / 1 worker, on (b) and (c)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    tls: bool
+    host: str
+    path: str
+    auth: str | None
+    new_tunnels: bool = False
+
+    def url(self, nginx: Nginx) -> str:
+        port = nginx.tls_port if self.tls else nginx.port
+        return f"{'https' if self.tls else 'http'}://{self.host}:{port}{self.path}"
+
+
+SCENARIOS = (
+    Scenario("a", "non-social plain HTTP", False, "www.example.org", "/", None),
+    Scenario("b", "non-social HTTPS, reused tunnels", True, "www.example.org", "/", None),
+    Scenario("c", "non-social HTTPS, new tunnel per request", True, "www.example.org", "/", None, True),
+    Scenario("d", "denied social request (block page)", False, "www.facebook.com", "/", UNGRANTED),
+    Scenario(
+        "e", "granted social, intercepted tunnel", True, "www.facebook.com", "/CityOfExampleParks", GRANTED
+    ),
+)
+
+
+@dataclass
+class Run:
+    """One load run of one scenario against one proxy."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    unexpected: int  # answers with another status than the expected one, and transport errors
+    cpu_seconds: float = 0.0
+    peak_rss: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100 * self.cpu_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return 1e6 * self.cpu_seconds / self.requests if self.requests else 0.0
+
+
+@dataclass
+class Cell:
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return statistics.median(getattr(run, attribute) for run in self.runs)
+
+    def spread(self, attribute: str) -> tuple[float, float]:
+        values = [getattr(run, attribute) for run in self.runs]
+        return min(values), max(values)
+
+
+# Several workers share one demo config, and so one audit log folder, which one process writes
+# at a time until the audit log has a file per worker: social-media scenarios would measure the
+# workers that must refuse. Worker scaling is measured where its target is: ordinary traffic.
+WORKER_SCENARIOS = ("a", "b", "c")
+
+
+def takes_part(scenario: Scenario, proxy: Server) -> bool:
+    if isinstance(proxy, Squid):
+        return scenario.key != "e"  # no per-user grants without citygate
+    if isinstance(proxy, MitmProxy) and proxy.workers > 1:
+        return scenario.key in WORKER_SCENARIOS
+    return True
+
+
+def expected_status(scenario: Scenario, proxy: Server) -> int:
+    if scenario.key == "d" and proxy.name != "mitmdump":
+        return 403  # citygate's block page, Squid's deny list; bare mitmdump forwards
+    return 200
+
+
+# --- load generators --------------------------------------------------------------------------
+
+
+def wrk(port: int, scenario: Scenario, target: str, duration: float, expected: int, tls: bool) -> Run:
+    """wrk against the proxy (absolute-form URL) or against a socat relay (origin form, TLS)."""
+    env = {
+        **os.environ,
+        "BENCH_TARGET": target,
+        "BENCH_HOST": scenario.host,
+        # Plain HTTP sends the credentials with every request; through a tunnel the relay sent
+        # them with the CONNECT, as a browser does.
+        "BENCH_AUTH": base64.b64encode(scenario.auth.encode()).decode() if scenario.auth and not tls else "",
+    }
+    url = f"{'https' if tls else 'http'}://{LOCALHOST}:{port}/"
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "-s", str(WRK_SCRIPT), url]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=duration + 60, check=False
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no summary:\n{result.stdout}\n{result.stderr}")
+    summary = json.loads(lines[-1])
+    errors = sum(summary[key] for key in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    # wrk counts answers outside 2xx/3xx as "status errors": that is what a 403 must get.
+    unexpected = (
+        summary["status_errors"] if expected < 400 else summary["requests"] - summary["status_errors"]
+    )
+    return Run(
+        requests=summary["requests"],
+        seconds=summary["duration_us"] / 1e6,
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        unexpected=unexpected + errors,
+    )
+
+
+def curl_new_tunnels(port: int, scenario: Scenario, target: str, duration: float, expected: int) -> Run:
+    """curl --parallel: every request opens its own CONNECT tunnel and TLS session.
+
+    `Connection: close` makes nginx end the TLS session after one answer, so the tunnel closes
+    and curl's next transfer opens a new one (num_connects=1 on every line proves it). curl
+    keeps its TLS session cache, as a browser does.
+    """
+    command = ["stdbuf", "-oL", "curl", "-sk", "-Z", "--parallel-max", str(CONNECTIONS)]
+    command += ["--proxy", f"http://{LOCALHOST}:{port}", "-H", "Connection: close", "-o", "/dev/null"]
+    if scenario.auth:
+        command += ["--proxy-user", scenario.auth]
+    command += ["-w", "%{http_code} %{time_total} %{num_connects}\\n", f"{target}?[1-100000000]"]
+    lines: list[str] = []
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    started = time.monotonic()
+    reader.start()
+    time.sleep(duration)
+    count = len(lines)  # completed within the window; stdbuf makes curl write each line at once
+    elapsed = time.monotonic() - started
+    process.send_signal(signal.SIGINT)
+    process.wait(10)
+    reader.join(10)
+    done = [line.split() for line in lines[:count]]
+    times = sorted(float(fields[1]) for fields in done if len(fields) == 3)
+    unexpected = sum(
+        1 for fields in done if len(fields) != 3 or int(fields[0]) != expected or fields[2] != "1"
+    )
+    return Run(
+        requests=len(done),
+        seconds=elapsed,
+        p50_ms=1000 * percentile(times, 50),
+        p99_ms=1000 * percentile(times, 99),
+        unexpected=unexpected,
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+@contextmanager
+def sampling_rss(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
+    """Sample the summed RSS of a process tree every 100 ms; yields a list whose max is the peak."""
+    samples = [rss_bytes(pids())]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            samples.append(rss_bytes(pids()))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(scenario: Scenario, proxy: Server, nginx: Nginx, duration: float) -> Run:
+    expected = expected_status(scenario, proxy)
+    target = scenario.url(nginx)
+    with ExitStack() as stack:
+        if scenario.tls and not scenario.new_tunnels:
+            relay = stack.enter_context(
+                Relay(proxy.port, scenario.host, nginx.tls_port, scenario.auth)  # type: ignore[arg-type]
+            )
+
+            def load() -> Run:
+                return wrk(relay.port, scenario, scenario.path, duration, expected, tls=True)
+        elif scenario.tls:
+
+            def load() -> Run:
+                return curl_new_tunnels(proxy.port, scenario, target, duration, expected)
+        else:
+
+            def load() -> Run:
+                return wrk(proxy.port, scenario, target, duration, expected, tls=False)
+
+        pids = proxy.pids
+        cpu_before = cpu_seconds(pids)
+        with sampling_rss(lambda: proxy.pids) as samples:
+            run = load()
+        run.cpu_seconds = cpu_seconds(proxy.pids) - cpu_before
+        run.peak_rss = max(samples)
+    return run
+
+
+# --- checks before measuring ------------------------------------------------------------------
+
+
+def curl_once(proxy: Server, url: str, auth: str | None = None) -> tuple[int, str]:
+    command = ["curl", "-sk", "--proxy", f"http://{LOCALHOST}:{proxy.port}", "-w", "\n%{http_code}", url]
+    if auth:
+        command += ["--proxy-user", auth]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def tunnel_issuer(proxy: Server, host: str, port: int, auth: str | None = None) -> str | None:
+    """The issuer CN of the certificate the client sees through a CONNECT tunnel."""
+    lines = [f"CONNECT {host}:{port} HTTP/1.1", f"Host: {host}:{port}"]
+    if auth:
+        lines.append(f"Proxy-Authorization: Basic {base64.b64encode(auth.encode()).decode()}")
+    with socket.create_connection((LOCALHOST, proxy.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            head += chunk
+        if b" 200" not in head.split(b"\r\n", 1)[0]:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    names = x509.load_der_x509_certificate(der or b"").issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def check_answers(proxy: Server, nginx: Nginx) -> list[str]:
+    """What is wrong with the proxy's answers to one request of each scenario (empty: all right)."""
+    problems = []
+    citygate = isinstance(proxy, MitmProxy) and proxy.kind == "citygate"
+
+    def expect(what: str, got: object, wanted: object) -> None:
+        if got != wanted:
+            problems.append(f"{proxy.name}: {what}: got {got!r}, expected {wanted!r}")
+
+    for scenario in SCENARIOS:
+        if not takes_part(scenario, proxy):
+            continue
+        status, body = curl_once(proxy, scenario.url(nginx), scenario.auth)
+        expect(f"({scenario.key}) status", status, expected_status(scenario, proxy))
+        if scenario.key == "d" and isinstance(proxy, Squid):
+            continue  # Squid's own error page
+        marker = BLOCK_PAGE_MARKER if citygate and scenario.key == "d" else PAGE_MARKER
+        expect(f"({scenario.key}) body has {marker!r}", marker in body, True)
+    expect("(b) certificate issuer", tunnel_issuer(proxy, "www.example.org", nginx.tls_port), UPSTREAM_CN)
+    if takes_part(SCENARIOS[4], proxy):
+        issuer = tunnel_issuer(proxy, "www.facebook.com", nginx.tls_port, GRANTED)
+        expect("(e) certificate issuer (intercepted)", issuer, MITMPROXY_CA_CN)
+    if citygate and takes_part(SCENARIOS[4], proxy):
+        outside = f"https://www.facebook.com:{nginx.tls_port}/messages"
+        expect("(e) outside the grant's paths", curl_once(proxy, outside, GRANTED)[0], 403)
+        expect("(d) without credentials", curl_once(proxy, SCENARIOS[3].url(nginx))[0], 407)
+    return problems
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def report(
+    results: dict[tuple[str, str], Cell], proxies: Sequence[Server], args: argparse.Namespace, command: str
+) -> None:
+    names = [proxy.name for proxy in proxies]
+    print(f"\n### Throughput: {args.duration:g} s x {args.repeat}, medians (min-max of req/s)\n")
+    print("| scenario | proxy | req/s | p50 ms | p99 ms | CPU % | CPU us/req | peak RSS MB | unexpected |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for scenario in SCENARIOS:
+        for name in names:
+            cell = results.get((scenario.key, name))
+            if cell is None or not cell.runs:
+                continue
+            low, high = cell.spread("rate")
+            spread = f" ({low:,.0f}-{high:,.0f})" if len(cell.runs) > 1 else ""
+            print(
+                f"| ({scenario.key}) {scenario.title} | {name} | {cell.median('rate'):,.0f}{spread} "
+                f"| {cell.median('p50_ms'):.2f} | {cell.median('p99_ms'):.2f} "
+                f"| {cell.median('cpu_percent'):.0f} | {cell.median('cpu_us_per_request'):,.0f} "
+                f"| {max(run.peak_rss for run in cell.runs) / 2**20:.0f} "
+                f"| {sum(run.unexpected for run in cell.runs)} |"
+            )
+
+    def rate(key: str, name: str) -> float:
+        cell = results.get((key, name))
+        return cell.median("rate") if cell and cell.runs else 0.0
+
+    workers = next((name for name in names if name.startswith("citygate x")), None)
+    print("\n### Ratios of req/s (medians)\n")
+    header = "| scenario | citygate / mitmdump | target | met | citygate / squid |"
+    rule = "|---|---:|---:|---|---:|"
+    if workers:
+        header += f" {workers} / citygate | target | met |"
+        rule += "---:|---:|---|"
+    print(header + "\n" + rule)
+    for scenario in SCENARIOS:
+        key = scenario.key
+        vs_mitm = ratio(rate(key, "citygate"), rate(key, "mitmdump"))
+        target = TARGETS.get(key)
+        met = "-" if target is None or vs_mitm is None else ("yes" if vs_mitm >= target else "**no**")
+        row = f"| ({key}) | {fmt_ratio(vs_mitm)} | {'-' if target is None else f'>= {target:g}'} | {met} "
+        row += f"| {fmt_ratio(ratio(rate(key, 'citygate'), rate(key, 'squid')))} |"
+        if workers:
+            scaling = ratio(rate(key, workers), rate(key, "citygate"))
+            wanted = key in ("b", "c")
+            scaling_met = (
+                "-" if not wanted or scaling is None else ("yes" if scaling >= SCALING_TARGET else "**no**")
+            )
+            row += f" {fmt_ratio(scaling)} | {f'>= {SCALING_TARGET:g}' if wanted else '-'} | {scaling_met} |"
+        print(row)
+    print(
+        f"\n(d): bare mitmdump has no policy and forwards the request; the target is citygate's block "
+        f"page at least as fast as that forward.\n{os.cpu_count()} cores; load generators, nginx and "
+        f"the proxies share them. CPU % is the proxy's (all its processes), 100 = one core."
+    )
+    print(f"\nReproduce: {command}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: --duration 1 --repeat 1")
+    parser.add_argument("--only", default="", help="scenarios to run, e.g. b,c (default: all)")
+    parser.add_argument("--proxies", default="", help='e.g. "citygate,citygate x2" (default: all)')
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="for citygate xN")
+    parser.add_argument("--json", type=Path, help="also write every run's figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.repeat = 1.0, 1
+    require("nginx", "wrk", "squid", "socat", "curl", "stdbuf")
+    argv = " ".join(sys.argv[1:])
+    command = f"{Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable} bench/throughput.py {argv}".strip()
+
+    scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
+    folder = Path(tempfile.mkdtemp(prefix="citygate-bench-"))
+    try:
+        nginx = Nginx(folder)
+        proxies: list[Server] = [MitmProxy(folder, "mitmdump"), MitmProxy(folder, "citygate")]
+        if args.workers > 1 and citygate_has_workers():
+            proxies.append(MitmProxy(folder, "citygate", workers=args.workers))
+        proxies.append(Squid(folder, CONFIG))
+        if args.proxies:
+            wanted = {name.strip() for name in args.proxies.split(",")}
+            proxies = [proxy for proxy in proxies if proxy.name in wanted]
+        with ExitStack() as stack:
+            stack.enter_context(nginx)
+            # The first proxy creates the mitmproxy CA in the shared confdir; then the others start.
+            for proxy in proxies:
+                stack.enter_context(proxy)
+            print(f"nginx on {nginx.port} (HTTP) and {nginx.tls_port} (HTTPS); folder {folder}")
+            for proxy in proxies:
+                print(f"  {proxy.name} on {proxy.port}")
+            problems = [problem for proxy in proxies for problem in check_answers(proxy, nginx)]
+            if problems:
+                print("the proxies do not answer as expected; not measuring:", *problems, sep="\n  ")
+                return 1
+            print("answers checked: every proxy decides and forwards as expected")
+            results: dict[tuple[str, str], Cell] = {}
+            for repetition in range(args.repeat):
+                for scenario in scenarios:
+                    shift = repetition % len(proxies)
+                    for proxy in proxies[shift:] + proxies[:shift]:
+                        if not takes_part(scenario, proxy):
+                            continue
+                        run = measure(scenario, proxy, nginx, args.duration)
+                        results.setdefault((scenario.key, proxy.name), Cell()).runs.append(run)
+                        print(
+                            f"  [{repetition + 1}/{args.repeat}] ({scenario.key}) {proxy.name:12} "
+                            f"{run.rate:9,.0f} req/s  p99 {run.p99_ms:7.2f} ms  CPU {run.cpu_percent:4.0f}%  "
+                            f"unexpected {run.unexpected}",
+                            flush=True,
+                        )
+                        time.sleep(0.3)
+            dead = [
+                proxy.name for proxy in proxies if proxy.process is None or proxy.process.poll() is not None
+            ]
+            if dead:
+                print(f"exited during the run: {', '.join(dead)}")
+                return 1
+        report(results, proxies, args, command)
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        f"{key}|{name}": [asdict(run) for run in cell.runs]
+                        for (key, name), cell in results.items()
+                    },
+                    indent=1,
+                )
+            )
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

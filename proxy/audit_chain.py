@@ -1,0 +1,341 @@
+"""Tamper evidence for the access log: a hash chain through every record, across every file.
+
+Each record is one line of canonical JSON (sorted keys, no spaces, ASCII) carrying
+`citygate.chain.seq` (1, 2, 3, ... across all files) and `citygate.chain.prev` (the previous
+record's hash); the line ends with `"citygate.chain.hash"`, the SHA-256 of the line's bytes
+without that field. The chain runs through rotation: every file begins with an
+`audit-file-start` record that names the previous file, how many records it held and whether
+it ended with an incomplete (torn) record, and chains to that file's last record.
+
+What a chain that verifies proves: no record was edited (by even one byte), deleted, inserted
+or moved, between the first and the last record checked, and no file in the middle was
+truncated or swapped; a torn tail (the writer stopped mid-record) is found and named.
+
+What it does not prove: that the log is the one citygate wrote. Hashes are not signatures:
+someone who can rewrite the files can recompute the whole chain from the point of their edit,
+or cut records off the end of the newest file. Anchoring closes that: the writer periodically
+publishes the chain head (`seq` and hash; see `audit_writer`) outside the log, to syslog and
+to the proxy's own log, which the same person cannot also rewrite. `verify(..., anchors=...)`
+then checks the log against those published heads: a rewritten chain no longer has the
+anchored hash at the anchored seq, and a cut-off log no longer reaches it.
+
+Pure: `seal` and `ChainVerifier` see bytes, never files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+GENESIS = "0" * 64
+SEQ = "citygate.chain.seq"
+PREV = "citygate.chain.prev"
+HASH = "citygate.chain.hash"
+FILE_START = "audit-file-start"
+
+_HASH_KEY = b',"citygate.chain.hash":"'
+_SUFFIX_LENGTH = len(_HASH_KEY) + 64 + 2  # the key, the hash, '"}'
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+# Fast reads of the chain fields from a line whose hash matched (so it is what the writer wrote):
+# canonical JSON escapes every quote inside a value, so these can only match the keys themselves.
+_PREV_FIELD = re.compile(rb'"citygate\.chain\.prev":"([0-9a-f]{64})"')
+_SEQ_FIELD = re.compile(rb'"citygate\.chain\.seq":(\d+)[,}]')
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The last record of a chain: its sequence number and hash (seq 0: nothing yet)."""
+
+    seq: int = 0
+    hash: str = GENESIS
+
+
+class Damaged(ValueError):
+    """A line that is not an intact record."""
+
+
+def canonical(record: Mapping[str, object]) -> bytes:
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def seal(record: Mapping[str, object], head: ChainHead) -> tuple[bytes, ChainHead]:
+    """The line for `record` following `head` (newline included), and the new head."""
+    body = canonical({**record, SEQ: head.seq + 1, PREV: head.hash})
+    digest = hashlib.sha256(body).hexdigest()
+    return body[:-1] + b',"' + HASH.encode() + b'":"' + digest.encode() + b'"}\n', ChainHead(
+        head.seq + 1, digest
+    )
+
+
+def _checked_body(line: bytes) -> tuple[bytes, str]:
+    """The line's body (without the hash field) and its hash, if the hash matches; else Damaged."""
+    end = len(line) - 1 if line.endswith(b"\n") else len(line)
+    start = end - _SUFFIX_LENGTH
+    digest = line[start + len(_HASH_KEY) : end - 2]
+    if start < 1 or line[start : start + len(_HASH_KEY)] != _HASH_KEY or line[end - 2 : end] != b'"}':
+        raise Damaged("not a sealed citygate record (no chain hash at the end of the line)")
+    if _HEX64.fullmatch(digest) is None:
+        raise Damaged("not a sealed citygate record (the chain hash is not 64 hex digits)")
+    body = line[:start] + b"}"
+    if hashlib.sha256(body).hexdigest().encode() != digest:
+        raise Damaged("the record was edited: its content no longer matches its hash")
+    return body, digest.decode()
+
+
+def unseal(line: bytes) -> tuple[dict[str, object], ChainHead]:
+    """The record in `line` (chain fields included) and its place in the chain; Damaged if not intact."""
+    body, digest = _checked_body(line)
+    try:
+        record = json.loads(body)
+    except ValueError as exc:  # only a record forged with a matching hash gets here
+        raise Damaged(f"not valid JSON: {exc}") from None
+    seq = record.get(SEQ) if isinstance(record, dict) else None
+    prev = record.get(PREV) if isinstance(record, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(prev, str):
+        raise Damaged("the record has no valid chain fields")
+    return record, ChainHead(seq, digest)
+
+
+def link(line: bytes) -> tuple[str, ChainHead]:
+    """What `line` chains to and its own place: `unseal` without parsing the JSON (verify's pace)."""
+    body, digest = _checked_body(line)
+    prev, seq = _PREV_FIELD.search(body), _SEQ_FIELD.search(body)
+    if prev is None or seq is None or int(seq.group(1)) < 1:
+        raise Damaged("the record has no valid chain fields")
+    return prev.group(1).decode(), ChainHead(int(seq.group(1)), digest)
+
+
+def base_name(path: str) -> str:
+    """A log file's name as the next file's header records it (before compression)."""
+    return path.rsplit("/", 1)[-1].removesuffix(".gz")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: str
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.problem}"
+
+
+@dataclass(slots=True)
+class FileSummary:
+    path: str
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    torn_line: int | None = None  # an incomplete last line (no newline)
+
+
+@dataclass(slots=True)
+class Report:
+    files: list[FileSummary] = field(default_factory=list)
+    records: int = 0  # records that verified
+    start: ChainHead | None = None  # what the first record chains to
+    head: ChainHead | None = None  # the last record that verified
+    failure: Finding | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class ChainVerifier:
+    """Feed files in order, line by line; `finish()` says whether the chain holds and where not.
+
+    Constant memory: only the running head and the current file's counts are kept. `anchors`
+    maps sequence numbers to the hashes published for them (see the module docstring).
+    """
+
+    def __init__(self, anchors: Mapping[int, str] | None = None) -> None:
+        self.anchors = dict(anchors or {})
+        self.report = Report()
+        self._file: FileSummary | None = None
+        self._line = 0
+        self._last_good_line = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.report.failure is not None
+
+    def begin_file(self, path: str) -> None:
+        if self._file is not None:
+            self._end_file()
+        self._file = FileSummary(path)
+        self.report.files.append(self._file)
+        self._line = 0
+        self._last_good_line = 0
+
+    def _end_file(self) -> None:
+        current = self._file
+        if current is not None and self._line == 0 and not self.failed:
+            # A file the writer created an instant before it stopped, or one emptied by hand.
+            self.report.notes.append(f"{current.path}: empty")
+        self._file = None
+
+    def feed(self, line: bytes) -> bool:
+        """Check the next line of the current file; False once the chain has failed."""
+        current = self._file
+        assert current is not None, "begin_file() first"
+        if self.failed:
+            return False
+        self._line += 1
+        if current.torn_line is not None:
+            return self._fail(
+                current.path, current.torn_line, "an incomplete record in the middle of the file"
+            )
+        if not line.endswith(b"\n"):
+            # Only the last line of a file can lack its newline: judged when the chain goes on.
+            current.torn_line = self._line
+            return True
+        try:
+            if self._line == 1:  # the file-start record is read whole
+                record, place = unseal(line)
+                prev = str(record[PREV])
+            else:
+                prev, place = link(line)
+        except Damaged as exc:
+            return self._fail(current.path, self._line, str(exc))
+        if self._line == 1 and not self._check_file_start(record, place):
+            return False
+        if self._line > 1 and not self._check_follows(place, prev):
+            return False
+        anchored = self.anchors.get(place.seq)
+        if anchored is not None and anchored != place.hash:
+            return self._fail(
+                current.path,
+                self._line,
+                f"seq {place.seq} has hash {place.hash[:16]}..., but the anchor published {anchored[:16]}...: "
+                "the chain was rewritten from here or earlier",
+            )
+        report = self.report
+        if report.start is None:
+            report.start = ChainHead(place.seq - 1, prev)
+        report.head = place
+        report.records += 1
+        current.records += 1
+        current.last_seq = place.seq
+        if current.first_seq is None:
+            current.first_seq = place.seq
+        self._last_good_line = self._line
+        return True
+
+    def finish(self) -> Report:
+        if self._file is not None:
+            self._end_file()
+        report = self.report
+        if not self.failed and report.files:
+            last = report.files[-1]
+            if last.torn_line is not None:
+                self._fail(
+                    last.path,
+                    last.torn_line,
+                    "torn tail: the last record is incomplete (the writer was stopped mid-write, "
+                    f"or the file was cut); the {last.records} record(s) before it in this file verify",
+                )
+        if not self.failed:
+            reached = report.head.seq if report.head else 0
+            missing = sorted(seq for seq in self.anchors if seq > reached)
+            if missing and report.files:
+                last = report.files[-1]
+                self._fail(
+                    last.path,
+                    self._last_good_line + 1,
+                    f"the log ends at seq {reached}, but an anchor was published for seq {missing[0]}: "
+                    "records were removed from the end",
+                )
+        return report
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def _check_file_start(self, record: Mapping[str, object], place: ChainHead) -> bool:
+        current = self._file
+        assert current is not None
+        if record.get("event.action") != FILE_START:
+            return self._fail(
+                current.path,
+                1,
+                "the file does not begin with its audit-file-start record: records were removed "
+                "from its beginning, or it is not a citygate audit log",
+            )
+        previous = self.report.files[-2] if len(self.report.files) > 1 else None
+        prev_hash = str(record["citygate.chain.prev"])
+        if previous is None:
+            if place.seq == 1 and prev_hash == GENESIS:
+                self.report.notes.append(f"{current.path}: the chain starts at its very first record")
+            else:
+                named = record.get("citygate.audit.previous_file") or "a file not given"
+                self.report.notes.append(
+                    f"{current.path}: the chain starts at seq {place.seq}, after {named} (not checked)"
+                )
+            return True
+        head = self.report.head or ChainHead()
+        said_file = record.get("citygate.audit.previous_file")
+        said_records = record.get("citygate.audit.previous_records")
+        said_torn = bool(record.get("citygate.audit.previous_torn"))
+        if said_file != base_name(previous.path):
+            return self._fail(
+                current.path,
+                1,
+                f"this file follows {said_file}, not {base_name(previous.path)}: a file is missing "
+                "between them, or the files are out of order (give every file, oldest first)",
+            )
+        if previous.torn_line is not None and not said_torn:
+            return self._fail(
+                previous.path,
+                previous.torn_line,
+                "an incomplete record, and the next file does not record that the writer left it",
+            )
+        if said_records != previous.records or prev_hash != head.hash or place.seq != head.seq + 1:
+            return self._fail(
+                previous.path,
+                previous.records + 1,
+                f"records are missing from the end of this file: it ends after {previous.records} "
+                f"record(s) at seq {head.seq}, but {base_name(current.path)} says it held "
+                f"{said_records} and continues at seq {place.seq}",
+            )
+        if said_torn and previous.torn_line is not None:
+            self.report.notes.append(
+                f"{previous.path}:{previous.torn_line}: an incomplete record the writer left when it "
+                f"stopped; {base_name(current.path)} records it and the chain goes on"
+            )
+        return True
+
+    def _check_follows(self, place: ChainHead, prev: str) -> bool:
+        current = self._file
+        assert current is not None
+        head = self.report.head or ChainHead()
+        expected = head.seq + 1
+        if place.seq > expected:
+            return self._fail(
+                current.path,
+                self._line,
+                f"seq {place.seq} where {expected} was expected: {place.seq - expected} record(s) "
+                "before this line were deleted or moved",
+            )
+        if place.seq < expected:
+            return self._fail(
+                current.path,
+                self._line,
+                f"seq {place.seq} after seq {head.seq}: records out of order, or a record was inserted",
+            )
+        if prev != head.hash:
+            return self._fail(
+                current.path,
+                self._line,
+                f"this record does not chain to line {self._line - 1}: one of the two was rewritten",
+            )
+        return True
+
+    def _fail(self, path: str, line: int, problem: str) -> bool:
+        if self.report.failure is None:
+            self.report.failure = Finding(path, line, problem)
+        return False

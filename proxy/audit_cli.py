@@ -1,0 +1,413 @@
+"""`citygate audit verify` and `citygate logs`: the access log for security staff.
+
+Both read plain and gzip-compressed files, a folder meaning its log files in chain order, and
+both stream: memory does not grow with the size of the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import heapq
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from citygate.proxy.audit_chain import ChainVerifier, Report
+from citygate.proxy.audit_config import AuditSettings
+from citygate.proxy.audit_files import expand_chains, open_log
+from citygate.proxy.audit_query import LogFilter, LogQuery, parse_when
+
+DEFAULT_CONFIG = "config/citygate.yaml"
+
+EPILOG_VERIFY = """examples:
+  citygate audit verify /var/log/citygate                # every file in the folder, in order
+  citygate audit verify /var/log/citygate/citygate-audit-2026112*.jsonl.gz
+  citygate audit verify /var/log/citygate --anchor 18233:9c1f...e07a   # a head published to syslog
+
+Checks the hash chain through every record and across files: an edited, deleted, inserted or
+reordered record, a file cut short or missing, and a torn last record are found and the first
+bad record is named as FILE:LINE. Give files oldest first (a folder is put in order).
+
+exit status: 0 when the chain holds, 1 when it does not, 2 when a file cannot be read.
+"""
+
+EPILOG_LOGS = """examples:
+  citygate logs --user jlee --since 7d                   # one employee's last week, as a table
+  citygate logs --user jlee --since 2026-11-01 --until 2026-11-30 --format csv > jlee-nov.csv
+  citygate logs --department Parks --decision denied --reason path_out_of_scope
+  citygate logs --site facebook --grant parks-2026-001 --format jsonl
+  citygate logs --id 25b86ea6fe034783af14cf5771e8b3e6    # the "Reference" on a block page
+  citygate logs /mnt/archive/citygate --since 2026-01-01 --format csv
+
+Reads the log folder of the configuration (audit.directory) unless files or folders are given;
+rotated and .gz files are read in order. Times without a zone are in the city's timezone;
+--until with a bare date includes that whole day. --format jsonl prints the records exactly as
+stored, each still carrying its chain hash.
+"""
+
+CSV_FIELDS = (
+    "@timestamp",
+    "local_time",
+    "event.id",
+    "event.action",
+    "event.type",
+    "event.reason",
+    "user.name",
+    "citygate.department",
+    "source.ip",
+    "url.scheme",
+    "url.domain",
+    "url.path",
+    "url.query",
+    "http.request.method",
+    "http.response.status_code",
+    "http.request.body.bytes",
+    "http.response.body.bytes",
+    "rule.id",
+    "citygate.site",
+    "citygate.approver",
+    "citygate.identity_method",
+    "citygate.mode",
+    "citygate.flags",
+    "citygate.detail",
+    "citygate.chain.seq",
+)
+# (heading, width) of the table; the last column takes the rest of the line.
+TABLE_COLUMNS = (
+    ("TIME", 19),
+    ("DECISION", 8),
+    ("REASON", 23),
+    ("USER", 12),
+    ("DEPARTMENT", 14),
+    ("SITE", 10),
+    ("STATUS", 6),
+    ("GRANT", 16),
+    ("SOURCE", 15),
+    ("URL", 0),
+)
+
+
+def register_audit(commands: argparse._SubParsersAction) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="check the access log's tamper evidence",
+        epilog=EPILOG_VERIFY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        help="verify the hash chain of access-log files",
+        epilog=EPILOG_VERIFY,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument(
+        "paths", nargs="+", type=Path, metavar="FILE", help="log files or folders, oldest first"
+    )
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:SHA256",
+        help="a chain head published elsewhere (syslog, the proxy log); may be repeated",
+    )
+    verify.set_defaults(handler=run_verify)
+
+
+def register_logs(commands: argparse._SubParsersAction) -> None:
+    logs = commands.add_parser(
+        "logs",
+        help="search the access log",
+        epilog=EPILOG_LOGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    logs.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="log files or folders (default: audit.directory)"
+    )
+    logs.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
+    )
+    logs.add_argument("--user", help="the employee's login name")
+    logs.add_argument("--department", help="the employee's department")
+    logs.add_argument("--site", help="a site id (facebook) or domain (facebook.com)")
+    logs.add_argument("--decision", choices=("allowed", "denied"))
+    logs.add_argument("--reason", help="a reason code, e.g. no_grant or path_out_of_scope")
+    logs.add_argument("--grant", help="a grant id, e.g. parks-2026-001")
+    logs.add_argument("--flag", help="a flag raised on the request")
+    logs.add_argument("--id", dest="event_id", help="an event id (a block page's Reference)")
+    logs.add_argument("--since", help="from this time: 2026-11-21, 2026-11-21T08:30, 7d, 12h")
+    logs.add_argument("--until", help="up to this time (a bare date includes that day)")
+    logs.add_argument("--ordinary", action="store_true", help="include ordinary-connection records")
+    logs.add_argument(
+        "--format", choices=("table", "jsonl", "csv"), default="table", help="default: %(default)s"
+    )
+    logs.add_argument("--tz", help="timezone for input and table times (default: the city's)")
+    logs.set_defaults(handler=run_logs)
+
+
+# --- audit verify ----------------------------------------------------------------------------
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    anchors: dict[int, str] = {}
+    for text in args.anchor:
+        seq, _, digest = text.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            print(f"citygate: --anchor {text!r} is not SEQ:SHA256 (e.g. 18233:9c1f...)", file=sys.stderr)
+            return 2
+        anchors[int(seq)] = digest.lower()
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    found = expand_chains(args.paths)
+    if not found:
+        print("citygate: no access-log files found there", file=sys.stderr)
+        return 2
+    status = 0
+    for number, files in enumerate(found, 1):
+        if len(found) > 1:
+            # One chain per `citygate run` worker; an anchor names its chain's seq and hash.
+            print(f"chain {number} of {len(found)}: {files[0].parent}")
+        try:
+            report = verify_files(files, anchors)
+        except OSError as exc:
+            print(f"citygate: cannot read the log: {exc}", file=sys.stderr)
+            return 2
+        _print_report(report)
+        status = max(status, 0 if report.ok else 1)
+    return status
+
+
+def verify_files(files: Iterable[Path], anchors: dict[int, str] | None = None) -> Report:
+    verifier = ChainVerifier(anchors)
+    for path in files:
+        verifier.begin_file(str(path))
+        with open_log(path) as handle:
+            for line in handle:
+                if not verifier.feed(line):
+                    break
+        if verifier.failed:
+            break
+    return verifier.finish()
+
+
+def _print_report(report: Report) -> None:
+    for summary in report.files:
+        seqs = f", seq {summary.first_seq}-{summary.last_seq}" if summary.first_seq is not None else ""
+        print(f"{summary.path}: {summary.records} record(s){seqs}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    head = report.head
+    if report.failure is None:
+        assert head is not None or report.records == 0
+        where = f"; chain head seq {head.seq} sha256 {head.hash}" if head else ""
+        print(f"OK: {report.records} record(s) in {len(report.files)} file(s) verify{where}")
+        return
+    print(f"FAILED: {report.failure}")
+    if head is not None and report.start is not None:
+        print(
+            f"  the {report.records} record(s) before it verify "
+            f"(seq {report.start.seq + 1}-{head.seq}, last sha256 {head.hash})"
+        )
+    else:
+        print("  no record before it verifies")
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    zone, directory = _config_facts(args.config)
+    if args.tz:
+        try:
+            zone = ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            print(
+                f'citygate: unknown timezone "{args.tz}"; use an IANA name such as America/Los_Angeles',
+                file=sys.stderr,
+            )
+            return 2
+    paths = list(args.paths) or ([directory] if directory else [])
+    if not paths:
+        print(
+            f"citygate: no log given and {args.config} could not be read for audit.directory; "
+            "name the log folder or files, e.g. citygate logs /var/log/citygate",
+            file=sys.stderr,
+        )
+        return 2
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    now = datetime.now(UTC)
+    try:
+        since = parse_when(args.since, zone, now=now) if args.since else None
+        until = parse_when(args.until, zone, now=now, end_of_day=True) if args.until else None
+    except ValueError as exc:
+        print(f"citygate: {exc}", file=sys.stderr)
+        return 2
+    query = LogQuery(
+        user=args.user,
+        department=args.department,
+        site=args.site,
+        decision=args.decision,
+        reason=args.reason,
+        grant=args.grant,
+        flag=args.flag,
+        event_id=args.event_id,
+        since=since,
+        until=until,
+        ordinary=args.ordinary,
+    )
+    found = expand_chains(paths)
+    try:
+        matched, scanned = write_matches(found, LogFilter(query), args.format, zone, sys.stdout)
+    except BrokenPipeError:
+        # `citygate logs ... | head`: the reader has all it wanted.
+        sys.stderr.close()
+        return 0
+    except OSError as exc:
+        print(f"citygate: cannot read the log: {exc}", file=sys.stderr)
+        return 2
+    files = sum(len(files) for files in found)
+    times = f"; table times in {zone}" if args.format == "table" else ""
+    print(
+        f"citygate: {matched} matching record(s) of {scanned} line(s) in {files} file(s){times}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def scan(
+    files: Iterable[Path], log_filter: LogFilter, counter: list[int]
+) -> Iterator[tuple[bytes, dict[str, object]]]:
+    """Matching (line, record) pairs of one chain, file by file; counter[0] counts lines scanned."""
+    match = log_filter.match
+    for path in files:
+        with open_log(path) as handle:
+            scanned = 0
+            for line in handle:
+                scanned += 1
+                record = match(line)
+                if record is not None:
+                    yield line, record
+            counter[0] += scanned
+
+
+def merged(
+    found: list[list[Path]], log_filter: LogFilter, counter: list[int]
+) -> Iterator[tuple[bytes, dict[str, object]]]:
+    """Matches of every chain, interleaved by time (one pending record per chain in memory)."""
+    if len(found) == 1:
+        return scan(found[0], log_filter, counter)
+    return heapq.merge(*(scan(files, log_filter, counter) for files in found), key=_when)
+
+
+def _when(match: tuple[bytes, dict[str, object]]) -> str:
+    return str(match[1].get("@timestamp") or "")
+
+
+def write_matches(
+    found: list[list[Path]], log_filter: LogFilter, output_format: str, zone: tzinfo, out: TextIO
+) -> tuple[int, int]:
+    counter = [0]
+    matched = 0
+    matches = merged(found, log_filter, counter)
+    if output_format == "jsonl":
+        binary = out.buffer  # type: ignore[attr-defined]
+        for line, _ in matches:
+            binary.write(line if line.endswith(b"\n") else line + b"\n")
+            matched += 1
+    elif output_format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_FIELDS)
+        for _, record in matches:
+            writer.writerow(_csv_row(record, zone))
+            matched += 1
+    else:
+        out.write(_table_row([heading for heading, _ in TABLE_COLUMNS]))
+        for _, record in matches:
+            out.write(_table_row(_table_values(record, zone)))
+            matched += 1
+    out.flush()
+    return matched, counter[0]
+
+
+def _local(stamp: object, zone: tzinfo, spec: str | None = None) -> str:
+    """A record's UTC timestamp in `zone`: RFC 3339 to the second, or formatted with `spec`."""
+    try:
+        at = datetime.fromisoformat(str(stamp)).astimezone(zone)
+    except ValueError:
+        return str(stamp)
+    return at.strftime(spec) if spec else at.isoformat(timespec="seconds")
+
+
+_LOCAL_TIME = CSV_FIELDS.index("local_time")
+_FLAGS = CSV_FIELDS.index("citygate.flags")
+
+
+def _csv_row(record: dict[str, object], zone: tzinfo) -> list[object]:
+    row = [record.get(key) for key in CSV_FIELDS]  # csv writes None as an empty cell
+    row[_LOCAL_TIME] = _local(record.get("@timestamp"), zone)
+    flags = row[_FLAGS]
+    row[_FLAGS] = ";".join(str(flag) for flag in flags) if isinstance(flags, list) else flags
+    return row
+
+
+def _table_values(record: dict[str, object], zone: tzinfo) -> list[str]:
+    url = str(record.get("url.domain") or "")
+    if record.get("url.path"):
+        url += str(record["url.path"])
+    if record.get("event.action") == "http-connect":
+        # A CONNECT: passed through untouched, or decrypted so each request is decided (and
+        # logged) on its own, or refused outright.
+        url += f" (tunnel{', ' + str(record['citygate.tunnel']) if record.get('citygate.tunnel') else ''})"
+    status = record.get("http.response.status_code")
+    return [
+        _local(record.get("@timestamp"), zone, "%Y-%m-%d %H:%M:%S"),
+        str(record.get("event.type") or ""),
+        str(record.get("event.reason") or ""),
+        str(record.get("user.name") or "-"),
+        str(record.get("citygate.department") or "-"),
+        str(record.get("citygate.site") or "-"),
+        "-" if status is None else str(status),
+        str(record.get("rule.id") or "-"),
+        str(record.get("source.ip") or "-"),
+        url,
+    ]
+
+
+def _table_row(values: list[str]) -> str:
+    cells = []
+    for (_, width), value in zip(TABLE_COLUMNS, values, strict=True):
+        if width:
+            value = value if len(value) <= width else value[: width - 1] + "~"
+            cells.append(value.ljust(width))
+        else:
+            cells.append(value)
+    return " ".join(cells).rstrip() + "\n"
+
+
+def _config_facts(config: str) -> tuple[tzinfo, Path | None]:
+    """The city's timezone and the log folder from the configuration; UTC and None without one.
+
+    `citygate logs` must work on a copied-out archive with no configuration at hand.
+    """
+    from citygate.proxy.policy import load_policy
+    from citygate.proxy.problems import ConfigError
+
+    path = Path(config)
+    if not path.exists():
+        return UTC, None
+    try:
+        policy = load_policy(path)
+    except ConfigError:
+        return UTC, None
+    settings = policy.sections.get("audit")
+    directory = settings.directory if isinstance(settings, AuditSettings) else None
+    return policy.timezone, directory

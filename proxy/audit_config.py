@@ -1,0 +1,233 @@
+"""The `audit:` section of the configuration: where the access log goes and how it is kept.
+
+Parsing only: every setting is checked here, so `citygate check` reports a mistake with its
+file, line and fix, and the writer (`audit_writer.py`) receives settings it can trust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from citygate.proxy.problems import Problems
+from citygate.proxy.yamlfile import Node
+
+DEFAULT_DIRECTORY = Path("/var/log/citygate")
+
+# RFC 5424 facility codes, by the names syslog.conf uses.
+FACILITIES: dict[str, int] = {
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+
+
+class Fsync(StrEnum):
+    FLUSH = "flush"  # after every flush: a power cut loses at most one flush interval
+    ROTATE = "rotate"  # only when a file is closed; the OS decides in between
+    NEVER = "never"  # leave it to the OS entirely
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogSettings:
+    address: str  # "udp://host:port", or the path of a unix datagram socket ("/dev/log")
+    facility: str = "local0"
+    app_name: str = "citygate"
+
+    @property
+    def facility_code(self) -> int:
+        return FACILITIES[self.facility]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    directory: Path = DEFAULT_DIRECTORY
+    rotate_bytes: int = 100 * 1024 * 1024
+    rotate_daily: bool = True
+    compress: bool = True
+    retention_days: int | None = None  # None: rotated files are kept until someone removes them
+    flush_interval_ms: int = 200
+    max_buffered_records: int = 1000
+    fsync: Fsync = Fsync.FLUSH
+    include_query: bool = False
+    log_ordinary_connections: bool = False
+    stdout: bool = False
+    syslog: SyslogSettings | None = None
+    fail_closed: bool = True
+    anchor_interval_s: int = 60
+
+
+_INTS: dict[str, tuple[int, int, str]] = {  # key: (minimum, maximum, example)
+    "rotate_bytes": (1024, 1 << 40, "rotate_bytes: 104857600   # 100 MiB"),
+    "flush_interval_ms": (1, 60_000, "flush_interval_ms: 200"),
+    "max_buffered_records": (1, 1_000_000, "max_buffered_records: 1000"),
+    "anchor_interval_s": (1, 86_400, "anchor_interval_s: 60"),
+}
+_BOOLS = (
+    "rotate_daily",
+    "compress",
+    "include_query",
+    "log_ordinary_connections",
+    "stdout",
+    "fail_closed",
+)
+KNOWN_KEYS = ("directory", *_INTS, *_BOOLS, "retention_days", "fsync", "syslog")
+_SYSLOG_KEYS = ("address", "facility", "app_name")
+
+
+def parse_audit_section(config_path: Path, node: Node | None, line: int, problems: Problems) -> AuditSettings:
+    """The audit settings in `node` (defaults when there is no `audit:` section)."""
+    if node is None:
+        return AuditSettings()
+    values: dict[str, object] = {}
+    for key in sorted(set(node) - set(KNOWN_KEYS)):
+        problems.error(
+            config_path,
+            node.line_of(key),
+            f'unknown setting "audit.{key}"',
+            f"known audit settings: {', '.join(KNOWN_KEYS)}",
+        )
+
+    if "directory" in node:
+        value = node["directory"]
+        if not isinstance(value, str) or not value.strip():
+            problems.error(
+                config_path,
+                node.line_of("directory"),
+                "audit.directory must be a folder path",
+                "e.g. directory: /var/log/citygate (relative paths are relative to this file)",
+            )
+        else:
+            values["directory"] = config_path.parent / value.strip()
+
+    for key, (low, high, example) in _INTS.items():
+        if key not in node:
+            continue
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.error(
+                config_path,
+                node.line_of(key),
+                f"audit.{key} {value!r} is not a whole number from {low} to {high}",
+                f"e.g. {example}",
+            )
+        else:
+            values[key] = value
+
+    for key in _BOOLS:
+        if key in node:
+            value = node[key]
+            if not isinstance(value, bool):
+                problems.error(
+                    config_path,
+                    node.line_of(key),
+                    f"audit.{key} {value!r} is not true or false",
+                    f"write {key}: true or {key}: false",
+                )
+            else:
+                values[key] = value
+
+    if "retention_days" in node:
+        value = node["retention_days"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            problems.error(
+                config_path,
+                node.line_of("retention_days"),
+                f"audit.retention_days {value!r} is not a positive number of days",
+                "e.g. retention_days: 730, or leave it out to keep every file",
+            )
+        else:
+            values["retention_days"] = value
+
+    if "fsync" in node:
+        value = node["fsync"]
+        try:
+            values["fsync"] = Fsync(str(value).lower() if not isinstance(value, bool) else "")
+        except ValueError:
+            problems.error(
+                config_path,
+                node.line_of("fsync"),
+                f"audit.fsync {value!r} is not one of {', '.join(mode.value for mode in Fsync)}",
+                "fsync: flush syncs after every flush (the default); rotate only when a file is closed; never leaves it to the OS",
+            )
+
+    if "syslog" in node:
+        values["syslog"] = _syslog(config_path, node, problems)
+
+    return AuditSettings(**values)  # type: ignore[arg-type]
+
+
+def _syslog(config_path: Path, node: Node, problems: Problems) -> SyslogSettings | None:
+    section = node["syslog"]
+    if section is None:
+        return None
+    if not isinstance(section, Node):
+        problems.error(
+            config_path,
+            node.line_of("syslog"),
+            "audit.syslog must be a mapping",
+            "e.g. syslog: {address: udp://127.0.0.1:514, facility: local0}",
+        )
+        return None
+    for key in sorted(set(section) - set(_SYSLOG_KEYS)):
+        problems.error(
+            config_path,
+            section.line_of(key),
+            f'unknown setting "audit.syslog.{key}"',
+            f"known syslog settings: {', '.join(_SYSLOG_KEYS)}",
+        )
+    address = section.get("address")
+    if not isinstance(address, str) or syslog_target(address) is None:
+        problems.error(
+            config_path,
+            section.line_of("address"),
+            f"audit.syslog.address {address!r} is not a syslog address",
+            "use udp://HOST:PORT (e.g. udp://127.0.0.1:514) or the path of a unix socket (e.g. /dev/log)",
+        )
+        return None
+    facility = str(section.get("facility", "local0")).lower()
+    if facility not in FACILITIES:
+        problems.error(
+            config_path,
+            section.line_of("facility"),
+            f"audit.syslog.facility {section.get('facility')!r} is not a syslog facility",
+            f"use one of {', '.join(FACILITIES)}",
+        )
+        return None
+    app_name = str(section.get("app_name", "citygate"))
+    # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no spaces.
+    if not 1 <= len(app_name) <= 48 or not all(33 <= ord(char) <= 126 for char in app_name):
+        problems.error(
+            config_path,
+            section.line_of("app_name"),
+            f"audit.syslog.app_name {app_name!r} is not 1 to 48 printable characters without spaces",
+            "e.g. app_name: citygate",
+        )
+        return None
+    return SyslogSettings(address, facility, app_name)
+
+
+def syslog_target(address: str) -> tuple[str, str | tuple[str, int]] | None:
+    """("udp", (host, port)) or ("unix", path) for a syslog address; None when it is neither."""
+    if address.startswith("udp://"):
+        host, sep, port = address.removeprefix("udp://").rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return None
+        return ("udp", (host, int(port)))
+    if address.startswith("unix://"):
+        address = address.removeprefix("unix://")
+    if address.startswith("/"):
+        return ("unix", address)
+    return None

@@ -1,0 +1,211 @@
+"""Access-log records: a decision and what became of it, as one flat dict of ECS-named fields.
+
+Pure: the recorder addon gathers the facts (the announced decision; status and body sizes when
+the request completes) and this module turns them into the record that `audit_chain` seals and
+the writer appends. Every record of a kind has the same keys, with None where a fact is
+unknown, so a SIEM mapping never meets a new field and `citygate logs` never guesses.
+
+Field names are Elastic Common Schema (ECS) names in their dotted form (`"user.name"`), which
+Elasticsearch and the usual shippers expand into objects; fields ECS has no name for live under
+`citygate.`. What is never in a record: passwords, tokens, cookies, any header value, the query
+string (unless `audit.include_query`), and anything but host and byte counts for ordinary
+(non-social) traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from citygate.proxy.decision import Decision, Result
+
+ECS_VERSION = "8.11.0"
+MODE = "enforce"  # the only enforcement mode so far; a report-only mode would say "monitor"
+
+# event.action values. Decision records are what `citygate logs` shows; the others are the log's
+# own bookkeeping (file starts, writer start and stop) and the optional ordinary connections.
+ACTION_REQUEST = "http-request"  # a plain-HTTP request, or one inside a decrypted tunnel
+ACTION_CONNECT = "http-connect"  # a CONNECT: one record per tunnel
+ACTION_CONNECTION = "connection"  # an ordinary (non-social) connection: host and bytes only
+DECISION_ACTIONS = frozenset({ACTION_REQUEST, ACTION_CONNECT})
+
+# Every decision record has exactly these keys (plus the chain fields `audit_chain` adds).
+DECISION_FIELDS: tuple[str, ...] = (
+    "@timestamp",
+    "ecs.version",
+    "event.kind",
+    "event.category",
+    "event.id",
+    "event.action",
+    "event.type",
+    "event.reason",
+    "event.end",
+    "event.duration",
+    "user.name",
+    "citygate.department",
+    "source.ip",
+    "url.scheme",
+    "url.domain",
+    "url.path",
+    "url.query",
+    "http.request.method",
+    "http.response.status_code",
+    "http.request.body.bytes",
+    "http.response.body.bytes",
+    "rule.id",
+    "citygate.site",
+    "citygate.approver",
+    "citygate.approver_role",
+    "citygate.identity_method",
+    "citygate.mode",
+    "citygate.flags",
+    "citygate.tunnel",
+    "citygate.detail",
+    "error.message",
+)
+
+
+class Announced(Protocol):
+    """What the gate announces (`citygate.addons.events.DecisionEvent` has these attributes)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def timestamp(self) -> datetime: ...
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def client_ip(self) -> str | None: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def status(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What became of an allowed request: known when its response (or error) has passed."""
+
+    end: datetime
+    status: int | None = None
+    request_bytes: int | None = None
+    response_bytes: int | None = None
+    error: str | None = None
+
+
+def timestamp(at: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and "Z": fixed width, so text order is time order."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decision_record(
+    event: Announced, completion: Completion | None = None, *, include_query: bool = False
+) -> dict[str, object]:
+    """The record of one social-media decision (`completion` for allowed, forwarded requests)."""
+    decision, evidence = event.decision, event.decision.evidence
+    is_request = str(event.stage) == "request"
+    scheme = path = query = None
+    if is_request:
+        parts = urlsplit(event.url)
+        scheme, path = parts.scheme or None, parts.path or "/"
+        query = (parts.query or None) if include_query else None
+    status = event.status
+    if completion is not None and completion.status is not None:
+        status = completion.status
+    return {
+        "@timestamp": timestamp(event.timestamp),
+        "ecs.version": ECS_VERSION,
+        "event.kind": "event",
+        "event.category": ["web"] if is_request else ["network"],
+        "event.id": event.id,
+        "event.action": ACTION_REQUEST if is_request else ACTION_CONNECT,
+        "event.type": "allowed" if decision.result is Result.ALLOW else "denied",
+        "event.reason": decision.reason.value,
+        "event.end": timestamp(completion.end) if completion else None,
+        # ECS durations are nanoseconds.
+        "event.duration": _nanoseconds(completion.end - event.timestamp) if completion else None,
+        "user.name": evidence.employee or None,
+        "citygate.department": evidence.employee_department,
+        "source.ip": event.client_ip,
+        "url.scheme": scheme,
+        "url.domain": decision.host,
+        "url.path": path,
+        "url.query": query,
+        "http.request.method": event.method,
+        "http.response.status_code": status,
+        "http.request.body.bytes": completion.request_bytes if completion else None,
+        "http.response.body.bytes": completion.response_bytes if completion else None,
+        "rule.id": decision.grant.id if decision.grant else None,
+        "citygate.site": decision.site_id,
+        "citygate.approver": evidence.approver,
+        "citygate.approver_role": evidence.approver_role,
+        "citygate.identity_method": evidence.identity_method,
+        "citygate.mode": MODE,
+        "citygate.flags": [],
+        "citygate.tunnel": None if is_request else tunnel_handling(decision, event.status),
+        "citygate.detail": evidence.detail or None,
+        "error.message": completion.error if completion else None,
+    }
+
+
+def tunnel_handling(decision: Decision, status: int | None) -> str | None:
+    """What became of a CONNECT: passed through untouched, decrypted, or refused outright."""
+    if status is not None:
+        return None  # answered by the proxy itself (407, or 403 when the audit log is down)
+    if decision.allowed and not decision.needs_path:
+        # mitmproxy relays an ignored connection without any hook seeing its bytes, so this
+        # record is written when the tunnel is decided, and its byte counts stay unknown.
+        return "passthrough"
+    return "decrypted"  # to check each request's path, or to show the block page inside it
+
+
+def connection_record(
+    event_id: str,
+    started: datetime,
+    ended: datetime,
+    host: str,
+    request_bytes: int | None,
+    response_bytes: int | None,
+) -> dict[str, object]:
+    """An ordinary (non-social) connection, when `audit.log_ordinary_connections` is on.
+
+    Host and byte counts only: no path, no user, no client address. Byte counts are known for
+    plain HTTP (the bodies citygate relayed); an HTTPS tunnel passes through unseen (None).
+    """
+    return {
+        "@timestamp": timestamp(started),
+        "ecs.version": ECS_VERSION,
+        "event.kind": "event",
+        "event.category": ["network"],
+        "event.id": event_id,
+        "event.action": ACTION_CONNECTION,
+        "event.type": "allowed",
+        "event.reason": "not_social_media",
+        "event.end": timestamp(ended),
+        "event.duration": _nanoseconds(ended - started),
+        "url.domain": host,
+        "http.request.body.bytes": request_bytes,
+        "http.response.body.bytes": response_bytes,
+        "citygate.mode": MODE,
+    }
+
+
+def state_record(action: str, at: datetime, **fields: object) -> dict[str, object]:
+    """The log's own bookkeeping: a file starts, the writer starts or stops."""
+    return {
+        "@timestamp": timestamp(at),
+        "ecs.version": ECS_VERSION,
+        "event.kind": "state",
+        "event.action": action,
+        **{f"citygate.audit.{key}": value for key, value in fields.items()},
+    }
+
+
+def _nanoseconds(delta: timedelta) -> int:
+    return max(0, round(delta.total_seconds() * 1_000_000) * 1000)

@@ -1,0 +1,674 @@
+"""The `identity:` config section: SSO token issuers and the source-address map.
+
+Both are optional and off by default: without this section, social-media requests are signed
+in with directory passwords (Basic) only. The section is parsed when the config loads (and by
+`citygate check`); every mistake names the file, the line and the fix. PEM key files and shared
+secrets are read here too, so a bad key stops the proxy from starting instead of failing on the
+first token.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from citygate.proxy.problems import Problems
+from citygate.proxy.tokens import (
+    ASYMMETRIC_ALGORITHMS,
+    DEFAULT_ALGORITHMS,
+    MIN_RSA_BITS,
+    MIN_SECRET_BYTES,
+    SUPPORTED_ALGORITHMS,
+    SYMMETRIC_ALGORITHMS,
+    PublicKey,
+    VerificationKey,
+    describe_key,
+)
+from citygate.proxy.yamlfile import Items, Node
+
+SECTION = "identity"
+DEFAULT_MAX_TOKEN_BYTES = 16384
+DEFAULT_CLAIMS = ("preferred_username",)
+DEFAULT_LEEWAY_SECONDS = 60
+MAX_LEEWAY_SECONDS = 300
+DEFAULT_JWKS_REFRESH_SECONDS = 60
+DEFAULT_JWKS_MAX_AGE_SECONDS = 3600
+DEFAULT_JWKS_TIMEOUT_SECONDS = 5
+
+SECTION_KEYS = ("issuers", "source_addresses", "max_token_bytes")
+ISSUER_KEYS = (
+    "issuer",
+    "audience",
+    "jwks_url",
+    "keys",
+    "secret_file",
+    "algorithms",
+    "claim",
+    "strip_domain",
+    "required_claims",
+    "leeway_seconds",
+    "jwks_refresh_seconds",
+    "jwks_max_age_seconds",
+    "jwks_timeout_seconds",
+    "ca_file",
+)
+SOURCE_KEYS = ("address", "employee", "role", "note")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+_ISSUER_FIX = "see README, Single sign-on tokens: e.g. issuers: [{issuer: https://sso.example.gov/realms/city, audience: citygate, jwks_url: https://sso.example.gov/realms/city/protocol/openid-connect/certs}]"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerSettings:
+    """One identity provider whose tokens name employees."""
+
+    issuer: str  # compared exactly with the token's "iss"
+    audiences: tuple[str, ...]  # the token's "aud" must name one of these
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    jwks_url: str | None = None
+    keys: tuple[VerificationKey, ...] = ()  # from PEM files, or the shared secret
+    claims: tuple[str, ...] = DEFAULT_CLAIMS  # the first one present names the employee
+    strip_domains: tuple[str, ...] = ()  # lower-case, without "@"
+    required_claims: tuple[str, ...] = ()
+    leeway: float = DEFAULT_LEEWAY_SECONDS
+    jwks_refresh: float = DEFAULT_JWKS_REFRESH_SECONDS
+    jwks_max_age: float = DEFAULT_JWKS_MAX_AGE_SECONDS
+    jwks_timeout: float = DEFAULT_JWKS_TIMEOUT_SECONDS
+    ca_file: Path | None = None
+    location: str = ""  # file:line of the entry, for log messages
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRule:
+    """Client addresses that stand for one employee, or for a shared role with no grants."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    employee: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    issuers: tuple[IssuerSettings, ...] = ()
+    # Most specific (longest prefix) first, so the first match is the one that applies.
+    sources: tuple[SourceRule, ...] = ()
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    _by_issuer: dict[str, IssuerSettings] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_issuer.update((issuer.issuer, issuer) for issuer in self.issuers)
+
+    @property
+    def bearer_enabled(self) -> bool:
+        return bool(self.issuers)
+
+    def issuer(self, name: str | None) -> IssuerSettings | None:
+        return self._by_issuer.get(name) if name is not None else None
+
+    def source_for(self, address: str | None) -> SourceRule | None:
+        """The rule for a client address, None when no rule covers it (or it is no address)."""
+        if not address or not self.sources:
+            return None
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return None
+        # A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        for rule in self.sources:
+            if ip.version == rule.network.version and ip in rule.network:
+                return rule
+        return None
+
+
+def parse_identity_section(
+    config_path: Path, node: Node | None, line: int, problems: Problems
+) -> IdentitySettings:
+    """The `identity:` section's settings; defaults (Basic only) when the section is absent."""
+    if node is None:
+        return IdentitySettings()
+    where = _Where(config_path, problems)
+    for key in sorted(set(node) - set(SECTION_KEYS)):
+        where.error(
+            node.line_of(key),
+            f'unknown setting "identity.{key}"',
+            f"known settings: {', '.join(SECTION_KEYS)}",
+        )
+    max_bytes = _number(
+        where,
+        node,
+        "max_token_bytes",
+        "identity.max_token_bytes",
+        DEFAULT_MAX_TOKEN_BYTES,
+        1024,
+        65536,
+        integer=True,
+    )
+    issuers: list[IssuerSettings] = []
+    for entry, entry_line in _entries(where, node, "issuers", "identity.issuers", _ISSUER_FIX):
+        issuer = _issuer(where, entry, entry_line)
+        if issuer is None:
+            continue
+        if any(other.issuer == issuer.issuer for other in issuers):
+            where.error(
+                entry.line_of("issuer"),
+                f'issuer "{issuer.issuer}" is configured twice',
+                "keep one entry per issuer; list several audiences in one entry",
+            )
+            continue
+        issuers.append(issuer)
+    sources: list[SourceRule] = []
+    for entry, entry_line in _entries(
+        where,
+        node,
+        "source_addresses",
+        "identity.source_addresses",
+        "e.g. source_addresses: [{address: 10.40.2.0/28, role: library-kiosk}]",
+    ):
+        rule = _source(where, entry, entry_line)
+        if rule is None:
+            continue
+        if any(other.network == rule.network for other in sources):
+            where.error(
+                entry.line_of("address"),
+                f"address {rule.network} is listed twice",
+                "keep one entry per address or network",
+            )
+            continue
+        sources.append(rule)
+    # Fewest addresses first: a device's own entry wins over its network's.
+    sources.sort(key=lambda rule: rule.network.num_addresses)
+    return IdentitySettings(tuple(issuers), tuple(sources), int(max_bytes))
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    path: Path
+    problems: Problems
+
+    def error(self, line: int | None, message: str, fix: str) -> None:
+        self.problems.error(self.path, line, message, fix)
+
+    def file(self, value: str) -> Path:
+        return self.path.parent / value
+
+
+def _entries(where: _Where, node: Node, key: str, name: str, fix: str) -> list[tuple[Node, int]]:
+    value = node.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        where.error(node.line_of(key), f"{name} must be a list of entries", fix)
+        return []
+    lines = value.item_lines if isinstance(value, Items) else [node.line_of(key)] * len(value)
+    entries = []
+    for item, item_line in zip(value, lines, strict=True):
+        if not isinstance(item, Node):
+            where.error(item_line, f"each entry of {name} must be a mapping of settings", fix)
+            continue
+        entries.append((item, item.line))
+    return entries
+
+
+def _strings(where: _Where, entry: Node, key: str, name: str, fix: str) -> tuple[str, ...] | None:
+    """A string or a list of strings, stripped; None (after an error) when it is neither."""
+    value = entry.get(key)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        where.error(entry.line_of(key), f"{name} must be a name or a list of names", fix)
+        return None
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def _number(
+    where: _Where,
+    entry: Node,
+    key: str,
+    name: str,
+    default: float,
+    low: float,
+    high: float | None = None,
+    *,
+    integer: bool = False,
+) -> float:
+    value = entry.get(key, default)
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+        where.error(
+            entry.line_of(key), f"{name} {value!r} is not a number {bounds}", f"e.g. {key}: {default:g}"
+        )
+        return default
+    return value
+
+
+def _placeholder(value: str) -> bool:
+    return "<" in value or ">" in value
+
+
+def _issuer(where: _Where, entry: Node, line: int) -> IssuerSettings | None:
+    errors_before = len(where.problems.errors)
+    for key in sorted(set(entry) - set(ISSUER_KEYS)):
+        where.error(
+            entry.line_of(key), f'unknown issuer setting "{key}"', f"known settings: {', '.join(ISSUER_KEYS)}"
+        )
+
+    name = entry.get("issuer")
+    if not isinstance(name, str) or not name.strip():
+        where.error(
+            line,
+            "an issuer entry needs issuer: the exact iss claim of its tokens",
+            "e.g. issuer: https://login.microsoftonline.com/<your tenant id>/v2.0",
+        )
+        return None
+    name = name.strip()
+    label = f'issuer "{name}"'
+    if _placeholder(name):
+        where.error(
+            entry.line_of("issuer"),
+            f"{label} still holds a placeholder",
+            "put your tenant or realm in place of <...>",
+        )
+
+    audiences = ()
+    if "audience" not in entry:
+        where.error(
+            line,
+            f"{label} has no audience",
+            "add audience: the value of the aud claim citygate's tokens carry (Entra ID: the app id URI)",
+        )
+    else:
+        audiences = (
+            _strings(where, entry, "audience", f"{label}: audience", "e.g. audience: api://citygate") or ()
+        )
+
+    algorithms = DEFAULT_ALGORITHMS
+    if "algorithms" in entry:
+        algorithms = _algorithms(where, entry, label) or DEFAULT_ALGORITHMS
+    symmetric = [alg for alg in algorithms if alg in SYMMETRIC_ALGORITHMS]
+    asymmetric = [alg for alg in algorithms if alg in ASYMMETRIC_ALGORITHMS]
+
+    jwks_url = entry.get("jwks_url")
+    if jwks_url is not None:
+        jwks_url = _jwks_url(where, entry, label, jwks_url)
+    keys: list[VerificationKey] = []
+    if "keys" in entry:
+        keys.extend(_pem_keys(where, entry, label, asymmetric))
+    secret = None
+    if "secret_file" in entry:
+        secret = _secret(where, entry, label, symmetric)
+
+    has_public = "jwks_url" in entry or "keys" in entry
+    if symmetric and asymmetric:
+        where.error(
+            entry.line_of("algorithms"),
+            f"{label} mixes shared-secret ({', '.join(symmetric)}) and public-key ({', '.join(asymmetric)}) algorithms",
+            "use one kind per issuer: mixing them is how algorithm-confusion forgeries work",
+        )
+    elif symmetric:
+        if has_public:
+            where.error(
+                entry.line_of("jwks_url" if "jwks_url" in entry else "keys"),
+                f"{label} lists {', '.join(symmetric)}, which are checked with secret_file only",
+                "remove jwks_url and keys: a public key is never used as a shared secret",
+            )
+        if "secret_file" not in entry:
+            where.error(
+                entry.line_of("algorithms"),
+                f"{label} lists {', '.join(symmetric)} but has no secret_file",
+                "add secret_file: a file holding the shared secret, or use RS256, ES256 or EdDSA",
+            )
+    else:
+        if "secret_file" in entry:
+            where.error(
+                entry.line_of("secret_file"),
+                f"{label} has secret_file but its algorithms are all public-key ones",
+                "remove secret_file, or list HS256 in algorithms (and only shared-secret algorithms)",
+            )
+        if not has_public:
+            where.error(
+                line,
+                f"{label} has no keys to check signatures with",
+                "add jwks_url: the provider's JWKS address, or keys: [PEM files of its public keys]",
+            )
+
+    claims = DEFAULT_CLAIMS
+    if "claim" in entry:
+        claims = (
+            _strings(
+                where,
+                entry,
+                "claim",
+                f"{label}: claim",
+                "e.g. claim: preferred_username, or claim: [upn, preferred_username]",
+            )
+            or DEFAULT_CLAIMS
+        )
+    strip: tuple[str, ...] = ()
+    if "strip_domain" in entry:
+        found = (
+            _strings(
+                where, entry, "strip_domain", f"{label}: strip_domain", "e.g. strip_domain: city.example"
+            )
+            or ()
+        )
+        strip = tuple(domain.removeprefix("@").casefold() for domain in found)
+        for domain in strip:
+            if not domain or "@" in domain or " " in domain:
+                where.error(
+                    entry.line_of("strip_domain"),
+                    f'{label}: strip_domain "{domain}" is not a domain',
+                    "e.g. strip_domain: city.example",
+                )
+    required: tuple[str, ...] = ()
+    if "required_claims" in entry:
+        required = (
+            _strings(
+                where,
+                entry,
+                "required_claims",
+                f"{label}: required_claims",
+                "e.g. required_claims: [exp, iat, tid]",
+            )
+            or ()
+        )
+
+    leeway = _number(
+        where,
+        entry,
+        "leeway_seconds",
+        f"{label}: leeway_seconds",
+        DEFAULT_LEEWAY_SECONDS,
+        0,
+        MAX_LEEWAY_SECONDS,
+    )
+    refresh = _number(
+        where,
+        entry,
+        "jwks_refresh_seconds",
+        f"{label}: jwks_refresh_seconds",
+        DEFAULT_JWKS_REFRESH_SECONDS,
+        1,
+    )
+    max_age = _number(
+        where,
+        entry,
+        "jwks_max_age_seconds",
+        f"{label}: jwks_max_age_seconds",
+        DEFAULT_JWKS_MAX_AGE_SECONDS,
+        60,
+    )
+    timeout = _number(
+        where,
+        entry,
+        "jwks_timeout_seconds",
+        f"{label}: jwks_timeout_seconds",
+        DEFAULT_JWKS_TIMEOUT_SECONDS,
+        0.1,
+        60,
+    )
+    ca_file = None
+    if "ca_file" in entry:
+        value = entry.get("ca_file")
+        if not isinstance(value, str) or not where.file(value).is_file():
+            where.error(
+                entry.line_of("ca_file"),
+                f"{label}: ca_file {value!r} is not a file",
+                "give the PEM file of the CA that signed the JWKS server's certificate, relative to the config file",
+            )
+        else:
+            ca_file = where.file(value)
+
+    if len(where.problems.errors) > errors_before:
+        return None
+    if secret is not None:
+        keys.append(VerificationKey(secret))
+    return IssuerSettings(
+        issuer=name,
+        audiences=audiences,
+        algorithms=algorithms,
+        jwks_url=jwks_url,
+        keys=tuple(keys),
+        claims=claims,
+        strip_domains=strip,
+        required_claims=required,
+        leeway=leeway,
+        jwks_refresh=refresh,
+        jwks_max_age=max_age,
+        jwks_timeout=timeout,
+        ca_file=ca_file,
+        location=f"{where.path}:{line}",
+    )
+
+
+def _algorithms(where: _Where, entry: Node, label: str) -> tuple[str, ...] | None:
+    names = _strings(where, entry, "algorithms", f"{label}: algorithms", "e.g. algorithms: [RS256]")
+    if names is None:
+        return None
+    line = entry.line_of("algorithms")
+    good = []
+    for name in names:
+        if name.lower() == "none":
+            where.error(
+                line,
+                f'{label}: algorithm "{name}" is never accepted',
+                "remove it: an unsigned token proves nothing",
+            )
+        elif name in SUPPORTED_ALGORITHMS:
+            good.append(name)
+        else:
+            close = [known for known in SUPPORTED_ALGORITHMS if known.lower() == name.lower()]
+            hint = (
+                f'did you mean "{close[0]}"?'
+                if close
+                else f"supported: {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+            )
+            where.error(line, f'{label}: unknown algorithm "{name}"', hint)
+    return tuple(good) if len(good) == len(names) else None
+
+
+def _jwks_url(where: _Where, entry: Node, label: str, value: Any) -> str | None:
+    line = entry.line_of("jwks_url")
+    if not isinstance(value, str) or not value.strip():
+        where.error(
+            line,
+            f"{label}: jwks_url must be an address",
+            "e.g. jwks_url: https://sso.example.gov/realms/city/protocol/openid-connect/certs",
+        )
+        return None
+    url = value.strip()
+    parts = urlsplit(url)
+    if _placeholder(url):
+        where.error(
+            line, f"{label}: jwks_url still holds a placeholder", "put your tenant or realm in place of <...>"
+        )
+    elif parts.scheme == "https" and parts.hostname:
+        return url
+    elif parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS:
+        return url  # a key server on this machine (tests, or a local relay): nothing on the wire
+    else:
+        where.error(
+            line,
+            f"{label}: jwks_url {url} is not an https:// address",
+            "use the provider's https:// JWKS address: keys fetched over plain HTTP could be swapped on the way",
+        )
+    return None
+
+
+def _pem_keys(where: _Where, entry: Node, label: str, algorithms: list[str]) -> list[VerificationKey]:
+    value = entry.get("keys")
+    line = entry.line_of("keys")
+    fix = "e.g. keys: [keys/sso-2026.pem, {file: keys/sso-2027.pem, kid: 2027}] (public keys or certificates)"
+    if not isinstance(value, list) or not value:
+        where.error(line, f"{label}: keys must be a list of PEM files", fix)
+        return []
+    lines = value.item_lines if isinstance(value, Items) else [line] * len(value)
+    keys = []
+    for item, item_line in zip(value, lines, strict=True):
+        kid = None
+        if isinstance(item, Node):
+            kid = item.get("kid")
+            item = item.get("file")
+            if kid is not None and not isinstance(kid, str | int):
+                where.error(item_line, f"{label}: kid must be the key id its tokens name", fix)
+                continue
+            kid = str(kid) if kid is not None else None
+        if not isinstance(item, str) or not item.strip():
+            where.error(item_line, f"{label}: each key is a PEM file name, or {{file: ..., kid: ...}}", fix)
+            continue
+        path = where.file(item.strip())
+        key = _load_public_key(path, _KeyProblems(where, item_line, f"{label}: {path}"))
+        if key is None:
+            continue
+        verification = VerificationKey(key, kid)
+        if not any(verification.fits(alg) for alg in algorithms):
+            where.error(
+                item_line,
+                f"{label}: {path} is an {describe_key(key)} and no listed algorithm ({', '.join(algorithms)}) uses it",
+                "list the algorithm the provider signs with in algorithms (RS256 for RSA keys, ES256 for P-256, EdDSA for Ed25519)",
+            )
+            continue
+        keys.append(verification)
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyProblems:
+    """Records a key file's problem at the line that names the file."""
+
+    where: _Where
+    line: int
+    prefix: str
+
+    def __call__(self, message: str, fix: str) -> None:
+        self.where.error(self.line, f"{self.prefix}: {message}", fix)
+
+
+def _load_public_key(path: Path, error: Callable[[str, str], None]) -> PublicKey | None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        error(
+            f"cannot read the key file ({exc.strerror or exc})", "check the path, relative to the config file"
+        )
+        return None
+    if b"PRIVATE KEY" in data:
+        error(
+            "this is a private key",
+            "give the provider's public key or certificate; the private key must stay with the provider",
+        )
+        return None
+    key: object
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+    except ValueError:
+        error("not a PEM public key or certificate", "export the key as PEM (-----BEGIN PUBLIC KEY-----)")
+        return None
+    if not isinstance(key, PublicKey):
+        error(
+            f"unsupported key type {type(key).__name__}",
+            "use an RSA, EC (P-256, P-384, P-521) or Ed25519 key",
+        )
+        return None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        error(f"RSA key of {key.key_size} bits is too short", f"use a key of at least {MIN_RSA_BITS} bits")
+        return None
+    return key
+
+
+def _secret(where: _Where, entry: Node, label: str, algorithms: list[str]) -> bytes | None:
+    value = entry.get("secret_file")
+    line = entry.line_of("secret_file")
+    if not isinstance(value, str) or not value.strip():
+        where.error(
+            line, f"{label}: secret_file must be a file name", "e.g. secret_file: secrets/sso-hmac.key"
+        )
+        return None
+    path = where.file(value.strip())
+    try:
+        secret = path.read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        where.error(
+            line,
+            f"{label}: cannot read secret_file {path} ({exc.strerror or exc})",
+            "check the path, relative to the config file",
+        )
+        return None
+    try:
+        jwt.algorithms.HMACAlgorithm(jwt.algorithms.HMACAlgorithm.SHA256).prepare_key(secret)
+        if b"-----BEGIN" in secret:
+            raise jwt.InvalidKeyError("PEM")
+    except jwt.InvalidKeyError:
+        where.error(
+            line,
+            f"{label}: secret_file {path} holds a public key or certificate, not a shared secret",
+            "a public key is no secret: anyone could sign tokens with it; use the provider's public-key algorithms and jwks_url instead",
+        )
+        return None
+    need = max((MIN_SECRET_BYTES[alg] for alg in algorithms), default=MIN_SECRET_BYTES["HS256"])
+    if len(secret) < need:
+        where.error(
+            line,
+            f"{label}: secret_file {path} holds {len(secret)} bytes; at least {need} are needed",
+            "generate a longer random secret, e.g. openssl rand -base64 48",
+        )
+        return None
+    return secret
+
+
+def _source(where: _Where, entry: Node, line: int) -> SourceRule | None:
+    fix = "e.g. {address: 10.40.2.17, employee: jlee} or {address: 10.40.2.0/28, role: library-kiosk}"
+    for key in sorted(set(entry) - set(SOURCE_KEYS)):
+        where.error(
+            entry.line_of(key),
+            f'unknown source_addresses setting "{key}"',
+            f"known settings: {', '.join(SOURCE_KEYS)}",
+        )
+    address = entry.get("address")
+    if not isinstance(address, str) or not address.strip():
+        where.error(line, "a source_addresses entry needs address: an IP address or network", fix)
+        return None
+    try:
+        network = ipaddress.ip_network(address.strip(), strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(address.strip(), strict=False)
+        except ValueError:
+            where.error(entry.line_of("address"), f'"{address}" is not an IP address or network', fix)
+            return None
+        where.error(entry.line_of("address"), f"{address} has host bits set", f"did you mean {loose}?")
+        return None
+    employee, role = entry.get("employee"), entry.get("role")
+    if (employee is None) == (role is None):
+        where.error(line, f"address {network} needs exactly one of employee: or role:", fix)
+        return None
+    name = employee if employee is not None else role
+    if not isinstance(name, str) or not name.strip() or any(ch.isspace() for ch in name.strip()):
+        key = "employee" if employee is not None else "role"
+        where.error(entry.line_of(key), f"address {network}: {key} must be one name without spaces", fix)
+        return None
+    if employee is not None:
+        return SourceRule(network, employee=name.strip().casefold())
+    return SourceRule(network, role=name.strip())

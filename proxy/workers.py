@@ -1,0 +1,377 @@
+"""`citygate run --workers N`: N mitmproxy processes sharing one listening port.
+
+mitmproxy runs every connection on one event loop, so one process uses one core. To use every
+core, a supervisor process starts N workers, each an ordinary single-process `citygate run`.
+
+How the workers share the port: the supervisor binds one socket per worker, all with
+SO_REUSEPORT on the same address, and each worker inherits its own (fork). The kernel then
+spreads new connections evenly over the sockets. Binding in the supervisor rather than in each
+worker means that a port of 0 is resolved once, a port that is taken is reported once before
+anything starts, and a worker that dies leaves its socket open in the supervisor: connections
+the kernel already queued on it wait for the replacement instead of being reset. mitmproxy
+12.2 has no option for SO_REUSEPORT or for an inherited socket, so each worker replaces
+`RegularInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)`) with a
+version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
+and all workers accept from one shared socket instead.
+
+The CA is created once by the supervisor before the workers start, so they do not race to write
+it. Each worker has its index in CITYGATE_WORKER (0..N-1) and the count in CITYGATE_WORKERS, for
+addons that need a file of their own (an access log per worker).
+
+Lifecycle: SIGTERM or SIGINT stops every worker (SIGTERM, then SIGKILL after a grace period)
+and the supervisor exits 0. Workers die with the supervisor even if it is killed (Linux
+PR_SET_PDEATHSIG). A worker that exits before every worker is serving fails the start-up: the
+others are stopped and the supervisor exits with its status. A worker that dies later is
+reported and replaced; more than RESTART_LIMIT deaths within RESTART_WINDOW seconds stop the
+service with status 1, so that a crash loop is handed to systemd or Kubernetes instead of
+being hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WORKER_ENV = "CITYGATE_WORKER"
+WORKERS_ENV = "CITYGATE_WORKERS"
+RESTART_LIMIT = 5
+RESTART_WINDOW = 60.0
+STOP_GRACE = 10.0
+# asyncio.start_server's default, which mitmproxy uses: the workers queue as much as it would.
+BACKLOG = 100
+_PR_SET_PDEATHSIG = 1
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_index() -> int | None:
+    """This worker's index (0..N-1) under `citygate run --workers N`; None in a single process."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def positive_count(text: str) -> int:
+    """argparse type for --workers."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return value
+
+
+# --- sockets ---------------------------------------------------------------------------------
+
+
+def bind_listeners(
+    host: str, port: int, count: int, *, reuse_port: bool
+) -> tuple[list[list[socket.socket]], int]:
+    """Listening sockets for `count` workers: one set each with SO_REUSEPORT, else one shared set.
+
+    An empty host means every interface, IPv4 and IPv6, as mitmproxy does. Returns the sets and
+    the port (the one chosen by the kernel when `port` is 0).
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    addresses = list(dict.fromkeys((family, address[:2]) for family, _, _, _, address in infos))
+    sets: list[list[socket.socket]] = []
+    try:
+        for _ in range(count if reuse_port else 1):
+            listeners = []
+            sets.append(listeners)
+            for family, (address, _) in addresses:
+                # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose
+                # proto says TCP; with proto 0, Nagle and delayed ACKs stall each answer ~40 ms.
+                sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                listeners.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((address, port))
+                # Listening now: connections that arrive while a worker starts wait in the queue.
+                sock.listen(BACKLOG)
+                port = sock.getsockname()[1]
+    except BaseException:
+        for sock in (sock for listeners in sets for sock in listeners):
+            sock.close()
+        raise
+    if not reuse_port:
+        sets = sets * count
+    return sets, port
+
+
+def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening: Callable[[], None]) -> None:
+    """Make this process's mitmproxy serve `listeners` instead of binding `port` itself."""
+    import asyncio
+
+    from mitmproxy.proxy import mode_servers, mode_specs
+
+    bind = mode_servers.RegularInstance.listen
+
+    async def listen(self: mode_servers.RegularInstance, host: str, wanted: int) -> list[object]:
+        if not isinstance(self.mode, mode_specs.RegularMode) or wanted != port:
+            return await bind(self, host, wanted)
+        # A duplicate for each server: mitmproxy closes its servers when it stops them, and the
+        # inherited socket must stay open should it start them again (an option change).
+        servers = [
+            await asyncio.start_server(self.handle_stream, sock=sock.dup(), backlog=BACKLOG)
+            for sock in listeners
+        ]
+        on_listening()
+        return servers
+
+    mode_servers.RegularInstance.listen = listen  # type: ignore[method-assign]
+
+
+# --- supervisor ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    index: int
+    pid: int
+    started: float
+    ready: bool = False
+
+
+@dataclass
+class _Supervisor:
+    args: argparse.Namespace
+    run_one: Callable[[argparse.Namespace], int]
+    listeners: list[list[socket.socket]]
+    port: int
+    workers: dict[int, _Worker] = field(default_factory=dict)  # by pid
+    deaths: deque[float] = field(default_factory=deque)
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self.count = len(self.listeners)
+        self.ready_read, self.ready_write = os.pipe()
+        self.wake_read, self.wake_write = os.pipe()
+        for fd in (self.ready_read, self.wake_read, self.wake_write):
+            os.set_blocking(fd, False)
+
+    # --- workers -----------------------------------------------------------------------
+
+    def spawn(self, index: int) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker; it never returns from here
+            status = 1
+            try:
+                status = self._worker(index, parent)
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(status)
+        self.workers[pid] = _Worker(index, pid, time.monotonic())
+
+    def _worker(self, index: int, parent: int) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        _die_with(parent)
+        for fd in (self.ready_read, self.wake_read, self.wake_write):
+            os.close(fd)
+        mine = self.listeners[index]
+        for sock in {id(s): s for listeners in self.listeners for s in listeners}.values():
+            if sock not in mine:
+                sock.close()
+        os.environ[WORKER_ENV] = str(index)
+        os.environ[WORKERS_ENV] = str(self.count)
+
+        def listening() -> None:
+            os.write(self.ready_write, f"{index}\n".encode())
+
+        serve_inherited(mine, self.port, listening)
+        worker_args = argparse.Namespace(**{**vars(self.args), "workers": 1, "listen_port": self.port})
+        return self.run_one(worker_args)
+
+    def stop_all(self) -> None:
+        for worker in self.workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while self.workers and time.monotonic() < deadline:
+            self.reap(block_for=0.1)
+        for worker in list(self.workers.values()):
+            _say(f"worker {worker.index} (pid {worker.pid}) did not stop within {STOP_GRACE:g} s; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
+        while self.workers:
+            self.reap(block_for=0.1)
+
+    def reap(self, block_for: float = 0.0) -> list[tuple[_Worker, int]]:
+        """Collect workers that exited: (worker, exit status; negative: killed by that signal)."""
+        if block_for:
+            with contextlib.suppress(InterruptedError):
+                select.select([self.wake_read], [], [], block_for)
+            self._drain(self.wake_read)
+        gone = []
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                gone.append((worker, os.waitstatus_to_exitcode(status)))
+        return gone
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        def stop(signum: int, frame: object) -> None:
+            self.stopping = True
+
+        previous = {
+            signum: signal.signal(signum, handler)
+            for signum, handler in (
+                (signal.SIGTERM, stop),
+                (signal.SIGINT, stop),
+                (signal.SIGCHLD, lambda signum, frame: None),  # only to wake the loop up
+            )
+        }
+        previous_wakeup = signal.set_wakeup_fd(self.wake_write)
+        try:
+            return self._loop()
+        finally:
+            self.stop_all()
+            signal.set_wakeup_fd(previous_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for fd in (self.ready_read, self.ready_write, self.wake_read, self.wake_write):
+                os.close(fd)
+
+    def _loop(self) -> int:
+        for index in range(self.count):
+            self.spawn(index)
+        announced = False
+        while not self.stopping:
+            with contextlib.suppress(InterruptedError):
+                select.select([self.wake_read, self.ready_read], [], [], 1.0)
+            self._drain(self.wake_read)
+            for line in self._drain(self.ready_read).split():
+                for worker in self.workers.values():
+                    if worker.index == int(line):
+                        worker.ready = True
+            if (
+                not announced
+                and len(self.workers) == self.count
+                and all(w.ready for w in self.workers.values())
+            ):
+                announced = True
+                pids = ", ".join(str(w.pid) for w in sorted(self.workers.values(), key=lambda w: w.index))
+                _say(f"{self.count} workers serving on port {self.port} (pids {pids})")
+            for worker, status in self.reap():
+                if self.stopping:
+                    continue
+                if not announced:
+                    _say(f"worker {worker.index} exited with status {status} while starting; stopping")
+                    return status if status > 0 else 1
+                now = time.monotonic()
+                self.deaths.append(now)
+                while self.deaths and now - self.deaths[0] > RESTART_WINDOW:
+                    self.deaths.popleft()
+                if len(self.deaths) > RESTART_LIMIT:
+                    _say(
+                        f"worker {worker.index} exited with status {status}; {len(self.deaths)} workers died "
+                        f"within {RESTART_WINDOW:g} s, stopping the service"
+                    )
+                    return 1
+                _say(
+                    f"worker {worker.index} (pid {worker.pid}) exited with status {status} after "
+                    f"{now - worker.started:.0f} s; starting a new one"
+                )
+                self.spawn(worker.index)
+        return 0
+
+    @staticmethod
+    def _drain(fd: int) -> bytes:
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(fd, 4096):
+                data += chunk
+        return data
+
+
+def _say(message: str) -> None:
+    print(f"citygate: {message}", file=sys.stderr, flush=True)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel send SIGTERM to this worker when the supervisor dies (Linux)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+def _key_size(settings: Sequence[str]) -> int:
+    from mitmproxy.options import KEY_SIZE
+
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        if name.strip() == "key_size" and value.strip().isdigit():
+            return int(value)
+    return KEY_SIZE
+
+
+def supervise(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
+    """Run `args.workers` copies of `run_one` (a single-process `citygate run`) on one port."""
+    from mitmproxy import certs
+    from mitmproxy.options import CONF_BASENAME
+
+    from citygate.proxy.policy import load_policy
+    from citygate.proxy.problems import ConfigError
+
+    # Checked once here, so that a broken config is reported once rather than by every worker.
+    try:
+        load_policy(Path(args.config))
+    except ConfigError as exc:
+        print(f"citygate: citygate config is invalid:\n{exc}", file=sys.stderr)
+        return 2
+    certs.CertStore.from_store(Path(args.confdir).expanduser(), CONF_BASENAME, _key_size(args.set))
+    reuse_port = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+    try:
+        listeners, port = bind_listeners(
+            args.listen_host, args.listen_port, args.workers, reuse_port=reuse_port
+        )
+    except OSError as exc:
+        print(
+            f"citygate: cannot listen on {args.listen_host or '*'}:{args.listen_port}: {exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        return _Supervisor(args, run_one, listeners, port).run()
+    finally:
+        for sock in {id(s): s for group in listeners for s in group}.values():
+            sock.close()

@@ -1,0 +1,50 @@
+"""`citygate audit verify` and `citygate logs` as security staff run them: help, and mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CITYGATE = str(Path(sys.executable).parent / "citygate")
+
+
+def citygate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CITYGATE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", [("audit", "verify"), ("logs",)])
+def test_each_command_has_help_with_examples(command):
+    result = citygate(*command, "--help")
+
+    assert result.returncode == 0
+    assert "examples:" in result.stdout
+    assert f"citygate {' '.join(command)} " in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("audit", "verify", "/nonexistent/log"), "no such file or folder: /nonexistent/log"),
+        (("audit", "verify", ".", "--anchor", "12:abc"), "is not SEQ:SHA256"),
+        (("logs", "/nonexistent/log"), "no such file or folder: /nonexistent/log"),
+        (("logs", ".", "--since", "last tuesday"), "is not a time; use a date"),
+        (("logs", ".", "--tz", "Mars/Olympus"), 'unknown timezone "Mars/Olympus"'),
+    ],
+)
+def test_mistakes_exit_2_and_say_what_to_do(args, message):
+    result = citygate(*args)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_of_a_folder_without_logs_says_so(tmp_path):
+    result = citygate("audit", "verify", str(tmp_path))
+
+    assert result.returncode == 2
+    assert "no access-log files found" in result.stderr

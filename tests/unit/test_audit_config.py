@@ -1,0 +1,76 @@
+"""The `audit:` section: defaults, paths relative to the config file, and mistakes with file,
+line and fix (through the real `load_policy`, as `citygate check` runs it)."""
+
+import pytest
+
+from citygate.proxy.audit_config import DEFAULT_DIRECTORY, AuditSettings, Fsync, SyslogSettings
+
+
+def test_without_a_section_the_defaults_apply(policy_files):
+    settings = policy_files.load().sections["audit"]
+
+    assert settings == AuditSettings()
+    assert settings.directory == DEFAULT_DIRECTORY
+    assert settings.fail_closed is True and settings.include_query is False
+    assert settings.retention_days is None  # nothing is deleted unless a city decides to
+
+
+def test_every_setting_is_read_and_the_folder_is_relative_to_the_config(policy_files):
+    config = policy_files.mini_config + (
+        "audit:\n"
+        "  directory: ../var/log\n"
+        "  rotate_bytes: 2048\n"
+        "  rotate_daily: false\n"
+        "  compress: false\n"
+        "  retention_days: 90\n"
+        "  flush_interval_ms: 50\n"
+        "  max_buffered_records: 10\n"
+        "  fsync: never\n"
+        "  include_query: true\n"
+        "  log_ordinary_connections: true\n"
+        "  stdout: true\n"
+        "  syslog: {address: udp://127.0.0.1:5514, facility: authpriv, app_name: cg}\n"
+        "  fail_closed: false\n"
+        "  anchor_interval_s: 5\n"
+    )
+
+    settings = policy_files.load(config=config).sections["audit"]
+
+    assert settings == AuditSettings(
+        directory=policy_files.root / "../var/log",
+        rotate_bytes=2048,
+        rotate_daily=False,
+        compress=False,
+        retention_days=90,
+        flush_interval_ms=50,
+        max_buffered_records=10,
+        fsync=Fsync.NEVER,
+        include_query=True,
+        log_ordinary_connections=True,
+        stdout=True,
+        syslog=SyslogSettings("udp://127.0.0.1:5514", "authpriv", "cg"),
+        fail_closed=False,
+        anchor_interval_s=5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "message", "fix"),
+    [
+        ("rotate_bytes: 10", "audit.rotate_bytes 10 is not a whole number", "e.g. rotate_bytes"),
+        ("fail_closed: maybe", "audit.fail_closed 'maybe' is not true or false", "fail_closed: true"),
+        ("retention_days: 0", "audit.retention_days 0 is not a positive number", "retention_days: 730"),
+        ("fsync: sometimes", "audit.fsync 'sometimes' is not one of flush, rotate, never", "fsync: flush"),
+        ("syslog: {address: 10.0.0.1}", "is not a syslog address", "udp://HOST:PORT"),
+        ("syslog: {address: /dev/log, facility: mail2}", "is not a syslog facility", "local0"),
+        ("rotate_every: 5", 'unknown setting "audit.rotate_every"', "known audit settings"),
+    ],
+)
+def test_a_mistake_names_file_line_and_fix(policy_files, problem_with, setting, message, fix):
+    config = policy_files.mini_config + "audit:\n  directory: logs\n  " + setting + "\n"
+
+    problem = problem_with(policy_files.problems(config=config), message)
+
+    assert problem.path == policy_files.config
+    assert problem.line == policy_files.mini_config.count("\n") + 3
+    assert fix in problem.fix
