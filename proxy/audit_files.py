@@ -73,14 +73,18 @@ def chains(directory: Path) -> list[list[Path]]:
 
 
 def expand_chains(paths: Iterable[Path]) -> list[list[Path]]:
-    """The chains named: files given one after another form one chain, each folder adds its own."""
+    """The chains named: files given one after another form one chain, each folder adds its own.
+
+    A chain's files always share a folder (each worker writes its own), so a file from another
+    folder starts another chain: `worker-*/citygate-audit.jsonl` verifies worker by worker.
+    """
     result: list[list[Path]] = []
     given: list[Path] = []
     for path in paths:
+        if given and (path.is_dir() or path.parent != given[-1].parent):
+            result.append(given)
+            given = []
         if path.is_dir():
-            if given:
-                result.append(given)
-                given = []
             result.extend(chains(path))
         else:
             given.append(path)
