@@ -38,7 +38,7 @@ def ldap_config(tmp_path: Path, server, preset: str) -> Path:
     return config
 
 
-def wait_for(status: int, proxy, url: str, user: str | None, timeout: float = 5.0):
+def wait_for(status: int, proxy, url: str, user: str | None, timeout: float = 20.0):
     """Retry until the proxy answers `status`: the cache expires on its own clock."""
     deadline = time.monotonic() + timeout
     while True:
