@@ -50,6 +50,12 @@ class DecisionEvent:
     status: int | None
     # Set by a recorder to refuse an allowed decision; the gate then answers with a denial.
     veto: Veto = field(default_factory=Veto)
+    # Non-business-use flags (rule ids) raised on this decision. Mutable like `veto`: the flags
+    # addon (citygate.addons.flags) fills it in before the access log records the event.
+    flags: list[str] = field(default_factory=list)
+    # Seconds from the request reaching citygate to this announcement (identity check,
+    # directory lookups, the decision), for citygate_decision_duration_seconds; None if unknown.
+    decision_seconds: float | None = None
 
 
 @dataclass

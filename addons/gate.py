@@ -13,8 +13,10 @@ other tunnel, and all non-social traffic, passes through untouched.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from citygate.proxy.problems import ConfigError
 from citygate.proxy.wording import plain_reason
 
 log = logging.getLogger("citygate")
+_STARTED = "citygate.started"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,9 @@ class CityGate:
         self.directory: DirectoryGateway | None = None
         self.identities: IdentityResolver | None = None
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
+        # Configuration loads by result ("success", "failure"), start-up included; the metrics
+        # addon reads them for citygate_config_reloads_total.
+        self.config_loads: Counter[str] = Counter()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -85,7 +91,9 @@ class CityGate:
                 policy = load_policy(Path(path))
                 directory = DirectoryGateway.cached(open_directory(policy.directory, path), policy.directory)
             except ConfigError as exc:
+                self.config_loads["failure"] += 1
                 raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
+            self.config_loads["success"] += 1
             for warning in policy.warnings:
                 log.warning(warning)
             previous, self.policy, self.directory = self.directory, policy, directory
@@ -202,6 +210,8 @@ class CityGate:
         hosts: Sequence[str],
         body: Callable[[http.HTTPFlow, Sequence[str]], Awaitable[None]],
     ) -> None:
+        # When the request reached citygate: `_announce` reports the decision's latency from it.
+        flow.metadata[_STARTED] = time.perf_counter()
         try:
             await body(flow, hosts)
         except Exception:
@@ -228,6 +238,7 @@ class CityGate:
         A recorder may veto an allowed decision (the audit log cannot be written); the caller
         then refuses instead of serving.
         """
+        started = flow.metadata.get(_STARTED)
         event = DecisionEvent(
             id=uuid.uuid4().hex,
             timestamp=datetime.now(UTC),
@@ -237,6 +248,7 @@ class CityGate:
             method=flow.request.method,
             url=flow.request.pretty_url,
             status=status,
+            decision_seconds=None if started is None else time.perf_counter() - started,
         )
         flow.metadata["citygate.event"] = event
         await ctx.master.addons.trigger_event(CitygateDecisionHook(event))

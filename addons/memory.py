@@ -45,3 +45,4 @@ class MemoryGuard:
 def _trim(messages: list[object]) -> None:
     if len(messages) > KEEP_MESSAGES:
         del messages[:-KEEP_MESSAGES]
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import ipaddress
 import os
 import shutil
@@ -28,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# nginx, squid and haproxy live in /usr/sbin, which is not on every user's PATH.
+os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 BIN = Path(sys.executable).parent  # the venv: citygate and mitmdump of the same installation
@@ -35,6 +38,8 @@ LOCALHOST = "127.0.0.1"
 #: What nginx answers for every path: 2 KiB, as in the baseline measurements.
 PAGE = (b"citygate-bench-upstream\n" + b"x" * 2048)[:2048]
 PAGE_MARKER = "citygate-bench-upstream"
+#: What nginx answers for any path ending in /big: larger than STREAM_LARGE_BODIES, so streamed.
+BIG_BODY = 4 * 2**20
 #: Names the upstream certificate covers (the proxies' upstream verification is off anyway).
 UPSTREAM_NAMES = ("www.example.org", "example.org", "www.facebook.com", "facebook.com", "localhost")
 #: Every name a benchmark client uses; Squid resolves them through its own hosts file.
@@ -209,7 +214,7 @@ class Nginx(Server):
         folder = self.folder
         (folder / "html").mkdir(parents=True)
         (folder / "html" / "page.html").write_bytes(PAGE)
-        (folder / "html" / "big.bin").write_bytes(os.urandom(1024 * 1024))
+        (folder / "html" / "big.bin").write_bytes(os.urandom(BIG_BODY))
         cert, key = self_signed(folder, UPSTREAM_NAMES)
         self.cert = cert
         # nginx's worker drops to an unprivileged user when started as root: let it read the page.
@@ -241,7 +246,7 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         root {folder}/html;
-        location = /big {{ try_files /big.bin =404; }}
+        location ~ /big$ {{ try_files /big.bin =404; }}
         location / {{ try_files /page.html =404; }}
     }}
 }}
@@ -342,7 +347,7 @@ class HAProxy(Server):
         config.write_text(
             f"""
 global
-    maxconn 20000
+    maxconn 4000
     stats socket {folder}/stats.sock mode 600 level admin
 defaults
     mode tcp
@@ -401,6 +406,7 @@ class MitmProxy(Server):
         # One CA for every proxy of a run: mitmproxy creates it on first start.
         self.confdir = confdir or folder / "mitmproxy-ca"
         self.port = free_port()
+        self.metrics_port = free_port()
         self.extra = list(extra)
 
     def command(self) -> list[str]:
@@ -421,6 +427,9 @@ class MitmProxy(Server):
             command += ["--confdir", str(self.confdir)]
             if citygate_has_workers():
                 command += ["--workers", str(self.workers)]
+            if importlib.util.find_spec("citygate.proxy.metrics_http") is not None:
+                # Each instance serves its metrics on a port of its own, as on its own host.
+                options["citygate_metrics_listen"] = f"{LOCALHOST}:{self.metrics_port}"
         for key, value in options.items():
             command += ["--set", f"{key}={value}"]
         return command + self.extra

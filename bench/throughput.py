@@ -143,17 +143,9 @@ class Cell:
         return min(values), max(values)
 
 
-# Several workers share one demo config, and so one audit log folder, which one process writes
-# at a time until the audit log has a file per worker: social-media scenarios would measure the
-# workers that must refuse. Worker scaling is measured where its target is: ordinary traffic.
-WORKER_SCENARIOS = ("a", "b", "c")
-
-
 def takes_part(scenario: Scenario, proxy: Server) -> bool:
     if isinstance(proxy, Squid):
         return scenario.key != "e"  # no per-user grants without citygate
-    if isinstance(proxy, MitmProxy) and proxy.workers > 1:
-        return scenario.key in WORKER_SCENARIOS
     return True
 
 
@@ -166,7 +158,15 @@ def expected_status(scenario: Scenario, proxy: Server) -> int:
 # --- load generators --------------------------------------------------------------------------
 
 
-def wrk(port: int, scenario: Scenario, target: str, duration: float, expected: int, tls: bool) -> Run:
+def wrk(
+    port: int,
+    scenario: Scenario,
+    target: str,
+    duration: float,
+    expected: int,
+    tls: bool,
+    connections: int = CONNECTIONS,
+) -> Run:
     """wrk against the proxy (absolute-form URL) or against a socat relay (origin form, TLS)."""
     env = {
         **os.environ,
@@ -177,7 +177,7 @@ def wrk(port: int, scenario: Scenario, target: str, duration: float, expected: i
         "BENCH_AUTH": base64.b64encode(scenario.auth.encode()).decode() if scenario.auth and not tls else "",
     }
     url = f"{'https' if tls else 'http'}://{LOCALHOST}:{port}/"
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{duration:g}s", "-s", str(WRK_SCRIPT), url]
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "-s", str(WRK_SCRIPT), url]
     result = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=duration + 60, check=False
     )
@@ -362,8 +362,8 @@ def check_answers(proxy: Server, nginx: Nginx) -> list[str]:
 # --- report -----------------------------------------------------------------------------------
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -392,9 +392,9 @@ def report(
                 f"| {sum(run.unexpected for run in cell.runs)} |"
             )
 
-    def rate(key: str, name: str) -> float:
+    def rate(key: str, name: str) -> float | None:
         cell = results.get((key, name))
-        return cell.median("rate") if cell and cell.runs else 0.0
+        return cell.median("rate") if cell and cell.runs else None
 
     workers = next((name for name in names if name.startswith("citygate x")), None)
     print("\n### Ratios of req/s (medians)\n")

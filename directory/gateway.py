@@ -60,6 +60,10 @@ class DirectoryGateway:
         )
         #: Backend calls made, by method name (lookup, authenticate, group_members).
         self.calls: Counter[str] = Counter()
+        #: Told of every backend call as (operation, result, seconds): result is "ok",
+        #: "unavailable" (DirectoryUnavailable) or "error". The metrics addon sets it; it runs
+        #: on the event loop, so it must only count.
+        self.observer: Callable[[str, str, float], None] | None = None
 
     @classmethod
     def cached(
@@ -86,11 +90,25 @@ class DirectoryGateway:
     # --- running backend calls -------------------------------------------------------------
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
-        self.calls[getattr(function, "__name__", "call")] += 1
-        if self._executor is None:
-            return function(*args)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        operation = getattr(function, "__name__", "call")
+        self.calls[operation] += 1
+        # Timed from here, so the figure includes waiting for a free worker thread: that is
+        # what a request waiting on the directory experiences.
+        started, result = time.perf_counter(), "error"
+        try:
+            if self._executor is None:
+                answer = function(*args)
+            else:
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(self._executor, function, *args)
+            result = "ok"
+            return answer
+        except DirectoryUnavailable:
+            result = "unavailable"
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(operation, result, time.perf_counter() - started)
 
     async def _shared(self, key: Hashable, start: Callable[[], Awaitable[T]]) -> T:
         """Await the call in flight for `key`, or start one: concurrent misses share it."""

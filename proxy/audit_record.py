@@ -86,6 +86,8 @@ class Announced(Protocol):
     def url(self) -> str: ...
     @property
     def status(self) -> int | None: ...
+    @property
+    def flags(self) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ def decision_record(
         "citygate.approver_role": evidence.approver_role,
         "citygate.identity_method": evidence.identity_method,
         "citygate.mode": MODE,
-        "citygate.flags": [],
+        "citygate.flags": list(event.flags),  # rule ids of proxy/flags.py
         "citygate.tunnel": None if is_request else tunnel_handling(decision, event.status),
         "citygate.detail": evidence.detail or None,
         "error.message": completion.error if completion else None,

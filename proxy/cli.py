@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
-from citygate.proxy import audit_cli, pac
+from citygate.proxy import audit_cli, pac, report_cli
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -35,6 +35,8 @@ FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     pac.register,
     audit_cli.register_audit,
     audit_cli.register_logs,
+    report_cli.register_report,
+    report_cli.register_grants,
 )
 
 EPILOG_RUN = """examples:
@@ -160,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     workers = default_workers() if args.workers is None else args.workers
     if workers > 1:
         # A supervisor: each of its workers comes back here with workers=1 (proxy/workers.py).
-        return supervise(argparse.Namespace(**{**vars(args), "workers": workers}), _run)
+        return supervise(argparse.Namespace(**{**vars(args), "workers": workers}))
 
     import asyncio
     import logging
@@ -170,9 +172,12 @@ def _run(args: argparse.Namespace) -> int:
     from mitmproxy.tools.dump import DumpMaster
 
     from citygate.addons.audit import AuditLog
+    from citygate.addons.chain import AddonGroup
     from citygate.addons.decision_log import DecisionLog
+    from citygate.addons.flags import Flags
     from citygate.addons.gate import CityGate
     from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
+    from citygate.addons.metrics import Metrics
 
     async def serve() -> int:
         opts = options.Options(
@@ -189,9 +194,12 @@ def _run(args: argparse.Namespace) -> int:
         # mitmdump's own entry point lowers the root logger's level; without that, the decision
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
-        master.addons.add(CityGate(), AuditLog(), DecisionLog())
-        # Last, so that every other addon has seen a WebSocket message before it is dropped.
-        master.addons.add(MemoryGuard())
+        # Flags before the access log (it records them), metrics after it (they skip vetoed
+        # decisions), MemoryGuard last (every other addon has seen a WebSocket message before it
+        # is dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
+        master.addons.add(
+            AddonGroup(CityGate(), Flags(), AuditLog(), DecisionLog(), Metrics(), MemoryGuard())
+        )
         try:
             # Options registered by addons exist only once the master has its addons.
             opts.update(connection_strategy="lazy", citygate_config=args.config)

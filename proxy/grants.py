@@ -52,6 +52,9 @@ class Grant:
     paths: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     source: Path = Path()
     line: int = 0
+    # The grant file's `department:`, as the director wrote it (None when the file has none).
+    # Metrics and reports group grants by it without asking the directory about each employee.
+    department: str | None = None
 
     @property
     def location(self) -> str:
@@ -126,13 +129,14 @@ class GrantLoader:
                 'use "grants:" (and optionally "department:", "notes:")',
             )
         grants = []
+        department = _text(document.get("department")) or None
         for entry, line in zip(entries, entries.item_lines, strict=True):
-            grant = self._parse(path, entry, line)
+            grant = self._parse(path, entry, line, department)
             if grant is not None:
                 grants.append(grant)
         return grants
 
-    def _parse(self, path: Path, entry: object, line: int) -> Grant | None:
+    def _parse(self, path: Path, entry: object, line: int, department: str | None = None) -> Grant | None:
         problems = self.problems
         if not isinstance(entry, Node):
             problems.error(path, line, "a grant must be a mapping", 'write "- id: ...", "employee: ...", ...')
@@ -237,6 +241,7 @@ class GrantLoader:
             paths=MappingProxyType(paths),
             source=path,
             line=line,
+            department=department,
         )
 
     def _sites(self, path: Path, entry: Node) -> list[str]:

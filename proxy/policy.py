@@ -18,8 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from citygate.directory.model import Person
 from citygate.proxy.audit_config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
+from citygate.proxy.flags import parse_flags_section
 from citygate.proxy.grants import Grant, GrantLoader
 from citygate.proxy.identity_config import parse_identity_section
+from citygate.proxy.metrics_config import parse_metrics_section
 from citygate.proxy.pac import parse_pac_section
 from citygate.proxy.problems import ConfigError, Problems
 from citygate.proxy.yamlfile import Node, read_yaml
@@ -102,6 +104,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("pac", parse_pac_section),
     Section("identity", parse_identity_section),
     Section("audit", parse_audit_section),
+    Section("metrics", parse_metrics_section),
+    Section("flags", parse_flags_section),
 )
 
 
@@ -117,6 +121,7 @@ class Policy:
     sources: tuple[Path, ...]
     warnings: tuple[str, ...] = ()
     sections: Mapping[str, object] = field(default_factory=dict)
+    grants_dir: Path | None = None  # watched for new grant files
     _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
@@ -209,6 +214,7 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         grants=tuple(grants),
         directory=directory,
         sources=(config_path, catalog_path, *grant_files),
+        grants_dir=grants_dir,
         warnings=tuple(str(p) for p in problems.warnings),
         sections=MappingProxyType(sections),
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),

@@ -4,7 +4,7 @@ mitmproxy runs every connection on one event loop, so one process uses one core.
 core, a supervisor process starts N workers, each an ordinary single-process `citygate run`.
 
 How the workers share the port: the supervisor binds one socket per worker, all with
-SO_REUSEPORT on the same address, and each worker inherits its own (fork). The kernel then
+SO_REUSEPORT on the same address, and each worker inherits its own. The kernel then
 spreads new connections evenly over the sockets. Binding in the supervisor rather than in each
 worker means that a port of 0 is resolved once, a port that is taken is reported once before
 anything starts, and a worker that dies leaves its socket open in the supervisor: connections
@@ -14,9 +14,12 @@ the kernel already queued on it wait for the replacement instead of being reset.
 version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
 and all workers accept from one shared socket instead.
 
-The CA is created once by the supervisor before the workers start, so they do not race to write
-it. Each worker has its index in CITYGATE_WORKER (0..N-1) and the count in CITYGATE_WORKERS, for
-addons that need a file of their own (an access log per worker).
+Workers are fresh interpreters (`python -m citygate.proxy.workers`) that inherit their sockets
+(pass_fds), not forks: the supervisor may run threads (the shared metrics listener), and a fork
+of a threaded process can inherit a lock another thread held. The CA is created once by the
+supervisor before the workers start, so they do not race to write it. Each worker has its
+index in CITYGATE_WORKER (0..N-1) and the count in CITYGATE_WORKERS, for addons that need a
+file of their own (the access log writes one folder per worker).
 
 Lifecycle: SIGTERM or SIGINT stops every worker (SIGTERM, then SIGKILL after a grace period)
 and the supervisor exits 0. Workers die with the supervisor even if it is killed (Linux
@@ -32,13 +35,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import json
 import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +50,12 @@ from pathlib import Path
 
 WORKER_ENV = "CITYGATE_WORKER"
 WORKERS_ENV = "CITYGATE_WORKERS"
+# Between the supervisor and a worker it starts: the inherited listening sockets, the pipe on
+# which the worker says it is serving, the supervisor's pid and the port.
+_FDS_ENV = "CITYGATE_WORKER_LISTEN_FDS"
+_READY_ENV = "CITYGATE_WORKER_READY_FD"
+_PARENT_ENV = "CITYGATE_WORKER_PARENT"
+_PORT_ENV = "CITYGATE_WORKER_PORT"
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
 STOP_GRACE = 10.0
@@ -148,20 +158,25 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
 @dataclass
 class _Worker:
     index: int
-    pid: int
+    process: subprocess.Popen[bytes]  # kept: an unreferenced Popen may be reaped behind our back
     started: float
     ready: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
 
 @dataclass
 class _Supervisor:
     args: argparse.Namespace
-    run_one: Callable[[argparse.Namespace], int]
     listeners: list[list[socket.socket]]
     port: int
     workers: dict[int, _Worker] = field(default_factory=dict)  # by pid
     deaths: deque[float] = field(default_factory=deque)
     stopping: bool = False
+    # Told the pid of each worker that exits (the shared metrics drop its live gauges).
+    on_worker_exit: Callable[[int], None] = lambda pid: None
 
     def __post_init__(self) -> None:
         self.count = len(self.listeners)
@@ -173,43 +188,28 @@ class _Supervisor:
     # --- workers -----------------------------------------------------------------------
 
     def spawn(self, index: int) -> None:
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the worker; it never returns from here
-            status = 1
-            try:
-                status = self._worker(index, parent)
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(status)
-        self.workers[pid] = _Worker(index, pid, time.monotonic())
-
-    def _worker(self, index: int, parent: int) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        _die_with(parent)
-        for fd in (self.ready_read, self.wake_read, self.wake_write):
-            os.close(fd)
-        mine = self.listeners[index]
-        for sock in {id(s): s for listeners in self.listeners for s in listeners}.values():
-            if sock not in mine:
-                sock.close()
-        os.environ[WORKER_ENV] = str(index)
-        os.environ[WORKERS_ENV] = str(self.count)
-
-        def listening() -> None:
-            os.write(self.ready_write, f"{index}\n".encode())
-
-        serve_inherited(mine, self.port, listening)
-        worker_args = argparse.Namespace(**{**vars(self.args), "workers": 1, "listen_port": self.port})
-        return self.run_one(worker_args)
+        # A fresh interpreter rather than fork(): the supervisor may run threads (the shared
+        # metrics listener), and a process forked from a threaded one can inherit a lock held
+        # by another thread (stderr's, logging's) and hang on its first use.
+        listeners = self.listeners[index]
+        fds = [sock.fileno() for sock in listeners]
+        env = {
+            **os.environ,
+            WORKER_ENV: str(index),
+            WORKERS_ENV: str(self.count),
+            _FDS_ENV: ",".join(map(str, fds)),
+            _READY_ENV: str(self.ready_write),
+            _PARENT_ENV: str(os.getpid()),
+            _PORT_ENV: str(self.port),
+        }
+        arguments = {key: value for key, value in vars(self.args).items() if key != "handler"}
+        arguments |= {"workers": 1, "listen_port": self.port}
+        process = subprocess.Popen(  # noqa: S603 -- this interpreter, our own module and arguments
+            [sys.executable, "-m", "citygate.proxy.workers", json.dumps(arguments)],
+            pass_fds=(*fds, self.ready_write),
+            env=env,
+        )
+        self.workers[process.pid] = _Worker(index, process, time.monotonic())
 
     def stop_all(self) -> None:
         for worker in self.workers.values():
@@ -232,16 +232,12 @@ class _Supervisor:
                 select.select([self.wake_read], [], [], block_for)
             self._drain(self.wake_read)
         gone = []
-        while self.workers:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            worker = self.workers.pop(pid, None)
-            if worker is not None:
-                gone.append((worker, os.waitstatus_to_exitcode(status)))
+        for pid, worker in list(self.workers.items()):
+            status = worker.process.poll()
+            if status is not None:
+                del self.workers[pid]
+                self.on_worker_exit(pid)
+                gone.append((worker, status))
         return gone
 
     # --- the loop ----------------------------------------------------------------------
@@ -345,17 +341,18 @@ def _key_size(settings: Sequence[str]) -> int:
     return KEY_SIZE
 
 
-def supervise(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
-    """Run `args.workers` copies of `run_one` (a single-process `citygate run`) on one port."""
+def supervise(args: argparse.Namespace) -> int:
+    """Run `args.workers` single-process `citygate run`s on one port, and watch over them."""
     from mitmproxy import certs
     from mitmproxy.options import CONF_BASENAME
 
+    from citygate.proxy.metrics_http import shared_metrics
     from citygate.proxy.policy import load_policy
     from citygate.proxy.problems import ConfigError
 
     # Checked once here, so that a broken config is reported once rather than by every worker.
     try:
-        load_policy(Path(args.config))
+        policy = load_policy(Path(args.config))
     except ConfigError as exc:
         print(f"citygate: citygate config is invalid:\n{exc}", file=sys.stderr)
         return 2
@@ -371,7 +368,34 @@ def supervise(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], 
         )
         return 2
     try:
-        return _Supervisor(args, run_one, listeners, port).run()
+        # One metrics listener for the whole service, merging every worker's metrics.
+        with shared_metrics(policy.sections.get("metrics"), args.set, args.workers) as on_worker_exit:  # type: ignore[arg-type]
+            return _Supervisor(args, listeners, port, on_worker_exit=on_worker_exit).run()
     finally:
         for sock in {id(s): s for group in listeners for s in group}.values():
             sock.close()
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    """A worker: `python -m citygate.proxy.workers ARGS-AS-JSON`, started by the supervisor."""
+    _die_with(int(os.environ.pop(_PARENT_ENV)))
+    listeners = [socket.socket(fileno=int(fd)) for fd in os.environ.pop(_FDS_ENV).split(",")]
+    ready = int(os.environ.pop(_READY_ENV))
+    port = int(os.environ.pop(_PORT_ENV))
+    index = worker_index()
+
+    def listening() -> None:
+        nonlocal ready
+        if ready >= 0:  # once: mitmproxy starts its servers again after some option changes
+            os.write(ready, f"{index}\n".encode())
+            os.close(ready)
+            ready = -1
+
+    serve_inherited(listeners, port, listening)
+    from citygate.proxy.cli import _run
+
+    return _run(argparse.Namespace(**json.loads(argv[0])))
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

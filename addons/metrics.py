@@ -1,0 +1,309 @@
+"""The metrics recorder: decisions, bytes, flags, the directory and the access log as Prometheus metrics.
+
+Add it after the gate, the flags addon and the access log: it counts what they decided (a
+decision the access log vetoed is not counted, because the gate announces the refusal that
+replaces it), the flags raised on it, and the body bytes of allowed requests.
+
+On the event loop this addon only increments counters (microseconds, no I/O). Everything else
+happens in threads of its own: the listener answers scrapes (proxy/metrics_http.py), and a
+refresher brings the gauges read from other parts up to date every `metrics.refresh_seconds`
+(grants in force and expiring, the access log's health and error counts, configuration loads).
+
+Under `citygate run --workers N` the worker serves nothing itself: its metrics live in the
+supervisor's shared folder, and the supervisor's listener serves every worker's together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from datetime import datetime
+
+from mitmproxy import connection, ctx, exceptions, http
+
+from citygate.addons.events import DecisionEvent, Stage
+from citygate.proxy.metrics import UNKNOWN, LabelGuard, MetricSet, grant_counts
+from citygate.proxy.metrics_config import MetricsSettings
+from citygate.proxy.metrics_http import (
+    LISTEN_OPTION,
+    MetricsServer,
+    multiprocess_folder,
+    use_multiprocess_values,
+    with_listen,
+)
+
+log = logging.getLogger("citygate.metrics")
+
+# Grant gauges walk every grant: recomputed when the configuration changes, and at most once a
+# minute otherwise (a grant enters or leaves them only at midnight, city time).
+GRANTS_REFRESH_SECONDS = 60.0
+_STREAMED = "citygate.metrics.streamed_bytes"
+_COUNTED = "citygate.metrics.counted"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.settings: MetricsSettings | None = None
+        self.metrics: MetricSet | None = None
+        self.server: MetricsServer | None = None
+        self._departments = LabelGuard(MetricsSettings().max_departments)
+        self._gate: object | None = None
+        self._audit: object | None = None
+        self._mirrored: dict[str, float] = {}
+        self._grant_keys: set[tuple[str, str]] = set()
+        self._grants_policy: object | None = None
+        self._grants_time = 0.0
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._refresh_lock = threading.Lock()
+        # Plain-HTTP client connections already counted as passed through.
+        self._http_clients: set[str] = set()
+        self._running = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def load(self, loader: object) -> None:
+        loader.add_option(  # type: ignore[attr-defined]
+            LISTEN_OPTION,
+            str,
+            "",
+            "HOST:PORT of the metrics listener, overriding metrics.listen in the citygate configuration.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if not {"citygate_config", LISTEN_OPTION} & updated:
+            return
+        gate = ctx.master.addons.get("citygate")
+        policy = getattr(gate, "policy", None)
+        if policy is None:
+            return  # the gate refuses to run without a configuration
+        settings = policy.sections.get("metrics") or MetricsSettings()
+        try:
+            settings = with_listen(settings, getattr(ctx.options, LISTEN_OPTION, ""))
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        previous, self.settings = self.settings, settings
+        self._gate, self._audit = gate, ctx.master.addons.get("auditlog")
+        if not settings.enabled:
+            self._stop_server()
+            return
+        if self.metrics is None:
+            if multiprocess_folder() is not None:
+                use_multiprocess_values()
+            self.metrics = MetricSet()
+        if previous is None or previous.max_departments != settings.max_departments:
+            self._departments = LabelGuard(settings.max_departments)
+        directory = getattr(gate, "directory", None)
+        if directory is not None:
+            directory.observer = self._directory_call  # a reload brings a new gateway
+        if self._running:
+            self._serve(settings)  # a reload that moved the listener
+        if self._refresher is None:
+            self._refresher = threading.Thread(
+                target=self._refresh_forever, name="citygate-metrics-refresh", daemon=True
+            )
+            self._refresher.start()
+        self._wake.set()  # bring the gauges up to date with this configuration now
+
+    def running(self) -> None:
+        # Listening only once every option is set: `citygate run --set citygate_metrics_listen=...`
+        # arrives after the configuration, and the configured address must not be bound first.
+        self._running = True
+        if self.settings is not None and self.settings.enabled:
+            self._serve(self.settings)
+        self._wake.set()  # the access log is open by now: report its health at once
+
+    async def done(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        server, self.server = self.server, None
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+    def _serve(self, settings: MetricsSettings) -> None:
+        """Listen on the configured address, unless a supervisor serves every worker's metrics."""
+        if multiprocess_folder() is not None:
+            return
+        server = self.server
+        if server is not None and (server.host, server.requested_port) == (settings.host, settings.port):
+            return
+        self._stop_server()
+        self._start_server(settings)
+
+    def _start_server(self, settings: MetricsSettings) -> None:
+        assert self.metrics is not None
+        server = MetricsServer(self.metrics.registry, settings.host, settings.port)
+        try:
+            server.start()
+        except OSError as exc:
+            # A warning, not an error: mitmproxy stops at start-up on logged errors, and a proxy
+            # without graphs serves the city better than no proxy.
+            log.warning(
+                "citygate: cannot serve metrics on %s: %s; running without /metrics", settings.listen, exc
+            )
+            return
+        self.server = server
+        log.info("citygate: metrics on %s", server.url)
+
+    def _stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            # shutdown() waits for the listener's next poll: not on the event loop.
+            threading.Thread(target=server.stop, name="citygate-metrics-stop", daemon=True).start()
+
+    # --- decisions (on the event loop: counting only) -----------------------------------
+
+    def citygate_decision(self, event: DecisionEvent) -> None:
+        metrics = self.metrics
+        if metrics is None or event.veto.reason is not None:
+            return  # a vetoed decision is announced again as the refusal that replaces it
+        decision = event.decision
+        site = decision.site_id or UNKNOWN
+        department = self._departments(decision.evidence.employee_department)
+        metrics.decisions.labels(site, department, decision.result.value, decision.reason.value).inc()
+        if event.decision_seconds is not None:
+            metrics.decision_duration.observe(event.decision_seconds)
+        for rule in event.flags:
+            metrics.flags.labels(site, department, rule).inc()
+
+    def _directory_call(self, operation: str, result: str, seconds: float) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        try:
+            metrics.directory_requests.labels(operation, result).inc()
+            metrics.directory_duration.labels(operation).observe(seconds)
+        except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
+            log.exception("citygate: could not count a directory call")
+
+    # --- bytes of allowed requests --------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is None or not response.stream or not _relayed(flow):
+            return
+        # A streamed body never lands in raw_content: count it as it passes.
+        inner = response.stream
+        flow.metadata[_STREAMED] = 0
+
+        def count(chunk: bytes) -> bytes | object:
+            flow.metadata[_STREAMED] += len(chunk)
+            return inner(chunk) if callable(inner) else chunk
+
+        response.stream = count
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._count_bytes(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._count_bytes(flow)
+
+    def _count_bytes(self, flow: http.HTTPFlow) -> None:
+        metrics = self.metrics
+        if metrics is None or not _relayed(flow) or flow.metadata.get(_COUNTED):
+            return
+        flow.metadata[_COUNTED] = True
+        event: DecisionEvent = flow.metadata["citygate.event"]
+        site = event.decision.site_id or UNKNOWN
+        department = self._departments(event.decision.evidence.employee_department)
+        received = flow.metadata.get(_STREAMED)
+        if flow.response is not None and flow.response.raw_content is not None:
+            received = len(flow.response.raw_content)
+        for direction, count in (("request", _body_bytes(flow.request)), ("response", received)):
+            if count:
+                metrics.bytes.labels(site, department, direction).inc(count)
+
+    # --- ordinary connections passed through ----------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        # After the gate: a social CONNECT has its event by now, a refused one its response.
+        metrics = self.metrics
+        if metrics is not None and "citygate.event" not in flow.metadata and flow.response is None:
+            metrics.passthrough.labels("tunnel").inc()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        metrics = self.metrics
+        client = flow.client_conn
+        if (
+            metrics is None
+            or flow.request.method == "CONNECT"
+            or "citygate.event" in flow.metadata
+            or flow.response is not None
+            or client.tls_established  # inside a tunnel citygate decrypted: social traffic
+            or client.id in self._http_clients
+        ):
+            return
+        self._http_clients.add(client.id)
+        metrics.passthrough.labels("http").inc()
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._http_clients.discard(client.id)
+
+    # --- gauges, refreshed off the event loop ---------------------------------------------
+
+    def _refresh_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("citygate: could not refresh the metrics")
+            settings = self.settings
+            self._wake.wait(settings.refresh_seconds if settings else 5.0)
+            self._wake.clear()
+
+    def refresh(self) -> None:
+        """Bring the gauges read from other parts up to date (the refresher's thread calls it)."""
+        metrics, gate, settings = self.metrics, self._gate, self.settings
+        if metrics is None or gate is None or settings is None:
+            return
+        with self._refresh_lock:
+            policy = getattr(gate, "policy", None)
+            stale = time.monotonic() - self._grants_time >= GRANTS_REFRESH_SECONDS
+            if policy is not None and (policy is not self._grants_policy or stale):
+                active, expiring = grant_counts(
+                    policy.grants, datetime.now(policy.timezone), settings.expiring_days
+                )
+                # Series that had grants and have none now go to 0 rather than vanish.
+                self._grant_keys |= set(active)
+                for key in self._grant_keys:
+                    metrics.active_grants.labels(*key).set(active.get(key, 0))
+                    metrics.grants_expiring.labels(*key).set(expiring.get(key, 0))
+                self._grants_policy, self._grants_time = policy, time.monotonic()
+            audit = self._audit
+            if audit is not None:
+                metrics.audit_healthy.set(1 if getattr(audit, "audit_log_healthy", False) else 0)
+                self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)  # type: ignore[attr-defined]
+                self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)  # type: ignore[attr-defined]
+            for result, count in list(getattr(gate, "config_loads", {}).items()):
+                self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
+
+    def _mirror(self, counter: object, key: str, total: float) -> None:
+        """Advance a Prometheus counter to another part's running total (which only grows,
+        unless that part was replaced, e.g. a new access-log writer after a reload)."""
+        seen = self._mirrored.get(key, 0)
+        if total > seen:
+            counter.inc(total - seen)  # type: ignore[attr-defined]
+        self._mirrored[key] = total
+
+
+def _relayed(flow: http.HTTPFlow) -> bool:
+    """Whether this flow is an allowed social-media request citygate forwarded to the site."""
+    event = flow.metadata.get("citygate.event")
+    return (
+        isinstance(event, DecisionEvent)
+        and event.decision.allowed
+        and event.stage is Stage.REQUEST
+        and event.veto.reason is None
+    )
+
+
+def _body_bytes(message: http.Message | None) -> int | None:
+    if message is None:
+        return None
+    if message.raw_content is not None:
+        return len(message.raw_content)
+    length = message.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None

@@ -1,0 +1,192 @@
+"""Prometheus metrics: the `metrics:` section, the metric definitions and the pure helpers.
+
+Every metric is registered on a private CollectorRegistry (never the global one), so a test or a
+library importing prometheus_client cannot leak series into citygate's /metrics, and two proxies
+in one process (the tests) keep separate counts.
+
+No label names an employee. Labels take values from bounded sets only: site ids (the catalog),
+departments (the directory's, capped by `max_departments`; the rest are counted as "other"),
+decisions and reasons (fixed lists), flag rule ids (the configuration), directory operations and
+results (fixed lists). The largest metric, citygate_decisions_total, has at most
+sites x (max_departments + 2) x 15 reason/decision pairs series; README "Dashboards" states it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+from datetime import datetime
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from citygate.proxy.flags import expires_within
+from citygate.proxy.grants import Grant
+
+UNKNOWN = "unknown"  # no department known: nobody signed in, or the directory has none
+OTHER = "other"  # a department beyond max_departments (the cardinality bound)
+
+# Decision latency is dominated by the directory: a cached answer takes well under a millisecond,
+# an LDAP round trip milliseconds, a failing server up to its timeouts (seconds).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class LabelGuard:
+    """Keeps a label's values to a bounded set: the first `limit` seen, then "other"."""
+
+    def __init__(self, limit: int, always: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._known: set[str] = set(always)
+        self._admitted = 0
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return UNKNOWN
+        if value in self._known:
+            return value
+        if self._admitted >= self.limit:
+            return OTHER
+        self._admitted += 1
+        self._known.add(value)
+        return value
+
+
+def grant_counts(
+    grants: Iterable[Grant], at: datetime, expiring_days: int
+) -> tuple[Tally[tuple[str, str]], Tally[tuple[str, str]]]:
+    """Active grants, and those of them ending within `expiring_days`, by (site, department).
+
+    The department is the grant file's `department:` (UNKNOWN without one): asking the directory
+    for each grant's employee would cost one directory query per grant at every refresh.
+    A grant naming two sites counts once for each.
+    """
+    active: Tally[tuple[str, str]] = Tally()
+    expiring: Tally[tuple[str, str]] = Tally()
+    for grant in grants:
+        if not grant.valid_from <= at < grant.valid_until:
+            continue
+        ending = expires_within(grant.valid_until, at, expiring_days)
+        for site in grant.sites:
+            key = (site, grant.department or UNKNOWN)
+            active[key] += 1
+            if ending:
+                expiring[key] += 1
+    return active, expiring
+
+
+def version() -> str:
+    try:
+        return metadata.version("citygate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class MetricSet:
+    """citygate's metrics, on one private registry.
+
+    Gauges carry a `multiprocess_mode` for `citygate run --workers N`, where prometheus_client's
+    multiprocess mode merges the workers' values: counters and histograms are summed; the grant
+    gauges are the same in every worker (livemax); the access log is healthy only if it is in
+    every live worker (livemin).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter(
+            "citygate_decisions_total",
+            "Social-media decisions, by site, the employee's department, decision and reason.",
+            ["site", "department", "decision", "reason"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            "citygate_bytes_total",
+            "Body bytes of allowed social-media requests citygate relayed (request: to the site, "
+            "response: to the employee); tunnels passed through undecrypted are not seen.",
+            ["site", "department", "direction"],
+            registry=r,
+        )
+        self.decision_duration = Histogram(
+            "citygate_decision_duration_seconds",
+            "Time from a social-media request reaching citygate to its decision: identity check, "
+            "directory lookups and the policy decision.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.active_grants = Gauge(
+            "citygate_active_grants",
+            "Grants in force now, by site and the grant file's department.",
+            ["site", "department"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.grants_expiring = Gauge(
+            "citygate_grants_expiring",
+            "Grants in force that end within metrics.expiring_days (14), by site and department.",
+            ["site", "department"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.directory_requests = Counter(
+            "citygate_directory_requests_total",
+            "Calls to the directory backend, by operation and result (ok, unavailable, error).",
+            ["operation", "result"],
+            registry=r,
+        )
+        self.directory_duration = Histogram(
+            "citygate_directory_request_duration_seconds",
+            "Time a directory call took, waiting for a free worker thread included.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "citygate_config_reloads_total",
+            "Configuration loads, the start-up one included, by result (success, failure).",
+            ["result"],
+            registry=r,
+        )
+        self.audit_write_errors = Counter(
+            "citygate_audit_write_errors_total",
+            "Failed writes of the access log (disk full, permission denied, ...).",
+            registry=r,
+        )
+        self.audit_refusals = Counter(
+            "citygate_audit_refusals_total",
+            "Allowed social-media requests refused because the access log could not be written.",
+            registry=r,
+        )
+        self.audit_healthy = Gauge(
+            "citygate_audit_log_healthy",
+            "1 while the access log can be written (in every worker), else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.passthrough = Counter(
+            "citygate_passthrough_connections_total",
+            "Ordinary (non-social) connections passed through untouched: CONNECT tunnels "
+            "(kind=tunnel) and plain-HTTP client connections (kind=http).",
+            ["kind"],
+            registry=r,
+        )
+        self.flags = Counter(
+            "citygate_nonbusiness_flags_total",
+            "Non-business-use flags raised, by site, department and rule id. Windowed rules "
+            "(daily budgets, repeated denials) are counted per proxy process: an early warning; "
+            "`citygate report` over the merged logs is authoritative.",
+            ["site", "department", "rule"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "citygate_build_info",
+            "Always 1; the version of citygate running.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(version()).set(1)
+        # Series that exist from the start, so dashboards and alerts see 0 rather than nothing.
+        for kind in ("tunnel", "http"):
+            self.passthrough.labels(kind)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)

@@ -1,0 +1,365 @@
+"""What `citygate report` and `citygate grants review` say, computed from access-log records.
+
+Pure: records (dicts as the access log stores them, in time order, every worker's and host's
+merged), the grants and flag rules of the configuration, and the period go in; summaries come
+out. Reading files is the CLI's job (report_cli.py), drawing them report_html.py's.
+
+Definitions, also printed on every report:
+- requests: allowed social-media requests, counting a tunnel passed through undecrypted as one
+  (it is all that is seen of the visit); denied: refused requests and refused tunnels.
+- active time: the number of distinct minutes (city time) in which the employee made at least
+  one request. A tunnel passed through counts for the minute it was opened only, so for
+  employees whose grants need no decryption active time is a lower bound.
+- flags: per-request rules (business hours, path scope, grant expiring) as recorded on each
+  record when it was decided; windowed rules (daily budgets, repeated denials) evaluated here
+  over the merged records of every process, which is where they are exact.
+- grants used / unused: grants in force at some time in the period with / without a request
+  through them in it; expiring: in force at the period's end and ending within `expiring_days`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+
+from citygate.proxy.flags import Counting, FlagSettings, WindowTracker, expires_within, use_of_record
+from citygate.proxy.grants import Grant
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class EmployeeSummary:
+    user: str
+    department: str
+    requests: int = 0
+    denied: int = 0
+    minutes: set[tuple[date, int]] = field(default_factory=set)
+    flags: Counter[str] = field(default_factory=Counter)
+    sites: Counter[str] = field(default_factory=Counter)
+    grants_used: set[str] = field(default_factory=set)
+    grants_unused: set[str] = field(default_factory=set)
+    grants_expiring: set[str] = field(default_factory=set)
+
+    @property
+    def active_minutes(self) -> int:
+        return len(self.minutes)
+
+
+@dataclass
+class DepartmentSummary:
+    department: str
+    employees: int = 0
+    requests: int = 0
+    denied: int = 0
+    active_minutes: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+    grants_used: int = 0
+    grants_unused: int = 0
+    grants_expiring: int = 0
+
+
+@dataclass(frozen=True)
+class GrantUse:
+    grant: Grant
+    department: str
+    requests: int
+    last_use: datetime | None
+    expiring: bool
+
+
+@dataclass
+class Report:
+    city: str
+    zone: tzinfo
+    since: datetime
+    until: datetime
+    expiring_days: int
+    rules: list[str]  # flag rule ids, configuration order first
+    departments: list[DepartmentSummary]
+    employees: list[EmployeeSummary]
+    grants: list[GrantUse]  # grants in force at some time in the period
+    decisions: int  # decision records read
+
+
+def build_report(
+    records: Iterable[Mapping[str, object]],
+    *,
+    city: str,
+    zone: tzinfo,
+    grants: Sequence[Grant],
+    flags: FlagSettings,
+    since: datetime,
+    until: datetime,
+    expiring_days: int = 14,
+) -> Report:
+    """Summaries per employee and department of the records in [since, until)."""
+    windowed = {rule.id for rule in flags.windowed}
+    tracker = WindowTracker(flags, zone)
+    people: dict[str, EmployeeSummary] = {}
+    grant_requests: Counter[str] = Counter()
+    last_use: dict[str, datetime] = {}
+    seen_rules: list[str] = [rule.id for rule in flags.rules]
+    decisions = 0
+
+    for record in records:
+        use = use_of_record(record)
+        if use is None:
+            continue
+        # Records before the period still feed the windowed rules (today's budget so far).
+        counted = tracker.observe(use)
+        if not since <= use.at < until:
+            continue
+        decisions += 1
+        # Recorded per-request flags stand as decided; windowed ones are evaluated afresh here,
+        # over every process's records, so a process's early warning is not counted twice.
+        raised = [str(flag) for flag in (record.get("citygate.flags") or []) if str(flag) not in windowed]
+        raised += counted
+        if use.user is None:
+            continue  # nobody signed in: no employee to report on
+        person = people.get(use.user)
+        if person is None:
+            department = str(record.get("citygate.department") or UNKNOWN)
+            person = people[use.user] = EmployeeSummary(use.user, department)
+        elif person.department == UNKNOWN and record.get("citygate.department"):
+            person.department = str(record["citygate.department"])
+        for flag in raised:
+            person.flags[flag] += 1
+            if flag not in seen_rules:
+                seen_rules.append(flag)
+        if use.counts is Counting.USE:
+            person.requests += 1
+            local = use.at.astimezone(zone)
+            person.minutes.add((local.date(), local.hour * 60 + local.minute))
+            person.sites[use.site or UNKNOWN] += 1
+            grant_id = record.get("rule.id")
+            if grant_id:
+                person.grants_used.add(str(grant_id))
+                grant_requests[str(grant_id)] += 1
+                last_use[str(grant_id)] = max(use.at, last_use.get(str(grant_id), use.at))
+        elif use.counts is Counting.ATTEMPT:
+            person.denied += 1
+
+    in_force = [grant for grant in grants if grant.valid_from < until and grant.valid_until > since]
+    uses = []
+    for grant in sorted(in_force, key=lambda g: (g.employee, g.id)):
+        person = people.get(grant.employee)
+        if person is None:
+            person = people[grant.employee] = EmployeeSummary(grant.employee, grant.department or UNKNOWN)
+        department = grant.department or person.department
+        expiring = expires_within(grant.valid_until, until, expiring_days)  # in force at the end, ending soon
+        if grant.id not in grant_requests:
+            person.grants_unused.add(grant.id)
+        if expiring:
+            person.grants_expiring.add(grant.id)
+        uses.append(
+            GrantUse(grant, department, grant_requests.get(grant.id, 0), last_use.get(grant.id), expiring)
+        )
+
+    departments: dict[str, DepartmentSummary] = {}
+    for person in people.values():
+        summary = departments.setdefault(person.department, DepartmentSummary(person.department))
+        summary.employees += 1
+        summary.requests += person.requests
+        summary.denied += person.denied
+        summary.active_minutes += person.active_minutes
+        summary.flags.update(person.flags)
+        summary.grants_used += len(person.grants_used)
+        summary.grants_unused += len(person.grants_unused)
+        summary.grants_expiring += len(person.grants_expiring)
+    return Report(
+        city=city,
+        zone=zone,
+        since=since,
+        until=until,
+        expiring_days=expiring_days,
+        rules=seen_rules,
+        departments=sorted(departments.values(), key=lambda d: (-d.requests, d.department)),
+        employees=sorted(people.values(), key=lambda p: (p.department, -p.requests, p.user)),
+        grants=uses,
+        decisions=decisions,
+    )
+
+
+def report_csv(report: Report) -> str:
+    """One row per department (employee empty), then one per employee; a column per flag rule."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    flag_columns = [f"flags:{rule}" for rule in report.rules]
+    writer.writerow(
+        [
+            "level",
+            "department",
+            "employee",
+            "requests",
+            "denied",
+            "active_minutes",
+            *flag_columns,
+            "grants_used",
+            "grants_unused",
+            "grants_expiring",
+            "unused_grant_ids",
+            "expiring_grant_ids",
+        ]
+    )
+    for d in report.departments:
+        ids = [p for p in report.employees if p.department == d.department]
+        writer.writerow(
+            [
+                "department",
+                d.department,
+                "",
+                d.requests,
+                d.denied,
+                d.active_minutes,
+                *(d.flags.get(rule, 0) for rule in report.rules),
+                d.grants_used,
+                d.grants_unused,
+                d.grants_expiring,
+                ";".join(sorted(g for p in ids for g in p.grants_unused)),
+                ";".join(sorted(g for p in ids for g in p.grants_expiring)),
+            ]
+        )
+    for p in report.employees:
+        writer.writerow(
+            [
+                "employee",
+                p.department,
+                p.user,
+                p.requests,
+                p.denied,
+                p.active_minutes,
+                *(p.flags.get(rule, 0) for rule in report.rules),
+                len(p.grants_used),
+                len(p.grants_unused),
+                len(p.grants_expiring),
+                ";".join(sorted(p.grants_unused)),
+                ";".join(sorted(p.grants_expiring)),
+            ]
+        )
+    return out.getvalue()
+
+
+# --- grants review -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    grant: Grant
+    department: str
+    requests: int  # in the records read
+    last_use: datetime | None
+
+    @property
+    def unused(self) -> bool:
+        return self.requests == 0
+
+
+@dataclass
+class Review:
+    city: str
+    zone: tzinfo
+    at: datetime
+    since: datetime | None  # how far back the records read go (None: every record kept)
+    approvers: dict[str, list[ReviewRow]]  # approver uid -> their active grants
+
+
+def build_review(
+    records: Iterable[Mapping[str, object]],
+    *,
+    city: str,
+    zone: tzinfo,
+    grants: Sequence[Grant],
+    at: datetime,
+    since: datetime | None = None,
+    approver: str | None = None,
+) -> Review:
+    """Each approver's grants in force at `at`, with their last use in the records."""
+    active = [
+        grant
+        for grant in grants
+        if grant.valid_from <= at < grant.valid_until
+        and (approver is None or grant.approved_by == approver.casefold())
+    ]
+    wanted = {grant.id for grant in active}
+    requests: Counter[str] = Counter()
+    last: dict[str, datetime] = {}
+    departments: dict[str, str] = {}
+    for record in records:
+        grant_id = str(record.get("rule.id") or "")
+        if grant_id not in wanted:
+            continue
+        use = use_of_record(record)
+        if use is None or use.counts is not Counting.USE or (since is not None and use.at < since):
+            continue
+        requests[grant_id] += 1
+        last[grant_id] = max(use.at, last.get(grant_id, use.at))
+        if record.get("citygate.department"):
+            departments[grant_id] = str(record["citygate.department"])
+    approvers: dict[str, list[ReviewRow]] = {}
+    for grant in sorted(active, key=lambda g: (g.approved_by, g.valid_until, g.id)):
+        row = ReviewRow(
+            grant,
+            grant.department or departments.get(grant.id, UNKNOWN),
+            requests[grant.id],
+            last.get(grant.id),
+        )
+        approvers.setdefault(grant.approved_by, []).append(row)
+    return Review(city, zone, at, since, dict(sorted(approvers.items())))
+
+
+def last_day(grant: Grant, zone: tzinfo) -> date:
+    """The grant's `expires:` date: the last day it works (valid_until is the midnight after)."""
+    return (grant.valid_until.astimezone(zone) - timedelta(microseconds=1)).date()
+
+
+def review_csv(review: Review) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            "approver",
+            "grant",
+            "employee",
+            "department",
+            "sites",
+            "purpose",
+            "approved_on",
+            "expires",
+            "days_left",
+            "requests",
+            "last_use",
+            "unused",
+        ]
+    )
+    for approver, rows in review.approvers.items():
+        for row in rows:
+            grant = row.grant
+            writer.writerow(
+                [
+                    approver,
+                    grant.id,
+                    grant.employee,
+                    row.department,
+                    ";".join(grant.sites),
+                    grant.purpose,
+                    grant.approved_on.isoformat(),
+                    last_day(grant, review.zone).isoformat(),
+                    days_left(grant, review.at),
+                    row.requests,
+                    row.last_use.astimezone(review.zone).isoformat(timespec="seconds")
+                    if row.last_use
+                    else "",
+                    "yes" if row.unused else "no",
+                ]
+            )
+    return out.getvalue()
+
+
+def days_left(grant: Grant, at: datetime) -> int:
+    """Whole days of access left after today (0 on the last day)."""
+    return max(0, (grant.valid_until - at).days)

@@ -1,0 +1,171 @@
+"""`citygate run --workers N`: N processes on one port, one CA, and no process left behind."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CITYGATE = str(Path(sys.executable).parent / "citygate")
+ECHO = Path(__file__).with_name("worker_echo.py")
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers share the port with SO_REUSEPORT")
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if found := re.search(pattern, line):
+                    return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in the output:\n" + "".join(self.lines))
+
+    @property
+    def port(self) -> int:
+        return int(self.wait_for(r"workers serving on port (\d+)")[1])
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
+
+def _env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[object]:
+    services: list[Service] = []
+
+    def start_service(*extra: str) -> Service:
+        command = [CITYGATE, "run", "--listen-port", "0", "--confdir", str(tmp_path / "ca"), *extra]
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+        )
+        service = Service(process)
+        threading.Thread(target=lambda: service.lines.extend(process.stdout or ()), daemon=True).start()
+        services.append(service)
+        return service
+
+    yield start_service
+    for service in services:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait(10)
+
+
+def ask_worker(port: int) -> str:
+    """One request on a new connection; the answer names the worker that served it."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "http://worker.test/")
+        response = connection.getresponse()
+        assert response.status == 200
+        return re.search(r"worker=(\d+)", response.read().decode())[1]
+    finally:
+        connection.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose, but only its parent can reap it: check its state.
+    status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}").exists() else ""
+    return "State:\tZ" not in status
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if alive(pid)]
+
+
+def test_two_workers_share_the_port_and_stop_together_on_sigterm(start, tmp_path: Path):
+    service = start("--workers", "2", "--set", f"scripts={ECHO}")
+    port = service.port
+    workers = service.worker_pids()
+    assert len(workers) == 2
+
+    served = {ask_worker(port) for _ in range(40)}  # new connections, spread by the kernel
+
+    assert served == {"0", "1"}
+    # One CA, created before the workers started.
+    assert sorted(p.name for p in (tmp_path / "ca").glob("mitmproxy-ca*.pem")) == [
+        "mitmproxy-ca-cert.pem",
+        "mitmproxy-ca.pem",
+    ]
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(20) == 0
+    wait_gone(workers)
+
+
+def test_a_worker_that_dies_is_reported_and_replaced(start):
+    service = start("--workers", "2", "--set", f"scripts={ECHO}")
+    port = service.port
+    first, second = service.worker_pids()
+
+    os.kill(first, signal.SIGKILL)
+
+    service.wait_for(rf"worker \d \(pid {first}\) exited with status -9 .*starting a new one")
+    deadline = time.monotonic() + 30
+    while (len(service.worker_pids()) < 2 or first in service.worker_pids()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    replacement = next(pid for pid in service.worker_pids() if pid != second)
+    assert replacement != first
+    # The replacement serves the same port: both indexes answer again.
+    deadline = time.monotonic() + 30
+    served: set[str] = set()
+    while served != {"0", "1"} and time.monotonic() < deadline:
+        served.add(ask_worker(port))
+    assert served == {"0", "1"}
+    service.process.send_signal(signal.SIGINT)
+    assert service.process.wait(20) == 0
+    wait_gone([second, replacement])
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(start):
+    service = start("--workers", "2")
+    service.wait_for("workers serving on port")
+    workers = service.worker_pids()
+
+    service.process.kill()  # SIGKILL: no chance to stop the workers itself
+    service.process.wait(10)
+
+    wait_gone(workers)
+
+
+def test_a_worker_failing_at_start_stops_the_service(start):
+    service = start("--workers", "2", "--set", "no_such_option=1")
+
+    assert service.process.wait(30) == 2
+    service.wait_for("no_such_option")
+    assert not any("Traceback" in line for line in service.lines)
+
+
+def test_workers_must_be_a_positive_number():
+    result = subprocess.run([CITYGATE, "run", "--workers", "0"], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2
+    assert "--workers must be at least 1" in result.stderr
