@@ -158,7 +158,8 @@ class AuditLog:
 
     async def _record(self, event: DecisionEvent) -> None:
         writer, settings = self.writer, self.settings
-        if event.decision.allowed:
+        # A report-mode denial (would_deny) is let through: recorded like an allowed request.
+        if event.forwarded:
             if writer is not None and not writer.ready:
                 # Only in the first moments after a start: whether the log can be written is
                 # known once the writer has opened its file.
@@ -190,7 +191,7 @@ class AuditLog:
 
     def _veto(self, event: DecisionEvent, detail: str) -> None:
         settings = self.settings
-        if event.decision.allowed and (settings is None or settings.fail_closed):
+        if event.forwarded and (settings is None or settings.fail_closed):
             self.refusals_total += 1
             event.veto.refuse(Reason.AUDIT_LOG_UNAVAILABLE, detail)
 
@@ -275,7 +276,7 @@ class AuditLog:
 
 def _completes(event: DecisionEvent) -> bool:
     """Whether this event's record waits for the request to complete."""
-    return event.decision.allowed and event.stage is Stage.REQUEST and event.veto.reason is None
+    return event.forwarded and event.stage is Stage.REQUEST and event.veto.reason is None
 
 
 def _body_bytes(message: http.Message | None) -> int | None:

@@ -16,6 +16,8 @@ class DecisionLog:
         # The detail may quote a request path or a value from a rejected token: JSON-quoted, so
         # spaces, quotes and control characters cannot break the line or forge another field.
         detail = f" detail={json.dumps(evidence.detail)}" if evidence.detail else ""
+        if event.would_deny:  # report mode: denied as in enforce mode, but let through
+            detail += " mode=report would_deny=true"
         log.info(
             "%s reason=%s site=%s host=%s stage=%s user=%s identity=%s department=%s grant=%s approver=%s source=%s id=%s%s",
             decision.result.value,

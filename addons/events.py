@@ -56,6 +56,17 @@ class DecisionEvent:
     # Seconds from the request reaching citygate to this announcement (identity check,
     # directory lookups, the decision), for citygate_decision_duration_seconds; None if unknown.
     decision_seconds: float | None = None
+    # "enforce", or "report" when the employee's department (or everyone) is in report mode
+    # (proxy/enforcement.py). A report-mode denial is announced as the denial it is, so logs and
+    # metrics count it exactly as in enforce mode, but `would_deny` is set and the request goes
+    # through: the access log records it as allowed, with the deny reason.
+    mode: str = "enforce"
+    would_deny: bool = False
+
+    @property
+    def forwarded(self) -> bool:
+        """Whether the proxy lets this request through: allowed, or a report-mode denial."""
+        return self.decision.allowed or self.would_deny
 
 
 @dataclass

@@ -45,7 +45,9 @@ class Flags:
         if not self.settings.rules:
             return
         try:
-            use = use_of_decision(event.decision, event.stage is Stage.REQUEST, event.status, event.timestamp)
+            use = use_of_decision(
+                event.decision, event.stage is Stage.REQUEST, event.status, event.timestamp, event.would_deny
+            )
             flags = request_flags(self.settings, use, self.zone) + self.tracker.observe(use)
         except Exception:
             # A flag is a note for reviewers: failing to raise one must never affect the request.

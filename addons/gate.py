@@ -12,6 +12,7 @@ other tunnel, and all non-social traffic, passes through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 
 from citygate.addons.blockpage import render_block_page
 from citygate.addons.credentials import REALM, strip_proxy_headers
@@ -38,6 +39,7 @@ from citygate.proxy.decision import (
     decide_request,
     people_involved,
 )
+from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
@@ -63,6 +65,8 @@ class CityGate:
         # Configuration loads by result ("success", "failure"), start-up included; the metrics
         # addon reads them for citygate_config_reloads_total.
         self.config_loads: Counter[str] = Counter()
+        # A configuration `reload` loaded off the event loop, for `configure` to switch to.
+        self._preloaded: tuple[Policy, DirectoryGateway] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -87,26 +91,78 @@ class CityGate:
                 "--set connection_strategy=lazy"
             )
         if "citygate_config" in updated:
-            try:
-                policy = load_policy(Path(path))
-                directory = DirectoryGateway.cached(open_directory(policy.directory, path), policy.directory)
-            except ConfigError as exc:
-                self.config_loads["failure"] += 1
-                raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
-            self.config_loads["success"] += 1
-            for warning in policy.warnings:
-                log.warning(warning)
-            previous, self.policy, self.directory = self.directory, policy, directory
-            self.identities = IdentityResolver(directory, policy.sections.get("identity"))  # type: ignore[arg-type]
-            self.identities.prefetch_keys()
-            if previous is not None:
-                previous.close()  # its worker threads and pooled LDAP connections
-            log.info(
-                "citygate: loaded %s (%d sites, %d grants)",
-                path,
-                len(policy.catalog.sites),
-                len(policy.grants),
+            loaded, self._preloaded = self._preloaded, None
+            if loaded is None:
+                try:
+                    loaded = self._load(path)
+                except ConfigError as exc:
+                    self.config_loads["failure"] += 1
+                    raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
+            self._install(*loaded, path)
+
+    def _load(self, path: str) -> tuple[Policy, DirectoryGateway]:
+        """The policy in `path` and a directory gateway for it; ConfigError when it cannot be used.
+
+        A gateway whose settings did not change is kept, so a reload keeps the directory cache
+        warm and costs the directory nothing. A static directory's file may have changed, so it
+        is read again.
+        """
+        policy = load_policy(Path(path))
+        current = self.directory
+        if (
+            current is not None
+            and self.policy is not None
+            and policy.directory == self.policy.directory
+            and policy.directory.backend != "static"
+        ):
+            return policy, current
+        return policy, DirectoryGateway.cached(open_directory(policy.directory, path), policy.directory)
+
+    def _install(self, policy: Policy, directory: DirectoryGateway, path: str) -> None:
+        self.config_loads["success"] += 1
+        for warning in policy.warnings:
+            log.warning(warning)
+        previous, self.policy, self.directory = self.directory, policy, directory
+        self.identities = IdentityResolver(directory, policy.sections.get("identity"))  # type: ignore[arg-type]
+        self.identities.prefetch_keys()
+        if previous is not None and previous is not directory:
+            previous.close()  # its worker threads and pooled LDAP connections
+        log.info(
+            "citygate: loaded %s (%d sites, %d grants)", path, len(policy.catalog.sites), len(policy.grants)
+        )
+
+    async def reload(self) -> bool:
+        """Load the configuration again, off the event loop, and switch to it if it is valid.
+
+        The switch goes through mitmproxy's configure hook, so every addon (access log, flags,
+        metrics) sees the new policy at the same moment. An invalid configuration changes
+        nothing: the error is logged with its file and line, counted, and the last good policy
+        keeps serving. Open connections are not touched.
+        """
+        path = ctx.options.citygate_config
+        try:
+            self._preloaded = await asyncio.to_thread(self._load, path)
+        except ConfigError as exc:
+            self.config_loads["failure"] += 1
+            log.error(
+                "citygate: the changed configuration is invalid; still serving the previous one:\n%s", exc
             )
+            return False
+        ctx.master.addons.trigger(hooks.ConfigureHook({"citygate_config"}))
+        return True
+
+    def watched_files(self) -> list[Path]:
+        """Every file (and the grants folder) whose change should reload the policy."""
+        policy = self.policy
+        if policy is None:
+            return []
+        files = list(policy.sources)
+        if policy.grants_dir is not None:
+            files.append(policy.grants_dir)
+        ldif = policy.directory.options.get("ldif")
+        if policy.directory.backend == "static" and isinstance(ldif, str):
+            files.append(policy.directory.base / ldif)
+        return files
 
     def done(self) -> None:
         if self.directory is not None:
@@ -134,8 +190,11 @@ class CityGate:
             tunnel = self.tunnels.get(data.context.client)
             decision = await self._decide(tunnel.identity if tunnel else None, hosts, None)
             # Look inside only to enforce a path scope or to show a block page; otherwise the
-            # client talks to the site directly and sees the site's own certificate.
-            data.ignore_connection = decision.allowed and not decision.needs_path
+            # client talks to the site directly and sees the site's own certificate. In report
+            # mode a denial shows no block page, so its tunnel passes through like an allowed one
+            # (the CONNECT already announced it as a would-be denial).
+            report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+            data.ignore_connection = (decision.allowed or report) and not decision.needs_path
         except Exception:
             log.exception("citygate: error deciding a TLS handshake for %s", hosts)
             data.ignore_connection = not self._might_be_social(hosts)
@@ -153,10 +212,15 @@ class CityGate:
             return
         identity = await self.identities.resolve(flow)  # type: ignore[union-attr]
         decision = await self._decide(identity, hosts, None)
-        if decision.result is Result.AUTH_REQUIRED:
+        # Report mode: a denial (or a missing sign-in) is announced as the denial it is, then
+        # the tunnel opens as for an allowed decision: no 407, no block page.
+        report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+        if decision.result is Result.AUTH_REQUIRED and not report:
             await self._respond_auth_required(flow, decision, Stage.CONNECT)
             return
-        event = await self._announce(flow, decision, Stage.CONNECT, None)
+        event = await self._announce(flow, decision, Stage.CONNECT, None, would_deny=report)
+        # A veto (the audit log cannot be written) is honoured in report mode too: it is not
+        # about the decision but about serving a request without its record, so it fails closed.
         if event.veto.reason is not None:
             await self._refuse_vetoed_connect(flow, _vetoed(decision, event.veto))
             return
@@ -173,8 +237,11 @@ class CityGate:
         identity = tunnel.identity if tunnel else await self.identities.resolve(flow)  # type: ignore[union-attr]
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
-        if decision.allowed:
-            event = await self._announce(flow, decision, Stage.REQUEST, None)
+        # Report mode: announced as the denial it is, then forwarded as if allowed; an audit
+        # veto still refuses (fail closed: nothing is served unrecorded).
+        report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+        if decision.allowed or report:
+            event = await self._announce(flow, decision, Stage.REQUEST, None, would_deny=report)
             if event.veto.reason is not None:
                 await self._respond_blocked(flow, _vetoed(decision, event.veto))
         elif decision.result is Result.AUTH_REQUIRED and not in_tunnel:
@@ -231,12 +298,19 @@ class CityGate:
     # --- acting ----------------------------------------------------------------------------
 
     async def _announce(
-        self, flow: http.HTTPFlow, decision: Decision, stage: Stage, status: int | None
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        stage: Stage,
+        status: int | None,
+        *,
+        would_deny: bool = False,
     ) -> DecisionEvent:
         """Tell the recorders (logs, metrics) about a decision, before the proxy acts on it.
 
-        A recorder may veto an allowed decision (the audit log cannot be written); the caller
-        then refuses instead of serving.
+        A recorder may veto an allowed decision, or a report-mode denial (`would_deny`) that is
+        about to be let through, when the audit log cannot be written; the caller then refuses
+        instead of serving. The event's mode is the employee's department's (proxy/enforcement.py).
         """
         started = flow.metadata.get(_STARTED)
         event = DecisionEvent(
@@ -248,6 +322,8 @@ class CityGate:
             method=flow.request.method,
             url=flow.request.pretty_url,
             status=status,
+            mode=self.policy.enforcement.mode_for(decision).value if self.policy else Mode.ENFORCE.value,
+            would_deny=would_deny,
             decision_seconds=None if started is None else time.perf_counter() - started,
         )
         flow.metadata["citygate.event"] = event

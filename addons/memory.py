@@ -45,4 +45,3 @@ class MemoryGuard:
 def _trim(messages: list[object]) -> None:
     if len(messages) > KEEP_MESSAGES:
         del messages[:-KEEP_MESSAGES]
-

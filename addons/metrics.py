@@ -24,6 +24,7 @@ from datetime import datetime
 from mitmproxy import connection, ctx, exceptions, http
 
 from citygate.addons.events import DecisionEvent, Stage
+from citygate.proxy.health import Readiness, healthz, readyz, write_state
 from citygate.proxy.metrics import UNKNOWN, LabelGuard, MetricSet, grant_counts
 from citygate.proxy.metrics_config import MetricsSettings
 from citygate.proxy.metrics_http import (
@@ -136,6 +137,8 @@ class Metrics:
     def _start_server(self, settings: MetricsSettings) -> None:
         assert self.metrics is not None
         server = MetricsServer(self.metrics.registry, settings.host, settings.port)
+        server.routes["/healthz"] = healthz
+        server.routes["/readyz"] = lambda: readyz([self.readiness()])
         try:
             server.start()
         except OSError as exc:
@@ -279,6 +282,19 @@ class Metrics:
                 self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)  # type: ignore[attr-defined]
             for result, count in list(getattr(gate, "config_loads", {}).items()):
                 self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
+        folder = multiprocess_folder()
+        if folder is not None:
+            write_state(folder, self.readiness())  # the supervisor's /readyz reads it
+
+    def readiness(self) -> Readiness:
+        """Whether this process can make every decision it may be asked for (/readyz)."""
+        gate, audit = self._gate, self._audit
+        directory = getattr(gate, "directory", None)
+        return Readiness(
+            config_loaded=getattr(gate, "policy", None) is not None,
+            directory_available=directory is not None and directory.available(),
+            audit_log_writable=audit is None or bool(getattr(audit, "audit_log_healthy", False)),
+        )
 
     def _mirror(self, counter: object, key: str, total: float) -> None:
         """Advance a Prometheus counter to another part's running total (which only grows,
@@ -290,11 +306,12 @@ class Metrics:
 
 
 def _relayed(flow: http.HTTPFlow) -> bool:
-    """Whether this flow is an allowed social-media request citygate forwarded to the site."""
+    """Whether this flow is a social-media request citygate forwarded to the site (allowed, or
+    let through in report mode)."""
     event = flow.metadata.get("citygate.event")
     return (
         isinstance(event, DecisionEvent)
-        and event.decision.allowed
+        and event.forwarded
         and event.stage is Stage.REQUEST
         and event.veto.reason is None
     )

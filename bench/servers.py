@@ -132,6 +132,22 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / _TICKS
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores, every process and the kernel)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def own_seconds(servers: Sequence[Server]) -> float:
+    """CPU time of this process, the children it has waited for (wrk, curl, socat and socat's
+    own children) and the servers still running (with their workers)."""
+    times = os.times()
+    running = [pid for server in servers if server.process is not None for pid in server.pids]
+    return times.user + times.system + times.children_user + times.children_system + cpu_seconds(running)
+
+
 def rss_bytes(pids: Sequence[int], field: str = "VmRSS") -> int:
     """Resident memory of the processes, summed (VmRSS now, or VmHWM: the peak so far)."""
     total = 0

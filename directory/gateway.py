@@ -46,6 +46,8 @@ class DirectoryGateway:
         workers: int = DEFAULT_WORKERS,
     ) -> None:
         self.backend = backend
+        # When the directory last went from answering to not answering (monotonic), or None.
+        self.unavailable_since: float | None = None
         self.cache = cache or CacheSettings()
         self._clock = clock
         size = self.cache.max_entries
@@ -102,13 +104,22 @@ class DirectoryGateway:
                 loop = asyncio.get_running_loop()
                 answer = await loop.run_in_executor(self._executor, function, *args)
             result = "ok"
+            self.unavailable_since = None
             return answer
         except DirectoryUnavailable:
             result = "unavailable"
+            if self.unavailable_since is None:
+                self.unavailable_since = time.monotonic()
             raise
         finally:
             if self.observer is not None:
                 self.observer(operation, result, time.perf_counter() - started)
+
+    def available(self) -> bool:
+        """Whether decisions can rest on the directory: it answers, or it stopped answering less
+        than `cache.grace` seconds ago (cached answers still serve). For /readyz."""
+        since = self.unavailable_since
+        return since is None or time.monotonic() - since < self.cache.grace
 
     async def _shared(self, key: Hashable, start: Callable[[], Awaitable[T]]) -> T:
         """Await the call in flight for `key`, or start one: concurrent misses share it."""

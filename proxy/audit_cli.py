@@ -72,6 +72,7 @@ CSV_FIELDS = (
     "citygate.approver",
     "citygate.identity_method",
     "citygate.mode",
+    "citygate.would_deny",
     "citygate.flags",
     "citygate.detail",
     "citygate.chain.seq",
@@ -79,7 +80,7 @@ CSV_FIELDS = (
 # (heading, width) of the table; the last column takes the rest of the line.
 TABLE_COLUMNS = (
     ("TIME", 19),
-    ("DECISION", 8),
+    ("DECISION", 10),  # "would-deny": let through in report mode, denied in enforce mode
     ("REASON", 23),
     ("USER", 12),
     ("DEPARTMENT", 14),
@@ -136,6 +137,11 @@ def register_logs(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("--site", help="a site id (facebook) or domain (facebook.com)")
     logs.add_argument("--decision", choices=("allowed", "denied"))
     logs.add_argument("--reason", help="a reason code, e.g. no_grant or path_out_of_scope")
+    logs.add_argument(
+        "--would-deny",
+        action="store_true",
+        help="only requests let through in report mode that enforce mode would deny",
+    )
     logs.add_argument("--grant", help="a grant id, e.g. parks-2026-001")
     logs.add_argument("--flag", help="a flag raised on the request")
     logs.add_argument("--id", dest="event_id", help="an event id (a block page's Reference)")
@@ -260,6 +266,7 @@ def run_logs(args: argparse.Namespace) -> int:
         grant=args.grant,
         flag=args.flag,
         event_id=args.event_id,
+        would_deny=args.would_deny,
         since=since,
         until=until,
         ordinary=args.ordinary,
@@ -370,7 +377,7 @@ def _table_values(record: dict[str, object], zone: tzinfo) -> list[str]:
     status = record.get("http.response.status_code")
     return [
         _local(record.get("@timestamp"), zone, "%Y-%m-%d %H:%M:%S"),
-        str(record.get("event.type") or ""),
+        "would-deny" if record.get("citygate.would_deny") else str(record.get("event.type") or ""),
         str(record.get("event.reason") or ""),
         str(record.get("user.name") or "-"),
         str(record.get("citygate.department") or "-"),

@@ -32,6 +32,7 @@ class LogQuery:
     grant: str | None = None
     flag: str | None = None
     event_id: str | None = None
+    would_deny: bool = False  # only report-mode records that enforce mode would have denied
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
     ordinary: bool = False  # also ordinary-connection records
@@ -52,6 +53,8 @@ class LogFilter:
             exact.append(b'"event.reason":' + _json(query.reason))
         if query.event_id:
             exact.append(b'"event.id":' + _json(query.event_id.lower()))
+        if query.would_deny:
+            exact.append(b'"citygate.would_deny":true')
         for key, value in (
             ("user.name", query.user),
             ("citygate.department", query.department),
@@ -105,6 +108,8 @@ class LogFilter:
         for key, wanted in checks:
             if wanted is not None and str(record.get(key) or "").casefold() != wanted.casefold():
                 return False
+        if query.would_deny and record.get("citygate.would_deny") is not True:
+            return False
         if query.site is not None:
             site = query.site.casefold().strip(".")
             domain = str(record.get("url.domain") or "").casefold()

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from citygate.proxy.decision import Decision, Result
 
 ECS_VERSION = "8.11.0"
-MODE = "enforce"  # the only enforcement mode so far; a report-only mode would say "monitor"
+MODE = "enforce"  # the default `citygate.mode`; "report" comes from the event (proxy/enforcement.py)
 
 # event.action values. Decision records are what `citygate logs` shows; the others are the log's
 # own bookkeeping (file starts, writer start and stop) and the optional ordinary connections.
@@ -60,6 +60,7 @@ DECISION_FIELDS: tuple[str, ...] = (
     "citygate.approver_role",
     "citygate.identity_method",
     "citygate.mode",
+    "citygate.would_deny",
     "citygate.flags",
     "citygate.tunnel",
     "citygate.detail",
@@ -88,6 +89,10 @@ class Announced(Protocol):
     def status(self) -> int | None: ...
     @property
     def flags(self) -> list[str]: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def would_deny(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,7 @@ def decision_record(
         scheme, path = parts.scheme or None, parts.path or "/"
         query = (parts.query or None) if include_query else None
     status = event.status
+    would_deny = bool(getattr(event, "would_deny", False))
     if completion is not None and completion.status is not None:
         status = completion.status
     return {
@@ -127,7 +133,9 @@ def decision_record(
         "event.category": ["web"] if is_request else ["network"],
         "event.id": event.id,
         "event.action": ACTION_REQUEST if is_request else ACTION_CONNECT,
-        "event.type": "allowed" if decision.result is Result.ALLOW else "denied",
+        # A report-mode denial was let through: its type is "allowed" (what happened), its reason
+        # the deny reason and `citygate.would_deny` true (what enforce mode would have done).
+        "event.type": "allowed" if decision.result is Result.ALLOW or would_deny else "denied",
         "event.reason": decision.reason.value,
         "event.end": timestamp(completion.end) if completion else None,
         # ECS durations are nanoseconds.
@@ -148,19 +156,20 @@ def decision_record(
         "citygate.approver": evidence.approver,
         "citygate.approver_role": evidence.approver_role,
         "citygate.identity_method": evidence.identity_method,
-        "citygate.mode": MODE,
+        "citygate.mode": str(getattr(event, "mode", MODE)),
+        "citygate.would_deny": would_deny,
         "citygate.flags": list(event.flags),  # rule ids of proxy/flags.py
-        "citygate.tunnel": None if is_request else tunnel_handling(decision, event.status),
+        "citygate.tunnel": None if is_request else tunnel_handling(decision, event.status, would_deny),
         "citygate.detail": evidence.detail or None,
         "error.message": completion.error if completion else None,
     }
 
 
-def tunnel_handling(decision: Decision, status: int | None) -> str | None:
+def tunnel_handling(decision: Decision, status: int | None, would_deny: bool = False) -> str | None:
     """What became of a CONNECT: passed through untouched, decrypted, or refused outright."""
     if status is not None:
         return None  # answered by the proxy itself (407, or 403 when the audit log is down)
-    if decision.allowed and not decision.needs_path:
+    if (decision.allowed or would_deny) and not decision.needs_path:  # would_deny: report mode
         # mitmproxy relays an ignored connection without any hook seeing its bytes, so this
         # record is written when the tunnel is decided, and its byte counts stay unknown.
         return "passthrough"

@@ -178,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     from citygate.addons.gate import CityGate
     from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
     from citygate.addons.metrics import Metrics
+    from citygate.addons.reload import ConfigWatcher
 
     async def serve() -> int:
         opts = options.Options(
@@ -198,7 +199,9 @@ def _run(args: argparse.Namespace) -> int:
         # decisions), MemoryGuard last (every other addon has seen a WebSocket message before it
         # is dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
         master.addons.add(
-            AddonGroup(CityGate(), Flags(), AuditLog(), DecisionLog(), Metrics(), MemoryGuard())
+            AddonGroup(
+                CityGate(), Flags(), AuditLog(), DecisionLog(), Metrics(), ConfigWatcher(), MemoryGuard()
+            )
         )
         try:
             # Options registered by addons exist only once the master has its addons.
@@ -210,6 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         except exceptions.OptionsError as exc:
             print(f"citygate: {exc}", file=sys.stderr)
             return 2
+        # Until the configuration watcher takes SIGHUP over, a reload request must not kill us.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, master.shutdown)

@@ -270,11 +270,16 @@ def windowed_flags(
         yield use, tracker.observe(use)
 
 
-def use_of_decision(decision: Decision, is_request: bool, status: int | None, at: datetime) -> Use:
-    """The facts of a decision the gate announced (`status`: the proxy's own answer, if any)."""
+def use_of_decision(
+    decision: Decision, is_request: bool, status: int | None, at: datetime, would_deny: bool = False
+) -> Use:
+    """The facts of a decision the gate announced (`status`: the proxy's own answer, if any).
+
+    A report-mode denial (`would_deny`) counts as the attempt it would be in enforce mode.
+    """
     from citygate.proxy.audit_record import tunnel_handling  # see TYPE_CHECKING above
 
-    tunnel = None if is_request else tunnel_handling(decision, status)
+    tunnel = None if is_request else tunnel_handling(decision, status, would_deny)
     grant = decision.grant if decision.allowed else None
     return Use(
         at=at,
@@ -303,7 +308,8 @@ def use_of_record(record: Mapping[str, object]) -> Use | None:
         reason=str(record.get("event.reason") or ""),
         counts=counting(
             action == "http-request",
-            record.get("event.type") == "allowed",
+            # A report-mode record (would_deny) is "allowed" but counts as the attempt it was.
+            record.get("event.type") == "allowed" and not record.get("citygate.would_deny"),
             str(tunnel) if tunnel else None,
         ),
     )

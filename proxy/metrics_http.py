@@ -13,8 +13,8 @@ live gauges are dropped (`mark_process_dead`), and its replacement writes files 
 folder is removed when the service stops.
 
 Extending the listener: `MetricsServer.routes` maps a path to a function returning (status,
-content type, body), called in the listener's thread; /healthz and /readyz are meant to be added
-there (GET /metrics is served as before, / lists the paths).
+content type, body), called in the listener's thread; /healthz and /readyz are served that way
+(proxy/health.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
+from citygate.proxy.health import forget_state, healthz, read_states, readyz
 from citygate.proxy.metrics_config import MetricsSettings, parse_listen
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -183,6 +184,10 @@ def shared_metrics(
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)
     server: MetricsServer | None = MetricsServer(registry, settings.host, settings.port)
+    # Workers publish their readiness every refresh; three missed refreshes make one not ready.
+    max_age = 3 * settings.refresh_seconds + 5
+    server.routes["/healthz"] = healthz  # type: ignore[union-attr]
+    server.routes["/readyz"] = lambda: readyz(read_states(folder, max_age), workers)  # type: ignore[union-attr]
     try:
         server.start()  # type: ignore[union-attr]
         _say(f"metrics of all {workers} workers on {server.url}")  # type: ignore[union-attr]
@@ -190,7 +195,12 @@ def shared_metrics(
         _say(f"cannot serve metrics on {settings.listen}: {exc}; the proxy runs without /metrics")
         server = None
     try:
-        yield lambda pid: mark_process_dead(pid, folder)
+
+        def on_worker_exit(pid: int) -> None:
+            mark_process_dead(pid, folder)
+            forget_state(folder, pid)
+
+        yield on_worker_exit
     finally:
         if server is not None:
             server.stop()

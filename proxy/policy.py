@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from citygate.directory.model import Person
 from citygate.proxy.audit_config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
+from citygate.proxy.enforcement import Enforcement, parse_enforcement
 from citygate.proxy.flags import parse_flags_section
 from citygate.proxy.grants import Grant, GrantLoader
 from citygate.proxy.identity_config import parse_identity_section
@@ -36,6 +37,8 @@ CONFIG_KEYS = (
     "max_grant_days",
     "approval",
     "directory",
+    "mode",  # enforce or report (proxy/enforcement.py)
+    "departments",  # per-department mode
 )
 
 
@@ -123,6 +126,7 @@ class Policy:
     sections: Mapping[str, object] = field(default_factory=dict)
     grants_dir: Path | None = None  # watched for new grant files
     _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
+    enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
         return self._index.get((employee, site_id), ())
@@ -168,6 +172,7 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
     approval = _approval(config_path, document, problems)
     text = _policy_text(config_path, document, problems)
     directory = _directory(config_path, document, problems)
+    enforcement = parse_enforcement(config_path, document, problems)
 
     catalog_path = base / str(document.get("catalog", "sites.yaml"))
     catalog = load_catalog(catalog_path, problems)
@@ -217,6 +222,7 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         grants_dir=grants_dir,
         warnings=tuple(str(p) for p in problems.warnings),
         sections=MappingProxyType(sections),
+        enforcement=enforcement,
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
     )
 

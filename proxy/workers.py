@@ -21,7 +21,8 @@ supervisor before the workers start, so they do not race to write it. Each worke
 index in CITYGATE_WORKER (0..N-1) and the count in CITYGATE_WORKERS, for addons that need a
 file of their own (the access log writes one folder per worker).
 
-Lifecycle: SIGTERM or SIGINT stops every worker (SIGTERM, then SIGKILL after a grace period)
+Lifecycle: SIGHUP is passed on to every worker (each reloads its configuration). SIGTERM or
+SIGINT stops every worker (SIGTERM, then SIGKILL after a grace period)
 and the supervisor exits 0. Workers die with the supervisor even if it is killed (Linux
 PR_SET_PDEATHSIG). A worker that exits before every worker is serving fails the start-up: the
 others are stopped and the supervisor exits with its status. A worker that dies later is
@@ -246,11 +247,18 @@ class _Supervisor:
         def stop(signum: int, frame: object) -> None:
             self.stopping = True
 
+        def reload(signum: int, frame: object) -> None:
+            # `systemctl reload` signals the supervisor; each worker reloads its own policy.
+            for pid in list(self.workers):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+
         previous = {
             signum: signal.signal(signum, handler)
             for signum, handler in (
                 (signal.SIGTERM, stop),
                 (signal.SIGINT, stop),
+                (signal.SIGHUP, reload),
                 (signal.SIGCHLD, lambda signum, frame: None),  # only to wake the loop up
             )
         }
@@ -378,6 +386,9 @@ def supervise(args: argparse.Namespace) -> int:
 
 def _worker_main(argv: Sequence[str]) -> int:
     """A worker: `python -m citygate.proxy.workers ARGS-AS-JSON`, started by the supervisor."""
+    # A reload (SIGHUP) that arrives while the worker is still starting must not kill it; the
+    # configuration watcher takes the signal over once the proxy runs.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _die_with(int(os.environ.pop(_PARENT_ENV)))
     listeners = [socket.socket(fileno=int(fd)) for fd in os.environ.pop(_FDS_ENV).split(",")]
     ready = int(os.environ.pop(_READY_ENV))

@@ -59,6 +59,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for target in panel.get("targets", [])
     ]
     for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "datasource":
+            continue  # names a data source type, not a PromQL query
         query = variable["query"]
         queries.append((f"variable {variable['name']}", query["query"] if isinstance(query, dict) else query))
     return queries

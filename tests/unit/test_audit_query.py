@@ -153,3 +153,23 @@ def test_times_are_ages_dates_or_iso_in_city_time(text, end_of_day, want):
 def test_a_bad_time_says_what_is_accepted():
     with pytest.raises(ValueError, match="use a date"):
         parse_when("last tuesday", LA, now=NOW)
+
+
+def test_would_deny_keeps_only_report_mode_denials():
+    head = ChainHead()
+    lines = []
+    for would_deny in (False, True, False):
+        record = {
+            "@timestamp": "2026-11-20T16:00:00.000000Z",
+            "event.action": "http-request",
+            "event.type": "allowed",
+            "event.reason": "no_grant" if would_deny else "granted",
+            "citygate.would_deny": would_deny,
+        }
+        line, head = seal(record, head)
+        lines.append(line)
+
+    found = [LogFilter(LogQuery(would_deny=True)).match(line) for line in lines]
+
+    assert [record is not None for record in found] == [False, True, False]
+    assert found[1]["event.reason"] == "no_grant"

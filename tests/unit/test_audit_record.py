@@ -4,6 +4,7 @@ Decisions come from the real `decide` on a small policy (tests/unit/conftest.py)
 facts built here; events are the gate's real `DecisionEvent`.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -56,6 +57,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "citygate.approver_role": (STR, NONE),
     "citygate.identity_method": (STR, NONE),
     "citygate.mode": (STR,),
+    "citygate.would_deny": (bool,),
     "citygate.flags": (LIST,),
     "citygate.tunnel": (STR, NONE),
     "citygate.detail": (STR, NONE),
@@ -119,6 +121,7 @@ def test_a_denial_names_who_what_why_and_when(policy):
     assert record["http.response.status_code"] == 403
     assert record["citygate.site"] == "facebook"
     assert record["citygate.mode"] == "enforce"
+    assert record["citygate.would_deny"] is False
     assert record["citygate.flags"] == []
     assert record["rule.id"] is None
 
@@ -182,6 +185,36 @@ def test_a_tunnel_without_path_scope_is_passthrough(policy_files):
 
     assert record["citygate.tunnel"] == "passthrough"
     assert record["event.type"] == "allowed"
+
+
+def test_a_report_mode_denial_is_allowed_with_its_deny_reason_and_would_deny(policy):
+    # Report mode: the request was let through, so its type is "allowed"; the reason is the
+    # denial enforce mode would have made.
+    announced = replace(event(policy, "mnguyen", "http://www.facebook.com/"), mode="report", would_deny=True)
+    completion = Completion(end=announced.timestamp + timedelta(milliseconds=40), status=200)
+
+    record = decision_record(announced, completion)
+
+    assert_typed(record)
+    assert record["event.type"] == "allowed"
+    assert record["event.reason"] == "no_grant"
+    assert record["citygate.would_deny"] is True
+    assert record["citygate.mode"] == "report"
+    assert record["http.response.status_code"] == 200
+
+
+def test_a_report_mode_denied_tunnel_passes_through(policy):
+    announced = replace(
+        event(policy, "mnguyen", "www.facebook.com:443", stage=Stage.CONNECT, method="CONNECT"),
+        mode="report",
+        would_deny=True,
+    )
+
+    record = decision_record(announced)
+
+    assert_typed(record)
+    assert record["citygate.tunnel"] == "passthrough"
+    assert record["event.type"] == "allowed" and record["event.reason"] == "no_grant"
 
 
 def test_a_request_without_credentials_has_no_user(policy):

@@ -1,0 +1,78 @@
+"""/healthz and /readyz for load balancers, Kubernetes probes and systemd watchdogs.
+
+/healthz: the process is alive and its listener answers. /readyz: the proxy can make every
+decision it may be asked for: its configuration is loaded, the directory answers (or stopped
+answering less than the cache's grace period ago), and the access log can be written.
+
+Under `citygate run --workers N` each worker writes its own state into the shared metrics folder
+every few seconds, and the supervisor's listener answers for all of them: ready only when every
+live worker has reported recently and is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_PREFIX = "health-"
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    config_loaded: bool
+    directory_available: bool
+    audit_log_writable: bool
+
+    @property
+    def ready(self) -> bool:
+        return self.config_loaded and self.directory_available and self.audit_log_writable
+
+
+def healthz() -> tuple[int, str, bytes]:
+    return 200, JSON, b'{"status": "alive"}\n'
+
+
+def readyz(states: list[Readiness], expected: int = 1) -> tuple[int, str, bytes]:
+    """200 when `expected` states (one per worker) are in and all ready; 503 with the reasons otherwise."""
+    ready = len(states) >= expected and all(state.ready for state in states)
+    body = {"ready": ready, "workers": [asdict(state) | {"ready": state.ready} for state in states]}
+    return (200 if ready else 503), JSON, (json.dumps(body) + "\n").encode()
+
+
+def write_state(folder: str, state: Readiness) -> None:
+    """Publish this worker's state for the supervisor (atomically: write, then rename)."""
+    path = Path(folder) / f"{_PREFIX}{os.getpid()}.json"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(state) | {"time": time.time()}))
+    temporary.replace(path)
+
+
+def forget_state(folder: str, pid: int) -> None:
+    """A worker exited: its last state no longer speaks for the service."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(folder) / f"{_PREFIX}{pid}.json").unlink()
+
+
+def read_states(folder: str, max_age: float) -> list[Readiness]:
+    """Every worker's state; one not refreshed within `max_age` seconds counts as not ready."""
+    states = []
+    now = time.time()
+    for path in sorted(Path(folder).glob(f"{_PREFIX}*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now; the next probe reads it
+        fresh = now - float(data.get("time", 0)) <= max_age
+        states.append(
+            Readiness(
+                config_loaded=bool(data.get("config_loaded")) and fresh,
+                directory_available=bool(data.get("directory_available")),
+                audit_log_writable=bool(data.get("audit_log_writable")),
+            )
+        )
+    return states
