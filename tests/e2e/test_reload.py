@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from harness import curl
 
+from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
 from citygate.addons.reload import ConfigWatcher
 
@@ -44,10 +46,11 @@ def config(tmp_path: Path) -> Path:
 def proxy(proxy_runner_factory, redirect_addon, config):
     gate = CityGate()
     runner = proxy_runner_factory(
-        [gate, ConfigWatcher(), redirect_addon],
+        [gate, AuditLog(), ConfigWatcher(), redirect_addon],
         {"citygate_config": str(config), "citygate_reload_interval_ms": 200},
     )
     runner.gate = gate
+    runner.log_folder = config.parents[1] / "log"
     return runner
 
 
@@ -115,3 +118,21 @@ def test_reloads_under_continuous_traffic_lose_no_request(proxy, config, plain_u
     assert proxy.gate.config_loads["success"] >= 3
     assert len(outcomes) > 10
     assert {status for _, status in outcomes} == {200}, outcomes
+    # ... and no log line: every granted request has its access-log record.
+    granted = sum(1 for kind, _ in outcomes if kind == "granted")
+    assert wait_for_records(proxy.log_folder, "parks-2026-001", granted) == granted
+
+
+def wait_for_records(folder: Path, grant_id: str, expected: int, timeout: float = 10.0) -> int:
+    """How many access-log records name the grant, once the writer has flushed them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sum(
+            1
+            for path in folder.rglob("*.jsonl")
+            for line in path.read_text().splitlines()
+            if json.loads(line).get("rule.id") == grant_id
+        )
+        if found >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
