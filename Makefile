@@ -14,11 +14,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo demo-site test lint check clean system-deps bench bench-quick bench-core bench-memory bench-scaleout bench-deps
 
 $(STAMP): pyproject.toml
-	@test -n "$(PYTHON)" || { echo "no Python 3.12+ found (see the message above)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
 
 # Test-only system packages: curl (a real HTTP client), OpenLDAP's slapd (a real directory),
 # node (runs generated PAC files) and prometheus (promtool, and a real Prometheus for the
@@ -67,4 +63,4 @@ bench-scaleout: $(STAMP) bench-deps
 	$(BIN)/python bench/scaleout.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv.lock .pytest_cache
