@@ -1,6 +1,9 @@
-"""citygate's addons as one entry of mitmproxy's addon chain."""
+"""Offering mitmproxy's events to citygate's addons at less cost per event."""
 
 from __future__ import annotations
+
+from mitmproxy import exceptions, hooks
+from mitmproxy.addonmanager import AddonManager, safecall
 
 
 class AddonGroup:
@@ -17,3 +20,22 @@ class AddonGroup:
 
     def __init__(self, *addons: object) -> None:
         self.addons = list(addons)
+
+
+async def trigger_where_handled(manager: AddonManager, event: hooks.Hook) -> None:
+    """`manager.trigger_event(event)`, without offering the event to addons that cannot take it.
+
+    The same addons run in the same order, each guarded as mitmproxy guards them (an error is
+    logged, AddonHalt stops the rest); only chain entries without children and without a hook
+    for the event are skipped, which mitmproxy would have offered it to for nothing, at a few
+    microseconds each. citygate announces every social-media decision this way.
+    """
+    name = event.name
+    for entry in manager.chain:
+        if not hasattr(entry, "addons") and getattr(entry, name, None) is None:
+            continue
+        try:
+            with safecall():
+                await manager.invoke_addon(entry, event)
+        except exceptions.AddonHalt:
+            return

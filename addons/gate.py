@@ -26,6 +26,7 @@ from pathlib import Path
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 
 from citygate.addons.blockpage import render_block_page
+from citygate.addons.chain import trigger_where_handled
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import IdentityResolver
@@ -327,7 +328,8 @@ class CityGate:
             decision_seconds=None if started is None else time.perf_counter() - started,
         )
         flow.metadata["citygate.event"] = event
-        await ctx.master.addons.trigger_event(CitygateDecisionHook(event))
+        # Only to the addons that take it: offering it to all thirty cost ~90 us (addons/chain.py).
+        await trigger_where_handled(ctx.master.addons, CitygateDecisionHook(event))
         return event
 
     async def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision, stage: Stage) -> None:

@@ -102,6 +102,16 @@ def bind_listeners(
     """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     addresses = list(dict.fromkeys((family, address[:2]) for family, _, _, _, address in infos))
+    if reuse_port and port:
+        # SO_REUSEPORT would let us share the port with another process of the same user (a
+        # second citygate started by mistake) and split the traffic with it: first make sure the
+        # port is free, with a plain bind that fails with EADDRINUSE if anything listens there.
+        for family, (address, _) in addresses:
+            with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind((address, port))
     sets: list[list[socket.socket]] = []
     try:
         for _ in range(count if reuse_port else 1):

@@ -169,3 +169,14 @@ def test_workers_must_be_a_positive_number():
 
     assert result.returncode == 2
     assert "--workers must be at least 1" in result.stderr
+
+
+def test_a_port_in_use_is_refused_not_shared(start):
+    first = start("--workers", "2")
+    port = first.port
+
+    second = start("--workers", "2", "--listen-port", str(port))
+
+    assert second.process.wait(30) == 2
+    second.wait_for("cannot listen on 127.0.0.1:.*Address already in use")
+    assert first.process.poll() is None

@@ -12,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from mitmproxy import http
+from mitmproxy import exceptions, hooks, http
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook
 from mitmproxy.test import taddons, tflow
 
-from citygate.addons.chain import AddonGroup
+from citygate.addons.chain import AddonGroup, trigger_where_handled
 from citygate.addons.memory import MemoryGuard
 from citygate.directory.model import Person
 from citygate.proxy import hosts as hosts_module
@@ -302,3 +303,52 @@ def test_memory_guard_keeps_only_the_message_being_handled():
     tcp = tflow.ttcpflow()
     MemoryGuard().tcp_message(tcp)
     assert len(tcp.messages) == 1
+
+
+@dataclass
+class _NamedHook(hooks.Hook):
+    note: str
+
+    name = "_named"  # the method addons implement to take it
+
+
+class _Takes:
+    def __init__(self, name: str, calls: list[str], *, fail: bool = False, halt: bool = False) -> None:
+        self.name, self.calls, self.fail, self.halt = name, calls, fail, halt
+
+    def _named(self, hook: str) -> None:
+        self.calls.append(self.name)
+        if self.fail:
+            raise RuntimeError("a recorder failed")
+        if self.halt:
+            raise exceptions.AddonHalt
+
+
+class _Ignores:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_announcing_reaches_the_same_addons_in_the_same_order_as_mitmproxy():
+    async def run(trigger: str) -> list[str]:
+        calls: list[str] = []
+        with taddons.context() as context:
+            manager = context.master.addons
+            manager.add(_Takes("a", calls), _Ignores("b"))
+            manager.add(AddonGroup(_Ignores("c"), _Takes("d", calls, fail=True), _Takes("e", calls)))
+            manager.add(_Takes("f", calls, halt=True), _Takes("g", calls))
+            event = _NamedHook("x")
+            if trigger == "mitmproxy":
+                await manager.trigger_event(event)
+            else:
+                await trigger_where_handled(manager, event)
+        return calls
+
+    async def both() -> tuple[list[str], list[str]]:
+        return await run("citygate"), await run("mitmproxy")
+
+    citygate, mitmproxy = asyncio.run(both())
+
+    # A failing addon is logged and skips the rest of its own chain entry ("e"), as mitmproxy
+    # does; AddonHalt ends the event ("g").
+    assert citygate == mitmproxy == ["a", "d", "f"]
