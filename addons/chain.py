@@ -39,3 +39,26 @@ async def trigger_where_handled(manager: AddonManager, event: hooks.Hook) -> Non
                 await manager.invoke_addon(entry, event)
         except exceptions.AddonHalt:
             return
+
+
+class HookSkippingAddonManager(AddonManager):
+    """mitmproxy's addon manager, offering each event only to the chain entries that can take it.
+
+    Every proxy event (a request's headers, its response, a connection opening...) reaches
+    mitmproxy's whole chain of ~35 entries, at a few microseconds each even when the entry has
+    no hook for it, and `handle_lifecycle` sends an `update` event after each flow event: most
+    of a denied request's cost was offers to addons that ignore them (BENCHMARKS.md). Behaviour
+    is mitmproxy's: same addons, same order, same error handling (`trigger_where_handled`).
+    """
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        await trigger_where_handled(self, event)
+
+
+def skip_entries_without_hooks(manager: AddonManager) -> None:
+    """Make a master's existing addon manager a `HookSkippingAddonManager`, addons and all.
+
+    mitmproxy's masters build their manager themselves, with no way to pass another class; the
+    subclass adds no state, so switching the class of the live object keeps everything added.
+    """
+    manager.__class__ = HookSkippingAddonManager

@@ -19,7 +19,7 @@ import uuid
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from citygate.proxy.wording import plain_reason
 
 log = logging.getLogger("citygate")
 _STARTED = "citygate.started"
+_BLOCK_PAGE_HEADERS = ((b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,16 +351,12 @@ class CityGate:
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
         assert self.policy is not None and self.directory is not None
-        event_id = (await self._announce(flow, decision, Stage.REQUEST, 403)).id
+        event = await self._announce(flow, decision, Stage.REQUEST, 403)
         department = decision.evidence.employee_department
         candidates = await self.directory.members(self.policy.approver_groups) if department else []
         approvers = self.policy.approval.approvers_for(department, candidates)
-        page = render_block_page(decision, self.policy, flow.request.pretty_url, approvers, event_id)
-        flow.response = http.Response.make(
-            403,
-            page,
-            {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
-        )
+        page = render_block_page(decision, self.policy, event.url, approvers, event.id)
+        flow.response = http.Response.make(403, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
 
     async def _refuse_vetoed_connect(self, flow: http.HTTPFlow, decision: Decision) -> None:
         # A tunnel that would pass through cannot show a block page (its requests are never
@@ -375,10 +372,9 @@ class CityGate:
 def _vetoed(decision: Decision, veto: Veto) -> Decision:
     """An allowed decision turned into a denial because a recorder vetoed it."""
     assert veto.reason is not None
-    return replace(
-        decision,
+    return decision._replace(
         result=Result.DENY,
         reason=veto.reason,
-        evidence=replace(decision.evidence, detail=veto.detail),
+        evidence=decision.evidence._replace(detail=veto.detail),
         needs_path=False,
     )

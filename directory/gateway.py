@@ -238,17 +238,25 @@ class DirectoryGateway:
                 except DirectoryUnavailable as exc:
                     log.warning("directory unavailable listing group %s: %s", group, exc)
         else:
-            listed = await asyncio.gather(*(self._group(group) for group in names))
+            # Every block page lists its approvers: when every group is cached and fresh, answer
+            # without scheduling a task per group.
+            listed = [self._fresh_group(group) for group in names]
+            if any(people is None for people in listed):
+                listed = await asyncio.gather(*(self._group(group) for group in names))
         for people in listed:
             for person in people or ():
                 found.setdefault(person.uid, person)
         return list(found.values())
 
+    def _fresh_group(self, group: str) -> list[Person] | None:
+        cached = self._groups.get(group.strip().lower())
+        return cached[0] if cached is not None and cached[1] < self.cache.ttl else None
+
     async def _group(self, group: str) -> list[Person] | None:
         key = group.strip().lower()
-        cached = self._groups.get(key)
-        if cached is not None and cached[1] < self.cache.ttl:
-            return cached[0]
+        fresh = self._fresh_group(group)
+        if fresh is not None:
+            return fresh
 
         async def fetch() -> list[Person]:
             started = self._clock()

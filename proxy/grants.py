@@ -72,6 +72,8 @@ def normalize_path(raw: str) -> str:
     encoded dot segment cannot climb out of a granted scope.
     """
     path = raw.split("#", 1)[0].split("?", 1)[0]
+    if path[:1] == "/" and "%" not in path and "/." not in path and "//" not in path:
+        return path  # nothing to decode or resolve: already in normal form
     segments: list[str] = []
     for segment in unquote(path).split("/"):
         if segment in ("", "."):

@@ -161,7 +161,7 @@ def test_a_worker_failing_at_start_stops_the_service(start):
 
     assert service.process.wait(30) == 2
     service.wait_for("no_such_option")
-    assert not any("Traceback" in line for line in service.lines)
+    assert not any("Traceback" in line for line in service.lines), "\n".join(service.lines)
 
 
 def test_workers_must_be_a_positive_number():

@@ -29,7 +29,8 @@ from citygate.directory.model import Person
 from citygate.proxy import hosts as hosts_module
 from citygate.proxy import yamlfile
 from citygate.proxy.catalog import Catalog, Site
-from citygate.proxy.decision import Evidence, Identity, _strictness, _with, decide, decide_request
+from citygate.proxy.decision import Identity, _strictness, decide, decide_request
+from citygate.proxy.grants import normalize_path
 from citygate.proxy.hosts import domain_suffixes, normalize_host
 from citygate.proxy.policy import load_policy
 from citygate.proxy.problems import Problems
@@ -229,6 +230,53 @@ def test_name_lookup_agrees_with_walking_domain_suffixes():
         assert catalog.match(host) == expected
 
 
+def test_remembered_matches_agree_with_walking_the_catalog_even_when_the_memory_fills(monkeypatch):
+    from citygate.proxy import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "_RECENT_HOSTS", 8)
+    catalog = load_policy(DEMO_CONFIG).catalog
+    rng = random.Random(8)
+    names = [
+        "www.facebook.com",
+        "fbcdn.net",
+        "www.example.org",
+        "t.co",
+        "157.240.1.1",
+        "10.0.0.1",
+        "reddit.com",
+    ]
+    names += [f"h{n}.{rng.choice(['facebook.com', 'example.org', 'x.com'])}" for n in range(40)]
+    for raw in rng.choices(names, k=500):
+        host = normalize_host(raw)
+        assert host is not None
+        assert catalog.match(host) == catalog.lookup(host), raw
+        assert len(catalog._recent) <= 8
+
+
+def _reference_normalize_path(raw: str) -> str:
+    """normalize_path without its fast path: decode, then resolve every segment."""
+    from urllib.parse import unquote
+
+    path = raw.split("#", 1)[0].split("?", 1)[0]
+    segments: list[str] = []
+    for segment in unquote(path).split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments) + ("/" if path.endswith("/") and segments else "")
+
+
+def test_the_path_fast_path_gives_what_resolving_every_segment_gives():
+    rng = random.Random(8)
+    pieces = ["/", "/", "a", "Parks", ".", "..", "%2e", "%2F", "%", "?q=/..", "#/x", "//", "b.c", "~"]
+    paths = ["", "/", "//", "/a/", "a/b", "/a/./b", "/a/../../b", "/.hidden"]
+    paths += ["".join(rng.choices(pieces, k=rng.randint(1, 8))) for _ in range(3000)]
+    for raw in paths:
+        assert normalize_path(raw) == _reference_normalize_path(raw), raw
+
+
 @pytest.mark.parametrize(
     "hosts",
     [
@@ -256,16 +304,6 @@ def test_deciding_once_per_normalized_host_equals_deciding_every_spelling(hosts,
     )
 
     assert decide_request(identity, hosts, path, at, policy, people) == every_spelling
-
-
-def test_evidence_copies_keep_every_field_and_refuse_unknown_ones():
-    base = Evidence(employee="jlee", identity_method="basic", employee_department="Parks")
-
-    assert _with(base, approver="ahernandez") == Evidence(
-        employee="jlee", identity_method="basic", employee_department="Parks", approver="ahernandez"
-    )
-    with pytest.raises(TypeError):
-        _with(base, no_such_field=1)
 
 
 class _Recorder:
