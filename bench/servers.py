@@ -22,12 +22,15 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    from cpulimit import CpuLimit
 
 # nginx, squid and haproxy live in /usr/sbin, which is not on every user's PATH.
 os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -168,6 +171,8 @@ class Server:
     name = "server"
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    # Set to hold the server's process tree to a number of cores (bench/cpulimit.py).
+    cpu_limit: CpuLimit | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -182,6 +187,9 @@ class Server:
         raise NotImplementedError
 
     def spawn(self, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None) -> None:
+        if self.cpu_limit is not None:
+            self.cpu_limit.create()
+            command = self.cpu_limit.wrap(command)
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
                 list(command),
@@ -203,6 +211,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self.cpu_limit is not None:
+            self.cpu_limit.remove()
         return process.returncode
 
     @property

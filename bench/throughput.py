@@ -51,6 +51,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cpulimit import CpuLimit, cgroup_name
 from servers import (
     LOCALHOST,
     PAGE_MARKER,
@@ -440,6 +441,12 @@ def report(
             )
             row += f" {fmt_ratio(scaling)} | {f'>= {SCALING_TARGET:g}' if wanted else '-'} | {scaling_met} |"
         print(row)
+    if args.proxy_cpu:
+        print(
+            f"\nEach proxy was held to {args.proxy_cpu:g} core per worker (a CPU cgroup), the load "
+            f"generators and nginx having the rest of the {os.cpu_count()} cores: a host of N cores scaled "
+            f"down to N x {args.proxy_cpu:g}."
+        )
     print(
         f"\n(d): bare mitmdump has no policy and forwards the request; the target is citygate's block "
         f"page at least as fast as that forward.\n{os.cpu_count()} cores; load generators, nginx and "
@@ -469,6 +476,13 @@ def main() -> int:
         "--retries", type=int, default=2, help="times a noisy run is repeated (default: %(default)s)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    parser.add_argument(
+        "--proxy-cpu",
+        type=float,
+        metavar="CORES",
+        help="hold each proxy to CORES cores per worker (a CPU cgroup; needs root), leaving the rest "
+        "of the machine to the load generators: shows worker scaling on a machine with few cores",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.repeat = 1.0, 1
@@ -488,6 +502,10 @@ def main() -> int:
         if args.proxies:
             wanted = {name.strip() for name in args.proxies.split(",")}
             proxies = [proxy for proxy in proxies if proxy.name in wanted]
+        if args.proxy_cpu:
+            for proxy in proxies:
+                cores = args.proxy_cpu * getattr(proxy, "workers", 1)
+                proxy.cpu_limit = CpuLimit(cgroup_name(proxy.name), cores)
         with ExitStack() as stack:
             stack.enter_context(nginx)
             # The first proxy creates the mitmproxy CA in the shared confdir; then the others start.
@@ -495,7 +513,8 @@ def main() -> int:
                 stack.enter_context(proxy)
             print(f"nginx on {nginx.port} (HTTP) and {nginx.tls_port} (HTTPS); folder {folder}")
             for proxy in proxies:
-                print(f"  {proxy.name} on {proxy.port}")
+                limit = f", held to {proxy.cpu_limit.cores:g} core(s)" if proxy.cpu_limit else ""
+                print(f"  {proxy.name} on {proxy.port}{limit}")
             problems = [problem for proxy in proxies for problem in check_answers(proxy, nginx)]
             if problems:
                 print("the proxies do not answer as expected; not measuring:", *problems, sep="\n  ")

@@ -23,7 +23,12 @@ from mitmproxy import exceptions, hooks, http
 from mitmproxy.proxy.layers.http import HttpRequestHeadersHook
 from mitmproxy.test import taddons, tflow
 
-from citygate.addons.chain import AddonGroup, trigger_where_handled
+from citygate.addons.chain import (
+    AddonGroup,
+    HookSkippingAddonManager,
+    skip_entries_without_hooks,
+    trigger_where_handled,
+)
 from citygate.addons.memory import MemoryGuard
 from citygate.directory.model import Person
 from citygate.proxy import hosts as hosts_module
@@ -378,15 +383,34 @@ def test_announcing_reaches_the_same_addons_in_the_same_order_as_mitmproxy():
             event = _NamedHook("x")
             if trigger == "mitmproxy":
                 await manager.trigger_event(event)
+            elif trigger == "skipping manager":
+                skip_entries_without_hooks(manager)
+                await manager.handle_lifecycle(event)  # as mitmproxy's proxy server calls it
             else:
                 await trigger_where_handled(manager, event)
         return calls
 
-    async def both() -> tuple[list[str], list[str]]:
-        return await run("citygate"), await run("mitmproxy")
+    async def each() -> list[list[str]]:
+        return [await run(trigger) for trigger in ("citygate", "skipping manager", "mitmproxy")]
 
-    citygate, mitmproxy = asyncio.run(both())
+    citygate, skipping_manager, mitmproxy = asyncio.run(each())
 
     # A failing addon is logged and skips the rest of its own chain entry ("e"), as mitmproxy
     # does; AddonHalt ends the event ("g").
-    assert citygate == mitmproxy == ["a", "d", "f"]
+    assert citygate == skipping_manager == mitmproxy == ["a", "d", "f"]
+
+
+def test_the_skipping_manager_keeps_every_addon_and_option_of_the_master():
+    async def run() -> None:
+        with taddons.context() as context:
+            manager = context.master.addons
+            before = (list(manager.chain), dict(manager.lookup))
+            skip_entries_without_hooks(manager)
+            assert isinstance(manager, HookSkippingAddonManager)
+            assert (list(manager.chain), dict(manager.lookup)) == before
+            calls: list[str] = []
+            manager.add(_Takes("late", calls))  # added after the switch: still reached
+            await manager.trigger_event(_NamedHook("x"))
+            assert calls == ["late"]
+
+    asyncio.run(run())
