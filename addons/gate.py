@@ -31,7 +31,9 @@ from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import IdentityResolver
 from citygate.directory.backends import open_directory
+from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.shared import shared_between_workers
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -118,7 +120,10 @@ class CityGate:
             and policy.directory.backend != "static"
         ):
             return policy, current
-        return policy, DirectoryGateway.cached(open_directory(policy.directory, path), policy.directory)
+        # Workers of one host share their directory answers (directory/shared.py).
+        cache = cache_settings(policy.directory.options.get("cache"), path)
+        backend = shared_between_workers(open_directory(policy.directory, path), policy.directory, cache)
+        return policy, DirectoryGateway.cached(backend, policy.directory)
 
     def _install(self, policy: Policy, directory: DirectoryGateway, path: str) -> None:
         self.config_loads["success"] += 1

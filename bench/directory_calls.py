@@ -4,12 +4,13 @@ Starts a private slapd (tests/slapd.py: the demo city plus 50 generated Parks em
 each with a Facebook grant approved by the Parks Director), then drives citygate's
 DirectoryGateway the way the proxy does for each request: verify the Basic credentials, fetch
 the employee and the approvers the grants name, decide. It counts the backend calls the gateway
-made and the binds and searches slapd logged.
+made and the binds and searches slapd logged. A last run sends the same traffic through several
+gateways sharing their answers, as the workers of `citygate run --workers N` do.
 
 Reproduce (needs slapd and ldap-utils: tools/system-deps installs them):
 
-    /tmp/venv312/bin/python bench/directory_calls.py            # or .venv/bin/python
-    /tmp/venv312/bin/python bench/directory_calls.py --users 50 --requests 1000 --spread 300
+    .venv/bin/python bench/directory_calls.py
+    .venv/bin/python bench/directory_calls.py --users 50 --requests 1000 --spread 300 --workers 4
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ from slapd import PEOPLE_BASE, Slapd, directory_options  # noqa: E402
 
 from citygate.directory.backends import open_directory  # noqa: E402
 from citygate.directory.gateway import DirectoryGateway  # noqa: E402
+from citygate.directory.shared import FILE_NAME, SharedAnswers, scope_of  # noqa: E402
 from citygate.proxy.decision import Identity, decide_request, people_involved  # noqa: E402
 from citygate.proxy.policy import Policy, load_policy  # noqa: E402
 
@@ -95,16 +98,26 @@ async def one_request(gateway: DirectoryGateway, policy: Policy, user: str) -> b
 
 
 async def replay(
-    gateway: DirectoryGateway, policy: Policy, users: list[str], requests: int, spread: float, clock: Clock
+    gateways: list[DirectoryGateway],
+    policy: Policy,
+    users: list[str],
+    requests: int,
+    spread: float,
+    clock: Clock,
 ) -> int:
-    """`requests` requests, users taking turns, in batches as concurrent browsers would send them."""
+    """`requests` requests, users taking turns, in batches as concurrent browsers would send them.
+
+    With several gateways (workers), each batch shifts which worker serves which user, as the
+    kernel spreads an employee's connections over the workers.
+    """
     allowed = 0
     batch = len(users)
     for start in range(0, requests, batch):
         clock.now += spread * min(batch, requests - start) / requests
+        shift = start // batch
         results = await asyncio.gather(
             *(
-                one_request(gateway, policy, users[(start + i) % len(users)])
+                one_request(gateways[(shift + i) % len(gateways)], policy, users[(start + i) % len(users)])
                 for i in range(min(batch, requests - start))
             )
         )
@@ -113,11 +126,14 @@ async def replay(
 
 
 def measure(
-    server: Slapd, gateway: DirectoryGateway, run: Callable[[], Awaitable[int]]
+    server: Slapd, gateways: list[DirectoryGateway], run: Callable[[], Awaitable[int]]
 ) -> tuple[int, dict[str, int], int, int]:
-    calls, binds, searches = dict(gateway.calls), server.binds(), server.searches()
+    def calls() -> Counter[str]:
+        return sum((Counter(gateway.calls) for gateway in gateways), Counter())
+
+    before, binds, searches = calls(), server.binds(), server.searches()
     allowed = asyncio.run(run())
-    after = {name: count - calls.get(name, 0) for name, count in gateway.calls.items()}
+    after = {name: count - before.get(name, 0) for name, count in calls().items()}
     return allowed, after, server.binds() - binds, server.searches() - searches
 
 
@@ -134,6 +150,7 @@ def main() -> int:
     parser.add_argument(
         "--spread", type=float, default=300.0, help="seconds of (simulated) time the second run spans"
     )
+    parser.add_argument("--workers", type=int, default=4, help="workers sharing answers in the last run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp, Slapd(Path(temp) / "slapd") as server:
         server.add(employees_ldif(args.users))
@@ -148,7 +165,7 @@ def main() -> int:
             f"credentials_ttl {cache.credentials_ttl:g} s, grace {cache.grace:g} s"
         )
 
-        result = measure(server, gateway, lambda: replay(gateway, policy, users, args.users, 0, clock))
+        result = measure(server, [gateway], lambda: replay([gateway], policy, users, args.users, 0, clock))
         report(
             f"warm-up: one request from each of {args.users} users (cold cache)",
             *result[:1],
@@ -156,7 +173,7 @@ def main() -> int:
             *result[1:],
         )
 
-        result = measure(server, gateway, lambda: replay(gateway, policy, users, args.requests, 0, clock))
+        result = measure(server, [gateway], lambda: replay([gateway], policy, users, args.requests, 0, clock))
         report(
             f"{args.requests} requests from {args.users} users, warm cache, within one TTL",
             result[0],
@@ -165,7 +182,7 @@ def main() -> int:
         )
 
         result = measure(
-            server, gateway, lambda: replay(gateway, policy, users, args.requests, args.spread, clock)
+            server, [gateway], lambda: replay([gateway], policy, users, args.requests, args.spread, clock)
         )
         report(
             f"{args.requests} requests from {args.users} users spread over {args.spread:g} s "
@@ -175,6 +192,43 @@ def main() -> int:
             *result[1:],
         )
         gateway.close()
+
+        # As `citygate run --workers N` runs: N processes, each its own gateway and cache, sharing
+        # their answers through one file (directory/shared.py). Fresh caches, a fresh file.
+        scope = scope_of(policy.directory)
+        shared = Path(temp) / "shared" / FILE_NAME
+        shared.parent.mkdir()
+        workers = [
+            DirectoryGateway(
+                SharedAnswers(
+                    open_directory(policy.directory, str(policy.sources[0])),
+                    shared,
+                    scope,
+                    cache,
+                    clock=clock,
+                ),
+                cache,
+                clock=clock,
+            )
+            for _ in range(args.workers)
+        ]
+        result = measure(
+            server, workers, lambda: replay(workers, policy, users, args.requests, args.spread, clock)
+        )
+        asked = sum(
+            sum(w.backend.directory_calls.get(name, 0) for name in ("lookup", "group_members"))
+            for w in workers
+        )  # type: ignore[attr-defined]
+        report(
+            f"the same through {args.workers} workers sharing their answers (each user's requests "
+            f"served by every worker in turn)",
+            result[0],
+            args.requests,
+            *result[1:],
+        )
+        print(f"  lookups that reached the directory: {asked} (for {args.users + 1} people)")
+        for worker in workers:
+            worker.close()
     return 0
 
 

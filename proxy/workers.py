@@ -39,15 +39,19 @@ import ctypes
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from citygate.directory.shared import SHARED_DIR_ENV
 
 WORKER_ENV = "CITYGATE_WORKER"
 WORKERS_ENV = "CITYGATE_WORKERS"
@@ -385,6 +389,9 @@ def supervise(args: argparse.Namespace) -> int:
             f"citygate: cannot listen on {args.listen_host or '*'}:{args.listen_port}: {exc}", file=sys.stderr
         )
         return 2
+    # A private folder (0700) for what the workers share: their directory answers.
+    shared = tempfile.mkdtemp(prefix=f"citygate-shared-{os.getpid()}-")
+    os.environ[SHARED_DIR_ENV] = shared
     try:
         # One metrics listener for the whole service, merging every worker's metrics.
         with shared_metrics(policy.sections.get("metrics"), args.set, args.workers) as on_worker_exit:  # type: ignore[arg-type]
@@ -392,6 +399,8 @@ def supervise(args: argparse.Namespace) -> int:
     finally:
         for sock in {id(s): s for group in listeners for s in group}.values():
             sock.close()
+        os.environ.pop(SHARED_DIR_ENV, None)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def _worker_main(argv: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 from harness import curl
-from slapd import directory_options
+from slapd import directory_options, person_dn
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
@@ -24,6 +24,7 @@ from citygate.addons.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 CITYGATE = str(Path(sys.executable).parent / "citygate")
+NO_PROXY_ENV = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
 
 
 def copy_config(tmp_path: Path, **changes: object) -> Path:
@@ -104,11 +105,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sighup_reloads_every_worker_and_the_supervisor_answers_readyz(tmp_path):
-    proxy_port, metrics_port = _free_port(), _free_port()
-    config = copy_config(tmp_path)
-    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
-    process = subprocess.Popen(
+def start_workers(config: Path, tmp_path: Path, proxy_port: int, metrics_port: int) -> subprocess.Popen[str]:
+    """`citygate run --workers 2` on `config`, reloaded by SIGHUP only."""
+    return subprocess.Popen(
         [
             CITYGATE,
             "run",
@@ -128,56 +127,89 @@ def test_sighup_reloads_every_worker_and_the_supervisor_answers_readyz(tmp_path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=NO_PROXY_ENV,
     )
 
-    def status(user: str) -> str:
-        return subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--noproxy",
-                "",
-                "-x",
-                f"http://127.0.0.1:{proxy_port}",
-                "-U",
-                user,
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://www.facebook.com/CityOfExampleParks",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env=env,
-        ).stdout
 
+def wait_until_ready(metrics_port: int) -> None:
+    ready_url = f"http://127.0.0.1:{metrics_port}/readyz"
+    code, body = probe_until(ready_url, 200) if _wait_for_port(metrics_port) else (0, {})
+    assert code == 200, body
+    assert len(body["workers"]) == 2
+
+
+def status(proxy_port: int, user: str, url: str = "http://www.facebook.com/CityOfExampleParks") -> str:
+    """The status code of one request through the proxy, on a new connection."""
+    command = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{proxy_port}", "-U", user]
+    command += ["-o", "/dev/null", "-w", "%{http_code}", url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=20, env=NO_PROXY_ENV).stdout
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+
+
+def test_sighup_reloads_every_worker_and_the_supervisor_answers_readyz(tmp_path):
+    proxy_port, metrics_port = _free_port(), _free_port()
+    config = copy_config(tmp_path)
+    process = start_workers(config, tmp_path, proxy_port, metrics_port)
     try:
-        ready_url = f"http://127.0.0.1:{metrics_port}/readyz"
-        code, body = probe_until(ready_url, 200) if _wait_for_port(metrics_port) else (0, {})
-        assert code == 200, body
-        assert len(body["workers"]) == 2
+        wait_until_ready(metrics_port)
         # 502: allowed and forwarded to the (unreachable, offline) site; 403: refused.
-        assert {status("jlee:jlee-pass") for _ in range(6)} == {"502"}
+        assert {status(proxy_port, "jlee:jlee-pass") for _ in range(6)} == {"502"}
 
         (config.parent / "grants" / "parks.yaml").write_text("grants: []\n")
         time.sleep(1)
-        assert status("jlee:jlee-pass") == "502"  # not watching: nothing changed yet
+        assert status(proxy_port, "jlee:jlee-pass") == "502"  # not watching: nothing changed yet
 
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if {status("jlee:jlee-pass") for _ in range(6)} == {"403"}:
+            if {status(proxy_port, "jlee:jlee-pass") for _ in range(6)} == {"403"}:
                 break
             time.sleep(0.2)
-        assert {status("jlee:jlee-pass") for _ in range(6)} == {"403"}  # every worker reloaded
+        assert {status(proxy_port, "jlee:jlee-pass") for _ in range(6)} == {"403"}  # every worker reloaded
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
+        stop(process)
+
+
+def test_workers_share_directory_answers_so_the_directory_is_asked_once_per_person(fresh_slapd, tmp_path):
+    proxy_port, metrics_port = _free_port(), _free_port()
+    config = copy_config(tmp_path)
+    document = yaml.safe_load(config.read_text())
+    document["directory"] = {"backend": "ldap", **directory_options(fresh_slapd, tmp_path, "openldap")}
+    config.write_text(yaml.safe_dump(document))
+    process = start_workers(config, tmp_path, proxy_port, metrics_port)
+    try:
+        wait_until_ready(metrics_port)
+        # Each request on a new connection: the kernel spreads them over both workers.
+        assert {status(proxy_port, "jlee:jlee-pass") for _ in range(16)} == {"502"}
+        assert {status(proxy_port, "mnguyen:mnguyen-pass") for _ in range(16)} == {"403"}
+    finally:
+        stop(process)
+
+    # Both workers decided for jlee (their access logs say so), so both needed jlee's facts.
+    served = {
+        folder.name: sum(line.count('"jlee"') for line in (folder / "citygate-audit.jsonl").open())
+        for folder in (tmp_path / "log").iterdir()
+    }
+    assert sorted(served) == ["worker-0", "worker-1"] and all(served.values()), served
+    searches = [line for line in fresh_slapd.log_text().splitlines() if " SRCH " in line]
+
+    def searched(uid: str) -> int:
+        return sum(1 for line in searches if f"(uid={uid})" in line)
+
+    # jlee's grant's approver is only ever looked up: once for both workers (alone: once each).
+    assert searched("ahernandez") == 1
+    # Passwords are checked by each worker itself (never shared): a search for the account and a
+    # bind as it, per worker. Looking the employee up for the decision is shared: one search.
+    for uid in ("jlee", "mnguyen"):
+        password_checks = fresh_slapd.binds(person_dn(uid))
+        assert password_checks == 2, password_checks
+        assert searched(uid) == 1 + password_checks, (uid, searched(uid))
 
 
 def _wait_for_port(port: int, timeout: float = 30.0) -> bool:

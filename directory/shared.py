@@ -1,0 +1,225 @@
+"""Directory answers shared by the workers of one host, so that N workers ask the directory as one.
+
+Each worker of `citygate run --workers N` keeps its own cache (gateway.py). Alone, that would
+cost every employee up to N directory queries per cache TTL instead of one, since the kernel
+spreads an employee's connections over the workers. So the workers also share a small SQLite
+file in a folder the supervisor makes for the run: before asking the directory, a worker takes a
+fresh answer another worker stored there, and it stores every answer it gets. The file sits
+behind each worker's own cache and is only read in the gateway's threads, never on the event
+loop. Answers keep the freshness rules of the cache settings (`ttl`, `negative_ttl`).
+
+Passwords are never shared: each worker checks them itself and remembers only salted digests,
+in its own memory (cache.py).
+
+The file is a shortcut, never a source of truth: when it cannot be read or written, the worker
+asks the directory as if it were alone, and says so once in the proxy log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from citygate.directory.cache import CacheSettings
+from citygate.directory.model import Directory, Person
+
+if TYPE_CHECKING:
+    from citygate.proxy.policy import DirectorySettings
+
+log = logging.getLogger(__name__)
+
+#: Set by the supervisor of `citygate run --workers N` for its workers: the run's private folder.
+SHARED_DIR_ENV = "CITYGATE_SHARED_DIR"
+FILE_NAME = "directory-answers.sqlite"
+# Answers older than this many TTLs are deleted now and then, so the file stays small.
+_KEEP_TTLS = 10
+_PRUNE_EVERY = 1_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    scope TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (scope, kind, key)
+)
+"""
+
+
+def shared_between_workers(
+    backend: Directory, settings: DirectorySettings, cache: CacheSettings
+) -> Directory:
+    """`backend`, sharing its answers with the other workers of this run when there are any."""
+    folder = os.environ.get(SHARED_DIR_ENV)
+    if not folder or not backend.blocking:
+        return backend  # a single process, or a directory read from memory: nothing to share
+    return SharedAnswers(backend, Path(folder) / FILE_NAME, scope_of(settings), cache)
+
+
+def scope_of(settings: DirectorySettings) -> str:
+    """Which directory the answers come from: a configuration change must not reuse old answers."""
+    described = json.dumps(
+        [settings.backend, str(settings.base), settings.options], sort_keys=True, default=str
+    )
+    # Hashed: the section may hold the service account's password, which must not be stored.
+    return hashlib.sha256(described.encode()).hexdigest()[:32]
+
+
+class SharedAnswers:
+    """A directory backend that first looks for a fresh answer another worker got."""
+
+    blocking = True
+
+    def __init__(
+        self,
+        backend: Directory,
+        path: Path,
+        scope: str,
+        cache: CacheSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.path = path
+        self.scope = scope
+        self.cache = cache
+        self._clock = clock  # wall time: the workers are separate processes
+        self._lock = threading.Lock()  # one connection, used by the gateway's threads in turn
+        self._connection: sqlite3.Connection | None = None
+        self._writes = 0
+        self._failed = False
+        #: Calls that reached the directory itself, by method name.
+        self.directory_calls: dict[str, int] = {}
+
+    # --- the Directory protocol ----------------------------------------------------------------
+
+    def lookup(self, uid: str) -> Person | None:
+        key = uid.casefold()
+        found = self._read("person", key)
+        if found is not None:
+            answer, age = found
+            if age < (self.cache.ttl if answer is not None else self.cache.negative_ttl):
+                return _person(answer) if answer is not None else None
+        self._count("lookup")
+        person = self.backend.lookup(uid)
+        self._write("person", key, None if person is None else _fields(person))
+        return person
+
+    def group_members(self, group: str) -> list[Person]:
+        key = group.strip().lower()
+        found = self._read("group", key)
+        if found is not None and found[1] < self.cache.ttl:
+            return [_person(fields) for fields in found[0]]
+        self._count("group_members")
+        people = self.backend.group_members(group)
+        self._write("group", key, [_fields(person) for person in people])
+        return people
+
+    def authenticate(self, uid: str, password: str) -> bool:
+        self._count("authenticate")
+        return self.backend.authenticate(uid, password)
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # --- the shared file -------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.directory_calls[name] = self.directory_calls.get(name, 0) + 1
+
+    def _read(self, kind: str, key: str) -> tuple[object, float] | None:
+        with self._lock:
+            try:
+                row = (
+                    self._open()
+                    .execute(
+                        "SELECT answer, at FROM answers WHERE scope = ? AND kind = ? AND key = ?",
+                        (self.scope, kind, key),
+                    )
+                    .fetchone()
+                )
+            except (sqlite3.Error, OSError) as exc:
+                self._broken(exc)
+                return None
+        if row is None:
+            return None
+        return json.loads(row[0]), max(0.0, self._clock() - row[1])
+
+    def _write(self, kind: str, key: str, answer: object) -> None:
+        now = self._clock()
+        with self._lock:
+            try:
+                connection = self._open()
+                connection.execute(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                    (self.scope, kind, key, json.dumps(answer), now),
+                )
+                self._writes += 1
+                if self._writes % _PRUNE_EVERY == 0:
+                    oldest = now - _KEEP_TTLS * max(self.cache.ttl, self.cache.negative_ttl)
+                    connection.execute("DELETE FROM answers WHERE at < ?", (oldest,))
+            except (sqlite3.Error, OSError) as exc:
+                self._broken(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
+            # Several processes read while one writes; a lost answer only costs a directory query.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    def _broken(self, exc: Exception) -> None:
+        if not self._failed:
+            self._failed = True
+            log.warning(
+                "citygate: the workers' shared directory answers (%s) cannot be used: %s; "
+                "this worker asks the directory on its own",
+                self.path,
+                exc,
+            )
+
+
+def _fields(person: Person) -> dict[str, object]:
+    return {
+        "uid": person.uid,
+        "name": person.name,
+        "department": person.department,
+        "title": person.title,
+        "groups": sorted(person.groups),
+        "disabled": person.disabled,
+        "mail": person.mail,
+    }
+
+
+def _person(fields: object) -> Person:
+    assert isinstance(fields, dict)
+    return Person(
+        fields["uid"],
+        fields["name"],
+        fields["department"],
+        title=fields["title"],
+        groups=frozenset(fields["groups"]),
+        disabled=fields["disabled"],
+        mail=fields["mail"],
+    )
