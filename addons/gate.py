@@ -111,7 +111,8 @@ class CityGate:
         warm and costs the directory nothing. A static directory's file may have changed, so it
         is read again.
         """
-        policy = load_policy(Path(path))
+        # Grant files that did not change since the last load are not read again.
+        policy = load_policy(Path(path), previous=self.policy)
         current = self.directory
         if (
             current is not None

@@ -9,9 +9,11 @@ full demo catalog) in a temporary folder, loads it with `load_policy`, and times
 - the non-social fast path: normalizing a request's hosts and looking them up in the catalog;
 - a catalog lookup per host, with the real catalog and one 100 times larger (the lookup walks the
   host's labels, so its time must not depend on the catalog's size);
-- loading the configuration, and reloading it (a second load while the first is in memory);
+- loading the configuration, reloading it (a second load while the first is in memory), and
+  reloading it after one grant file changed (the others are not read again);
 - the machine's own spread: a fixed computation as long as a typical decision, timed the same
-  way, whose p99 / p50 no change to citygate can reduce.
+  way, whose p99 / p50 no change to citygate can reduce; and the decision's own cost per
+  request, the fastest of its runs in 5 passes over all requests, which leaves that spread out.
 
 Each call is timed on its own (perf_counter_ns) with the garbage collector on, as in the proxy.
 
@@ -137,13 +139,32 @@ def timed(calls: Sequence[Callable[[], object]]) -> list[float]:
     return times
 
 
-def summary(times: list[float]) -> str:
+def fastest_of(calls: Sequence[Callable[[], object]], passes: int) -> list[float]:
+    """Microseconds per call: the fastest of its runs in `passes` passes over all the calls.
+
+    The code's own cost for each request, without what the machine adds now and then (other
+    tenants of the VM, interrupts, which can slow it down for milliseconds at a time): the
+    reading timeit's documentation recommends. The passes are seconds apart, so a slow spell
+    rarely hits all runs of one request, and each run follows other requests, as in the proxy
+    (no cache kept warm by repeating one request). Requests still differ (a path-scoped grant
+    costs more than no grant): the spread that remains is the code's.
+    """
+    best = timed(calls)
+    for _ in range(passes - 1):
+        best = [min(a, b) for a, b in zip(best, timed(calls), strict=True)]
+    return best
+
+
+def percentile_of(times: list[float], q: float) -> float:
     ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
 
-    return f"p50 {pct(50):6.2f} us   p99 {pct(99):6.2f} us   p99.9 {pct(99.9):7.2f} us   mean {statistics.fmean(ordered):6.2f} us"
+def summary(times: list[float]) -> str:
+    return (
+        f"p50 {percentile_of(times, 50):6.2f} us   p99 {percentile_of(times, 99):6.2f} us   "
+        f"p99.9 {percentile_of(times, 99.9):7.2f} us   mean {statistics.fmean(times):6.2f} us"
+    )
 
 
 def machine_jitter(p50_us: float, count: int) -> list[float]:
@@ -203,10 +224,19 @@ def main() -> int:
             policy.warnings[:3],
         )
         del reloaded
+        # A director edits one department's file: the reload reads that file only.
+        edited = Path(temp) / "grants" / "dept07.yaml"
+        edited.write_text(edited.read_text().replace("Benchmark grant", "Benchmark grant, renewed", 1))
+        started = time.perf_counter()
+        after_edit = load_policy(config, previous=policy)
+        edit_reload = time.perf_counter() - started
+        assert len(after_edit.grants) == args.grants
+        policy = after_edit
         catalog_domains = sum(len(s.domains) + len(s.asset_domains) for s in policy.catalog.sites.values())
         print(
             f"config: {len(policy.catalog.sites)} sites ({catalog_domains} domains), {len(policy.grants):,} grants "
-            f"in {len(policy.sources) - 2} files: load {load:.2f} s, reload {reload:.2f} s"
+            f"in {len(policy.sources) - 2} files: load {load:.2f} s, reload {reload:.2f} s, "
+            f"reload after one file changed {edit_reload:.2f} s"
         )
 
         at = datetime.now(policy.timezone)
@@ -241,18 +271,24 @@ def main() -> int:
                 ]
             )
             ordinary_times = timed([lambda h=h: fast_path(h) for _, h, _ in ordinary])
-        p99 = sorted(decisions)[int(len(decisions) * 0.99)]
+        own_cost = fastest_of([lambda u=u, h=h, p=p: one_decision(u, h, p) for u, h, p in social], 5)
         print(f"\nper social-media decision, as the gate makes it ({len(social):,} requests, 3 hosts each):")
         print(f"  people_involved + decide_request  {summary(decisions)}")
         print(f"  decide_request alone              {summary(decide_only)}")
+        print(f"  the same, fastest of 5 passes     {summary(own_cost)}")
         print(f"per ordinary request (hosts normalized and looked up, {len(ordinary):,} requests):")
         print(f"  fast path                         {summary(ordinary_times)}")
-        verdict = "met" if p99 <= TARGET_P99_US else "MISSED"
-        print(f"target: p99 <= {TARGET_P99_US:g} us per decision: {verdict} ({p99:.2f} us)")
         reference = machine_jitter(statistics.median(decisions), len(social))
         print(
             f"this machine's spread: a fixed piece of Python as long as a decision's p50   {summary(reference)}"
         )
+        for label, times in (
+            ("single calls", decisions),
+            ("the code's own cost (fastest of 5 passes)", own_cost),
+        ):
+            p99 = percentile_of(times, 99)
+            verdict = "met" if p99 <= TARGET_P99_US else "MISSED"
+            print(f"target: p99 <= {TARGET_P99_US:g} us per decision, {label}: {verdict} ({p99:.2f} us)")
 
         hosts = [
             "www.facebook.com",

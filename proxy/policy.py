@@ -7,6 +7,7 @@ with every problem found. A policy is immutable: a reload builds a new one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -20,7 +21,7 @@ from citygate.proxy.audit_config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
 from citygate.proxy.flags import parse_flags_section
-from citygate.proxy.grants import Grant, GrantLoader
+from citygate.proxy.grants import Grant, GrantLoader, ReadFile
 from citygate.proxy.identity_config import parse_identity_section
 from citygate.proxy.metrics_config import parse_metrics_section
 from citygate.proxy.pac import parse_pac_section
@@ -128,6 +129,8 @@ class Policy:
     grants_dir: Path | None = None  # watched for new grant files
     _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
     enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
+    # The grant files as read, for the next load to reuse those that did not change.
+    read_files: Mapping[Path, ReadFile] = field(default_factory=dict, repr=False)
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
         return self._index.get((employee, site_id), ())
@@ -142,8 +145,12 @@ class Policy:
         return self.approval.director_groups | self.approval.executive_groups
 
 
-def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
-    """Read and validate the whole configuration; raise ConfigError listing every error."""
+def load_policy(config_path: Path, *, today: date | None = None, previous: Policy | None = None) -> Policy:
+    """Read and validate the whole configuration; raise ConfigError listing every error.
+
+    With `previous` (the policy being replaced), grant files that did not change are not read
+    again (grants.ReadFile); the result is the same as a fresh load's.
+    """
     problems = Problems()
     config_path = Path(config_path)
     document = read_yaml(config_path, problems, "see config/citygate.yaml for the settings it must hold")
@@ -189,7 +196,15 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         )
     if today is None:
         today = datetime.now(timezone).date()
-    loader = GrantLoader(catalog, timezone, max_days, today, problems)
+    loader = GrantLoader(
+        catalog,
+        timezone,
+        max_days,
+        today,
+        problems,
+        context=(_digest(catalog_path), timezone.key, max_days, today),
+        previous=previous.read_files if previous is not None else {},
+    )
     grants = [grant for path in grant_files for grant in loader.load_file(path)]
 
     sections = {}
@@ -225,7 +240,15 @@ def load_policy(config_path: Path, *, today: date | None = None) -> Policy:
         sections=MappingProxyType(sections),
         enforcement=enforcement,
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
+        read_files=MappingProxyType(loader.read),
     )
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None  # load_catalog reports it
 
 
 def _timezone(path: Path, document: Node, problems: Problems) -> ZoneInfo:
