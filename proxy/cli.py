@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from mitmproxy import exceptions, options
+    from mitmproxy import exceptions, hooks, options
     from mitmproxy.tools.dump import DumpMaster
 
     from citygate.addons.audit import AuditLog
@@ -214,6 +214,9 @@ def _run(args: argparse.Namespace) -> int:
                 opts.set(*args.set)
         except exceptions.OptionsError as exc:
             print(f"citygate: {exc}", file=sys.stderr)
+            # The addons configured so far may have started threads (the access-log writer):
+            # stop them as a shutdown would, before the event loop they log through is closed.
+            await master.addons.trigger_event(hooks.DoneHook())
             return 2
         # Until the configuration watcher takes SIGHUP over, a reload request must not kill us.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
