@@ -28,6 +28,12 @@ Reproduce (`make bench` installs nginx, wrk, squid, socat and curl when missing)
     .venv/bin/python bench/throughput.py --duration 5 --repeat 3
     .venv/bin/python bench/throughput.py --quick          # smoke run: 1 s x 1
     .venv/bin/python bench/throughput.py --only b,c --proxies citygate,"citygate x2"
+    make bench-capped                                     # each proxy held to 0.4 core per worker
+    .venv/bin/python bench/throughput.py --proxy-cpu 0.4 --workers 2
+
+With --proxy-cpu (root; bench/cpulimit.py) every proxy runs in a CPU cgroup allowing that many
+cores per worker, so the load generators on the same machine never take the proxy's CPU: the
+ratios compare the proxies' own costs, and 2 workers show what a second core gives.
 """
 
 from __future__ import annotations
