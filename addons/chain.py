@@ -30,15 +30,24 @@ async def trigger_where_handled(manager: AddonManager, event: hooks.Hook) -> Non
     for the event are skipped, which mitmproxy would have offered it to for nothing, at a few
     microseconds each. citygate announces every social-media decision this way.
     """
-    name = event.name
-    for entry in manager.chain:
-        if not hasattr(entry, "addons") and getattr(entry, name, None) is None:
-            continue
+    if isinstance(manager, HookSkippingAddonManager):
+        entries = manager.entries_taking(event.name)
+    else:
+        entries = _entries_taking(manager.chain, event.name)
+    for entry in entries:
         try:
             with safecall():
                 await manager.invoke_addon(entry, event)
         except exceptions.AddonHalt:
             return
+
+
+def _entries_taking(chain: list[object], name: str) -> tuple[object, ...]:
+    # An entry with children (a script loader, an AddonGroup) is always offered the event: its
+    # children can change (a script reloaded), and mitmproxy walks them itself.
+    return tuple(
+        entry for entry in chain if hasattr(entry, "addons") or getattr(entry, name, None) is not None
+    )
 
 
 class HookSkippingAddonManager(AddonManager):
@@ -49,16 +58,46 @@ class HookSkippingAddonManager(AddonManager):
     no hook for it, and `handle_lifecycle` sends an `update` event after each flow event: most
     of a denied request's cost was offers to addons that ignore them (BENCHMARKS.md). Behaviour
     is mitmproxy's: same addons, same order, same error handling (`trigger_where_handled`).
+    Which entries take an event is worked out once per event name, and again whenever an addon
+    is added or removed.
     """
 
     async def trigger_event(self, event: hooks.Hook) -> None:
         await trigger_where_handled(self, event)
+
+    def entries_taking(self, name: str) -> tuple[object, ...]:
+        # Kept in the instance's dict, created on first use: the class is switched onto a live
+        # manager (skip_entries_without_hooks), whose __init__ has already run.
+        known: dict[str, tuple[object, ...]] = self.__dict__.setdefault("_entries_by_event", {})
+        entries = known.get(name)
+        if entries is None:
+            entries = known[name] = _entries_taking(self.chain, name)
+        return entries
+
+    def add(self, *addons: object) -> None:
+        try:
+            super().add(*addons)
+        finally:
+            self.__dict__.pop("_entries_by_event", None)
+
+    def remove(self, addon: object) -> None:
+        try:
+            super().remove(addon)
+        finally:
+            self.__dict__.pop("_entries_by_event", None)
+
+    def clear(self) -> None:
+        try:
+            super().clear()
+        finally:
+            self.__dict__.pop("_entries_by_event", None)
 
 
 def skip_entries_without_hooks(manager: AddonManager) -> None:
     """Make a master's existing addon manager a `HookSkippingAddonManager`, addons and all.
 
     mitmproxy's masters build their manager themselves, with no way to pass another class; the
-    subclass adds no state, so switching the class of the live object keeps everything added.
+    subclass adds no state of its own to set up, so switching the class of the live object keeps
+    everything added.
     """
     manager.__class__ = HookSkippingAddonManager

@@ -409,8 +409,12 @@ def test_the_skipping_manager_keeps_every_addon_and_option_of_the_master():
             assert isinstance(manager, HookSkippingAddonManager)
             assert (list(manager.chain), dict(manager.lookup)) == before
             calls: list[str] = []
-            manager.add(_Takes("late", calls))  # added after the switch: still reached
+            await manager.trigger_event(_NamedHook("x"))  # which entries take it is now known
+            late = _Takes("late", calls)
+            manager.add(late)  # added after the switch and after the event: still reached
             await manager.trigger_event(_NamedHook("x"))
+            manager.remove(late)
+            await manager.trigger_event(_NamedHook("x"))  # removed: no longer reached
             assert calls == ["late"]
 
     asyncio.run(run())
