@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
+from mitmproxy.proxy import layer, layers
+from mitmproxy.proxy.layers.tls import ServerTLSLayer, parse_client_hello
 
 from citygate.addons.blockpage import render_block_page
 from citygate.addons.chain import trigger_where_handled
@@ -187,6 +189,24 @@ class CityGate:
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         await self._guarded(flow, [flow.request.host], self._on_connect)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        # A TLS tunnel to an ordinary site is passed through here, when its ClientHello arrives
+        # whole, as mitmproxy's allow_hosts does: its bytes then cross one TCP layer for the
+        # tunnel's whole life instead of the two TLS layers mitmproxy stacks to read the
+        # ClientHello (which, after `tls_clienthello` ignores the connection, only pass bytes
+        # on). The hosts and the check are tls_clienthello's; anything else is left to it.
+        context = nextlayer.context
+        if not isinstance(nextlayer.layer, ServerTLSLayer) or not context.server.address:
+            return
+        try:
+            hello = parse_client_hello(nextlayer.data_client())
+            hosts = [host for host in (context.server.address[0], hello.sni if hello else None) if host]
+            if hello is None or self._social(hosts):
+                return
+        except Exception:  # unparsable or unexpected: tls_clienthello decides, failing closed
+            return
+        nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
     async def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         server = data.context.server.address

@@ -58,6 +58,36 @@ def test_ordinary_https_is_not_decrypted(proxy, tls_upstream):
     assert tls_upstream.snis == ["www.example.org"]
 
 
+class _SeesClientHellos:
+    """Records the SNI of every ClientHello that reaches mitmproxy's TLS layers."""
+
+    def __init__(self) -> None:
+        self.snis: list[str | None] = []
+
+    def tls_clienthello(self, data) -> None:
+        self.snis.append(data.client_hello.sni)
+
+
+def test_an_ordinary_tunnel_is_passed_through_before_any_tls_layer_and_a_social_sni_is_not(
+    proxy_runner_factory, redirect_addon, tls_upstream
+):
+    hellos = _SeesClientHellos()
+    proxy = proxy_runner_factory([CityGate(), hellos, redirect_addon], {"citygate_config": str(DEMO_CONFIG)})
+
+    ordinary = tunnel_peer_certificate(proxy, "www.example.org")
+    assert ordinary["issuer_cn"] == UPSTREAM_CA_CN
+    assert hellos.snis == []  # decided on the CONNECT host and the SNI as the hello arrived
+
+    with socket.create_connection(proxy.address, timeout=10) as raw:  # an ordinary CONNECT...
+        raw.sendall(b"CONNECT www.example.org:443 HTTP/1.1\r\nHost: www.example.org:443\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        context = ssl.create_default_context(cafile=str(proxy.ca_pem))
+        with context.wrap_socket(raw, server_hostname="www.facebook.com") as tls:  # ...social SNI
+            issuer = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).issuer
+    assert hellos.snis == ["www.facebook.com"]  # left to the TLS layers and tls_clienthello
+    assert issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == MITMPROXY_CA_CN
+
+
 def test_ordinary_https_request_succeeds_end_to_end(proxy, tls_upstream):
     result = curl(proxy, "https://www.example.org/")
 
