@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.server
+import shutil
+import signal
 import ssl
+import sys
 import tempfile
 from pathlib import Path
 
@@ -71,7 +74,16 @@ def main() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Hello)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"serving https://localhost:{args.port}/ with the certificate in {cert}", flush=True)
-    server.serve_forever()
+    # Ctrl-C or SIGTERM remove the folder, so that the README's /tmp/citygate-demo-site-*/
+    # names this run's certificate only.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
