@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mitmproxy import connection, ctx, http
 
+from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.proxy.audit_config import AuditSettings
 from citygate.proxy.audit_files import worker_directory
@@ -40,7 +41,6 @@ log = logging.getLogger("citygate.audit")
 # under a millisecond; a hung disk must not hold every denial forever.
 DENIAL_WRITE_WAIT_SECONDS = 2.0
 _RECORDED = "citygate.audit.recorded"
-_STREAMED = "citygate.audit.streamed_bytes"
 
 
 class AuditLog:
@@ -199,18 +199,8 @@ class AuditLog:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         event = flow.metadata.get("citygate.event")
-        response = flow.response
-        if event is None or response is None or not response.stream or not _completes(event):
-            return
-        # A streamed body never lands in raw_content: count it as it passes.
-        inner = response.stream
-        flow.metadata[_STREAMED] = 0
-
-        def count(chunk: bytes) -> bytes | object:
-            flow.metadata[_STREAMED] += len(chunk)
-            return inner(chunk) if callable(inner) else chunk
-
-        response.stream = count
+        if event is not None and _completes(event):
+            count_streamed_body(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._complete(flow, None)
@@ -228,13 +218,11 @@ class AuditLog:
             return
         flow.metadata[_RECORDED] = True
         response = flow.response
-        response_bytes = flow.metadata.get(_STREAMED)
-        if response is not None and response.raw_content is not None:
-            response_bytes = len(response.raw_content)
+        response_bytes = response_body_bytes(flow)
         completion = Completion(
             end=datetime.now(UTC),
             status=response.status_code if response is not None else None,
-            request_bytes=_body_bytes(flow.request),
+            request_bytes=message_body_bytes(flow.request),
             response_bytes=response_bytes,
             error=error,
         )
@@ -255,8 +243,8 @@ class AuditLog:
         counts = self._connection_hosts(flow.client_conn).setdefault(
             flow.request.host, [datetime.now(UTC), 0, 0]
         )
-        counts[1] = (counts[1] or 0) + (_body_bytes(flow.request) or 0)
-        counts[2] = (counts[2] or 0) + (_body_bytes(flow.response) or 0)
+        counts[1] = (counts[1] or 0) + (message_body_bytes(flow.request) or 0)
+        counts[2] = (counts[2] or 0) + (message_body_bytes(flow.response) or 0)
 
     def client_disconnected(self, client: connection.Client) -> None:
         hosts = self._ordinary.pop(client.id, None)
@@ -277,15 +265,6 @@ class AuditLog:
 def _completes(event: DecisionEvent) -> bool:
     """Whether this event's record waits for the request to complete."""
     return event.forwarded and event.stage is Stage.REQUEST and event.veto.reason is None
-
-
-def _body_bytes(message: http.Message | None) -> int | None:
-    if message is None:
-        return None
-    if message.raw_content is not None:
-        return len(message.raw_content)
-    length = message.headers.get("content-length", "")
-    return int(length) if length.isdigit() else None
 
 
 def _settle(future: asyncio.Future[bool], ok: bool) -> None:

@@ -126,7 +126,7 @@ class CityGate:
         # Workers of one host share their directory answers (directory/shared.py).
         cache = cache_settings(policy.directory.options.get("cache"), path)
         backend = shared_between_workers(open_directory(policy.directory, path), policy.directory, cache)
-        return policy, DirectoryGateway.cached(backend, policy.directory)
+        return policy, DirectoryGateway(backend, cache)
 
     def _install(self, policy: Policy, directory: DirectoryGateway, path: str) -> None:
         self.config_loads["success"] += 1
@@ -201,16 +201,14 @@ class CityGate:
             return
         try:
             hello = parse_client_hello(nextlayer.data_client())
-            hosts = [host for host in (context.server.address[0], hello.sni if hello else None) if host]
-            if hello is None or self._social(hosts):
+            if hello is None or self._social(_tunnel_hosts(context.server.address, hello.sni)):
                 return
         except Exception:  # unparsable or unexpected: tls_clienthello decides, failing closed
             return
         nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
     async def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        server = data.context.server.address
-        hosts = [host for host in (server[0] if server else None, data.client_hello.sni) if host]
+        hosts = _tunnel_hosts(data.context.server.address, data.client_hello.sni)
         try:
             if not self._social(hosts):
                 data.ignore_connection = True
@@ -393,6 +391,11 @@ class CityGate:
             f"citygate refused this connection: {plain_reason(decision.reason)}\n",
             {"Content-Type": "text/plain; charset=utf-8"},
         )
+
+
+def _tunnel_hosts(server: connection.Address | None, sni: str | None) -> list[str]:
+    """The hosts a TLS tunnel names: the CONNECT authority and the ClientHello's SNI."""
+    return [host for host in (server[0] if server else None, sni) if host]
 
 
 def _vetoed(decision: Decision, veto: Veto) -> Decision:

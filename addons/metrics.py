@@ -23,6 +23,7 @@ from datetime import datetime
 
 from mitmproxy import connection, ctx, exceptions, http
 
+from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.proxy.health import Readiness, healthz, readyz, write_state
 from citygate.proxy.metrics import UNKNOWN, LabelGuard, MetricSet, grant_counts
@@ -40,7 +41,6 @@ log = logging.getLogger("citygate.metrics")
 # Grant gauges walk every grant: recomputed when the configuration changes, and at most once a
 # minute otherwise (a grant enters or leaves them only at midnight, city time).
 GRANTS_REFRESH_SECONDS = 60.0
-_STREAMED = "citygate.metrics.streamed_bytes"
 _COUNTED = "citygate.metrics.counted"
 
 
@@ -185,18 +185,8 @@ class Metrics:
     # --- bytes of allowed requests --------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        response = flow.response
-        if response is None or not response.stream or not _relayed(flow):
-            return
-        # A streamed body never lands in raw_content: count it as it passes.
-        inner = response.stream
-        flow.metadata[_STREAMED] = 0
-
-        def count(chunk: bytes) -> bytes | object:
-            flow.metadata[_STREAMED] += len(chunk)
-            return inner(chunk) if callable(inner) else chunk
-
-        response.stream = count
+        if _relayed(flow):
+            count_streamed_body(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._count_bytes(flow)
@@ -212,10 +202,8 @@ class Metrics:
         event: DecisionEvent = flow.metadata["citygate.event"]
         site = event.decision.site_id or UNKNOWN
         department = self._departments(event.decision.evidence.employee_department)
-        received = flow.metadata.get(_STREAMED)
-        if flow.response is not None and flow.response.raw_content is not None:
-            received = len(flow.response.raw_content)
-        for direction, count in (("request", _body_bytes(flow.request)), ("response", received)):
+        received = response_body_bytes(flow)
+        for direction, count in (("request", message_body_bytes(flow.request)), ("response", received)):
             if count:
                 metrics.bytes.labels(site, department, direction).inc(count)
 
@@ -315,12 +303,3 @@ def _relayed(flow: http.HTTPFlow) -> bool:
         and event.stage is Stage.REQUEST
         and event.veto.reason is None
     )
-
-
-def _body_bytes(message: http.Message | None) -> int | None:
-    if message is None:
-        return None
-    if message.raw_content is not None:
-        return len(message.raw_content)
-    length = message.headers.get("content-length", "")
-    return int(length) if length.isdigit() else None

@@ -240,7 +240,7 @@ class DirectoryGateway:
         else:
             # Every block page lists its approvers: when every group is cached and fresh, answer
             # without scheduling a task per group.
-            listed = [self._fresh_group(group) for group in names]
+            listed = [self._fresh_group(group.strip().lower()) for group in names]
             if any(people is None for people in listed):
                 listed = await asyncio.gather(*(self._group(group) for group in names))
         for people in listed:
@@ -248,13 +248,13 @@ class DirectoryGateway:
                 found.setdefault(person.uid, person)
         return list(found.values())
 
-    def _fresh_group(self, group: str) -> list[Person] | None:
-        cached = self._groups.get(group.strip().lower())
+    def _fresh_group(self, key: str) -> list[Person] | None:
+        cached = self._groups.get(key)
         return cached[0] if cached is not None and cached[1] < self.cache.ttl else None
 
     async def _group(self, group: str) -> list[Person] | None:
         key = group.strip().lower()
-        fresh = self._fresh_group(group)
+        fresh = self._fresh_group(key)
         if fresh is not None:
             return fresh
 
