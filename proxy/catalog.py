@@ -33,6 +33,10 @@ class Site:
     domains: tuple[str, ...]
     asset_domains: tuple[str, ...] = ()
     networks: tuple[IPNetwork, ...] = ()
+    # An allowed tunnel to this site is passed through undecrypted instead of being looked into:
+    # cheaper, but a request inside it can name any host the site's front end serves (another
+    # brand on a shared CDN), and that host is never decided. Off unless an admin accepts that.
+    pass_through_when_granted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +184,13 @@ def _parse_site(path: Path, entry: object, line: int, problems: Problems) -> Sit
             'write "- id: ...", "name: ...", "domains: [...]"',
         )
         return None
-    unknown = set(entry) - {"id", "name", "domains", "asset_domains", "networks"}
+    unknown = set(entry) - {"id", "name", "domains", "asset_domains", "networks", "pass_through_when_granted"}
     for key in sorted(unknown):
         problems.error(
             path,
             entry.line_of(key),
             f'unknown key "{key}" in a site',
-            "use id, name, domains, asset_domains or networks",
+            "use id, name, domains, asset_domains, networks or pass_through_when_granted",
         )
     site_id = entry.get("id")
     if not isinstance(site_id, str) or not SITE_ID.fullmatch(site_id):
@@ -216,7 +220,30 @@ def _parse_site(path: Path, entry: object, line: int, problems: Problems) -> Sit
             'add e.g. "domains: [facebook.com]"',
         )
     networks = _parse_networks(path, entry, problems)
-    return Site(site_id, name.strip(), tuple(domains), tuple(assets), tuple(networks))
+    pass_through = _pass_through(path, entry, site_id, problems)
+    return Site(site_id, name.strip(), tuple(domains), tuple(assets), tuple(networks), pass_through)
+
+
+def _pass_through(path: Path, entry: Node, site_id: str, problems: Problems) -> bool:
+    value = entry.get("pass_through_when_granted", False)
+    line = entry.line_of("pass_through_when_granted")
+    if not isinstance(value, bool):
+        problems.error(
+            path,
+            line,
+            f"pass_through_when_granted of site \"{site_id}\" must be true or false, not {value!r}",
+            "write pass_through_when_granted: true, or leave it out (the default, false, is safer)",
+        )
+        return False
+    if value:
+        problems.warning(
+            path,
+            line,
+            f'allowed tunnels to "{site_id}" are passed through undecrypted: a request inside one '
+            "can name any other site its front end serves (domain fronting), and that site is not decided",
+            "remove pass_through_when_granted unless the fronting risk is accepted in writing",
+        )
+    return value
 
 
 def _parse_domains(path: Path, entry: Node, key: str, problems: Problems) -> list[str]:

@@ -45,6 +45,12 @@ class Reason(StrEnum):
     # Set by the proxy shell, never by `decide`: the audit log cannot be written, so an allowed
     # social-media request is refused rather than served without a record (audit.fail_closed).
     AUDIT_LOG_UNAVAILABLE = "audit_log_unavailable"
+    # Set by the proxy shell, never by `decide`: the request names its host ambiguously (two Host
+    # headers, an invalid Host, a folded line, a target that disagrees with Host): 400, any host.
+    MALFORMED_REQUEST = "malformed_request"
+    # Set by the proxy shell, never by `decide`: a tunnel to a social-media host carries bytes that
+    # are neither TLS nor HTTP (or a TLS start mitmproxy cannot take), so it cannot be decided.
+    UNRECOGNIZED_PROTOCOL = "unrecognized_protocol"
 
 
 # When several grants cover a site and none allows the request, the reported reason is the
@@ -344,6 +350,9 @@ def _judge_grant(
     if path is None:
         return _Verdict(Reason.GRANTED, grant, f"limited to {', '.join(scope)}", approver, role, True)
     normalized = normalize_path(path)
+    if normalized is None:
+        detail = f"{path[:200]} is ambiguous (an encoded slash, a double escape or a control byte)"
+        return _Verdict(Reason.PATH_OUT_OF_SCOPE, grant, detail, approver, role)
     if path_in_scope(normalized, scope):
         return _Verdict(Reason.GRANTED, grant, "", approver, role)
     return _Verdict(

@@ -70,6 +70,8 @@ ALL_REASONS = POLICY_DENIALS | {
     "directory_unavailable",
     "internal_error",
     "audit_log_unavailable",
+    "malformed_request",
+    "unrecognized_protocol",
 }
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -66,17 +66,29 @@ class Grant:
         return self.paths.get(site_id)
 
 
-def normalize_path(raw: str) -> str:
-    """The path a server will act on: query dropped, escapes decoded, `.`/`..` and `//` resolved.
+def normalize_path(raw: str) -> str | None:
+    """The path a server will act on, or None when servers may read it differently.
 
-    Decoding before resolving means `/FresnoParks/%2e%2e/evil` is judged as `/evil`, so an
-    encoded dot segment cannot climb out of a granted scope.
+    The query and fragment are dropped, escapes decoded once, `;` parameters removed from each
+    segment, then `.`/`..` and `//` resolved. Decoding and dropping parameters before resolving
+    means `/FresnoParks/%2e%2e/evil` and `/FresnoParks/..;/evil` (a Tomcat-style `..;`) are both
+    judged as `/evil`, so neither climbs out of a granted scope.
+
+    None means ambiguous: still an escape after one decode (`%252e`), an encoded or literal
+    backslash, an encoded slash (`%2f`: some servers split on it, others do not), or a control
+    byte (some servers stop at a NUL). Such a path is refused, never guessed at.
     """
     path = raw.split("#", 1)[0].split("?", 1)[0]
-    if path[:1] == "/" and "%" not in path and "/." not in path and "//" not in path:
+    if path[:1] == "/" and not _NEEDS_WORK.search(path):
         return path  # nothing to decode or resolve: already in normal form
+    if _AMBIGUOUS_RAW.search(path):
+        return None
+    decoded = unquote(path) if "%" in path else path
+    if _AMBIGUOUS_DECODED.search(decoded):
+        return None
     segments: list[str] = []
-    for segment in unquote(path).split("/"):
+    for segment in decoded.split("/"):
+        segment = segment.split(";", 1)[0]
         if segment in ("", "."):
             continue
         if segment == "..":
@@ -85,13 +97,24 @@ def normalize_path(raw: str) -> str:
             continue
         segments.append(segment)
     normalized = "/" + "/".join(segments)
-    if path.endswith("/") and segments:
+    if decoded.endswith("/") and segments:
         normalized += "/"
     return normalized
 
 
-def path_in_scope(path: str, scope: Iterable[str]) -> bool:
-    """Whether a normalized path lies under one of the scope prefixes, at a segment boundary."""
+# Anything but plain segments: an escape, a dot segment, an empty segment, a parameter.
+_NEEDS_WORK = re.compile(r"%|/\.|//|;|[\\\x00-\x1f\x7f]")
+_AMBIGUOUS_RAW = re.compile(r"\\|%2[fF]|%5[cC]")
+_AMBIGUOUS_DECODED = re.compile(r"%[0-9A-Fa-f]{2}|[\x00-\x1f\x7f\\]")
+
+
+def path_in_scope(path: str | None, scope: Iterable[str]) -> bool:
+    """Whether a normalized path lies under one of the scope prefixes, at a segment boundary.
+
+    An ambiguous path (`normalize_path` gave None) lies under none.
+    """
+    if path is None:
+        return False
     for prefix in scope:
         base = prefix.rstrip("/")
         if not base or path == base or path.startswith(base + "/"):
@@ -395,7 +418,16 @@ class GrantLoader:
                         'write a path such as "/FresnoParks"',
                     )
                     continue
-                cleaned.append(normalize_path(text))
+                normalized = normalize_path(text)
+                if normalized is None:
+                    self.problems.error(
+                        path,
+                        line,
+                        f"path {value!r} is ambiguous: servers may read it differently",
+                        "write it without %2F, %5C, backslashes, control characters or double escapes",
+                    )
+                    continue
+                cleaned.append(normalized)
             if cleaned:
                 scopes[site_id] = tuple(cleaned)
         return scopes

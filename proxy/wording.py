@@ -29,6 +29,15 @@ PLAIN_REASONS: dict[Reason, str] = {
         "The proxy cannot record this visit in the City's access log right now, and social media "
         "is allowed only when it is recorded, so access is refused for now. Try again in a few minutes."
     ),
+    Reason.MALFORMED_REQUEST: (
+        "The request named its site in a way the proxy cannot check (for example two Host headers, "
+        "or a Host header that is not a plain host name), so it was refused. Browsers never send "
+        "such requests; if a program of yours does, contact the IT service desk."
+    ),
+    Reason.UNRECOGNIZED_PROTOCOL: (
+        "The connection to this social media site was neither a web page (HTTPS or HTTP) nor "
+        "anything else the proxy can check, so it was closed."
+    ),
 }
 
 

@@ -162,7 +162,7 @@ CATALOG_ERRORS = [
         "sites:\n  - id: a\n    name: A\n    domain: [a.example]\n    domains: [b.example]\n",
         4,
         'unknown key "domain" in a site',
-        "use id, name, domains, asset_domains or networks",
+        "use id, name, domains, asset_domains, networks or pass_through_when_granted",
         id="unknown-key",
     ),
     pytest.param(
