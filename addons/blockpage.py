@@ -93,3 +93,26 @@ def _how_to_request(decision: Decision, approvers: list[Person], site_name: str)
         for person in approvers
     )
     return steps + f"<p>Who can approve it:</p><ul>{items}</ul>"
+
+
+def render_refusal_page(decision: Decision, policy: Policy, url: str, event_id: str) -> str:
+    """The page for a request refused before any grant was looked at (a malformed request head).
+
+    Not a block page: the request was not understood, so nothing about grants applies. It says
+    what was wrong, in the words of `decision.evidence.detail`, escaped like every other value.
+    """
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Request refused</title><style>{_STYLE}</style></head>
+<body><main>
+<h1>The {escape(policy.city)} proxy refused this request</h1>
+<p class="site">{escape(url)}</p>
+<div class="reason"><strong>Why:</strong> {escape(plain_reason(decision.reason))}
+<p>{escape(decision.evidence.detail)}</p></div>
+<footer><dl>
+<dt>Reason code</dt><dd>{escape(decision.reason.value)}</dd>
+<dt>Reference</dt><dd>{escape(event_id)}</dd>
+</dl><p>Use of City systems carries no expectation of privacy; access decisions are logged.</p></footer>
+</main></body></html>
+"""

@@ -26,14 +26,11 @@ class UnsupportedCredentials(ValueError):
     """The header is present but is not usable Basic credentials."""
 
 
-def basic_credentials(headers: Headers) -> BasicCredentials | None:
-    """The Basic credentials in Proxy-Authorization, None when absent.
+def basic_credentials(value: str) -> BasicCredentials:
+    """The Basic credentials in a Proxy-Authorization value.
 
     Raises UnsupportedCredentials for another scheme or a malformed value.
     """
-    value = headers.get("Proxy-Authorization")
-    if value is None:
-        return None
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "basic":
         raise UnsupportedCredentials(f"unsupported scheme {scheme[:20]!r}")

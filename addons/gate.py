@@ -5,9 +5,13 @@ pure `decide_request`, and acts on the result. Hooks are async so directory work
 the event loop, and every hook is guarded: mitmproxy forwards a request whose hook raised, so
 on any error a social-media request is refused instead.
 
-Encrypted traffic is decided on the CONNECT authority and the TLS SNI. A tunnel is decrypted
-only when the decision needs a path (a path-scoped grant) or a block page must be shown; every
-other tunnel, and all non-social traffic, passes through untouched.
+Encrypted traffic is decided on the CONNECT authority and the TLS SNI, before a byte goes
+upstream: a tunnel's start is read whole first (addons/tunnel_start.py), so how a client splits
+its bytes changes nothing. A social tunnel is decrypted, so that each request inside it is
+decided on its own host and path (a front end that serves several brands would otherwise serve
+any of them inside a granted tunnel), unless its catalog entry says `pass_through_when_granted`.
+Ordinary tunnels, and all non-social traffic, pass through untouched. A request head that names
+its host ambiguously is refused with 400 (proxy/request_head.py), whatever its host.
 """
 
 from __future__ import annotations
@@ -24,20 +28,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
-from mitmproxy.proxy import layer, layers
+from mitmproxy.proxy import commands, context, events, layer, layers
+from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ServerTLSLayer, parse_client_hello
 
-from citygate.addons.blockpage import render_block_page
+from citygate.addons.blockpage import render_block_page, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
-from citygate.addons.identity import IdentityResolver
+from citygate.addons.identity import IdentityResolver, Presented
+from citygate.addons.tunnel_start import Kind, classify
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.shared import shared_between_workers
+from citygate.proxy.audit_record import passes_through
+from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.decision import (
     Decision,
+    Evidence,
     Identity,
     Reason,
     Result,
@@ -48,18 +57,30 @@ from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
+from citygate.proxy.request_head import head_problem
 from citygate.proxy.wording import plain_reason
 
 log = logging.getLogger("citygate")
 _STARTED = "citygate.started"
 _BLOCK_PAGE_HEADERS = ((b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"))
+# How long a tunnel's start (a ClientHello, a request head) may take to arrive whole. Checked
+# when bytes arrive; a client that sends nothing more is the idle timeout's business.
+START_SECONDS = 10.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tunnel:
-    """What a CONNECT established, remembered for the TLS handshake and requests inside it."""
+    """What a CONNECT established, remembered for the TLS handshake and requests inside it.
 
-    identity: Identity | None
+    The CONNECT's credentials count inside its tunnel and nowhere else. An ordinary CONNECT's
+    are checked only if something inside turns out to be social (a social SNI or Host), so
+    ordinary traffic never costs a directory call.
+    """
+
+    authority: str
+    presented: Presented
+    identity: Identity | None = None
+    resolved: bool = False
 
 
 class CityGate:
@@ -68,6 +89,8 @@ class CityGate:
         self.directory: DirectoryGateway | None = None
         self.identities: IdentityResolver | None = None
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
+        # When each tunnel still waiting for its whole start (next_layer) sent its first bytes.
+        self._starts: weakref.WeakKeyDictionary[connection.Client, float] = weakref.WeakKeyDictionary()
         # Configuration loads by result ("success", "failure"), start-up included; the metrics
         # addon reads them for citygate_config_reloads_total.
         self.config_loads: Counter[str] = Counter()
@@ -190,37 +213,109 @@ class CityGate:
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         await self._guarded(flow, [flow.request.host], self._on_connect)
 
-    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+    async def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """Choose a tunnel's next layer only once its start is whole, so nothing goes upstream undecided.
+
+        mitmproxy picks the layer from the bytes that have arrived so far: given a ClientHello
+        one byte at a time, or bytes that are neither TLS nor HTTP, it would relay raw TCP that no
+        hook sees. Its choice stands where it is safe: the proxy's own front door (no server
+        yet), an HTTP layer (every request is decided in `requestheaders`), a TLS layer (it
+        waits for the whole ClientHello, then `tls_clienthello` decides). Anything else waits
+        for the start to be whole (`tunnel_start.classify`), and then: a request head gets an
+        HTTP layer; a ClientHello, or bytes that are neither, go raw only where every host named
+        is ordinary; a social tunnel that would have gone raw is closed, and recorded.
+        """
+        context = nextlayer.context
+        chosen = nextlayer.layer
+        if not context.server.address or chosen is None or isinstance(chosen, layers.HttpLayer):
+            return
+        try:
+            if isinstance(chosen, ServerTLSLayer):
+                self._pass_ordinary_tls(nextlayer)
+                return
+            await self._choose_for_start(nextlayer)
+        except Exception:
+            log.exception("citygate: error reading the start of a tunnel to %s", context.server.address)
+            hosts = _tunnel_hosts(context, None)
+            if self._might_be_social(hosts):
+                nextlayer.layer = _Close(context)
+
+    def _pass_ordinary_tls(self, nextlayer: layer.NextLayer) -> None:
         # A TLS tunnel to an ordinary site is passed through here, when its ClientHello arrives
         # whole, as mitmproxy's allow_hosts does: its bytes then cross one TCP layer for the
         # tunnel's whole life instead of the two TLS layers mitmproxy stacks to read the
         # ClientHello (which, after `tls_clienthello` ignores the connection, only pass bytes
         # on). The hosts and the check are tls_clienthello's; anything else is left to it.
         context = nextlayer.context
-        if not isinstance(nextlayer.layer, ServerTLSLayer) or not context.server.address:
-            return
         try:
             hello = parse_client_hello(nextlayer.data_client())
-            if hello is None or self._social(_tunnel_hosts(context.server.address, hello.sni)):
-                return
-        except Exception:  # unparsable or unexpected: tls_clienthello decides, failing closed
+        except ValueError:  # not a ClientHello: mitmproxy's TLS layer refuses it
+            return
+        if hello is None or self._social(_tunnel_hosts(context, hello.sni)):
             return
         nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
+    async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
+        context = nextlayer.context
+        start = classify(nextlayer.data_client())
+        if start.kind is Kind.WAIT:
+            began = self._starts.setdefault(context.client, time.monotonic())
+            if time.monotonic() - began <= START_SECONDS:
+                nextlayer.layer = None  # mitmproxy asks again when more bytes arrive
+                return
+            problem = f"the tunnel's first bytes did not form a ClientHello or request head within {START_SECONDS:g} s"
+            await self._refuse_tunnel(nextlayer, problem, None)
+            return
+        self._starts.pop(context.client, None)
+        if start.kind is Kind.HTTP:
+            # Every request in it is decided in `requestheaders`, on every host it names.
+            nextlayer.layer = layers.HttpLayer(context, HTTPMode.transparent)
+            return
+        if start.kind is Kind.MALFORMED:
+            await self._refuse_tunnel(nextlayer, start.problem, None)
+            return
+        sni = start.hello.sni if start.hello is not None else None
+        if not self._social(_tunnel_hosts(context, sni)):
+            return  # ordinary: mitmproxy's own choice (raw TCP, DNS) stands
+        if start.kind is Kind.TLS:
+            version = nextlayer.data_client()[1:3].hex()
+            problem = f"a ClientHello in a TLS record of version {version}, which mitmproxy does not take"
+        else:
+            problem = "bytes that are neither TLS nor HTTP"
+        await self._refuse_tunnel(nextlayer, problem, sni)
+
+    async def _refuse_tunnel(self, nextlayer: layer.NextLayer, problem: str, sni: str | None) -> None:
+        """Close a tunnel whose start cannot be decided; record it when it names a social host."""
+        context = nextlayer.context
+        nextlayer.layer = _Close(context)
+        hosts = _tunnel_hosts(context, sni)
+        client_ip = context.client.peername[0] if context.client.peername else None
+        if not self._social(hosts):
+            # Not a decision about social media: the proxy log says why the connection was closed.
+            log.info("citygate: closed a tunnel from %s to %s: %s", client_ip, hosts[0], problem)
+            return
+        tunnel = self.tunnels.get(context.client)
+        identity = await self._tunnel_identity(tunnel) if tunnel else None
+        decision = self._refusal(Reason.UNRECOGNIZED_PROTOCOL, hosts, identity, problem)
+        host, port = context.server.address  # type: ignore[misc]
+        await self._announce_event(
+            decision, Stage.CONNECT, client_ip=client_ip, method="CONNECT", url=f"{host}:{port}", status=None
+        )
+
     async def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        hosts = _tunnel_hosts(data.context.server.address, data.client_hello.sni)
+        hosts = _tunnel_hosts(data.context, data.client_hello.sni)
         try:
             if not self._social(hosts):
                 data.ignore_connection = True
                 return
             tunnel = self.tunnels.get(data.context.client)
-            decision = await self._decide(tunnel.identity if tunnel else None, hosts, None)
-            # Look inside only to enforce a path scope or to show a block page; otherwise the
-            # client talks to the site directly and sees the site's own certificate. In report
-            # mode a denial shows no block page, so its tunnel passes through like an allowed one
-            # (the CONNECT already announced it as a would-be denial).
-            report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
-            data.ignore_connection = (decision.allowed or report) and not decision.needs_path
+            identity = await self._tunnel_identity(tunnel) if tunnel else None
+            decision = await self._decide(identity, hosts, None)
+            # Decrypted, so that each request inside is decided on its own host and path, unless
+            # every social site named accepts passing through (catalog: pass_through_when_granted).
+            # In report mode a denial shows no block page, so it is treated like an allowed one.
+            forwarded = decision.allowed or self._report_only(decision)
+            data.ignore_connection = forwarded and self._all_pass_through(hosts, decision)
         except Exception:
             log.exception("citygate: error deciding a TLS handshake for %s", hosts)
             data.ignore_connection = not self._might_be_social(hosts)
@@ -228,19 +323,30 @@ class CityGate:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         hosts = [host for host in (request.host, request.host_header, flow.client_conn.sni) if host]
+        tunnel = self.tunnels.get(flow.client_conn)
+        if tunnel is not None:
+            hosts.append(tunnel.authority)
         await self._guarded(flow, hosts, self._on_request)
 
     # --- hook bodies -----------------------------------------------------------------------
 
     async def _on_connect(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
-        # Ordinary traffic is never asked for credentials and never costs a directory call.
-        if not self._social(hosts):
+        if await self._refused_as_malformed(flow, hosts, Stage.CONNECT):
             return
-        identity = await self.identities.resolve(flow)  # type: ignore[union-attr]
+        peer = flow.client_conn.peername
+        presented = Presented(
+            tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None
+        )
+        # Ordinary traffic is never asked for credentials and never costs a directory call; its
+        # credentials are kept for what the tunnel may turn out to carry (a social SNI or Host).
+        if not self._social(hosts):
+            self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented)
+            return
+        identity = await self.identities.resolve_presented(presented)  # type: ignore[union-attr]
         decision = await self._decide(identity, hosts, None)
         # Report mode: a denial (or a missing sign-in) is announced as the denial it is, then
         # the tunnel opens as for an allowed decision: no 407, no block page.
-        report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+        report = self._report_only(decision)
         if decision.result is Result.AUTH_REQUIRED and not report:
             await self._respond_auth_required(flow, decision, Stage.CONNECT)
             return
@@ -252,20 +358,24 @@ class CityGate:
             return
         # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
         # because browsers display nothing for a refused CONNECT.
-        self.tunnels[flow.client_conn] = Tunnel(identity)
+        self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented, identity, resolved=True)
 
     async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        if await self._refused_as_malformed(flow, hosts, Stage.REQUEST):
+            return
         if not self._social(hosts):
             strip_proxy_headers(flow.request.headers)
             return
         tunnel = self.tunnels.get(flow.client_conn)
         in_tunnel = tunnel is not None or flow.client_conn.tls_established
-        identity = tunnel.identity if tunnel else await self.identities.resolve(flow)  # type: ignore[union-attr]
+        # Inside a tunnel only the CONNECT's credentials count: a Proxy-Authorization header
+        # sent inside it is meant for nobody and is removed like any other.
+        identity = await self._tunnel_identity(tunnel) if tunnel else await self.identities.resolve(flow)  # type: ignore[union-attr]
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
         # Report mode: announced as the denial it is, then forwarded as if allowed; an audit
         # veto still refuses (fail closed: nothing is served unrecorded).
-        report = not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+        report = self._report_only(decision)
         if decision.allowed or report:
             event = await self._announce(flow, decision, Stage.REQUEST, None, would_deny=report)
             if event.veto.reason is not None:
@@ -275,12 +385,68 @@ class CityGate:
         else:
             await self._respond_blocked(flow, decision)
 
+    async def _refused_as_malformed(self, flow: http.HTTPFlow, hosts: Sequence[str], stage: Stage) -> bool:
+        """Answer 400 to a head that names its host ambiguously (RFC 9112 §3.2), and record it."""
+        request = flow.request
+        problem = head_problem(
+            method=request.method,
+            scheme=request.scheme,
+            http_version=request.http_version,
+            authority=request.authority,
+            host_fields=request.headers.get_all("Host"),
+            field_values=[value for _, value in request.headers.fields],
+        )
+        if problem is None:
+            return False
+        decision = self._refusal(Reason.MALFORMED_REQUEST, hosts, None, problem)
+        event = await self._announce(flow, decision, stage, 400)
+        page = render_refusal_page(decision, self.policy, event.url, event.id)  # type: ignore[arg-type]
+        flow.response = http.Response.make(400, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
+        return True
+
     # --- deciding --------------------------------------------------------------------------
 
     def _social(self, hosts: Sequence[str]) -> bool:
         assert self.policy is not None, "citygate_config was never loaded"
         catalog = self.policy.catalog
         return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+
+    def _matches(self, hosts: Sequence[str]) -> list[SiteMatch]:
+        catalog = self.policy.catalog  # type: ignore[union-attr]
+        found = (catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
+        return [match for match in found if match is not None]
+
+    def _all_pass_through(self, hosts: Sequence[str], decision: Decision) -> bool:
+        """Whether an allowed social tunnel may be relayed undecrypted: every social site named agrees."""
+        return passes_through(decision) and all(
+            match.site.pass_through_when_granted for match in self._matches(hosts)
+        )
+
+    def _report_only(self, decision: Decision) -> bool:
+        """Whether a refusal is only reported (its department is in report mode), not enforced."""
+        return not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+
+    def _refusal(
+        self, reason: Reason, hosts: Sequence[str], identity: Identity | None, problem: str
+    ) -> Decision:
+        """A denial the shell makes before any grant is looked at (a malformed head, an undecidable tunnel)."""
+        matches = self._matches(hosts)
+        normalized = normalize_host(hosts[0]) if hosts else None
+        host = normalized.name if normalized else (hosts[0] if hosts else "")
+        if matches:
+            host = matches[0].matched
+        evidence = Evidence(
+            employee=identity.user if identity and identity.user else None,
+            identity_method=identity.method if identity else None,
+            detail=problem,
+        )
+        return Decision(Result.DENY, reason, host, matches[0] if matches else None, evidence=evidence)
+
+    async def _tunnel_identity(self, tunnel: Tunnel) -> Identity | None:
+        if not tunnel.resolved:
+            tunnel.identity = await self.identities.resolve_presented(tunnel.presented)  # type: ignore[union-attr]
+            tunnel.resolved = True
+        return tunnel.identity
 
     def _might_be_social(self, hosts: Sequence[str]) -> bool:
         """Whether to fail closed after an error: yes unless every host is surely not social."""
@@ -339,20 +505,44 @@ class CityGate:
         instead of serving. The event's mode is the employee's department's (proxy/enforcement.py).
         """
         started = flow.metadata.get(_STARTED)
+        event = await self._announce_event(
+            decision,
+            stage,
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            method=flow.request.method,
+            url=flow.request.pretty_url,
+            status=status,
+            would_deny=would_deny,
+            started=started,
+        )
+        flow.metadata["citygate.event"] = event
+        return event
+
+    async def _announce_event(
+        self,
+        decision: Decision,
+        stage: Stage,
+        *,
+        client_ip: str | None,
+        method: str,
+        url: str,
+        status: int | None,
+        would_deny: bool = False,
+        started: float | None = None,
+    ) -> DecisionEvent:
         event = DecisionEvent(
             id=uuid.uuid4().hex,
             timestamp=datetime.now(UTC),
             decision=decision,
             stage=stage,
-            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            method=flow.request.method,
-            url=flow.request.pretty_url,
+            client_ip=client_ip,
+            method=method,
+            url=url,
             status=status,
             mode=self.policy.enforcement.mode_for(decision).value if self.policy else Mode.ENFORCE.value,
             would_deny=would_deny,
             decision_seconds=None if started is None else time.perf_counter() - started,
         )
-        flow.metadata["citygate.event"] = event
         # Only to the addons that take it: offering it to all thirty cost ~90 us (addons/chain.py).
         await trigger_where_handled(ctx.master.addons, CitygateDecisionHook(event))
         return event
@@ -393,9 +583,22 @@ class CityGate:
         )
 
 
-def _tunnel_hosts(server: connection.Address | None, sni: str | None) -> list[str]:
-    """The hosts a TLS tunnel names: the CONNECT authority and the ClientHello's SNI."""
-    return [host for host in (server[0] if server else None, sni) if host]
+def _tunnel_hosts(context: context.Context, sni: str | None) -> list[str]:
+    """The hosts a tunnel names: the CONNECT authority, the SNI of a TLS session already opened
+    around it (a tunnel inside a decrypted one), and the SNI of the ClientHello at hand."""
+    server = context.server.address
+    return [host for host in (server[0] if server else None, context.client.sni, sni) if host]
+
+
+class _Close(layer.Layer):
+    """A tunnel's next layer that closes it at once: no byte of it is relayed upstream."""
+
+    closed = False
+
+    def _handle_event(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if not self.closed:
+            self.closed = True
+            yield commands.CloseConnection(self.context.client)
 
 
 def _vetoed(decision: Decision, veto: Veto) -> Decision:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from mitmproxy import http
 
@@ -131,20 +132,25 @@ class IdentityResolver:
         Credentials that are present but unusable or wrong give an unauthenticated identity,
         so the decision says `credentials_invalid` rather than `credentials_required`.
         """
-        values = flow.request.headers.get_all("Proxy-Authorization")
+        peer = flow.client_conn.peername
+        return await self.resolve_presented(
+            Presented(tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None)
+        )
+
+    async def resolve_presented(self, presented: Presented) -> Identity | None:
+        """`resolve` for credentials kept from an earlier request (a CONNECT's, for its tunnel)."""
+        values = presented.authorization
         if not values:
-            return self._by_source(flow)
+            return self._by_source(presented.client_ip)
         if len(values) > 1:
-            return self._unusable(flow, BASIC, "more than one Proxy-Authorization header")
+            return self._unusable(presented.client_ip, BASIC, "more than one Proxy-Authorization header")
         scheme, _, token = values[0].strip().partition(" ")
         if scheme.lower() == "bearer":
             return await self._by_token(token.strip())
         try:
-            credentials = basic_credentials(flow.request.headers)
+            credentials = basic_credentials(values[0])
         except UnsupportedCredentials as exc:
-            return self._unusable(flow, BASIC, str(exc))
-        if credentials is None:
-            return None
+            return self._unusable(presented.client_ip, BASIC, str(exc))
         verified = await self.directory.authenticate(credentials.user, credentials.password)
         problem = "the directory did not accept the password" if verified is False else None
         return Identity(credentials.user, BASIC, authenticated=verified, problem=problem)
@@ -169,9 +175,8 @@ class IdentityResolver:
             )
         return Identity(employee, BEARER)
 
-    def _by_source(self, flow: http.HTTPFlow) -> Identity | None:
-        peer = flow.client_conn.peername
-        rule = self.settings.source_for(peer[0] if peer else None)
+    def _by_source(self, client_ip: str | None) -> Identity | None:
+        rule = self.settings.source_for(client_ip)
         if rule is None:
             return None
         if rule.role is not None:
@@ -180,7 +185,21 @@ class IdentityResolver:
         return Identity(rule.employee, SOURCE_IP)
 
     @staticmethod
-    def _unusable(flow: http.HTTPFlow, method: str, problem: str) -> Identity:
-        client = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
-        log.info("citygate: unusable proxy credentials from %s: %s", client, problem)
+    def _unusable(client_ip: str | None, method: str, problem: str) -> Identity:
+        log.info("citygate: unusable proxy credentials from %s: %s", client_ip or "-", problem)
         return Identity("", method, authenticated=False, problem=problem)
+
+
+class Presented(NamedTuple):
+    """What a request offered to identify itself: its Proxy-Authorization values and source address.
+
+    Kept with a tunnel, so the credentials of a CONNECT count for the decisions made inside it
+    (the TLS SNI, intercepted requests), and only there: they are never looked at for another
+    connection.
+    """
+
+    authorization: tuple[str, ...]
+    client_ip: str | None
+
+    def __repr__(self) -> str:  # never let a credential reach a log line through repr()
+        return f"Presented(authorization=<{len(self.authorization)} value(s)>, client_ip={self.client_ip!r})"

@@ -231,7 +231,7 @@ def _pass_through(path: Path, entry: Node, site_id: str, problems: Problems) -> 
         problems.error(
             path,
             line,
-            f"pass_through_when_granted of site \"{site_id}\" must be true or false, not {value!r}",
+            f'pass_through_when_granted of site "{site_id}" must be true or false, not {value!r}',
             "write pass_through_when_granted: true, or leave it out (the default, false, is safer)",
         )
         return False

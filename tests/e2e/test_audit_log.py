@@ -201,9 +201,13 @@ def test_every_decision_record_has_every_field_typed(start, log_dir):
     assert denied["http.response.status_code"] == 403
     assert denied["url.path"] == "/groups" and denied["url.query"] is None
 
-    [passthrough] = by_reason[("http-connect", "granted", "kwilliams")]
-    assert passthrough["citygate.tunnel"] == "passthrough"
-    assert passthrough["http.response.body.bytes"] is None  # not knowable: see the README
+    # A whole-site grant's tunnel is decrypted: the CONNECT's record says so, and the request
+    # inside has its own record, with what was served.
+    [tunnel] = by_reason[("http-connect", "granted", "kwilliams")]
+    assert tunnel["citygate.tunnel"] == "decrypted"
+    assert tunnel["http.response.body.bytes"] is None  # the tunnel's requests carry the bytes
+    [request] = by_reason[("http-request", "granted", "kwilliams")]
+    assert request["url.scheme"] == "https" and request["http.response.status_code"] == 200
 
     inside = [r for r in by_reason[("http-request", "granted", "jlee")] if r["url.scheme"] == "https"]
     assert inside and inside[0]["http.response.status_code"] == 200

@@ -8,6 +8,7 @@ upstream connection there, so no DNS or internet is involved).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -229,17 +230,50 @@ def test_https_path_scoped_grant_is_intercepted_and_enforced(proxy, tls_upstream
     assert not tls_upstream.requests[0].has_header("Proxy-Authorization")
 
 
-def test_https_unscoped_grant_passes_through_without_decryption(proxy, tls_upstream):
-    peer = tunnel_peer_certificate(proxy, "x.com", proxy_user=KWILLIAMS)
+def test_https_unscoped_grant_is_decrypted_so_each_request_is_decided(proxy, tls_upstream):
+    # A granted whole-site tunnel is looked into by default: a front end serving several brands
+    # would otherwise serve any of them inside it (see test_wire_bypass.py for the fronting).
+    peer = tunnel_peer_certificate(proxy, "www.instagram.com", proxy_user=JLEE)
+    served = curl(proxy, "https://www.instagram.com/home", proxy_user=JLEE)
 
     assert peer["connect_status"] == 200
-    assert peer["issuer_cn"] == UPSTREAM_CA_CN
+    assert peer["issuer_cn"] == MITMPROXY_CA_CN
+    assert served.status == 200, served.body
+    assert [r.target for r in tls_upstream.requests] == ["/home"]
 
 
-def test_https_asset_domain_of_a_scoped_grant_is_not_decrypted(proxy):
+def test_https_asset_domain_of_a_granted_site_is_decrypted_too(proxy):
     peer = tunnel_peer_certificate(proxy, "static.xx.fbcdn.net", proxy_user=JLEE)
 
-    assert peer["issuer_cn"] == UPSTREAM_CA_CN
+    assert peer["issuer_cn"] == MITMPROXY_CA_CN
+
+
+def test_a_site_that_passes_through_when_granted_is_not_decrypted(
+    proxy_runner_factory, redirect_addon, tmp_path, tls_upstream
+):
+    config = _demo_copy(tmp_path)
+    sites = config.parent / "sites.yaml"
+    sites.write_text(
+        sites.read_text().replace(
+            "    domains: [x.com, twitter.com, tweetdeck.com]\n",
+            "    domains: [x.com, twitter.com, tweetdeck.com]\n    pass_through_when_granted: true\n",
+        )
+    )
+    proxy = proxy_runner_factory([CityGate(), redirect_addon], {"citygate_config": str(config)})
+
+    granted = tunnel_peer_certificate(proxy, "x.com", proxy_user=KWILLIAMS)
+    not_granted = tunnel_peer_certificate(proxy, "x.com", proxy_user=MNGUYEN)
+
+    assert granted["issuer_cn"] == UPSTREAM_CA_CN  # the site's own certificate
+    assert not_granted["issuer_cn"] == MITMPROXY_CA_CN  # decrypted to show the block page
+    assert any("pass_through_when_granted" in line for line in proxy.log_lines())  # the warning
+
+
+def _demo_copy(tmp_path: Path) -> Path:
+    """The demo configuration copied to tmp_path (with the directory it points at), to edit."""
+    shutil.copytree(DEMO_CONFIG.parent, tmp_path / "config")
+    shutil.copytree(DEMO_CONFIG.parents[1] / "directory", tmp_path / "directory")
+    return tmp_path / "config" / DEMO_CONFIG.name
 
 
 def test_sni_naming_a_social_site_inside_an_ordinary_connect_is_intercepted(proxy, tls_upstream):

@@ -252,18 +252,37 @@ def test_after_a_run_metrics_show_the_right_counts_with_no_employee_in_any_label
     url = metrics.server.url
     samples = wait_for(lambda: (s := scrape(url)) and values(s, "citygate_audit_log_healthy") and s)
 
-    # Decisions by site, department, decision and reason: one per social request sent.
+    # Decisions by site, department, decision and reason: one per social request sent, and one
+    # more for the CONNECT of each allowed HTTPS request (its tunnel is decrypted, so the request
+    # inside is decided on its own).
     expected = Counter(
         ("facebook", s.department, s.decision, s.reason) for s in MORNING if s.decision is not None
     )
+    expected.update(
+        ("facebook", s.department, s.decision, s.reason)
+        for s in MORNING
+        if s.decision == "allow" and s.url.startswith("https:")
+    )
     assert values(samples, "citygate_decisions_total", "site", "department", "decision", "reason") == expected
 
-    # Bytes relayed for allowed plain-HTTP requests: what curl sent and received (a tunnel
-    # passed through undecrypted is not seen).
-    relayed = [s for s in MORNING if s.decision == "allow" and s.url.startswith("http:")]
+    # Bytes relayed for allowed requests, plain HTTP and inside decrypted tunnels: what curl
+    # sent and received.
+    relayed = [s for s in MORNING if s.decision == "allow"]
     assert values(samples, "citygate_bytes_total", "site", "department", "direction") == {
-        ("facebook", "Parks", "request"): sum(len(s.data or "") for s in relayed),
-        ("facebook", "Parks", "response"): sum(s.body_bytes for s in relayed),
+        (site, department, direction): total
+        for (site, department, direction), total in {
+            ("facebook", "Parks", "request"): sum(
+                len(s.data or "") for s in relayed if s.department == "Parks"
+            ),
+            ("facebook", "Parks", "response"): sum(s.body_bytes for s in relayed if s.department == "Parks"),
+            ("facebook", "Communications", "request"): sum(
+                len(s.data or "") for s in relayed if s.department == "Communications"
+            ),
+            ("facebook", "Communications", "response"): sum(
+                s.body_bytes for s in relayed if s.department == "Communications"
+            ),
+        }.items()
+        if total
     }
 
     # One latency observation per decision; ordinary connections counted, by kind.
@@ -307,7 +326,8 @@ def test_after_a_run_metrics_show_the_right_counts_with_no_employee_in_any_label
     for sent in MORNING:
         if sent.decision is None:
             continue
-        path = "/" + sent.url.split("/", 3)[3] if sent.url.startswith("http:") else None
+        # HTTPS included: the request inside the decrypted tunnel carries the flags.
+        path = "/" + sent.url.split("/", 3)[3]
         [record] = [r for r in decisions if r["user.name"] == sent.user and r["url.path"] == path]
         flags = sent.flags | ({"long"} if record["event.id"] in second_minute else set())
         assert set(record["citygate.flags"]) == flags, (sent.url, record["citygate.flags"])

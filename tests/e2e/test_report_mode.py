@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harness import UPSTREAM_CA_CN, curl, tunnel_peer_certificate
+from harness import MITMPROXY_CA_CN, curl, tunnel_peer_certificate
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
@@ -94,16 +94,24 @@ def test_global_report_mode_lets_an_unauthenticated_request_through(start, tmp_p
     assert record["user.name"] is None
 
 
-def test_https_in_report_mode_passes_through_undecrypted(start, tmp_path, log_dir, tls_upstream):
+def test_https_in_report_mode_is_decrypted_and_its_requests_are_reported(
+    start, tmp_path, log_dir, tls_upstream
+):
+    # Report mode does what enforce mode would do, short of refusing: a denied tunnel is
+    # decrypted (to show the block page in enforce mode), so each request inside is reported.
     runner = start(report_config(tmp_path, "departments:\n  parks: {mode: report}\n"))
 
     peer = tunnel_peer_certificate(runner, "www.facebook.com", proxy_user=MNGUYEN)
+    served = curl(runner, "https://www.facebook.com/groups", proxy_user=MNGUYEN)
     runner.stop()
 
     assert peer["connect_status"] == 200
-    assert peer["issuer_cn"] == UPSTREAM_CA_CN  # the site's own certificate, not the proxy's
-    [record] = decisions(log_dir)
-    assert record["event.action"] == "http-connect"
-    assert record["citygate.tunnel"] == "passthrough"
-    assert record["citygate.would_deny"] is True
-    assert record["event.reason"] == "no_grant"
+    assert peer["issuer_cn"] == MITMPROXY_CA_CN
+    assert served.status == 200  # let through: report mode
+    connects = [r for r in decisions(log_dir) if r["event.action"] == "http-connect"]
+    requests = [r for r in decisions(log_dir) if r["event.action"] == "http-request"]
+    assert {r["citygate.tunnel"] for r in connects} == {"decrypted"}
+    assert all(
+        r["citygate.would_deny"] is True and r["event.reason"] == "no_grant" for r in connects + requests
+    )
+    assert [r["url.path"] for r in requests] == ["/groups"]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import MINI_SITES
 
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.directory.model import Person
@@ -165,20 +166,33 @@ def test_a_passthrough_tunnel_has_no_path_and_unknown_bytes(policy, policy_files
     assert record["citygate.tunnel"] == "decrypted"
 
 
-def test_a_tunnel_without_path_scope_is_passthrough(policy_files):
-    policy = policy_files.load(
-        [
-            {
-                "id": "parks-2",
-                "employee": "jlee",
-                "sites": ["facebook"],
-                "purpose": "Post park closures",
-                "approved_by": "ahernandez",
-                "approved_on": "2026-01-12",
-                "expires": "2026-12-31",
-            }
-        ]
+WHOLE_SITE_GRANT = {
+    "id": "parks-2",
+    "employee": "jlee",
+    "sites": ["facebook"],
+    "purpose": "Post park closures",
+    "approved_by": "ahernandez",
+    "approved_on": "2026-01-12",
+    "expires": "2026-12-31",
+}
+
+
+def test_a_granted_whole_site_tunnel_is_decrypted_by_default(policy_files):
+    # So that each request inside is decided on its own host (a shared front end serves others).
+    policy = policy_files.load([WHOLE_SITE_GRANT])
+    record = decision_record(
+        event(policy, "jlee", "www.facebook.com:443", stage=Stage.CONNECT, method="CONNECT")
     )
+
+    assert record["citygate.tunnel"] == "decrypted"
+    assert record["event.type"] == "allowed"
+
+
+def test_a_granted_tunnel_to_a_site_that_passes_through_is_passthrough(policy_files):
+    sites = MINI_SITES.replace(
+        "    domains: [facebook.com]\n", "    domains: [facebook.com]\n    pass_through_when_granted: true\n"
+    )
+    policy = policy_files.load([WHOLE_SITE_GRANT], sites=sites)
     record = decision_record(
         event(policy, "jlee", "www.facebook.com:443", stage=Stage.CONNECT, method="CONNECT")
     )
@@ -203,7 +217,7 @@ def test_a_report_mode_denial_is_allowed_with_its_deny_reason_and_would_deny(pol
     assert record["http.response.status_code"] == 200
 
 
-def test_a_report_mode_denied_tunnel_passes_through(policy):
+def test_a_report_mode_denied_tunnel_is_decrypted_like_an_allowed_one(policy):
     announced = replace(
         event(policy, "mnguyen", "www.facebook.com:443", stage=Stage.CONNECT, method="CONNECT"),
         mode="report",
@@ -213,7 +227,7 @@ def test_a_report_mode_denied_tunnel_passes_through(policy):
     record = decision_record(announced)
 
     assert_typed(record)
-    assert record["citygate.tunnel"] == "passthrough"
+    assert record["citygate.tunnel"] == "decrypted"
     assert record["event.type"] == "allowed" and record["event.reason"] == "no_grant"
 
 
