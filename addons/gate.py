@@ -388,11 +388,17 @@ class CityGate:
     async def _refused_as_malformed(self, flow: http.HTTPFlow, hosts: Sequence[str], stage: Stage) -> bool:
         """Answer 400 to a head that names its host ambiguously (RFC 9112 §3.2), and record it."""
         request = flow.request
+        authority = request.authority
+        if not authority and request.method != "CONNECT" and flow.client_conn not in self.tunnels:
+            # At the proxy's front door mitmproxy has already moved an absolute-form target's
+            # authority into host and port (and cleared it): that is where it will connect.
+            host = request.host
+            authority = f"[{host}]:{request.port}" if ":" in host else f"{host}:{request.port}"
         problem = head_problem(
             method=request.method,
             scheme=request.scheme,
             http_version=request.http_version,
-            authority=request.authority,
+            authority=authority,
             host_fields=request.headers.get_all("Host"),
             field_values=[value for _, value in request.headers.fields],
         )

@@ -1,0 +1,124 @@
+"""What the first bytes of a tunnel are, whatever the segmentation (addons/tunnel_start.py)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+import pytest
+
+from citygate.addons.tunnel_start import MAX_START_BYTES, Kind, classify
+
+
+def client_hello(sni: str | None) -> bytes:
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+HELLO = client_hello("www.facebook.com")
+REQUEST = b"GET /messages HTTP/1.1\r\nHost: www.facebook.com\r\nAccept: */*\r\n\r\n"
+
+
+def every_prefix_waits_or_agrees(data: bytes) -> None:
+    """The property that makes segmentation irrelevant: every proper prefix is WAIT, or the same answer."""
+    final = classify(data)
+    for cut in range(len(data)):
+        early = classify(data[:cut])
+        assert early.kind in (Kind.WAIT, final.kind), (cut, early, final)
+
+
+def test_a_whole_client_hello_is_tls_with_its_sni():
+    start = classify(HELLO)
+    assert start.kind is Kind.TLS and start.standard_record
+    assert start.hello is not None and start.hello.sni == "www.facebook.com"
+
+
+def test_a_client_hello_split_anywhere_waits_until_whole():
+    for cut in range(len(HELLO)):
+        assert classify(HELLO[:cut]).kind is Kind.WAIT, cut
+    every_prefix_waits_or_agrees(HELLO)
+
+
+def test_a_client_hello_in_a_record_version_mitmproxy_does_not_take_is_still_read():
+    start = classify(HELLO[:2] + b"\x05" + HELLO[3:])
+    assert start.kind is Kind.TLS and not start.standard_record
+    assert start.hello.sni == "www.facebook.com"
+
+
+def test_a_client_hello_across_two_records_is_read():
+    body = HELLO[5:]
+    first, second = body[:40], body[40:]
+    records = (
+        HELLO[:3]
+        + len(first).to_bytes(2, "big")
+        + first
+        + HELLO[:3]
+        + len(second).to_bytes(2, "big")
+        + second
+    )
+    start = classify(records)
+    assert start.kind is Kind.TLS and start.hello.sni == "www.facebook.com"
+    every_prefix_waits_or_agrees(records)
+
+
+def test_a_request_head_split_anywhere_waits_until_whole():
+    assert classify(REQUEST).kind is Kind.HTTP
+    for cut in range(len(REQUEST)):
+        assert classify(REQUEST[:cut]).kind is Kind.WAIT, cut
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"WA\x05\x02" + os.urandom(40),  # WhatsApp's Noise handshake
+        b"\xef" + os.urandom(63),  # MTProto's abridged transport
+        b"\x00\x1c" + os.urandom(28),  # a DNS query over TCP
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        b"\x16\x02\x00",  # major version 2 is no TLS
+        b"NICK someone\r\n",
+        b"<?xml version='1.0'?>",
+    ],
+)
+def test_bytes_that_are_neither_tls_nor_http_are_other(data):
+    assert classify(data).kind is Kind.OTHER
+    every_prefix_waits_or_agrees(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", "does not start with a ClientHello"),
+        (b"\x17\x03\x03\x00\x05hello", None),  # application data first: not TLS start, other
+        (b"\x16\x03\x01\x00\x00", "record of 0 bytes"),
+        (b"\x16\x03\x01\x00\x04\x01\x00\x00\x00", "cannot be parsed"),
+    ],
+)
+def test_a_start_that_breaks_the_tls_format(data, problem):
+    start = classify(data)
+    if problem is None:
+        assert start.kind is Kind.OTHER
+    else:
+        assert start.kind is Kind.MALFORMED and problem in start.problem
+
+
+def test_a_start_that_never_completes_is_refused_past_the_limit():
+    endless_line = b"GET /" + b"a" * MAX_START_BYTES
+    assert classify(endless_line).kind is Kind.MALFORMED
+    endless_head = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_START_BYTES // 8)
+    assert classify(endless_head).kind is Kind.MALFORMED
+    assert classify(b"GET /" + b"a" * 1000).kind is Kind.WAIT
+
+
+def test_a_request_line_that_is_not_http_is_other():
+    assert classify(b"GET / FTP/1.0\r\n").kind is Kind.OTHER
+    assert classify(b"HELLO\r\n").kind is Kind.OTHER
+    assert classify(b"HELLO world\x00").kind is Kind.OTHER
+
+
+def test_an_http_request_with_no_header_fields_is_whole():
+    assert classify(b"GET / HTTP/1.0\r\n\r\n").kind is Kind.HTTP
+    assert classify(b"GET / HTTP/1.0\n\n").kind is Kind.HTTP
