@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
 
 # Test-only system packages: curl (a real HTTP client), OpenLDAP's slapd (a real directory),
-# node (runs generated PAC files) and prometheus (promtool, and a real Prometheus for the
-# alert rules and the dashboard's queries).
+# node (runs generated PAC files), prometheus (promtool, and a real Prometheus for the
+# alert rules and the dashboard's queries), systemd (systemd-analyze) and haproxy (scale-out).
 system-deps:
 	@tools/system-deps
 

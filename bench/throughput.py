@@ -11,13 +11,19 @@ repetition), and prints medians over the repetitions:
   (c) non-social HTTPS, new tunnel each      curl --parallel (32): CONNECT + TLS per request
   (d) denied social request (block page)     wrk as mnguyen (no grant) to http://www.facebook.com/
   (e) granted social, intercepted tunnel     wrk over socat as jlee to www.facebook.com/CityOfExampleParks
+  (f) granted social, whole-site grant       wrk over socat as kwilliams to www.facebook.com/
 
 Bare mitmdump runs with the same options as citygate (connection_strategy=lazy,
 stream_large_bodies, no flow output) and decrypts only the Facebook tunnel, as citygate does;
 both load bench/upstream_redirect.py, which sends every upstream connection to the local nginx
 without resolving a name. Bare mitmdump has no policy, so in (d) it forwards the request: the
 target is that citygate's block page is at least as fast as bare mitmdump's forward. Squid has
-no per-user grants, so it has no (e).
+no per-user grants, so it has no (e) or (f).
+
+(f) is what citygate's default costs: a tunnel granted for a whole site is decrypted, so that
+each request inside is decided on its own host and path. "citygate pass-through" runs the same
+configuration with `pass_through_when_granted: true` on Facebook's catalog entry, which relays
+such a tunnel undecrypted (the behaviour before the default changed); it takes part in (f) only.
 
 Before measuring, every proxy's answers are checked (status codes, the block page, which
 certificate each tunnel shows), and every load run counts unexpected answers.
@@ -69,6 +75,7 @@ from servers import (
     Squid,
     busy_seconds,
     citygate_has_workers,
+    copy_config,
     cpu_seconds,
     own_seconds,
     require,
@@ -78,6 +85,8 @@ from servers import (
 CONFIG = REPO / "config" / "citygate.yaml"
 CONNECTIONS = 32
 GRANTED = "jlee:jlee-pass"  # Facebook, limited to /CityOfExampleParks
+WHOLE_SITE = "kwilliams:kwilliams-pass"  # Facebook, the whole site
+UNDECRYPTED_VARIANT = "citygate pass-through"
 UNGRANTED = "mnguyen:mnguyen-pass"  # Parks, no grant
 BLOCK_PAGE_MARKER = "Administrative Order 8-19"
 MITMPROXY_CA_CN = "mitmproxy"
@@ -112,6 +121,7 @@ SCENARIOS = (
     Scenario(
         "e", "granted social, intercepted tunnel", True, "www.facebook.com", "/CityOfExampleParks", GRANTED
     ),
+    Scenario("f", "granted social, whole-site grant", True, "www.facebook.com", "/", WHOLE_SITE),
 )
 
 
@@ -158,7 +168,9 @@ class Cell:
 
 def takes_part(scenario: Scenario, proxy: Server) -> bool:
     if isinstance(proxy, Squid):
-        return scenario.key != "e"  # no per-user grants without citygate
+        return scenario.key not in ("e", "f")  # no per-user grants without citygate
+    if proxy.name == UNDECRYPTED_VARIANT:
+        return scenario.key == "f"  # the default's cost, and nothing else
     return True
 
 
@@ -310,6 +322,18 @@ def measure(
     return run
 
 
+def pass_through_config(folder: Path) -> Path:
+    """The demo configuration with Facebook's granted tunnels relayed undecrypted."""
+    config = copy_config(CONFIG, folder / "pass-through-config")
+    sites = config.parent / "sites.yaml"
+    entry = "    domains: [facebook.com, fb.com, messenger.com]\n"
+    text = sites.read_text()
+    if entry not in text:
+        raise RuntimeError(f"{sites}: no {entry.strip()!r} line to add pass_through_when_granted to")
+    sites.write_text(text.replace(entry, entry + "    pass_through_when_granted: true\n"))
+    return config
+
+
 # --- checks before measuring ------------------------------------------------------------------
 
 
@@ -368,6 +392,10 @@ def check_answers(proxy: Server, nginx: Nginx) -> list[str]:
         marker = BLOCK_PAGE_MARKER if citygate and scenario.key == "d" else PAGE_MARKER
         expect(f"({scenario.key}) body has {marker!r}", marker in body, True)
     expect("(b) certificate issuer", tunnel_issuer(proxy, "www.example.org", nginx.tls_port), UPSTREAM_CN)
+    if takes_part(SCENARIOS[5], proxy):
+        issuer = tunnel_issuer(proxy, "www.facebook.com", nginx.tls_port, WHOLE_SITE)
+        wanted = UPSTREAM_CN if proxy.name == UNDECRYPTED_VARIANT else MITMPROXY_CA_CN
+        expect("(f) certificate issuer", issuer, wanted)
     if takes_part(SCENARIOS[4], proxy):
         issuer = tunnel_issuer(proxy, "www.facebook.com", nginx.tls_port, GRANTED)
         expect("(e) certificate issuer (intercepted)", issuer, MITMPROXY_CA_CN)
@@ -447,6 +475,14 @@ def report(
             )
             row += f" {fmt_ratio(scaling)} | {f'>= {SCALING_TARGET:g}' if wanted else '-'} | {scaling_met} |"
         print(row)
+    decrypted, passed = cost("f", "citygate"), cost("f", UNDECRYPTED_VARIANT)
+    if decrypted is not None and passed is not None:
+        print(
+            f"\n(f) the default's cost: a granted whole-site tunnel decrypted, {rate('f', 'citygate'):,.0f} req/s "
+            f"at {decrypted:,.0f} us CPU per request, against {rate('f', UNDECRYPTED_VARIANT):,.0f} req/s at "
+            f"{passed:,.0f} us passed through ({UNDECRYPTED_VARIANT}): {fmt_ratio(ratio(decrypted, passed))}x "
+            "the CPU per request."
+        )
     if args.proxy_cpu:
         print(
             f"\nEach proxy was held to {args.proxy_cpu:g} core per worker (a CPU cgroup), the load "
@@ -505,6 +541,10 @@ def main() -> int:
         if args.workers > 1 and citygate_has_workers():
             proxies.append(MitmProxy(folder, "citygate", workers=args.workers))
         proxies.append(Squid(folder, CONFIG))
+        if any(scenario.key == "f" for scenario in scenarios):
+            proxies.append(
+                MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
+            )
         if args.proxies:
             wanted = {name.strip() for name in args.proxies.split(",")}
             proxies = [proxy for proxy in proxies if proxy.name in wanted]

@@ -31,7 +31,7 @@ HAPROXY = shutil.which("haproxy") or next(
     (path for path in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(path, os.X_OK)), None
 )
 
-pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make bench-deps)")
+pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make test installs it)")
 
 
 def _free_port() -> int:
