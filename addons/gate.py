@@ -31,13 +31,14 @@ from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ServerTLSLayer, parse_client_hello
+from mitmproxy.tls import ClientHello
 
 from citygate.addons.blockpage import render_block_page, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import IdentityResolver, Presented
-from citygate.addons.tunnel_start import Kind, classify
+from citygate.addons.tunnel_start import Kind, classify, server_names
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
@@ -251,7 +252,7 @@ class CityGate:
             hello = parse_client_hello(nextlayer.data_client())
         except ValueError:  # not a ClientHello: mitmproxy's TLS layer refuses it
             return
-        if hello is None or self._social(_tunnel_hosts(context, hello.sni)):
+        if hello is None or self._social(_tunnel_hosts(context, hello)):
             return
         nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
@@ -274,21 +275,22 @@ class CityGate:
         if start.kind is Kind.MALFORMED:
             await self._refuse_tunnel(nextlayer, start.problem, None)
             return
-        sni = start.hello.sni if start.hello is not None else None
-        if not self._social(_tunnel_hosts(context, sni)):
+        if not self._social(_tunnel_hosts(context, start.hello)):
             return  # ordinary: mitmproxy's own choice (raw TCP, DNS) stands
         if start.kind is Kind.TLS:
             version = nextlayer.data_client()[1:3].hex()
             problem = f"a ClientHello in a TLS record of version {version}, which mitmproxy does not take"
         else:
             problem = "bytes that are neither TLS nor HTTP"
-        await self._refuse_tunnel(nextlayer, problem, sni)
+        await self._refuse_tunnel(nextlayer, problem, start.hello)
 
-    async def _refuse_tunnel(self, nextlayer: layer.NextLayer, problem: str, sni: str | None) -> None:
+    async def _refuse_tunnel(
+        self, nextlayer: layer.NextLayer, problem: str, hello: ClientHello | None
+    ) -> None:
         """Close a tunnel whose start cannot be decided; record it when it names a social host."""
         context = nextlayer.context
         nextlayer.layer = _Close(context)
-        hosts = _tunnel_hosts(context, sni)
+        hosts = _tunnel_hosts(context, hello)
         client_ip = context.client.peername[0] if context.client.peername else None
         if not self._social(hosts):
             # Not a decision about social media: the proxy log says why the connection was closed.
@@ -303,7 +305,7 @@ class CityGate:
         )
 
     async def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        hosts = _tunnel_hosts(data.context, data.client_hello.sni)
+        hosts = _tunnel_hosts(data.context, data.client_hello)
         try:
             if not self._social(hosts):
                 data.ignore_connection = True
@@ -322,7 +324,10 @@ class CityGate:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        hosts = [host for host in (request.host, request.host_header, flow.client_conn.sni) if host]
+        # Every host the request names: where mitmproxy sends it, its Host (or HTTP/2 :authority),
+        # an absolute-form target's authority (kept in a tunnel), the tunnel's SNI and CONNECT.
+        names = (request.host, request.host_header, request.authority, flow.client_conn.sni)
+        hosts = [host for host in names if host]
         tunnel = self.tunnels.get(flow.client_conn)
         if tunnel is not None:
             hosts.append(tunnel.authority)
@@ -589,11 +594,14 @@ class CityGate:
         )
 
 
-def _tunnel_hosts(context: context.Context, sni: str | None) -> list[str]:
+def _tunnel_hosts(context: context.Context, hello: ClientHello | None) -> list[str]:
     """The hosts a tunnel names: the CONNECT authority, the SNI of a TLS session already opened
-    around it (a tunnel inside a decrypted one), and the SNI of the ClientHello at hand."""
+    around it (a tunnel inside a decrypted one), and every name the ClientHello at hand asks for."""
     server = context.server.address
-    return [host for host in (server[0] if server else None, context.client.sni, sni) if host]
+    hosts = [host for host in (server[0] if server else None, context.client.sni) if host]
+    if hello is not None:
+        hosts += server_names(hello)
+    return hosts
 
 
 class _Close(layer.Layer):

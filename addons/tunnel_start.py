@@ -127,6 +127,45 @@ def _http(data: bytes) -> Start:
     return _incomplete(data)
 
 
+def server_names(hello: ClientHello) -> list[str]:
+    """The names a ClientHello asks for, as the most lenient server might read them.
+
+    mitmproxy reads the SNI only when there is one server_name extension holding exactly one
+    valid host name; otherwise it sees none, and neither would a decision made on its reading.
+    A server may be less strict: stop at a NUL, drop a port or a user part, map ideographic dots.
+    So an SNI mitmproxy cannot read is decided on every name it could be read as, and a tunnel
+    whose SNI might name a social site is never taken for an ordinary one.
+    """
+    extensions = [body for kind, body in hello.extensions if kind == _SERVER_NAME]
+    sni = hello.sni
+    if sni is not None and len(extensions) == 1:
+        return [sni]
+    names: list[str] = []
+    for body in extensions:
+        for raw in _raw_server_names(body):
+            text = raw.decode("utf-8", "replace")
+            names.append(text)
+            names.extend(part for part in _NAME_BREAK.split(text) if part)
+    return names
+
+
+_SERVER_NAME = 0x0000
+# What a lenient reader may take for the end of a name: anything but letters, digits, "-", "_"
+# and the dots UTS #46 maps to ".".
+_NAME_BREAK = re.compile(r"[^\w.\-\u3002\uff0e\uff61]+")
+
+
+def _raw_server_names(body: bytes) -> list[bytes]:
+    """Every name in a server_name extension's list (RFC 6066 §3), whatever its type."""
+    names = []
+    offset = 2  # the list's own length
+    while offset + 3 <= len(body):
+        length = int.from_bytes(body[offset + 1 : offset + 3], "big")
+        names.append(body[offset + 3 : offset + 3 + length])
+        offset += 3 + length
+    return names
+
+
 def _incomplete(data: bytes) -> Start:
     if len(data) > MAX_START_BYTES:
         return _malformed(f"more than {MAX_START_BYTES} bytes without a complete ClientHello or request head")
