@@ -6,8 +6,9 @@ import os
 import ssl
 
 import pytest
+from mitmproxy.tls import ClientHello
 
-from citygate.addons.tunnel_start import MAX_START_BYTES, Kind, classify
+from citygate.addons.tunnel_start import MAX_START_BYTES, Kind, classify, server_names
 
 
 def client_hello(sni: str | None) -> bytes:
@@ -122,3 +123,48 @@ def test_a_request_line_that_is_not_http_is_other():
 def test_an_http_request_with_no_header_fields_is_whole():
     assert classify(b"GET / HTTP/1.0\r\n\r\n").kind is Kind.HTTP
     assert classify(b"GET / HTTP/1.0\n\n").kind is Kind.HTTP
+
+
+def hello_naming(*names: bytes, extensions: int = 1) -> ClientHello:
+    """A minimal ClientHello whose server_name extension(s) list `names` as host names."""
+    entries = b"".join(b"\x00" + len(name).to_bytes(2, "big") + name for name in names)
+    server_name = len(entries).to_bytes(2, "big") + entries
+    extension = b"\x00\x00" + len(server_name).to_bytes(2, "big") + server_name
+    all_extensions = extension * extensions
+    body = (
+        b"\x03\x03"
+        + bytes(32)  # random
+        + b"\x00"  # no session id
+        + b"\x00\x02\x13\x01"  # one cipher suite
+        + b"\x01\x00"  # no compression
+        + len(all_extensions).to_bytes(2, "big")
+        + all_extensions
+    )
+    return ClientHello(body)
+
+
+def test_a_valid_sni_is_the_one_name():
+    assert server_names(hello_naming(b"www.example.org")) == ["www.example.org"]
+
+
+@pytest.mark.parametrize(
+    ("names", "social"),
+    [
+        ((b"www.facebook.com\x00",), "www.facebook.com"),
+        ((b"www.facebook.com\x00.example.org",), "www.facebook.com"),
+        (("www\u3002facebook\u3002com".encode(),), "www\u3002facebook\u3002com"),
+        ((b"www.facebook.com:443",), "www.facebook.com"),
+        ((b"user@www.facebook.com",), "www.facebook.com"),
+        ((b"www.facebook.com ",), "www.facebook.com"),
+        ((b"www.example.org", b"www.facebook.com"), "www.facebook.com"),
+    ],
+)
+def test_an_sni_mitmproxy_cannot_read_is_every_name_it_could_be_read_as(names, social):
+    hello = hello_naming(*names)
+    assert hello.sni is None  # mitmproxy sees no SNI at all
+    assert social in server_names(hello)
+
+
+def test_two_server_name_extensions_give_every_name_in_both():
+    hello = hello_naming(b"www.example.org", extensions=2)
+    assert server_names(hello).count("www.example.org") >= 2
