@@ -18,8 +18,11 @@ import re
 import struct
 from enum import Enum
 from typing import NamedTuple
+from urllib.parse import unquote
 
 from mitmproxy.tls import ClientHello
+
+from citygate.proxy.hosts import strip_port
 
 # The most a client may send before its tunnel's start is complete. A ClientHello is at most a
 # few KiB (post-quantum key shares included) and a request head rarely more than 16 KiB;
@@ -132,7 +135,8 @@ def server_names(hello: ClientHello) -> list[str]:
 
     mitmproxy reads the SNI only when there is one server_name extension holding exactly one
     valid host name; otherwise it sees none, and neither would a decision made on its reading.
-    A server may be less strict: stop at a NUL, drop a port or a user part, map ideographic dots.
+    A server may be less strict: stop at a NUL, drop a port or a user part, decode a percent
+    escape, take a bracketed address, map ideographic dots.
     So an SNI mitmproxy cannot read is decided on every name it could be read as, and a tunnel
     whose SNI might name a social site is never taken for an ordinary one.
     """
@@ -144,8 +148,10 @@ def server_names(hello: ClientHello) -> list[str]:
     for body in extensions:
         for raw in _raw_server_names(body):
             text = raw.decode("utf-8", "replace")
-            names.append(text)
-            names.extend(part for part in _NAME_BREAK.split(text) if part)
+            for reading in dict.fromkeys((text, unquote(text))):
+                after_user = reading.rpartition("@")[2]
+                names += (reading, after_user, strip_port(after_user))
+                names.extend(part for part in _NAME_BREAK.split(reading) if part)
     return names
 
 

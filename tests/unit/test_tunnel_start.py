@@ -157,6 +157,9 @@ def test_a_valid_sni_is_the_one_name():
         ((b"user@www.facebook.com",), "www.facebook.com"),
         ((b"www.facebook.com ",), "www.facebook.com"),
         ((b"www.example.org", b"www.facebook.com"), "www.facebook.com"),
+        ((b"www%2efacebook.com",), "www.facebook.com"),
+        ((b"user@[2a03:2880:f12f:83:face:b00c:0:25de]",), "2a03:2880:f12f:83:face:b00c:0:25de"),
+        ((b"[2a03:2880::1]:443",), "2a03:2880::1"),
     ],
 )
 def test_an_sni_mitmproxy_cannot_read_is_every_name_it_could_be_read_as(names, social):
