@@ -106,7 +106,7 @@ def test_check_refuses_a_pass_through_setting_that_is_not_true_or_false(config_c
     result = citygate("check", "--config", str(config_copy))
 
     assert result.returncode == 1
-    assert f"sites.yaml:{line}: pass_through_when_granted of site \"x\" must be true or false" in result.stderr
+    assert f'sites.yaml:{line}: pass_through_when_granted of site "x" must be true or false' in result.stderr
 
 
 def test_check_reports_a_missing_config_file_without_a_traceback(tmp_path: Path):
