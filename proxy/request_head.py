@@ -77,11 +77,20 @@ def head_problem(
 
 
 def _same_host(authority: str, host: str, scheme: str) -> bool:
+    """Whether Host names the target's host; a Host without a port agrees with any target port.
+
+    Clients that leave the port out of Host are common and harmless here (mitmproxy connects to
+    the target's port, and the decision is about the host), so only an explicit, different port
+    disagrees.
+    """
     first, second = normalize_host(authority), normalize_host(host)
     if first is None or second is None or first.name != second.name:
         return False
+    host_port = _port(host)
+    if host_port is None:
+        return True
     default = _DEFAULT_PORTS.get(scheme)
-    return (_port(authority) or default) == (_port(host) or default)
+    return (_port(authority) or default) == host_port
 
 
 def _port(value: str) -> int | None:

@@ -32,8 +32,8 @@ Properties, for every case:
 - an ordinary, well-formed case does reach the origin (and gets its 200 for HTTP).
 
 Budget: CITYGATE_FUZZ_EXAMPLES examples (2,000 by default; `make fuzz` runs 50,000). A failure
-prints the case, each segmentation's outcome, and Hypothesis's reproduction blob; `pytest
---hypothesis-seed=N` replays a run.
+prints the case, each segmentation's outcome, this run's seed and Hypothesis's reproduction
+blob; `CITYGATE_FUZZ_SEED=N` replays run N (each run draws its own seed).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import random
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from pathlib import Path
 
 import pytest
 from harness import MITMPROXY_CA_CN, ProxyRunner, TestPKI, TlsUpstream
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import HealthCheck, event, given, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from wire import (
@@ -77,6 +78,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "citygate.yaml"
 MNGUYEN = "mnguyen:mnguyen-pass"  # Parks; no grant
 EXAMPLES = int(os.environ.get("CITYGATE_FUZZ_EXAMPLES", 2000))
+#: Every run draws a new seed and prints it with a failure; CITYGATE_FUZZ_SEED=N replays run N.
+SEED = int(os.environ.get("CITYGATE_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 
 #: Pause between pieces: enough for the proxy to read most pieces on their own; the outcome must
 #: not depend on it either way.
@@ -196,6 +199,13 @@ class Name:
         """For ``simple`` names: what an HTTP stack compares (lower-case host, port)."""
         return self.base.lower(), self.port or default_port
 
+    def agrees_with_target(self, target: Name) -> bool:
+        """As Host, whether this names `target` (both ``simple``): the same host, and the same
+        port unless this Host leaves the port out (citygate accepts that: proxy/request_head.py)."""
+        if self.port is None:
+            return self.base.lower() == target.base.lower()
+        return self.key(80) == target.key(80)
+
     def __str__(self) -> str:
         return repr(self.text)
 
@@ -263,7 +273,7 @@ class Head:
             return True
         if self.authority is not None and len(self.hosts) == 1 and not self.connect:
             host, authority = self.hosts[0], self.authority
-            if host.simple and authority.simple and host.key(80) != authority.key(80):
+            if host.simple and authority.simple and not host.agrees_with_target(authority):
                 return True
         return False
 
@@ -274,7 +284,7 @@ class Head:
             return False
         if self.authority is None:
             return True
-        return self.authority.simple and self.hosts[0].key(80) == self.authority.key(80)
+        return self.authority.simple and self.hosts[0].agrees_with_target(self.authority)
 
 
 @st.composite
@@ -636,8 +646,10 @@ def _after_connect(received: bytes) -> bytes:
     # Under .pytest_cache (ignored by git): failing examples are replayed first on the next run.
     database=DirectoryBasedExampleDatabase(ROOT / ".pytest_cache" / "hypothesis"),
 )
+@seed(SEED)
 @given(case=cases())
 def test_no_social_host_is_reached_without_a_grant_however_the_bytes_are_split(fuzz: Fuzz, case: Case):
+    note(f"this run's seed: CITYGATE_FUZZ_SEED={SEED} replays it")
     note(f"case: {case}")
     note(f"bytes: {case.payload()!r}")
     whole = run(fuzz, case, (), False)

@@ -91,8 +91,15 @@ def test_a_folded_line_or_a_nul_in_any_field_is_refused():
 def test_an_absolute_target_that_disagrees_with_host_is_refused():
     found = problem(authority="www.example.org", host_fields=["www.facebook.com"])
     assert found is not None and "www.facebook.com" in found
-    assert problem(authority="www.example.org:8080", host_fields=["www.example.org"]) is not None
+    assert problem(authority="www.example.org:8080", host_fields=["www.example.org:8081"]) is not None
+    assert problem(authority="www.example.org", host_fields=["www.example.org:8080"]) is not None
     assert problem(authority="user@www.example.org", host_fields=["www.example.org"]) is not None
+
+
+def test_a_host_without_a_port_agrees_with_any_target_port():
+    # Common in clients, and harmless: mitmproxy connects to the target's port either way.
+    assert problem(authority="www.example.org:8080", host_fields=["www.example.org"]) is None
+    assert problem(scheme="https", authority="www.example.org:8443", host_fields=["WWW.example.org"]) is None
 
 
 def test_connect_compares_no_host_but_still_refuses_duplicates():
