@@ -77,31 +77,29 @@ def test_check_fails_when_a_grant_would_not_work_against_the_directory(config_co
     assert "the approver directs Parks, not Communications" in result.stdout
 
 
-def test_check_warns_about_a_site_that_passes_through_when_granted(config_copy: Path):
-    sites = config_copy.parent / "sites.yaml"
-    text = sites.read_text().replace(
-        "    domains: [x.com, twitter.com, tweetdeck.com]\n",
-        "    domains: [x.com, twitter.com, tweetdeck.com]\n    pass_through_when_granted: true\n",
-    )
+def _with_x_pass_through(config: Path, value: str) -> int:
+    """Set `pass_through_when_granted: <value>` on X's catalog entry; the line it is on."""
+    sites = config.parent / "sites.yaml"
+    setting = f"    pass_through_when_granted: {value}"
+    entry = "    domains: [x.com, twitter.com, tweetdeck.com]\n"
+    text = sites.read_text().replace(entry, entry + setting + "\n")
     sites.write_text(text)
-    line = text.splitlines().index("    pass_through_when_granted: true") + 1
+    return text.splitlines().index(setting) + 1
+
+
+def test_check_warns_about_a_site_that_passes_through_when_granted(config_copy: Path):
+    line = _with_x_pass_through(config_copy, "true")
 
     result = citygate("check", "--config", str(config_copy))
 
     assert result.returncode == 0, result.stderr  # a warning, not an error: the admin may accept it
-    warning = f'sites.yaml:{line}: warning: allowed tunnels to "x" are passed through undecrypted'
-    assert warning in result.stdout + result.stderr
-    assert "domain fronting" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert f'sites.yaml:{line}: warning: allowed tunnels to "x" are passed through undecrypted' in output
+    assert "domain fronting" in output
 
 
 def test_check_refuses_a_pass_through_setting_that_is_not_true_or_false(config_copy: Path):
-    sites = config_copy.parent / "sites.yaml"
-    text = sites.read_text().replace(
-        "    domains: [x.com, twitter.com, tweetdeck.com]\n",
-        "    domains: [x.com, twitter.com, tweetdeck.com]\n    pass_through_when_granted: sometimes\n",
-    )
-    sites.write_text(text)
-    line = text.splitlines().index("    pass_through_when_granted: sometimes") + 1
+    line = _with_x_pass_through(config_copy, "sometimes")
 
     result = citygate("check", "--config", str(config_copy))
 
