@@ -30,7 +30,7 @@ from pathlib import Path
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
-from mitmproxy.proxy.layers.tls import ServerTLSLayer, parse_client_hello
+from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 from mitmproxy.tls import ClientHello
 
 from citygate.addons.blockpage import render_block_page, render_refusal_page
@@ -38,7 +38,7 @@ from citygate.addons.chain import trigger_where_handled
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import IdentityResolver, Presented
-from citygate.addons.tunnel_start import Kind, classify, server_names
+from citygate.addons.tunnel_start import Kind, classify, server_names, sni_readable
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
@@ -219,42 +219,25 @@ class CityGate:
 
         mitmproxy picks the layer from the bytes that have arrived so far: given a ClientHello
         one byte at a time, or bytes that are neither TLS nor HTTP, it would relay raw TCP that no
-        hook sees. Its choice stands where it is safe: the proxy's own front door (no server
-        yet), an HTTP layer (every request is decided in `requestheaders`), a TLS layer (it
-        waits for the whole ClientHello, then `tls_clienthello` decides). Anything else waits
-        for the start to be whole (`tunnel_start.classify`), and then: a request head gets an
-        HTTP layer; a ClientHello, or bytes that are neither, go raw only where every host named
-        is ordinary; a social tunnel that would have gone raw is closed, and recorded.
+        hook sees. Its choice stands only where it is safe by itself: the proxy's own front door
+        (no server yet) and an HTTP layer (every request is decided in `requestheaders`). Any
+        other tunnel waits for its start to be whole (`tunnel_start.classify`), and then: a
+        request head gets an HTTP layer; a ClientHello naming only ordinary hosts is passed
+        through, one naming a social host goes to mitmproxy's TLS layers (`tls_clienthello`
+        decides); bytes that are neither go raw only where every host named is ordinary; a
+        social tunnel that would have gone raw is closed, and recorded.
         """
         context = nextlayer.context
         chosen = nextlayer.layer
         if not context.server.address or chosen is None or isinstance(chosen, layers.HttpLayer):
             return
         try:
-            if isinstance(chosen, ServerTLSLayer):
-                self._pass_ordinary_tls(nextlayer)
-                return
             await self._choose_for_start(nextlayer)
         except Exception:
             log.exception("citygate: error reading the start of a tunnel to %s", context.server.address)
             hosts = _tunnel_hosts(context, None)
             if self._might_be_social(hosts):
                 nextlayer.layer = _Close(context)
-
-    def _pass_ordinary_tls(self, nextlayer: layer.NextLayer) -> None:
-        # A TLS tunnel to an ordinary site is passed through here, when its ClientHello arrives
-        # whole, as mitmproxy's allow_hosts does: its bytes then cross one TCP layer for the
-        # tunnel's whole life instead of the two TLS layers mitmproxy stacks to read the
-        # ClientHello (which, after `tls_clienthello` ignores the connection, only pass bytes
-        # on). The hosts and the check are tls_clienthello's; anything else is left to it.
-        context = nextlayer.context
-        try:
-            hello = parse_client_hello(nextlayer.data_client())
-        except ValueError:  # not a ClientHello: mitmproxy's TLS layer refuses it
-            return
-        if hello is None or self._social(_tunnel_hosts(context, hello)):
-            return
-        nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
 
     async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
@@ -275,14 +258,33 @@ class CityGate:
         if start.kind is Kind.MALFORMED:
             await self._refuse_tunnel(nextlayer, start.problem, None)
             return
-        if not self._social(_tunnel_hosts(context, start.hello)):
+        hello = start.hello
+        if hello is not None and not sni_readable(hello):
+            # mitmproxy would see no SNI at all, and a lenient server might read a social name in
+            # it. No conforming client sends one (RFC 6066 §3: one host name, no IP literal).
+            await self._refuse_tunnel(nextlayer, "a server name that is not one host name", hello)
+            return
+        social = self._social(_tunnel_hosts(context, hello))
+        if start.kind is Kind.TLS and start.standard_record:
+            if not social:
+                # Passed through now, as mitmproxy's allow_hosts would: its bytes cross one TCP
+                # layer for the tunnel's whole life instead of two TLS layers that, after
+                # `tls_clienthello` ignored the connection, would only pass them on.
+                nextlayer.layer = layers.TCPLayer(context, ignore=not ctx.options.show_ignored_hosts)
+            elif not isinstance(nextlayer.layer, ServerTLSLayer):
+                # mitmproxy meant to relay it (its ignore_hosts or tcp_hosts): it is decided first.
+                server_tls = ServerTLSLayer(context)
+                server_tls.child_layer = ClientTLSLayer(context)
+                nextlayer.layer = server_tls
+            return
+        if not social:
             return  # ordinary: mitmproxy's own choice (raw TCP, DNS) stands
         if start.kind is Kind.TLS:
             version = nextlayer.data_client()[1:3].hex()
             problem = f"a ClientHello in a TLS record of version {version}, which mitmproxy does not take"
         else:
             problem = "bytes that are neither TLS nor HTTP"
-        await self._refuse_tunnel(nextlayer, problem, start.hello)
+        await self._refuse_tunnel(nextlayer, problem, hello)
 
     async def _refuse_tunnel(
         self, nextlayer: layer.NextLayer, problem: str, hello: ClientHello | None

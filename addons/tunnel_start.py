@@ -130,6 +130,12 @@ def _http(data: bytes) -> Start:
     return _incomplete(data)
 
 
+def sni_readable(hello: ClientHello) -> bool:
+    """Whether the ClientHello names its server the one way mitmproxy reads: one host name, or none."""
+    extensions = sum(1 for kind, _ in hello.extensions if kind == _SERVER_NAME)
+    return extensions == 0 or (extensions == 1 and hello.sni is not None)
+
+
 def server_names(hello: ClientHello) -> list[str]:
     """The names a ClientHello asks for, as the most lenient server might read them.
 
@@ -149,8 +155,9 @@ def server_names(hello: ClientHello) -> list[str]:
         for raw in _raw_server_names(body):
             text = raw.decode("utf-8", "replace")
             for reading in dict.fromkeys((text, unquote(text))):
-                after_user = reading.rpartition("@")[2]
-                names += (reading, after_user, strip_port(after_user))
+                for piece in (reading, *_LIST_BREAK.split(reading)):
+                    after_user = piece.rpartition("@")[2]
+                    names += (piece, after_user, strip_port(after_user))
                 names.extend(part for part in _NAME_BREAK.split(reading) if part)
     return names
 
@@ -159,6 +166,8 @@ _SERVER_NAME = 0x0000
 # What a lenient reader may take for the end of a name: anything but letters, digits, "-", "_"
 # and the dots UTS #46 maps to ".".
 _NAME_BREAK = re.compile(r"[^\w.\-\u3002\uff0e\uff61]+")
+# What may separate several names written as one: white space, list punctuation, a NUL.
+_LIST_BREAK = re.compile(r"[\s,;/\\\x00]+")
 
 
 def _raw_server_names(body: bytes) -> list[bytes]:

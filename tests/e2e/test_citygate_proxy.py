@@ -188,13 +188,15 @@ def test_block_page_escapes_what_it_reflects(proxy):
     assert "&lt;script&gt;" in result.body
 
 
-def test_host_header_naming_a_social_site_is_decided_on_too(proxy, plain_upstream):
+def test_a_host_header_disagreeing_with_the_target_is_refused_with_400(proxy, plain_upstream):
+    # RFC 9112 3.2: a front end that routed on Host would serve a site that was never decided.
     response = raw_http_via_proxy(
         proxy,
         b"GET http://www.example.org/ HTTP/1.1\r\nHost: www.facebook.com\r\nConnection: close\r\n\r\n",
     )
 
-    assert response.startswith(b"HTTP/1.1 407")
+    assert response.startswith(b"HTTP/1.1 400")
+    assert b"malformed_request" in response
     assert not plain_upstream.contacted
 
 

@@ -8,7 +8,7 @@ import ssl
 import pytest
 from mitmproxy.tls import ClientHello
 
-from citygate.addons.tunnel_start import MAX_START_BYTES, Kind, classify, server_names
+from citygate.addons.tunnel_start import MAX_START_BYTES, Kind, classify, server_names, sni_readable
 
 
 def client_hello(sni: str | None) -> bytes:
@@ -144,7 +144,17 @@ def hello_naming(*names: bytes, extensions: int = 1) -> ClientHello:
 
 
 def test_a_valid_sni_is_the_one_name():
-    assert server_names(hello_naming(b"www.example.org")) == ["www.example.org"]
+    hello = hello_naming(b"www.example.org")
+    assert sni_readable(hello)
+    assert server_names(hello) == ["www.example.org"]
+
+
+def test_an_sni_is_readable_only_as_one_host_name_in_one_extension():
+    assert sni_readable(classify(client_hello(None)).hello)  # no server_name at all
+    assert sni_readable(hello_naming(b"my_host.city.example"))
+    assert not sni_readable(hello_naming(b"www.example.org", extensions=2))
+    assert not sni_readable(hello_naming(b"www.example.org", b"www.facebook.com"))
+    assert not sni_readable(hello_naming(b"www.facebook.com\x00"))
 
 
 @pytest.mark.parametrize(
@@ -160,11 +170,13 @@ def test_a_valid_sni_is_the_one_name():
         ((b"www%2efacebook.com",), "www.facebook.com"),
         ((b"user@[2a03:2880:f12f:83:face:b00c:0:25de]",), "2a03:2880:f12f:83:face:b00c:0:25de"),
         ((b"[2a03:2880::1]:443",), "2a03:2880::1"),
+        ((b"www.example.org [2a03:2880:f12f:83:face:b00c:0:25de]",), "2a03:2880:f12f:83:face:b00c:0:25de"),
+        ((b"www.example.org,user@[2a03:2880::1]:443",), "2a03:2880::1"),
     ],
 )
 def test_an_sni_mitmproxy_cannot_read_is_every_name_it_could_be_read_as(names, social):
     hello = hello_naming(*names)
-    assert hello.sni is None  # mitmproxy sees no SNI at all
+    assert hello.sni is None and not sni_readable(hello)  # mitmproxy sees no SNI at all
     assert social in server_names(hello)
 
 
