@@ -235,8 +235,9 @@ class CityGate:
             await self._choose_for_start(nextlayer)
         except Exception:
             log.exception("citygate: error reading the start of a tunnel to %s", context.server.address)
-            hosts = _tunnel_hosts(context, None)
-            if self._might_be_social(hosts):
+            # Its hosts are not known (the SNI may not have been read), so nothing may go raw: a
+            # TLS start still meets `tls_clienthello`, which decides (and fails closed) itself.
+            if not isinstance(chosen, ServerTLSLayer):
                 nextlayer.layer = _Close(context)
 
     async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
@@ -442,18 +443,23 @@ class CityGate:
     def _refusal(
         self, reason: Reason, hosts: Sequence[str], identity: Identity | None, problem: str
     ) -> Decision:
-        """A denial the shell makes before any grant is looked at (a malformed head, an undecidable tunnel)."""
-        matches = self._matches(hosts)
-        normalized = normalize_host(hosts[0]) if hosts else None
-        host = normalized.name if normalized else (hosts[0] if hosts else "")
-        if matches:
-            host = matches[0].matched
+        """A denial the shell makes before any grant is looked at (a malformed head, an undecidable tunnel).
+
+        It names the first social host among `hosts` (so logs and metrics count it for that
+        site), or else the first host.
+        """
+        catalog = self.policy.catalog  # type: ignore[union-attr]
+        named: list[tuple[str, SiteMatch | None]] = []
+        for raw in hosts:
+            host = normalize_host(raw)
+            named.append((host.name, catalog.match(host)) if host else (raw, None))
+        host, match = next((pair for pair in named if pair[1] is not None), named[0] if named else ("", None))
         evidence = Evidence(
             employee=identity.user if identity and identity.user else None,
             identity_method=identity.method if identity else None,
             detail=problem,
         )
-        return Decision(Result.DENY, reason, host, matches[0] if matches else None, evidence=evidence)
+        return Decision(Result.DENY, reason, host, match, evidence=evidence)
 
     async def _tunnel_identity(self, tunnel: Tunnel) -> Identity | None:
         if not tunnel.resolved:
