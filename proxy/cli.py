@@ -206,12 +206,15 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
         try:
-            # Options registered by addons exist only once the master has its addons.
-            opts.update(connection_strategy="lazy", citygate_config=args.config)
-            # Large bodies are forwarded as they arrive instead of being held whole in memory.
-            opts.update(stream_large_bodies=STREAM_LARGE_BODIES)
+            # Options registered by addons exist only once the master has its addons. Large
+            # bodies are forwarded as they arrive instead of being held whole in memory.
+            opts.update(connection_strategy="lazy", stream_large_bodies=STREAM_LARGE_BODIES)
             if args.set:
                 opts.set(*args.set)
+            # The configuration last, so it loads once, with every --set already in place: an
+            # access log moved by --set citygate_audit_directory is never started where the
+            # configuration's own audit.directory points.
+            opts.update(citygate_config=args.config)
         except exceptions.OptionsError as exc:
             print(f"citygate: {exc}", file=sys.stderr)
             # The addons configured so far may have started threads (the access-log writer):

@@ -225,11 +225,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(tmp_path: Path):
+def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(config_copy: Path, tmp_path: Path):
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    moved_log = tmp_path / "moved-log"
     process = subprocess.Popen(
-        [CITYGATE, "run", "--listen-port", str(port), "--confdir", str(tmp_path / "ca")],
+        [
+            CITYGATE,
+            "run",
+            "--config",
+            str(config_copy),
+            "--listen-port",
+            str(port),
+            "--confdir",
+            str(tmp_path / "ca"),
+            "--set",
+            f"citygate_audit_directory={moved_log}",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -270,6 +282,10 @@ def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(tmp_path: Path):
         output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, output
     assert "Traceback" not in output
+    # The access log went only where --set moved it: the configuration's own folder
+    # (audit.directory: ../var/log) was never started, not even for a moment.
+    assert list(moved_log.rglob("citygate-audit.jsonl"))  # one folder per worker
+    assert not (config_copy.parent.parent / "var").exists()
 
 
 def test_run_with_a_broken_config_exits_with_the_problem(config_copy: Path, tmp_path: Path):
