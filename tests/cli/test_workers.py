@@ -57,7 +57,9 @@ def start(tmp_path: Path) -> Iterator[object]:
     services: list[Service] = []
 
     def start_service(*extra: str) -> Service:
-        command = [CITYGATE, "run", "--listen-port", "0", "--confdir", str(tmp_path / "ca"), *extra]
+        # The access log in the test's folder, not the checkout's var/ (the demo config's).
+        command = [CITYGATE, "run", "--listen-port", "0", "--confdir", str(tmp_path / "ca")]
+        command += ["--set", f"citygate_audit_directory={tmp_path / 'log'}", *extra]
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
         )
