@@ -335,6 +335,25 @@ def test_a_social_sni_under_an_ordinary_connect_is_intercepted_however_split(
     gate.assert_nothing_upstream()
 
 
+@pytest.mark.parametrize("split", HELLO_SPLITS, ids=str)
+def test_an_employee_without_a_grant_gets_the_block_page_however_the_client_hello_is_split(
+    gate: Gate, split: Segmentation
+):
+    """The issue's second shape: `CONNECT www.facebook.com:443` as an employee with no grant, then
+    a split ClientHello: the tunnel is decrypted and refused, never relayed to Facebook."""
+    client, tls = _tls_tunnel(
+        gate, "www.facebook.com:443", "www.facebook.com", proxy_user=MNGUYEN, split=split
+    )
+    with client:
+        issuer = tls.peer_issuer_cn()
+        response = tls.request(client, _get("www.facebook.com", "/", close=True))
+
+    assert issuer == MITMPROXY_CA_CN
+    _assert_block_page(response)
+    assert b"no_grant" in response
+    gate.assert_nothing_upstream()
+
+
 def test_every_single_cut_of_a_social_client_hello_is_intercepted(gate: Gate):
     """One cut at every offset of the record and handshake headers and around the SNI."""
     layout = hello_layout(client_hello("www.facebook.com"))
