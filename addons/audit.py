@@ -28,12 +28,12 @@ from mitmproxy import connection, ctx, http
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
-from citygate.proxy.audit_config import AuditSettings
-from citygate.proxy.audit_files import worker_directory
-from citygate.proxy.audit_record import Completion, connection_record, decision_record
-from citygate.proxy.audit_writer import AuditWriter
+from citygate.proxy.audit.config import AuditSettings
+from citygate.proxy.audit.files import worker_directory
+from citygate.proxy.audit.record import Completion, connection_record, decision_record
+from citygate.proxy.audit.writer import AuditWriter
 from citygate.proxy.decision import Reason
-from citygate.proxy.workers import worker_index
+from citygate.proxy.runtime.workers import worker_index
 
 log = logging.getLogger("citygate.audit")
 

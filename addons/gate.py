@@ -43,7 +43,7 @@ from citygate.directory.backends import open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.shared import shared_between_workers
-from citygate.proxy.audit_record import passes_through
+from citygate.proxy.audit.record import passes_through
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.decision import (
     Decision,

@@ -4,7 +4,7 @@ Three ways, tried in this order:
 
 1. `Proxy-Authorization: Basic` (a directory password), checked by the directory.
 2. `Proxy-Authorization: Bearer <JWT>` (a token from the city's single sign-on), checked
-   against the configured issuers' keys (see proxy/tokens.py for the checks, jwks.py for keys).
+   against the configured issuers' keys (see proxy/identity/tokens.py for the checks, jwks.py for keys).
 3. The client's source address, for devices that cannot sign in (off unless configured).
 
 Credentials, when presented, always win over the source address, even when they fail: the
@@ -30,8 +30,8 @@ from citygate.addons.credentials import UnsupportedCredentials, basic_credential
 from citygate.addons.jwks import JwksKeys, KeysUnavailable
 from citygate.directory.gateway import DirectoryGateway
 from citygate.proxy.decision import Identity
-from citygate.proxy.identity_config import IdentitySettings, IssuerSettings
-from citygate.proxy.tokens import (
+from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
+from citygate.proxy.identity.tokens import (
     SYMMETRIC_ALGORITHMS,
     TokenRejected,
     UnverifiedToken,
@@ -48,7 +48,7 @@ BASIC, BEARER, SOURCE_IP = "basic", "bearer", "source_ip"
 
 
 class TokenVerifier:
-    """Checks bearer tokens against the configured issuers; the async shell around proxy/tokens.py."""
+    """Checks bearer tokens against the configured issuers; the async shell around proxy/identity/tokens.py."""
 
     def __init__(
         self,

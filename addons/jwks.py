@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.error import HTTPError, URLError
 
-from citygate.proxy.tokens import VerificationKey, knows_kid, parse_jwks
+from citygate.proxy.identity.tokens import VerificationKey, knows_kid, parse_jwks
 
 log = logging.getLogger("citygate.jwks")
 

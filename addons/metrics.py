@@ -5,7 +5,7 @@ decision the access log vetoed is not counted, because the gate announces the re
 replaces it), the flags raised on it, and the body bytes of allowed requests.
 
 On the event loop this addon only increments counters (microseconds, no I/O). Everything else
-happens in threads of its own: the listener answers scrapes (proxy/metrics_http.py), and a
+happens in threads of its own: the listener answers scrapes (proxy/runtime/metrics_http.py), and a
 refresher brings the gauges read from other parts up to date every `metrics.refresh_seconds`
 (grants in force and expiring, the access log's health and error counts, configuration loads).
 
@@ -25,10 +25,10 @@ from mitmproxy import connection, ctx, exceptions, http
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
-from citygate.proxy.health import Readiness, healthz, readyz, write_state
-from citygate.proxy.metrics import UNKNOWN, LabelGuard, MetricSet, grant_counts
-from citygate.proxy.metrics_config import MetricsSettings
-from citygate.proxy.metrics_http import (
+from citygate.proxy.metrics.config import MetricsSettings
+from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
+from citygate.proxy.runtime.health import Readiness, healthz, readyz, write_state
+from citygate.proxy.runtime.metrics_http import (
     LISTEN_OPTION,
     MetricsServer,
     multiprocess_folder,

@@ -28,9 +28,9 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from citygate.proxy.audit_chain import FILE_START, ChainHead, seal
-from citygate.proxy.audit_files import ACTIVE_NAME, rotated_name
-from citygate.proxy.audit_record import DECISION_FIELDS, state_record, timestamp
+from citygate.proxy.audit.chain import FILE_START, ChainHead, seal
+from citygate.proxy.audit.files import ACTIVE_NAME, rotated_name
+from citygate.proxy.audit.record import DECISION_FIELDS, state_record, timestamp
 
 CITYGATE = str(Path(sys.executable).parent / "citygate")
 SITES = [

@@ -453,7 +453,7 @@ class MitmProxy(Server):
             command += ["--confdir", str(self.confdir)]
             if citygate_has_workers():
                 command += ["--workers", str(self.workers)]
-            if importlib.util.find_spec("citygate.proxy.metrics_http") is not None:
+            if importlib.util.find_spec("citygate.proxy.runtime.metrics_http") is not None:
                 # Each instance serves its metrics on a port of its own, as on its own host.
                 options["citygate_metrics_listen"] = f"{LOCALHOST}:{self.metrics_port}"
         for key, value in options.items():

@@ -89,7 +89,7 @@ class Counting(StrEnum):
 
 
 def counting(is_request: bool, allowed: bool, tunnel: str | None) -> Counting:
-    """How one decision counts. `tunnel` is the CONNECT's handling (audit_record.tunnel_handling).
+    """How one decision counts. `tunnel` is the CONNECT's handling (audit.record.tunnel_handling).
 
     A decrypted tunnel is followed by one decision per request inside it; counting its CONNECT
     as well would count every visit twice. A passed-through tunnel is all that is ever seen of
@@ -279,7 +279,7 @@ def use_of_decision(
 
     A report-mode denial (`would_deny`) counts as the attempt it would be in enforce mode.
     """
-    from citygate.proxy.audit_record import tunnel_handling  # see TYPE_CHECKING above
+    from citygate.proxy.audit.record import tunnel_handling  # see TYPE_CHECKING above
 
     tunnel = None if is_request else tunnel_handling(decision, status, would_deny)
     grant = decision.grant if decision.allowed else None

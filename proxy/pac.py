@@ -1,4 +1,5 @@
-"""`citygate pac`: the proxy auto-config file that routes the city's browsers through citygate.
+"""The proxy auto-config (PAC) file that routes the city's browsers through citygate: the `pac:`
+settings and the file's text (`citygate pac`, in `cli/pac.py`, writes it).
 
 Everything goes through the proxy except the internal exceptions the config names (intranet
 domains, private address ranges). There is deliberately no DIRECT fallback by default: if the
@@ -7,15 +8,13 @@ proxy is unreachable, a browser that fell back to DIRECT would reach social medi
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygate.proxy.problems import ConfigError, Problems
+from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import Node
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}")
@@ -132,54 +131,3 @@ function FindProxyForURL(url, host) {{
   return CITYGATE_ROUTE;
 }}
 """
-
-
-EPILOG = """examples:
-  citygate pac > /var/www/wpad/proxy.pac
-  citygate pac --config /etc/citygate/citygate.yaml --output /var/www/wpad/wpad.dat
-
-The proxies and exceptions come from the config's `pac:` section, e.g.
-  pac:
-    proxies: ["citygate.city.example:3128"]
-    direct_domains: [".city.example", "intranet.example.gov"]
-    direct_networks: ["10.0.0.0/8", "192.168.0.0/16"]
-"""
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "pac",
-        help="write the proxy auto-config (PAC) file for the city's browsers",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config", default="config/citygate.yaml", help="the configuration file (default: %(default)s)"
-    )
-    parser.add_argument("--output", help="write to this file instead of standard output")
-    parser.set_defaults(handler=_pac_command)
-
-
-def _pac_command(args: argparse.Namespace) -> int:
-    from citygate.proxy.policy import load_policy
-
-    try:
-        policy = load_policy(Path(args.config))
-    except ConfigError as exc:
-        print(f"citygate: the configuration is invalid:\n{exc}", file=sys.stderr)
-        return 1
-    settings = policy.sections["pac"]
-    assert isinstance(settings, PacSettings)
-    if not settings.proxies:
-        print(
-            f'citygate: {args.config} has no "pac: proxies:"; add the address browsers use to reach '
-            'citygate, e.g. pac: {proxies: ["citygate.city.example:3128"]}',
-            file=sys.stderr,
-        )
-        return 1
-    text = render_pac(settings)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0

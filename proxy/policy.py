@@ -17,13 +17,13 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
-from citygate.proxy.audit_config import parse_audit_section
+from citygate.proxy.audit.config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
 from citygate.proxy.flags import parse_flags_section
 from citygate.proxy.grants import Grant, GrantLoader, ReadFile
-from citygate.proxy.identity_config import parse_identity_section
-from citygate.proxy.metrics_config import parse_metrics_section
+from citygate.proxy.identity.config import parse_identity_section
+from citygate.proxy.metrics.config import parse_metrics_section
 from citygate.proxy.pac import parse_pac_section
 from citygate.proxy.problems import ConfigError, Problems
 from citygate.proxy.yamlfile import Node, read_yaml

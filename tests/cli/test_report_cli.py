@@ -37,9 +37,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from citygate.proxy.audit_config import AuditSettings
-from citygate.proxy.audit_record import DECISION_FIELDS, timestamp
-from citygate.proxy.audit_writer import AuditWriter
+from citygate.proxy.audit.config import AuditSettings
+from citygate.proxy.audit.record import DECISION_FIELDS, timestamp
+from citygate.proxy.audit.writer import AuditWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 CITYGATE = str(Path(sys.executable).parent / "citygate")

@@ -29,9 +29,9 @@ from harness import curl
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
-from citygate.proxy.audit_chain import unseal
-from citygate.proxy.audit_files import ACTIVE_NAME, expand, log_files, open_log
-from citygate.proxy.audit_record import DECISION_FIELDS
+from citygate.proxy.audit.chain import unseal
+from citygate.proxy.audit.files import ACTIVE_NAME, expand, log_files, open_log
+from citygate.proxy.audit.record import DECISION_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "config" / "citygate.yaml"

@@ -36,7 +36,7 @@ from citygate.addons.decision_log import DecisionLog
 from citygate.addons.flags import Flags
 from citygate.addons.gate import CityGate
 from citygate.addons.metrics import Metrics
-from citygate.proxy.audit_files import expand, open_log
+from citygate.proxy.audit.files import expand, open_log
 
 ROOT = Path(__file__).resolve().parents[2]
 # A real tmpfs that can be made read-only under the running proxy (tests/e2e/test_audit_log.py).

@@ -16,7 +16,7 @@ from harness import MITMPROXY_CA_CN, curl, tunnel_peer_certificate
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
-from citygate.proxy.audit_files import expand, open_log
+from citygate.proxy.audit.files import expand, open_log
 
 ROOT = Path(__file__).resolve().parents[2]
 MNGUYEN = "mnguyen:mnguyen-pass"  # Parks; no grant

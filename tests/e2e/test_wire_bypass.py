@@ -56,7 +56,7 @@ from wire import (
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.gate import CityGate
-from citygate.proxy.audit_files import expand, open_log
+from citygate.proxy.audit.files import expand, open_log
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "citygate.yaml"
 JLEE = "jlee:jlee-pass"  # Parks; facebook limited to /CityOfExampleParks, instagram whole site

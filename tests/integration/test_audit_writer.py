@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citygate.proxy.audit_chain import unseal
-from citygate.proxy.audit_cli import verify_files
-from citygate.proxy.audit_config import AuditSettings, Fsync
-from citygate.proxy.audit_files import ACTIVE_NAME, LOCK_NAME, log_files
-from citygate.proxy.audit_writer import AuditWriter
+from citygate.proxy.audit.chain import unseal
+from citygate.proxy.audit.config import AuditSettings, Fsync
+from citygate.proxy.audit.files import ACTIVE_NAME, LOCK_NAME, log_files
+from citygate.proxy.audit.writer import AuditWriter
+from citygate.proxy.cli.audit import verify_files
 
 LA = ZoneInfo("America/Los_Angeles")
 

@@ -18,8 +18,8 @@ from sso import AUDIENCE, DOMAIN, ISSUER, JwksServer, Signer, claims, jwks_serve
 
 from citygate.addons.identity import TokenVerifier
 from citygate.addons.jwks import KeysUnavailable
-from citygate.proxy.identity_config import IdentitySettings, IssuerSettings
-from citygate.proxy.tokens import TokenRejected
+from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
+from citygate.proxy.identity.tokens import TokenRejected
 
 REFRESH = 60.0
 MAX_AGE = 3600.0

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from citygate.proxy.audit_chain import FILE_START, ChainHead, Damaged, seal, unseal
-from citygate.proxy.audit_cli import verify_files
-from citygate.proxy.audit_files import ACTIVE_NAME, log_files, rotated_name
-from citygate.proxy.audit_record import state_record
+from citygate.proxy.audit.chain import FILE_START, ChainHead, Damaged, seal, unseal
+from citygate.proxy.audit.files import ACTIVE_NAME, log_files, rotated_name
+from citygate.proxy.audit.record import state_record
+from citygate.proxy.cli.audit import verify_files
 
 AT = datetime(2026, 11, 21, 17, 0, tzinfo=UTC)
 

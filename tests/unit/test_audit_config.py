@@ -3,7 +3,7 @@ line and fix (through the real `load_policy`, as `citygate check` runs it)."""
 
 import pytest
 
-from citygate.proxy.audit_config import DEFAULT_DIRECTORY, AuditSettings, Fsync, SyslogSettings
+from citygate.proxy.audit.config import DEFAULT_DIRECTORY, AuditSettings, Fsync, SyslogSettings
 
 
 def test_without_a_section_the_defaults_apply(policy_files):

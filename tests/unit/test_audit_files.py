@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citygate.proxy.audit_files import expand_chains
+from citygate.proxy.audit.files import expand_chains
 
 
 def touch(path: Path) -> Path:

@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citygate.proxy.audit_chain import ChainHead, seal
-from citygate.proxy.audit_query import LogFilter, LogQuery, parse_when
-from citygate.proxy.audit_record import state_record
+from citygate.proxy.audit.chain import ChainHead, seal
+from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
+from citygate.proxy.audit.record import state_record
 
 LA = ZoneInfo("America/Los_Angeles")
 START = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)  # 08:00 in Los Angeles

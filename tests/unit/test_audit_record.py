@@ -13,7 +13,7 @@ from conftest import MINI_SITES
 
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.directory.model import Person
-from citygate.proxy.audit_record import (
+from citygate.proxy.audit.record import (
     DECISION_FIELDS,
     Completion,
     connection_record,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sso import Signer
 
-from citygate.proxy.identity_config import IdentitySettings
+from citygate.proxy.identity.config import IdentitySettings
+from citygate.proxy.identity.tokens import DEFAULT_ALGORITHMS
 from citygate.proxy.policy import load_policy
-from citygate.proxy.tokens import DEFAULT_ALGORITHMS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "config" / "citygate.yaml"

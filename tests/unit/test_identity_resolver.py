@@ -15,8 +15,8 @@ from citygate.addons.identity import IdentityResolver
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.static import StaticDirectory
 from citygate.proxy.decision import Identity
-from citygate.proxy.identity_config import IdentitySettings, IssuerSettings, SourceRule
-from citygate.proxy.tokens import VerificationKey
+from citygate.proxy.identity.config import IdentitySettings, IssuerSettings, SourceRule
+from citygate.proxy.identity.tokens import VerificationKey
 
 REPO = Path(__file__).resolve().parents[2]
 

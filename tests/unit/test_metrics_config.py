@@ -4,9 +4,9 @@ from datetime import timedelta
 
 import pytest
 
-from citygate.proxy.metrics import OTHER, UNKNOWN, LabelGuard, MetricSet, grant_counts
-from citygate.proxy.metrics_config import MetricsSettings, parse_listen
-from citygate.proxy.metrics_http import listen_override, with_listen
+from citygate.proxy.metrics.config import MetricsSettings, parse_listen
+from citygate.proxy.metrics.definitions import OTHER, UNKNOWN, LabelGuard, MetricSet, grant_counts
+from citygate.proxy.runtime.metrics_http import listen_override, with_listen
 
 
 def test_without_a_metrics_section_metrics_are_served_on_localhost_9090(policy_files):
@@ -146,7 +146,7 @@ def test_metrics_folders_of_supervisors_that_died_are_removed(tmp_path):
     import os
     import subprocess
 
-    from citygate.proxy.metrics_http import FOLDER_PREFIX, remove_stale_folders
+    from citygate.proxy.runtime.metrics_http import FOLDER_PREFIX, remove_stale_folders
 
     dead = subprocess.Popen(["true"])  # once it has exited, its pid names no process
     dead.wait()

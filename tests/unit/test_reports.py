@@ -8,8 +8,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from citygate.proxy.flags import FlagSettings, Kind, Rule
-from citygate.proxy.report_html import report_html, review_html
-from citygate.proxy.reports import build_report, build_review
+from citygate.proxy.reports.html import report_html, review_html
+from citygate.proxy.reports.summary import build_report, build_review
 
 LA = ZoneInfo("America/Los_Angeles")
 HOSTILE = '<script>alert("x")</script>'

@@ -13,8 +13,8 @@ import pytest
 from sso import AUDIENCE, DOMAIN, ISSUER, Signer, b64, claims, hmac_token, unsigned_token
 
 from citygate.addons.identity import TokenVerifier
-from citygate.proxy.identity_config import IdentitySettings, IssuerSettings
-from citygate.proxy.tokens import TokenRejected, VerificationKey, parse_jwks, shown
+from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
+from citygate.proxy.identity.tokens import TokenRejected, VerificationKey, parse_jwks, shown
 
 NOW = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 LEEWAY = 60

@@ -14,7 +14,7 @@ folder is removed when the service stops.
 
 Extending the listener: `MetricsServer.routes` maps a path to a function returning (status,
 content type, body), called in the listener's thread; /healthz and /readyz are served that way
-(proxy/health.py).
+(proxy/runtime/health.py).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
-from citygate.proxy.health import forget_state, healthz, read_states, readyz
-from citygate.proxy.metrics_config import MetricsSettings, parse_listen
+from citygate.proxy.metrics.config import MetricsSettings, parse_listen
+from citygate.proxy.runtime.health import forget_state, healthz, read_states, readyz
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLDER_PREFIX = "citygate-metrics-"  # then the supervisor's pid: see remove_stale_folders
@@ -138,7 +138,7 @@ def with_listen(settings: MetricsSettings, override: str | None) -> MetricsSetti
 
 def multiprocess_folder() -> str | None:
     """The shared metrics folder when this process is one of several workers, else None."""
-    from citygate.proxy.workers import worker_index
+    from citygate.proxy.runtime.workers import worker_index
 
     folder = os.environ.get(MULTIPROC_ENV)
     return folder if folder and worker_index() is not None else None

@@ -30,7 +30,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 if TYPE_CHECKING:
-    from citygate.proxy.identity_config import IssuerSettings
+    from citygate.proxy.identity.config import IssuerSettings
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 

@@ -12,7 +12,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Protocol
 
-from citygate.proxy.audit_config import SyslogSettings, syslog_target
+from citygate.proxy.audit.config import SyslogSettings, syslog_target
 
 SEVERITY_NOTICE = 5  # a denial
 SEVERITY_INFO = 6  # everything else

@@ -21,8 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from citygate.proxy.problems import Problems
-from citygate.proxy.tokens import (
+from citygate.proxy.identity.tokens import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_ALGORITHMS,
     MIN_RSA_BITS,
@@ -33,6 +32,7 @@ from citygate.proxy.tokens import (
     VerificationKey,
     describe_key,
 )
+from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import Items, Node
 
 SECTION = "identity"

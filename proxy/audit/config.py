@@ -1,7 +1,7 @@
 """The `audit:` section of the configuration: where the access log goes and how it is kept.
 
 Parsing only: every setting is checked here, so `citygate check` reports a mistake with its
-file, line and fix, and the writer (`audit_writer.py`) receives settings it can trust.
+file, line and fix, and the writer (`writer.py`) receives settings it can trust.
 """
 
 from __future__ import annotations

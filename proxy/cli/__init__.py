@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
-from citygate.proxy import audit_cli, pac, report_cli
+from citygate.proxy.cli import audit, pac, reports
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -24,8 +24,8 @@ from citygate.proxy.decision import (
 )
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
+from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
-from citygate.proxy.workers import default_workers, positive_count, supervise
 
 DEFAULT_CONFIG = "config/citygate.yaml"
 
@@ -33,10 +33,10 @@ DEFAULT_CONFIG = "config/citygate.yaml"
 # function that adds its subparser to the `commands` given, with `handler` set as a default.
 FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     pac.register,
-    audit_cli.register_audit,
-    audit_cli.register_logs,
-    report_cli.register_report,
-    report_cli.register_grants,
+    audit.register_audit,
+    audit.register_logs,
+    reports.register_report,
+    reports.register_grants,
 )
 
 EPILOG_RUN = """examples:
@@ -161,7 +161,7 @@ def _print_config_error(exc: ConfigError) -> None:
 def _run(args: argparse.Namespace) -> int:
     workers = default_workers() if args.workers is None else args.workers
     if workers > 1:
-        # A supervisor: each of its workers comes back here with workers=1 (proxy/workers.py).
+        # A supervisor: each of its workers comes back here with workers=1 (proxy/runtime/workers.py).
         return supervise(argparse.Namespace(**{**vars(args), "workers": workers}))
 
     import asyncio

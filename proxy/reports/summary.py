@@ -2,7 +2,7 @@
 
 Pure: records (dicts as the access log stores them, in time order, every worker's and host's
 merged), the grants and flag rules of the configuration, and the period go in; summaries come
-out. Reading files is the CLI's job (report_cli.py), drawing them report_html.py's.
+out. Reading files is the CLI's job (cli/reports.py), drawing them html.py's.
 
 Definitions, also printed on every report:
 - requests: allowed social-media requests, counting a tunnel passed through undecrypted as one

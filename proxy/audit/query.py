@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 
-from citygate.proxy.audit_record import ACTION_CONNECTION, DECISION_ACTIONS, timestamp
+from citygate.proxy.audit.record import ACTION_CONNECTION, DECISION_ACTIONS, timestamp
 
 _TS_PREFIX = b'{"@timestamp":"'
 _TS_END = len(_TS_PREFIX) + len("2026-01-01T00:00:00.000000Z")

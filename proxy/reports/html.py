@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from html import escape
 
-from citygate.proxy.reports import GrantUse, Report, Review, days_left, last_day
+from citygate.proxy.reports.summary import GrantUse, Report, Review, days_left, last_day
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in greyscale print.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

@@ -2,7 +2,7 @@
 
 Both read the same files as `citygate logs` (rotated, compressed, every worker's chain, merged
 in time order) and stream them: memory grows with the number of employees, not with the log.
-The summaries themselves are computed in reports.py and drawn in report_html.py.
+The summaries themselves are computed in reports/summary.py and drawn in reports/html.py.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from citygate.proxy.audit_cli import merged
-from citygate.proxy.audit_config import AuditSettings
-from citygate.proxy.audit_files import expand_chains
-from citygate.proxy.audit_query import LogFilter, LogQuery, parse_when
+from citygate.proxy.audit.config import AuditSettings
+from citygate.proxy.audit.files import expand_chains
+from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
+from citygate.proxy.cli.audit import merged
 from citygate.proxy.flags import FlagSettings, Kind
-from citygate.proxy.metrics_config import MetricsSettings
+from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.problems import ConfigError
-from citygate.proxy.report_html import report_html, review_html
-from citygate.proxy.reports import build_report, build_review, report_csv, review_csv
+from citygate.proxy.reports.html import report_html, review_html
+from citygate.proxy.reports.summary import build_report, build_review, report_csv, review_csv
 
 DEFAULT_CONFIG = "config/citygate.yaml"
 

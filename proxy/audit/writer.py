@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
-from citygate.proxy.audit_chain import FILE_START, ChainHead, Damaged, canonical, seal, unseal
-from citygate.proxy.audit_config import AuditSettings, Fsync
-from citygate.proxy.audit_files import ACTIVE_NAME, LOCK_NAME, is_rotated, log_files, open_log, rotated_name
-from citygate.proxy.audit_record import state_record, timestamp
-from citygate.proxy.audit_sinks import SEVERITY_INFO, SEVERITY_NOTICE, Sink, StdoutSink, SyslogSink
+from citygate.proxy.audit.chain import FILE_START, ChainHead, Damaged, canonical, seal, unseal
+from citygate.proxy.audit.config import AuditSettings, Fsync
+from citygate.proxy.audit.files import ACTIVE_NAME, LOCK_NAME, is_rotated, log_files, open_log, rotated_name
+from citygate.proxy.audit.record import state_record, timestamp
+from citygate.proxy.audit.sinks import SEVERITY_INFO, SEVERITY_NOTICE, Sink, StdoutSink, SyslogSink
 
 log = logging.getLogger("citygate.audit")
 

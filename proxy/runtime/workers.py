@@ -14,7 +14,7 @@ the kernel already queued on it wait for the replacement instead of being reset.
 version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
 and all workers accept from one shared socket instead.
 
-Workers are fresh interpreters (`python -m citygate.proxy.workers`) that inherit their sockets
+Workers are fresh interpreters (`python -m citygate.proxy.runtime.workers`) that inherit their sockets
 (pass_fds), not forks: the supervisor may run threads (the shared metrics listener), and a fork
 of a threaded process can inherit a lock another thread held. The CA is created once by the
 supervisor before the workers start, so they do not race to write it. Each worker has its
@@ -220,7 +220,7 @@ class _Supervisor:
         arguments = {key: value for key, value in vars(self.args).items() if key != "handler"}
         arguments |= {"workers": 1, "listen_port": self.port}
         process = subprocess.Popen(  # noqa: S603 -- this interpreter, our own module and arguments
-            [sys.executable, "-m", "citygate.proxy.workers", json.dumps(arguments)],
+            [sys.executable, "-m", "citygate.proxy.runtime.workers", json.dumps(arguments)],
             pass_fds=(*fds, self.ready_write),
             env=env,
         )
@@ -368,9 +368,9 @@ def supervise(args: argparse.Namespace) -> int:
     from mitmproxy import certs
     from mitmproxy.options import CONF_BASENAME
 
-    from citygate.proxy.metrics_http import shared_metrics
     from citygate.proxy.policy import load_policy
     from citygate.proxy.problems import ConfigError
+    from citygate.proxy.runtime.metrics_http import shared_metrics
 
     # Checked once here, so that a broken config is reported once rather than by every worker.
     try:
@@ -404,7 +404,7 @@ def supervise(args: argparse.Namespace) -> int:
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """A worker: `python -m citygate.proxy.workers ARGS-AS-JSON`, started by the supervisor."""
+    """A worker: `python -m citygate.proxy.runtime.workers ARGS-AS-JSON`, started by the supervisor."""
     # A reload (SIGHUP) that arrives while the worker is still starting must not kill it; the
     # configuration watcher takes the signal over once the proxy runs.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from citygate.proxy.audit_chain import ChainVerifier, Report
-from citygate.proxy.audit_config import AuditSettings
-from citygate.proxy.audit_files import expand_chains, open_log
-from citygate.proxy.audit_query import LogFilter, LogQuery, parse_when
+from citygate.proxy.audit.chain import ChainVerifier, Report
+from citygate.proxy.audit.config import AuditSettings
+from citygate.proxy.audit.files import expand_chains, open_log
+from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 
 DEFAULT_CONFIG = "config/citygate.yaml"
 
