@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mitmproxy import connection, ctx, http
+from mitmproxy.addonmanager import Loader
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
@@ -102,8 +103,8 @@ class AuditLog:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def load(self, loader: object) -> None:
-        loader.add_option(  # type: ignore[attr-defined]
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
             "citygate_audit_directory",
             str,
             "",

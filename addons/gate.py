@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
+from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
@@ -100,8 +101,8 @@ class CityGate:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def load(self, loader: object) -> None:
-        loader.add_option(  # type: ignore[attr-defined]
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
             "citygate_config",
             str,
             "",

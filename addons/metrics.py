@@ -22,6 +22,7 @@ import time
 from datetime import datetime
 
 from mitmproxy import connection, ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
@@ -66,8 +67,8 @@ class Metrics:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def load(self, loader: object) -> None:
-        loader.add_option(  # type: ignore[attr-defined]
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
             LISTEN_OPTION,
             str,
             "",

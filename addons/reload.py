@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
 
 log = logging.getLogger("citygate")
 
@@ -47,8 +48,8 @@ class ConfigWatcher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
-    def load(self, loader: object) -> None:
-        loader.add_option(  # type: ignore[attr-defined]
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
             "citygate_reload_interval_ms",
             int,
             2000,

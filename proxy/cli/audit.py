@@ -20,6 +20,7 @@ from citygate.proxy.audit.chain import ChainVerifier, Report
 from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
+from citygate.proxy.audit.record import DECISION_FIELDS
 
 DEFAULT_CONFIG = "config/citygate.yaml"
 
@@ -49,32 +50,24 @@ rotated and .gz files are read in order. Times without a zone are in the city's 
 stored, each still carrying its chain hash.
 """
 
+# The CSV export's columns: the record's own fields, in the record's order, less the ones a
+# reviewer's spreadsheet does not need; the local time beside the UTC one; the chain position.
+_NOT_IN_CSV = frozenset(
+    {
+        "ecs.version",
+        "event.kind",
+        "event.category",
+        "event.end",
+        "event.duration",
+        "citygate.approver_role",
+        "citygate.tunnel",
+        "error.message",
+    }
+)
 CSV_FIELDS = (
     "@timestamp",
     "local_time",
-    "event.id",
-    "event.action",
-    "event.type",
-    "event.reason",
-    "user.name",
-    "citygate.department",
-    "source.ip",
-    "url.scheme",
-    "url.domain",
-    "url.path",
-    "url.query",
-    "http.request.method",
-    "http.response.status_code",
-    "http.request.body.bytes",
-    "http.response.body.bytes",
-    "rule.id",
-    "citygate.site",
-    "citygate.approver",
-    "citygate.identity_method",
-    "citygate.mode",
-    "citygate.would_deny",
-    "citygate.flags",
-    "citygate.detail",
+    *(field for field in DECISION_FIELDS[1:] if field not in _NOT_IN_CSV),
     "citygate.chain.seq",
 )
 # (heading, width) of the table; the last column takes the rest of the line.

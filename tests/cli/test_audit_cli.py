@@ -48,3 +48,12 @@ def test_verify_of_a_folder_without_logs_says_so(tmp_path):
 
     assert result.returncode == 2
     assert "no access-log files found" in result.stderr
+
+
+def test_the_csv_columns_are_the_record_fields_in_the_record_order():
+    from citygate.proxy.audit.record import DECISION_FIELDS
+    from citygate.proxy.cli.audit import CSV_FIELDS
+
+    shared = [field for field in CSV_FIELDS if field in DECISION_FIELDS]
+    assert shared == [field for field in DECISION_FIELDS if field in CSV_FIELDS]
+    assert set(CSV_FIELDS) - set(DECISION_FIELDS) == {"local_time", "citygate.chain.seq"}
