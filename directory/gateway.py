@@ -26,7 +26,7 @@ from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache, c
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 
 if TYPE_CHECKING:
-    from citygate.proxy.policy import DirectorySettings
+    from citygate.directory.settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 

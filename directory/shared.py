@@ -32,7 +32,7 @@ from citygate.directory.cache import CacheSettings
 from citygate.directory.model import Directory, Person
 
 if TYPE_CHECKING:
-    from citygate.proxy.policy import DirectorySettings
+    from citygate.directory.settings import DirectorySettings
 
 log = logging.getLogger(__name__)
 

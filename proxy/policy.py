@@ -17,6 +17,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
+from citygate.directory.settings import DirectorySettings
 from citygate.proxy.audit.config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
@@ -82,13 +83,6 @@ class PolicyText:
     name: str
     summary: str
     url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DirectorySettings:
-    backend: str
-    options: Mapping[str, object]
-    base: Path  # folder relative paths in options are resolved against
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from slapd import directory_options
 
 from citygate.directory.backends import open_directory
 from citygate.directory.model import Directory
+from citygate.directory.settings import DirectorySettings
 from citygate.directory.static import StaticDirectory
-from citygate.proxy.policy import DirectorySettings
 
 DEMO_LDIF = Path(__file__).resolve().parents[2] / "directory" / "demo.ldif"
 

@@ -33,8 +33,9 @@ from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.ldap_config import ldap_settings
 from citygate.directory.model import DirectoryUnavailable
+from citygate.directory.settings import DirectorySettings
 from citygate.proxy.decision import Identity, Reason, Result, decide_request, people_involved
-from citygate.proxy.policy import DirectorySettings, Policy, load_policy
+from citygate.proxy.policy import Policy, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 TODAY = date(2026, 6, 15)

@@ -16,6 +16,7 @@ from slapd import SERVICE_PASSWORD, Slapd, directory_options, person_dn
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.settings import DirectorySettings
 from citygate.directory.shared import (
     FILE_NAME,
     SHARED_DIR_ENV,
@@ -24,7 +25,6 @@ from citygate.directory.shared import (
     shared_between_workers,
 )
 from citygate.directory.static import StaticDirectory
-from citygate.proxy.policy import DirectorySettings
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = CacheSettings(ttl=60, negative_ttl=30)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import MINI_SITES
 
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.directory.model import Person
@@ -189,7 +188,7 @@ def test_a_granted_whole_site_tunnel_is_decrypted_by_default(policy_files):
 
 
 def test_a_granted_tunnel_to_a_site_that_passes_through_is_passthrough(policy_files):
-    sites = MINI_SITES.replace(
+    sites = policy_files.mini_sites.replace(
         "    domains: [facebook.com]\n", "    domains: [facebook.com]\n    pass_through_when_granted: true\n"
     )
     policy = policy_files.load([WHOLE_SITE_GRANT], sites=sites)
