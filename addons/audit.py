@@ -29,6 +29,7 @@ from mitmproxy.addonmanager import Loader
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
+from citygate.addons.loaded import loaded_policy
 from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import worker_directory
 from citygate.proxy.audit.record import Completion, connection_record, decision_record
@@ -114,8 +115,7 @@ class AuditLog:
     def configure(self, updated: set[str]) -> None:
         if not {"citygate_config", "citygate_audit_directory"} & updated:
             return
-        gate = ctx.master.addons.get("citygate")
-        policy = getattr(gate, "policy", None)
+        policy = loaded_policy()
         if policy is None:
             return  # the gate refuses to run without a configuration
         settings = policy.sections.get("audit") or AuditSettings()

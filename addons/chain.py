@@ -14,7 +14,7 @@ class AddonGroup:
     entry): with the ~30 built-in addons that is a third of the proxy's time per request, and
     each citygate addon added ~2.5 us to every event (bench/throughput.py, BENCHMARKS.md).
     The children of one entry are found by a plain attribute walk instead. Hooks run in the
-    same order as with separate entries, names stay registered (`addons.get("citygate")`),
+    same order as with separate entries, names stay registered (`addons.get(name)` finds each),
     and options load as before: grouping changes nothing but the cost.
     """
 

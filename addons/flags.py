@@ -15,9 +15,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, tzinfo
 
-from mitmproxy import ctx
-
 from citygate.addons.events import DecisionEvent, Stage
+from citygate.addons.loaded import loaded_policy
 from citygate.proxy.flags import FlagSettings, WindowTracker, request_flags, use_of_decision
 
 log = logging.getLogger("citygate.flags")
@@ -32,7 +31,7 @@ class Flags:
     def configure(self, updated: set[str]) -> None:
         if "citygate_config" not in updated:
             return
-        policy = getattr(ctx.master.addons.get("citygate"), "policy", None)
+        policy = loaded_policy()
         if policy is None:
             return
         settings = policy.sections.get("flags") or FlagSettings()

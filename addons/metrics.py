@@ -26,6 +26,8 @@ from mitmproxy.addonmanager import Loader
 
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.events import DecisionEvent, Stage
+from citygate.addons.gate import CityGate
+from citygate.addons.loaded import loaded_gate
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
 from citygate.proxy.runtime.health import Readiness, healthz, readyz, write_state
@@ -51,7 +53,7 @@ class Metrics:
         self.metrics: MetricSet | None = None
         self.server: MetricsServer | None = None
         self._departments = LabelGuard(MetricsSettings().max_departments)
-        self._gate: object | None = None
+        self._gate: CityGate | None = None
         self._audit: object | None = None
         self._mirrored: dict[str, float] = {}
         self._grant_keys: set[tuple[str, str]] = set()
@@ -78,8 +80,8 @@ class Metrics:
     def configure(self, updated: set[str]) -> None:
         if not {"citygate_config", LISTEN_OPTION} & updated:
             return
-        gate = ctx.master.addons.get("citygate")
-        policy = getattr(gate, "policy", None)
+        gate = loaded_gate()
+        policy = gate.policy if gate is not None else None
         if policy is None:
             return  # the gate refuses to run without a configuration
         settings = policy.sections.get("metrics") or MetricsSettings()
@@ -98,7 +100,7 @@ class Metrics:
             self.metrics = MetricSet()
         if previous is None or previous.max_departments != settings.max_departments:
             self._departments = LabelGuard(settings.max_departments)
-        directory = getattr(gate, "directory", None)
+        directory = gate.directory if gate is not None else None
         if directory is not None:
             directory.observer = self._directory_call  # a reload brings a new gateway
         if self._running:
@@ -252,7 +254,7 @@ class Metrics:
         if metrics is None or gate is None or settings is None:
             return
         with self._refresh_lock:
-            policy = getattr(gate, "policy", None)
+            policy = gate.policy
             stale = time.monotonic() - self._grants_time >= GRANTS_REFRESH_SECONDS
             if policy is not None and (policy is not self._grants_policy or stale):
                 active, expiring = grant_counts(
@@ -269,7 +271,7 @@ class Metrics:
                 metrics.audit_healthy.set(1 if getattr(audit, "audit_log_healthy", False) else 0)
                 self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)  # type: ignore[attr-defined]
                 self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)  # type: ignore[attr-defined]
-            for result, count in list(getattr(gate, "config_loads", {}).items()):
+            for result, count in list(gate.config_loads.items()):
                 self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
         folder = multiprocess_folder()
         if folder is not None:
@@ -278,9 +280,9 @@ class Metrics:
     def readiness(self) -> Readiness:
         """Whether this process can make every decision it may be asked for (/readyz)."""
         gate, audit = self._gate, self._audit
-        directory = getattr(gate, "directory", None)
+        directory = gate.directory if gate is not None else None
         return Readiness(
-            config_loaded=getattr(gate, "policy", None) is not None,
+            config_loaded=gate is not None and gate.policy is not None,
             directory_available=directory is not None and directory.available(),
             audit_log_writable=audit is None or bool(getattr(audit, "audit_log_healthy", False)),
         )

@@ -23,6 +23,8 @@ from pathlib import Path
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 
+from citygate.addons.loaded import loaded_gate
+
 log = logging.getLogger("citygate")
 
 Fingerprint = tuple[tuple[str, int, int], ...]
@@ -70,7 +72,9 @@ class ConfigWatcher:
             self._task.cancel()
 
     async def _watch(self) -> None:
-        gate = ctx.master.addons.get("citygate")
+        gate = loaded_gate()
+        if gate is None:
+            return  # nothing to reload without the gate
         seen = fingerprint(gate.watched_files())
         while True:
             interval = ctx.options.citygate_reload_interval_ms / 1000
