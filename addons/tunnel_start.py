@@ -88,32 +88,45 @@ def _tls(data: bytes) -> Start:
     message = bytearray()
     offset = 0
     while True:
-        if len(data) < offset + _RECORD_HEADER:
-            return _incomplete(data)
-        header = data[offset : offset + _RECORD_HEADER]
-        if header[0] != _HANDSHAKE or header[1] != 0x03:
-            return _malformed("a TLS record that is not a handshake record before the ClientHello ended")
-        (length,) = struct.unpack("!H", header[3:])
-        if not 0 < length <= _MAX_RECORD:
-            return _malformed(f"a TLS record of {length} bytes")
-        offset += _RECORD_HEADER
-        if len(data) < offset + length:
-            return _incomplete(data)
-        message += data[offset : offset + length]
-        offset += length
+        record = _record(data, offset)
+        if isinstance(record, Start):
+            return record
+        message += record
+        offset += _RECORD_HEADER + len(record)
         if len(message) >= 4:
-            if message[0] != _CLIENT_HELLO:
-                return _malformed("a TLS handshake that does not start with a ClientHello")
-            size = int.from_bytes(message[1:4], "big") + 4
-            if size > MAX_START_BYTES:
-                return _malformed(f"a ClientHello of {size} bytes")
-            if len(message) >= size:
-                try:
-                    hello = ClientHello(bytes(message[4:size]))
-                except Exception:  # the parser raises EOFError, ValueError and others
-                    return _malformed("a ClientHello that cannot be parsed")
-                standard = data[2] <= 0x03
-                return Start(Kind.TLS, hello, standard)
+            found = _client_hello(message, standard=data[2] <= 0x03)
+            if found is not None:
+                return found
+
+
+def _record(data: bytes, offset: int) -> bytes | Start:
+    """The body of the handshake record at `offset`, or what its absence means."""
+    if len(data) < offset + _RECORD_HEADER:
+        return _incomplete(data)
+    header = data[offset : offset + _RECORD_HEADER]
+    if header[0] != _HANDSHAKE or header[1] != 0x03:
+        return _malformed("a TLS record that is not a handshake record before the ClientHello ended")
+    (length,) = struct.unpack("!H", header[3:])
+    if not 0 < length <= _MAX_RECORD:
+        return _malformed(f"a TLS record of {length} bytes")
+    body = data[offset + _RECORD_HEADER : offset + _RECORD_HEADER + length]
+    return body if len(body) == length else _incomplete(data)
+
+
+def _client_hello(message: bytearray, *, standard: bool) -> Start | None:
+    """The ClientHello once the handshake message is whole; None while it is not."""
+    if message[0] != _CLIENT_HELLO:
+        return _malformed("a TLS handshake that does not start with a ClientHello")
+    size = int.from_bytes(message[1:4], "big") + 4
+    if size > MAX_START_BYTES:
+        return _malformed(f"a ClientHello of {size} bytes")
+    if len(message) < size:
+        return None
+    try:
+        hello = ClientHello(bytes(message[4:size]))
+    except Exception:  # the parser raises EOFError, ValueError and others
+        return _malformed("a ClientHello that cannot be parsed")
+    return Start(Kind.TLS, hello, standard)
 
 
 def _http(data: bytes) -> Start:
