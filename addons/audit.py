@@ -35,7 +35,7 @@ from citygate.proxy.audit.files import worker_directory
 from citygate.proxy.audit.record import Completion, connection_record, decision_record
 from citygate.proxy.audit.writer import AuditWriter
 from citygate.proxy.decision import Reason
-from citygate.proxy.runtime.workers import worker_index
+from citygate.proxy.runtime.worker_env import worker_index
 
 log = logging.getLogger("citygate.audit")
 

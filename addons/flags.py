@@ -17,7 +17,8 @@ from datetime import UTC, tzinfo
 
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.addons.loaded import loaded_policy
-from citygate.proxy.flags import FlagSettings, WindowTracker, request_flags, use_of_decision
+from citygate.proxy.flags import FlagSettings, WindowTracker, request_flags
+from citygate.proxy.outcomes import use_of_decision
 
 log = logging.getLogger("citygate.flags")
 

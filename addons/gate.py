@@ -43,8 +43,8 @@ from citygate.addons.tunnel_start import Kind, classify, server_names, sni_reada
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.problems import ConfigError
 from citygate.directory.shared import shared_between_workers
-from citygate.proxy.audit.record import passes_through
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.decision import (
     Decision,
@@ -57,8 +57,8 @@ from citygate.proxy.decision import (
 )
 from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
+from citygate.proxy.outcomes import passes_through
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError
 from citygate.proxy.request_head import head_problem
 from citygate.proxy.wording import plain_reason
 

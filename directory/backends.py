@@ -7,9 +7,9 @@ from pathlib import Path
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import Directory
+from citygate.directory.problems import ConfigError, Problem
 from citygate.directory.settings import DirectorySettings
 from citygate.directory.static import DirectoryConfigError, StaticDirectory
-from citygate.proxy.problems import ConfigError, Problem
 
 BACKENDS = ("static", "ldap")
 

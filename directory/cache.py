@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygate.proxy.problems import ConfigError, Problems
+from citygate.directory.problems import ConfigError, Problems
 
 CACHE_KEYS = ("ttl", "negative_ttl", "grace", "max_entries", "credentials_ttl")
 _DAY = 86_400

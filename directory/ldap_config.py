@@ -27,7 +27,7 @@ from citygate.directory.ldap import (
     LdapSettings,
     parse_server_url,
 )
-from citygate.proxy.problems import ConfigError, Problems
+from citygate.directory.problems import ConfigError, Problems
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from citygate.directory.problems import Problems
 from citygate.proxy.hosts import Host, normalize_host
-from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
 SITE_ID = re.compile(r"[a-z0-9][a-z0-9-]*")

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 from citygate.proxy.yamlfile import Node
 
 

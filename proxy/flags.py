@@ -28,13 +28,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 from citygate.proxy.yamlfile import Items, Node
-
-if TYPE_CHECKING:  # the policy loads this module, and the decision module loads the policy
-    from citygate.proxy.decision import Decision
 
 
 class Kind(StrEnum):
@@ -89,7 +85,7 @@ class Counting(StrEnum):
 
 
 def counting(is_request: bool, allowed: bool, tunnel: str | None) -> Counting:
-    """How one decision counts. `tunnel` is the CONNECT's handling (audit.record.tunnel_handling).
+    """How one decision counts. `tunnel` is the CONNECT's handling (outcomes.tunnel_handling).
 
     A decrypted tunnel is followed by one decision per request inside it; counting its CONNECT
     as well would count every visit twice. A passed-through tunnel is all that is ever seen of
@@ -270,27 +266,6 @@ def windowed_flags(
     tracker = WindowTracker(settings, zone)
     for use in uses:
         yield use, tracker.observe(use)
-
-
-def use_of_decision(
-    decision: Decision, is_request: bool, status: int | None, at: datetime, would_deny: bool = False
-) -> Use:
-    """The facts of a decision the gate announced (`status`: the proxy's own answer, if any).
-
-    A report-mode denial (`would_deny`) counts as the attempt it would be in enforce mode.
-    """
-    from citygate.proxy.audit.record import tunnel_handling  # see TYPE_CHECKING above
-
-    tunnel = None if is_request else tunnel_handling(decision, status, would_deny)
-    grant = decision.grant if decision.allowed else None
-    return Use(
-        at=at,
-        user=decision.evidence.employee or None,
-        site=decision.site_id,
-        reason=decision.reason.value,
-        counts=counting(is_request, decision.allowed, tunnel),
-        grant_until=grant.valid_until if grant is not None else None,
-    )
 
 
 def use_of_record(record: Mapping[str, object]) -> Use | None:

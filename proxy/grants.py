@@ -19,8 +19,8 @@ from types import MappingProxyType
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
+from citygate.directory.problems import Problem, Problems, Severity
 from citygate.proxy.catalog import Catalog
-from citygate.proxy.problems import Problem, Problems, Severity
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
 GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

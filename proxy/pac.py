@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 from citygate.proxy.yamlfile import Node
 
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}")

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
+from citygate.directory.problems import ConfigError, Problems
 from citygate.directory.settings import DirectorySettings
 from citygate.proxy.audit.config import parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
@@ -26,7 +27,6 @@ from citygate.proxy.grants import Grant, GrantLoader, ReadFile
 from citygate.proxy.identity.config import parse_identity_section
 from citygate.proxy.metrics.config import parse_metrics_section
 from citygate.proxy.pac import parse_pac_section
-from citygate.proxy.problems import ConfigError, Problems
 from citygate.proxy.yamlfile import Node, read_yaml
 
 DEFAULT_MAX_GRANT_DAYS = 365

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 
 
 class Node(dict[str, Any]):

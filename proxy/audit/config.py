@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 from citygate.proxy.yamlfile import Node
 
 DEFAULT_DIRECTORY = Path("/var/log/citygate")

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from citygate.proxy.decision import Decision, Reason, Result
+from citygate.proxy.decision import Decision, Result
+from citygate.proxy.outcomes import tunnel_handling
 
 ECS_VERSION = "8.11.0"
 MODE = "enforce"  # the default `citygate.mode`; "report" comes from the event (proxy/enforcement.py)
@@ -163,31 +164,6 @@ def decision_record(
         "citygate.detail": evidence.detail or None,
         "error.message": completion.error if completion else None,
     }
-
-
-def tunnel_handling(decision: Decision, status: int | None, would_deny: bool = False) -> str | None:
-    """What became of a CONNECT: passed through untouched, decrypted, or refused outright."""
-    if status is not None:
-        return None  # answered by the proxy itself (407, or 403 when the audit log is down)
-    if decision.reason is Reason.UNRECOGNIZED_PROTOCOL:
-        return "closed"  # its first bytes were neither TLS nor HTTP: nothing was relayed
-    if (decision.allowed or would_deny) and passes_through(decision):  # would_deny: report mode
-        # mitmproxy relays an ignored connection without any hook seeing its bytes, so this
-        # record is written when the tunnel is decided, and its byte counts stay unknown.
-        return "passthrough"
-    # Decrypted: to decide each request on its own host and path, or to show the block page.
-    return "decrypted"
-
-
-def passes_through(decision: Decision) -> bool:
-    """Whether an allowed social tunnel is relayed undecrypted rather than looked into.
-
-    Only for a site whose catalog entry accepts the fronting risk (`pass_through_when_granted`),
-    and only when no path scope needs checking: otherwise a request inside the tunnel could name
-    another site on the same front end, which would never be decided.
-    """
-    match = decision.match
-    return match is not None and match.site.pass_through_when_granted and not decision.needs_path
 
 
 def connection_record(

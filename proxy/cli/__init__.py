@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
+from citygate.directory.problems import ConfigError
 from citygate.proxy.cli import audit, pac, reports
 from citygate.proxy.decision import (
     Decision,
@@ -23,7 +24,6 @@ from citygate.proxy.decision import (
     people_involved,
 )
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError
 from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
 
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="proxy processes sharing the port, one core each (default: one per core; 1: a single process)",
     )
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=run_command)
 
     check = commands.add_parser(
         "check",
@@ -158,7 +158,8 @@ def _print_config_error(exc: ConfigError) -> None:
 # --- run -------------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    """`citygate run`: the proxy in this process, or a supervisor of `--workers` processes."""
     workers = default_workers() if args.workers is None else args.workers
     if workers > 1:
         # A supervisor: each of its workers comes back here with workers=1 (proxy/runtime/workers.py).

@@ -398,8 +398,8 @@ def _config_facts(config: str) -> tuple[tzinfo, Path | None]:
 
     `citygate logs` must work on a copied-out archive with no configuration at hand.
     """
+    from citygate.directory.problems import ConfigError
     from citygate.proxy.policy import load_policy
-    from citygate.proxy.problems import ConfigError
 
     path = Path(config)
     if not path.exists():

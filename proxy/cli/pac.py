@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from citygate.directory.problems import ConfigError
 from citygate.proxy.pac import PacSettings, render_pac
-from citygate.proxy.problems import ConfigError
 
 EPILOG = """examples:
   citygate pac > /var/www/wpad/proxy.pac

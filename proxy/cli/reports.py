@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
@@ -20,7 +21,6 @@ from citygate.proxy.cli.audit import merged
 from citygate.proxy.flags import FlagSettings, Kind
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError
 from citygate.proxy.reports.html import report_html, review_html
 from citygate.proxy.reports.summary import build_report, build_review, report_csv, review_csv
 

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from citygate.directory.problems import Problems
 from citygate.proxy.identity.tokens import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_ALGORITHMS,
@@ -32,7 +33,6 @@ from citygate.proxy.identity.tokens import (
     VerificationKey,
     describe_key,
 )
-from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import Items, Node
 
 SECTION = "identity"

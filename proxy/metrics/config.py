@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygate.proxy.problems import Problems
+from citygate.directory.problems import Problems
 from citygate.proxy.yamlfile import Node
 
 DEFAULT_LISTEN = "127.0.0.1:9090"

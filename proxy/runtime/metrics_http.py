@@ -36,6 +36,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
 from citygate.proxy.metrics.config import MetricsSettings, parse_listen
 from citygate.proxy.runtime.health import forget_state, healthz, read_states, readyz
+from citygate.proxy.runtime.worker_env import worker_index
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLDER_PREFIX = "citygate-metrics-"  # then the supervisor's pid: see remove_stale_folders
@@ -138,8 +139,6 @@ def with_listen(settings: MetricsSettings, override: str | None) -> MetricsSetti
 
 def multiprocess_folder() -> str | None:
     """The shared metrics folder when this process is one of several workers, else None."""
-    from citygate.proxy.runtime.workers import worker_index
-
     folder = os.environ.get(MULTIPROC_ENV)
     return folder if folder and worker_index() is not None else None
 

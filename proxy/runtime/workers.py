@@ -14,7 +14,7 @@ the kernel already queued on it wait for the replacement instead of being reset.
 version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
 and all workers accept from one shared socket instead.
 
-Workers are fresh interpreters (`python -m citygate.proxy.runtime.workers`) that inherit their sockets
+Workers are fresh interpreters (`python -m citygate.proxy.cli.worker`) that inherit their sockets
 (pass_fds), not forks: the supervisor may run threads (the shared metrics listener), and a fork
 of a threaded process can inherit a lock another thread held. The CA is created once by the
 supervisor before the workers start, so they do not race to write it. Each worker has its
@@ -52,15 +52,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citygate.directory.shared import SHARED_DIR_ENV
+from citygate.proxy.runtime.worker_env import WORKER_ENV, WORKERS_ENV, worker_index
 
-WORKER_ENV = "CITYGATE_WORKER"
-WORKERS_ENV = "CITYGATE_WORKERS"
 # Between the supervisor and a worker it starts: the inherited listening sockets, the pipe on
 # which the worker says it is serving, the supervisor's pid and the port.
 _FDS_ENV = "CITYGATE_WORKER_LISTEN_FDS"
 _READY_ENV = "CITYGATE_WORKER_READY_FD"
 _PARENT_ENV = "CITYGATE_WORKER_PARENT"
 _PORT_ENV = "CITYGATE_WORKER_PORT"
+# The worker's entry point lives with the other commands: this module does not import them.
+WORKER_MODULE = "citygate.proxy.cli.worker"
 RESTART_LIMIT = 5
 RESTART_WINDOW = 60.0
 STOP_GRACE = 10.0
@@ -74,12 +75,6 @@ def default_workers() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-def worker_index() -> int | None:
-    """This worker's index (0..N-1) under `citygate run --workers N`; None in a single process."""
-    value = os.environ.get(WORKER_ENV)
-    return int(value) if value is not None and value.isdigit() else None
 
 
 def positive_count(text: str) -> int:
@@ -219,11 +214,18 @@ class _Supervisor:
         }
         arguments = {key: value for key, value in vars(self.args).items() if key != "handler"}
         arguments |= {"workers": 1, "listen_port": self.port}
-        process = subprocess.Popen(  # noqa: S603 -- this interpreter, our own module and arguments
-            [sys.executable, "-m", "citygate.proxy.runtime.workers", json.dumps(arguments)],
-            pass_fds=(*fds, self.ready_write),
-            env=env,
-        )
+        # The worker starts with SIGHUP blocked (a signal mask survives exec), so that a reload
+        # sent while it is still importing cannot kill it: `become_worker` ignores the signal
+        # before unblocking it, and the configuration watcher takes it over once the proxy runs.
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process = subprocess.Popen(  # noqa: S603 -- this interpreter, our own module and arguments
+                [sys.executable, "-m", WORKER_MODULE, json.dumps(arguments)],
+                pass_fds=(*fds, self.ready_write),
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
         self.workers[process.pid] = _Worker(index, process, time.monotonic())
 
     def stop_all(self) -> None:
@@ -368,8 +370,8 @@ def supervise(args: argparse.Namespace) -> int:
     from mitmproxy import certs
     from mitmproxy.options import CONF_BASENAME
 
+    from citygate.directory.problems import ConfigError
     from citygate.proxy.policy import load_policy
-    from citygate.proxy.problems import ConfigError
     from citygate.proxy.runtime.metrics_http import shared_metrics
 
     # Checked once here, so that a broken config is reported once rather than by every worker.
@@ -403,11 +405,10 @@ def supervise(args: argparse.Namespace) -> int:
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def _worker_main(argv: Sequence[str]) -> int:
-    """A worker: `python -m citygate.proxy.runtime.workers ARGS-AS-JSON`, started by the supervisor."""
-    # A reload (SIGHUP) that arrives while the worker is still starting must not kill it; the
-    # configuration watcher takes the signal over once the proxy runs.
+def become_worker(argv: Sequence[str]) -> argparse.Namespace:
+    """In a worker the supervisor started: serve the inherited sockets; the `citygate run` arguments."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     _die_with(int(os.environ.pop(_PARENT_ENV)))
     listeners = [socket.socket(fileno=int(fd)) for fd in os.environ.pop(_FDS_ENV).split(",")]
     ready = int(os.environ.pop(_READY_ENV))
@@ -422,10 +423,4 @@ def _worker_main(argv: Sequence[str]) -> int:
             ready = -1
 
     serve_inherited(listeners, port, listening)
-    from citygate.proxy.cli import _run
-
-    return _run(argparse.Namespace(**json.loads(argv[0])))
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1:]))
+    return argparse.Namespace(**json.loads(argv[0]))

@@ -201,14 +201,14 @@ def parse_run(argv: list[str]) -> object:
         captured.append(args)
         return 0
 
-    original = cli._run
-    cli._run = capture
+    original = cli.run_command
+    cli.run_command = capture
     try:
         cli.main(argv)
     except SystemExit as exc:
         raise AssertionError(f"citygate rejects {shlex.join(argv)} (exit {exc.code})") from None
     finally:
-        cli._run = original
+        cli.run_command = original
     assert captured, f"{shlex.join(argv)} is not a `citygate run` command"
     return captured[0]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from citygate.directory.problems import ConfigError, Problem
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError, Problem
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "config" / "citygate.yaml"

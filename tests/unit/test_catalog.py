@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from citygate.directory.problems import Problems, Severity
 from citygate.proxy.catalog import load_catalog
 from citygate.proxy.hosts import normalize_host
-from citygate.proxy.problems import Problems, Severity
 
 REAL_SITES = Path(__file__).resolve().parents[2] / "config" / "sites.yaml"
 

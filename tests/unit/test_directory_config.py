@@ -8,8 +8,8 @@ from citygate.directory.backends import directory_gateway, open_directory
 from citygate.directory.cache import CacheSettings, cache_settings
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.ldap_config import ldap_settings
+from citygate.directory.problems import ConfigError
 from citygate.directory.settings import DirectorySettings
-from citygate.proxy.problems import ConfigError
 
 
 @pytest.fixture

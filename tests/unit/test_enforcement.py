@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from citygate.directory.problems import Problems
 from citygate.proxy.decision import Decision, Evidence, Reason, Result
 from citygate.proxy.enforcement import Enforcement, Mode, parse_enforcement
-from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import read_yaml
 
 

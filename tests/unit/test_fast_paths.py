@@ -31,6 +31,7 @@ from citygate.addons.chain import (
 )
 from citygate.addons.memory import MemoryGuard
 from citygate.directory.model import Person
+from citygate.directory.problems import Problems
 from citygate.proxy import hosts as hosts_module
 from citygate.proxy import yamlfile
 from citygate.proxy.catalog import Catalog, Site
@@ -38,7 +39,6 @@ from citygate.proxy.decision import Identity, _strictness, decide, decide_reques
 from citygate.proxy.grants import normalize_path
 from citygate.proxy.hosts import domain_suffixes, normalize_host
 from citygate.proxy.policy import load_policy
-from citygate.proxy.problems import Problems
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "config" / "citygate.yaml"

@@ -21,10 +21,10 @@ from citygate.proxy.flags import (
     counting,
     outside_business_hours,
     request_flags,
-    use_of_decision,
     use_of_record,
     windowed_flags,
 )
+from citygate.proxy.outcomes import use_of_decision
 
 LA = ZoneInfo("America/Los_Angeles")
 HOURS = Rule("after-hours", Kind.OUTSIDE_BUSINESS_HOURS, start=7 * 60, end=18 * 60)

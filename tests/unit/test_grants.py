@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from citygate.directory.problems import ConfigError, Severity
 from citygate.proxy.grants import REQUIRED_KEYS, normalize_path, path_in_scope
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError, Severity
 
 LA = ZoneInfo("America/Los_Angeles")
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from citygate.directory.problems import Problems
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.hosts import Host, domain_suffixes, normalize_host, strip_port
-from citygate.proxy.problems import Problems
 
 REAL_SITES = Path(__file__).resolve().parents[2] / "config" / "sites.yaml"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from citygate.directory.problems import Problems
 from citygate.proxy.pac import PacSettings, parse_pac_section, render_pac
-from citygate.proxy.problems import Problems
 from citygate.proxy.yamlfile import read_yaml
 
 # The helpers browsers give a PAC file (Netscape's definitions), for node to run it with.

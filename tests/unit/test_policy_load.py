@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from citygate.directory.model import Person
+from citygate.directory.problems import ConfigError, Severity
 from citygate.directory.static import StaticDirectory
 from citygate.proxy.decision import Identity, Reason, decide, people_involved
 from citygate.proxy.policy import Policy, Role, load_policy
-from citygate.proxy.problems import ConfigError, Severity
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "config" / "citygate.yaml"

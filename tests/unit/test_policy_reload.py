@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from citygate.directory.problems import ConfigError
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.problems import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 TODAY = date(2026, 6, 15)

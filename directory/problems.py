@@ -1,7 +1,8 @@
 """Configuration problems that name the file, the line and the fix.
 
 Loading never stops at the first mistake: every loader appends to a `Problems` list so that
-`citygate check` can show a director everything wrong with a grant file in one run.
+`citygate check` can show a director everything wrong with a grant file in one run. It lives in
+the lowest package, so that the directory's loaders and the policy's above it report alike.
 """
 
 from __future__ import annotations
