@@ -16,16 +16,13 @@ its host ambiguously is refused with 400 (proxy/request_head.py), whatever its h
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 import weakref
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 from mitmproxy.addonmanager import Loader
@@ -36,15 +33,12 @@ from mitmproxy.tls import ClientHello
 
 from citygate.addons.blockpage import render_block_page, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
+from citygate.addons.configuration import Configuration, Loaded
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
-from citygate.addons.identity import IdentityResolver, Presented
+from citygate.addons.identity import Presented
 from citygate.addons.tunnel_start import Kind, classify, server_names, sni_readable
-from citygate.directory.backends import open_directory
-from citygate.directory.cache import cache_settings
-from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.problems import ConfigError
-from citygate.directory.shared import shared_between_workers
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.decision import (
     Decision,
@@ -58,7 +52,6 @@ from citygate.proxy.decision import (
 from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.outcomes import passes_through
-from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.request_head import head_problem
 from citygate.proxy.wording import plain_reason
 
@@ -87,17 +80,10 @@ class Tunnel:
 
 class CityGate:
     def __init__(self) -> None:
-        self.policy: Policy | None = None
-        self.directory: DirectoryGateway | None = None
-        self.identities: IdentityResolver | None = None
+        self.config = Configuration()
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
         # When each tunnel still waiting for its whole start (next_layer) sent its first bytes.
         self._starts: weakref.WeakKeyDictionary[connection.Client, float] = weakref.WeakKeyDictionary()
-        # Configuration loads by result ("success", "failure"), start-up included; the metrics
-        # addon reads them for citygate_config_reloads_total.
-        self.config_loads: Counter[str] = Counter()
-        # A configuration `reload` loaded off the event loop, for `configure` to switch to.
-        self._preloaded: tuple[Policy, DirectoryGateway] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -122,49 +108,10 @@ class CityGate:
                 "--set connection_strategy=lazy"
             )
         if "citygate_config" in updated:
-            loaded, self._preloaded = self._preloaded, None
-            if loaded is None:
-                try:
-                    loaded = self._load(path)
-                except ConfigError as exc:
-                    self.config_loads["failure"] += 1
-                    raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
-            self._install(*loaded, path)
-
-    def _load(self, path: str) -> tuple[Policy, DirectoryGateway]:
-        """The policy in `path` and a directory gateway for it; ConfigError when it cannot be used.
-
-        A gateway whose settings did not change is kept, so a reload keeps the directory cache
-        warm and costs the directory nothing. A static directory's file may have changed, so it
-        is read again.
-        """
-        # Grant files that did not change since the last load are not read again.
-        policy = load_policy(Path(path), previous=self.policy)
-        current = self.directory
-        if (
-            current is not None
-            and self.policy is not None
-            and policy.directory == self.policy.directory
-            and policy.directory.backend != "static"
-        ):
-            return policy, current
-        # Workers of one host share their directory answers (directory/shared.py).
-        cache = cache_settings(policy.directory.options.get("cache"), path)
-        backend = shared_between_workers(open_directory(policy.directory, path), policy.directory, cache)
-        return policy, DirectoryGateway(backend, cache)
-
-    def _install(self, policy: Policy, directory: DirectoryGateway, path: str) -> None:
-        self.config_loads["success"] += 1
-        for warning in policy.warnings:
-            log.warning(warning)
-        previous, self.policy, self.directory = self.directory, policy, directory
-        self.identities = IdentityResolver(directory, policy.sections.get("identity"))  # type: ignore[arg-type]
-        self.identities.prefetch_keys()
-        if previous is not None and previous is not directory:
-            previous.close()  # its worker threads and pooled LDAP connections
-        log.info(
-            "citygate: loaded %s (%d sites, %d grants)", path, len(policy.catalog.sites), len(policy.grants)
-        )
+            try:
+                self.config.switch(path)
+            except ConfigError as exc:
+                raise exceptions.OptionsError(f"citygate config is invalid:\n{exc}") from exc
 
     async def reload(self) -> bool:
         """Load the configuration again, off the event loop, and switch to it if it is valid.
@@ -174,41 +121,25 @@ class CityGate:
         nothing: the error is logged with its file and line, counted, and the last good policy
         keeps serving. Open connections are not touched.
         """
-        path = ctx.options.citygate_config
-        try:
-            self._preloaded = await asyncio.to_thread(self._load, path)
-        except ConfigError as exc:
-            self.config_loads["failure"] += 1
-            log.error(
-                "citygate: the changed configuration is invalid; still serving the previous one:\n%s", exc
-            )
+        if not await self.config.preload(ctx.options.citygate_config):
             return False
         ctx.master.addons.trigger(hooks.ConfigureHook({"citygate_config"}))
         return True
 
-    def watched_files(self) -> list[Path]:
-        """Every file (and the grants folder) whose change should reload the policy."""
-        policy = self.policy
-        if policy is None:
-            return []
-        files = list(policy.sources)
-        if policy.grants_dir is not None:
-            files.append(policy.grants_dir)
-        ldif = policy.directory.options.get("ldif")
-        if policy.directory.backend == "static" and isinstance(ldif, str):
-            files.append(policy.directory.base / ldif)
-        return files
-
     def done(self) -> None:
-        if self.directory is not None:
-            self.directory.close()
+        self.config.close()
 
     def running(self) -> None:
-        if self.policy is None:
+        if self.config.current is None:
             # Logged at error level, mitmproxy's startup check stops the proxy.
             log.error(
                 "citygate_config is not set; point it at the config file, e.g. --set citygate_config=config/citygate.yaml"
             )
+
+    def _loaded(self) -> Loaded:
+        loaded = self.config.current
+        assert loaded is not None, "citygate_config was never loaded"
+        return loaded
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -351,7 +282,7 @@ class CityGate:
         if not self._social(hosts):
             self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented)
             return
-        identity = await self.identities.resolve_presented(presented)  # type: ignore[union-attr]
+        identity = await self._loaded().identities.resolve_presented(presented)
         decision = await self._decide(identity, hosts, None)
         # Report mode: a denial (or a missing sign-in) is announced as the denial it is, then
         # the tunnel opens as for an allowed decision: no 407, no block page.
@@ -379,7 +310,10 @@ class CityGate:
         in_tunnel = tunnel is not None or flow.client_conn.tls_established
         # Inside a tunnel only the CONNECT's credentials count: a Proxy-Authorization header
         # sent inside it is meant for nobody and is removed like any other.
-        identity = await self._tunnel_identity(tunnel) if tunnel else await self.identities.resolve(flow)  # type: ignore[union-attr]
+        if tunnel is not None:
+            identity = await self._tunnel_identity(tunnel)
+        else:
+            identity = await self._loaded().identities.resolve(flow)
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
         # Report mode: announced as the denial it is, then forwarded as if allowed; an audit
@@ -415,19 +349,18 @@ class CityGate:
             return False
         decision = self._refusal(Reason.MALFORMED_REQUEST, hosts, None, problem)
         event = await self._announce(flow, decision, stage, 400)
-        page = render_refusal_page(decision, self.policy, event.url, event.id)  # type: ignore[arg-type]
+        page = render_refusal_page(decision, self._loaded().policy, event.url, event.id)
         flow.response = http.Response.make(400, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
         return True
 
     # --- deciding --------------------------------------------------------------------------
 
     def _social(self, hosts: Sequence[str]) -> bool:
-        assert self.policy is not None, "citygate_config was never loaded"
-        catalog = self.policy.catalog
+        catalog = self._loaded().policy.catalog
         return any(catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
 
     def _matches(self, hosts: Sequence[str]) -> list[SiteMatch]:
-        catalog = self.policy.catalog  # type: ignore[union-attr]
+        catalog = self._loaded().policy.catalog
         found = (catalog.match(normalized) for host in hosts if (normalized := normalize_host(host)))
         return [match for match in found if match is not None]
 
@@ -439,7 +372,7 @@ class CityGate:
 
     def _report_only(self, decision: Decision) -> bool:
         """Whether a refusal is only reported (its department is in report mode), not enforced."""
-        return not decision.allowed and self.policy.enforcement.mode_for(decision) is Mode.REPORT  # type: ignore[union-attr]
+        return not decision.allowed and self._loaded().policy.enforcement.mode_for(decision) is Mode.REPORT
 
     def _refusal(
         self, reason: Reason, hosts: Sequence[str], identity: Identity | None, problem: str
@@ -449,7 +382,7 @@ class CityGate:
         It names the first social host among `hosts` (so logs and metrics count it for that
         site), or else the first host.
         """
-        catalog = self.policy.catalog  # type: ignore[union-attr]
+        catalog = self._loaded().policy.catalog
         named: list[tuple[str, SiteMatch | None]] = []
         for raw in hosts:
             host = normalize_host(raw)
@@ -464,7 +397,7 @@ class CityGate:
 
     async def _tunnel_identity(self, tunnel: Tunnel) -> Identity | None:
         if not tunnel.resolved:
-            tunnel.identity = await self.identities.resolve_presented(tunnel.presented)  # type: ignore[union-attr]
+            tunnel.identity = await self._loaded().identities.resolve_presented(tunnel.presented)
             tunnel.resolved = True
         return tunnel.identity
 
@@ -476,8 +409,8 @@ class CityGate:
             return True
 
     async def _decide(self, identity: Identity | None, hosts: Sequence[str], path: str | None) -> Decision:
-        policy, directory = self.policy, self.directory
-        assert policy is not None and directory is not None, "citygate_config was never loaded"
+        loaded = self._loaded()
+        policy, directory = loaded.policy, loaded.directory
         # A shared role (source address) is nobody in the directory: nothing to look up.
         user = identity.user if identity and identity.authenticated and not identity.shared_role else None
         people = await directory.people(people_involved(policy, user, hosts))
@@ -559,7 +492,7 @@ class CityGate:
             method=method,
             url=url,
             status=status,
-            mode=self.policy.enforcement.mode_for(decision).value if self.policy else Mode.ENFORCE.value,
+            mode=self._loaded().policy.enforcement.mode_for(decision).value,
             would_deny=would_deny,
             decision_seconds=None if started is None else time.perf_counter() - started,
         )
@@ -572,7 +505,7 @@ class CityGate:
         site = decision.match.site.name if decision.match else "this site"
         # One Proxy-Authenticate per scheme citygate accepts (Basic, and Bearer when SSO issuers
         # are configured), so each client picks the one it can answer.
-        schemes = self.identities.challenges if self.identities else ("Basic",)
+        schemes = self._loaded().identities.challenges
         headers = http.Headers(
             [(b"Proxy-Authenticate", f'{scheme} realm="{REALM}"'.encode()) for scheme in schemes]
             + [(b"Content-Type", b"text/plain; charset=utf-8")]
@@ -584,12 +517,12 @@ class CityGate:
         )
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
-        assert self.policy is not None and self.directory is not None
         event = await self._announce(flow, decision, Stage.REQUEST, 403)
+        loaded = self._loaded()
         department = decision.evidence.employee_department
-        candidates = await self.directory.members(self.policy.approver_groups) if department else []
-        approvers = self.policy.approval.approvers_for(department, candidates)
-        page = render_block_page(decision, self.policy, event.url, approvers, event.id)
+        candidates = await loaded.directory.members(loaded.policy.approver_groups) if department else []
+        approvers = loaded.policy.approval.approvers_for(department, candidates)
+        page = render_block_page(decision, loaded.policy, event.url, approvers, event.id)
         flow.response = http.Response.make(403, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
 
     async def _refuse_vetoed_connect(self, flow: http.HTTPFlow, decision: Decision) -> None:

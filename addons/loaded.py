@@ -1,8 +1,9 @@
 """How the other addons reach what the gate has loaded: one typed lookup, not a name and getattr.
 
-The gate (`CityGate`, registered as "citygate") loads the configuration; the access log, the
-flags, the metrics and the configuration watcher read the policy it loaded when their own
-`configure` runs (after the gate's: they come later in the chain).
+The gate (`CityGate`, registered as "citygate") loads the configuration (`gate.config`,
+addons/configuration.py); the access log, the flags, the metrics and the configuration watcher
+read what it loaded when their own `configure` runs (after the gate's: they come later in the
+chain).
 """
 
 from __future__ import annotations
@@ -22,4 +23,4 @@ def loaded_gate() -> CityGate | None:
 def loaded_policy() -> Policy | None:
     """The policy the gate has loaded; None before the configuration is set, or without a gate."""
     gate = loaded_gate()
-    return gate.policy if gate is not None else None
+    return gate.config.policy if gate is not None else None

@@ -24,9 +24,10 @@ from datetime import datetime
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from citygate.addons.audit import AuditLog
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
+from citygate.addons.configuration import Configuration
 from citygate.addons.events import DecisionEvent, Stage
-from citygate.addons.gate import CityGate
 from citygate.addons.loaded import loaded_gate
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
@@ -53,8 +54,8 @@ class Metrics:
         self.metrics: MetricSet | None = None
         self.server: MetricsServer | None = None
         self._departments = LabelGuard(MetricsSettings().max_departments)
-        self._gate: CityGate | None = None
-        self._audit: object | None = None
+        self._config: Configuration | None = None
+        self._audit: AuditLog | None = None
         self._mirrored: dict[str, float] = {}
         self._grant_keys: set[tuple[str, str]] = set()
         self._grants_policy: object | None = None
@@ -81,8 +82,9 @@ class Metrics:
         if not {"citygate_config", LISTEN_OPTION} & updated:
             return
         gate = loaded_gate()
-        policy = gate.policy if gate is not None else None
-        if policy is None:
+        config = gate.config if gate is not None else None
+        policy = config.policy if config is not None else None
+        if config is None or policy is None:
             return  # the gate refuses to run without a configuration
         settings = policy.sections.get("metrics") or MetricsSettings()
         try:
@@ -90,7 +92,8 @@ class Metrics:
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from exc
         previous, self.settings = self.settings, settings
-        self._gate, self._audit = gate, ctx.master.addons.get("auditlog")
+        audit = ctx.master.addons.get("auditlog")
+        self._config, self._audit = config, audit if isinstance(audit, AuditLog) else None
         if not settings.enabled:
             self._stop_server()
             return
@@ -100,9 +103,8 @@ class Metrics:
             self.metrics = MetricSet()
         if previous is None or previous.max_departments != settings.max_departments:
             self._departments = LabelGuard(settings.max_departments)
-        directory = gate.directory if gate is not None else None
-        if directory is not None:
-            directory.observer = self._directory_call  # a reload brings a new gateway
+        if config.current is not None:
+            config.current.directory.observer = self._directory_call  # a reload brings a new gateway
         if self._running:
             self._serve(settings)  # a reload that moved the listener
         if self._refresher is None:
@@ -250,11 +252,11 @@ class Metrics:
 
     def refresh(self) -> None:
         """Bring the gauges read from other parts up to date (the refresher's thread calls it)."""
-        metrics, gate, settings = self.metrics, self._gate, self.settings
-        if metrics is None or gate is None or settings is None:
+        metrics, config, settings = self.metrics, self._config, self.settings
+        if metrics is None or config is None or settings is None:
             return
         with self._refresh_lock:
-            policy = gate.policy
+            policy = config.policy
             stale = time.monotonic() - self._grants_time >= GRANTS_REFRESH_SECONDS
             if policy is not None and (policy is not self._grants_policy or stale):
                 active, expiring = grant_counts(
@@ -268,10 +270,10 @@ class Metrics:
                 self._grants_policy, self._grants_time = policy, time.monotonic()
             audit = self._audit
             if audit is not None:
-                metrics.audit_healthy.set(1 if getattr(audit, "audit_log_healthy", False) else 0)
-                self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)  # type: ignore[attr-defined]
-                self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)  # type: ignore[attr-defined]
-            for result, count in list(gate.config_loads.items()):
+                metrics.audit_healthy.set(1 if audit.audit_log_healthy else 0)
+                self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)
+                self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)
+            for result, count in list(config.loads.items()):
                 self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
         folder = multiprocess_folder()
         if folder is not None:
@@ -279,12 +281,12 @@ class Metrics:
 
     def readiness(self) -> Readiness:
         """Whether this process can make every decision it may be asked for (/readyz)."""
-        gate, audit = self._gate, self._audit
-        directory = gate.directory if gate is not None else None
+        loaded = self._config.current if self._config is not None else None
+        audit = self._audit
         return Readiness(
-            config_loaded=gate is not None and gate.policy is not None,
-            directory_available=directory is not None and directory.available(),
-            audit_log_writable=audit is None or bool(getattr(audit, "audit_log_healthy", False)),
+            config_loaded=loaded is not None,
+            directory_available=loaded is not None and loaded.directory.available(),
+            audit_log_writable=audit is None or audit.audit_log_healthy,
         )
 
     def _mirror(self, counter: object, key: str, total: float) -> None:

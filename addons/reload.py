@@ -75,17 +75,17 @@ class ConfigWatcher:
         gate = loaded_gate()
         if gate is None:
             return  # nothing to reload without the gate
-        seen = fingerprint(gate.watched_files())
+        seen = fingerprint(gate.config.watched_files())
         while True:
             interval = ctx.options.citygate_reload_interval_ms / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval if interval > 0 else None)
             signalled = self._wake.is_set()
             self._wake.clear()
-            current = await asyncio.to_thread(fingerprint, gate.watched_files())
+            current = await asyncio.to_thread(fingerprint, gate.config.watched_files())
             if current == seen and not signalled:
                 continue
             log.info("citygate: %s; reloading", "SIGHUP" if signalled else "configuration files changed")
             await gate.reload()
             # The new policy may read other files (a grant file added): watch what it loaded.
-            seen = await asyncio.to_thread(fingerprint, gate.watched_files())
+            seen = await asyncio.to_thread(fingerprint, gate.config.watched_files())

@@ -290,7 +290,7 @@ def test_after_a_run_metrics_show_the_right_counts_with_no_employee_in_any_label
     assert values(samples, "citygate_passthrough_connections_total", "kind") == {("http",): 1, ("tunnel",): 1}
 
     # The directory calls the gateway made, all answered.
-    calls = runner.call(lambda: dict(runner.master.addons.get("citygate").directory.calls))
+    calls = runner.call(lambda: dict(runner.master.addons.get("citygate").config.current.directory.calls))
     assert values(samples, "citygate_directory_requests_total", "operation", "result") == {
         (operation, "ok"): count for operation, count in calls.items()
     }

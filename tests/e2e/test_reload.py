@@ -82,14 +82,14 @@ def test_a_new_grant_file_is_picked_up(proxy, config):
 
 def test_an_invalid_change_keeps_the_last_good_policy_and_says_where(proxy, config):
     parks = config.parent / "grants" / "parks.yaml"
-    failures = proxy.gate.config_loads["failure"]
+    failures = proxy.gate.config.loads["failure"]
 
     parks.write_text(parks.read_text().replace("sites: [facebook, instagram]", "sites: [facebok, instagram]"))
 
     line = proxy.wait_for_log("still serving the previous one", timeout=15)
     assert "still serving the previous one" in line
     assert any('parks.yaml:7: unknown site "facebok"' in entry for entry in proxy.log_lines())
-    assert proxy.gate.config_loads["failure"] == failures + 1
+    assert proxy.gate.config.loads["failure"] == failures + 1
     assert curl(proxy, IN_SCOPE, proxy_user=JLEE).status == 200  # the old grant still works
 
 
@@ -115,7 +115,7 @@ def test_reloads_under_continuous_traffic_lose_no_request(proxy, config, plain_u
         stop.set()
         worker.join(timeout=30)
 
-    assert proxy.gate.config_loads["success"] >= 3
+    assert proxy.gate.config.loads["success"] >= 3
     assert len(outcomes) > 10
     assert {status for _, status in outcomes} == {200}, outcomes
     # ... and no log line: every granted request has its access-log record.
