@@ -4,6 +4,7 @@ People are built here as `Person` objects (not read from demo.ldif), so each row
 the directory facts the decision rests on. Times are aware datetimes in the city's timezone.
 """
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -417,18 +418,32 @@ def test_denied_evidence_names_the_other_department(policy_files):
     assert decision.grant.id == "g1"
 
 
-def test_to_dict_is_json_ready(policy_files):
-    import json
-
+@pytest.fixture
+def scoped_tunnel_json(policy_files) -> dict:
+    """A scoped grant's tunnel decision, through `to_dict` and a JSON round trip."""
     decision = run(policy_files, Case((ALLOW, Reason.GRANTED), grants=[grant(**SCOPED)], path=None))
-    data = json.loads(json.dumps(decision.to_dict()))
-    assert data["result"] == "allow"
-    assert data["reason"] == "granted"
-    assert data["site"] == "facebook"
-    assert data["needs_path"] is True
-    assert data["grant"]["paths"] == {"facebook": ["/FresnoParks"]}
-    assert data["grant"]["valid_until"] == "2027-01-01T00:00:00-08:00"
-    assert data["evidence"]["approver_role"] == "director"
+    return json.loads(json.dumps(decision.to_dict()))
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        pytest.param(("result",), "allow", id="result"),
+        pytest.param(("reason",), "granted", id="reason"),
+        pytest.param(("site",), "facebook", id="site"),
+        pytest.param(("needs_path",), True, id="needs-path"),
+        pytest.param(("grant", "paths"), {"facebook": ["/FresnoParks"]}, id="grant-paths"),
+        pytest.param(("grant", "valid_until"), "2027-01-01T00:00:00-08:00", id="grant-valid-until-iso"),
+        pytest.param(("evidence", "approver_role"), "director", id="evidence-approver-role"),
+    ],
+)
+def test_to_dict_is_json_ready(scoped_tunnel_json, keys, expected):
+    value = scoped_tunnel_json
+    for key in keys:
+        value = value[key]
+    assert value == expected
+    if isinstance(expected, bool):
+        assert value is expected
 
 
 # ---------------------------------------------------------------- facts are live

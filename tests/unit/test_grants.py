@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from citygate.directory.problems import ConfigError, Severity
-from citygate.proxy.grants import REQUIRED_KEYS, normalize_path, path_in_scope
+from citygate.proxy.grants import REQUIRED_KEYS, Grant, normalize_path, path_in_scope
 from citygate.proxy.policy import Policy, load_policy
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -36,31 +36,74 @@ def grant_text(*, drop: tuple[str, ...] = (), extra: tuple[str, ...] = (), **val
 # ---------------------------------------------------------------- what a good grant becomes
 
 
-def test_grant_fields_after_loading(policy_files):
-    text = grant_text(
-        employee="JLee",
-        approved_by="AHernandez",
-        sites="[Facebook, instagram]",
-        extra=("paths: {facebook: [/FresnoParks/./photos/.., /Other/]}",),
-    )
-    policy = policy_files.load({"parks.yaml": text})
-    (grant,) = policy.grants
-    assert grant.id == "parks-001"
-    assert grant.employee == "jlee"
-    assert grant.approved_by == "ahernandez"
-    assert grant.sites == ("facebook", "instagram")
-    assert grant.purpose == "Post park closures"
-    assert grant.approved_on == date(2026, 1, 12)
-    assert grant.valid_from == datetime(2026, 1, 12, tzinfo=LA)
-    # "expires: 2026-12-31" works until local midnight at the end of that day.
-    assert grant.valid_until == datetime(2027, 1, 1, tzinfo=LA)
-    assert grant.scope_for("facebook") == ("/FresnoParks", "/Other/")
-    assert grant.scope_for("instagram") is None
-    assert grant.location == f"{policy_files.grants_dir / 'parks.yaml'}:2"
-    assert policy.grants_for("jlee", "facebook") == (grant,)
-    assert policy.grants_for("jlee", "instagram") == (grant,)
-    assert policy.grants_for("jlee", "youtube") == ()
-    assert policy.grants_for("ahernandez", "facebook") == ()
+# One grant written with mixed case and an untidy path scope, loaded from grants/parks.yaml.
+GOOD_GRANT = grant_text(
+    employee="JLee",
+    approved_by="AHernandez",
+    sites="[Facebook, instagram]",
+    extra=("paths: {facebook: [/FresnoParks/./photos/.., /Other/]}",),
+)
+
+
+@pytest.fixture
+def good_policy(policy_files) -> Policy:
+    return policy_files.load({"parks.yaml": GOOD_GRANT})
+
+
+@pytest.fixture
+def good_grant(good_policy: Policy) -> Grant:
+    (grant,) = good_policy.grants
+    return grant
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        pytest.param("id", "parks-001", id="id"),
+        pytest.param("employee", "jlee", id="employee-lowercased"),
+        pytest.param("approved_by", "ahernandez", id="approved-by-lowercased"),
+        pytest.param("sites", ("facebook", "instagram"), id="sites-lowercased-in-order"),
+        pytest.param("purpose", "Post park closures", id="purpose"),
+        pytest.param("approved_on", date(2026, 1, 12), id="approved-on-is-a-date"),
+        pytest.param(
+            "valid_from", datetime(2026, 1, 12, tzinfo=LA), id="valid-from-approval-day-local-midnight"
+        ),
+        # "expires: 2026-12-31" works until local midnight at the end of that day.
+        pytest.param(
+            "valid_until", datetime(2027, 1, 1, tzinfo=LA), id="valid-until-local-midnight-after-expiry"
+        ),
+    ],
+)
+def test_grant_fields_after_loading(good_grant, field, expected):
+    assert getattr(good_grant, field) == expected
+
+
+@pytest.mark.parametrize(
+    ("site_id", "scope"),
+    [
+        pytest.param("facebook", ("/FresnoParks", "/Other/"), id="scoped-site-paths-normalized"),
+        pytest.param("instagram", None, id="unscoped-site-whole-site"),
+    ],
+)
+def test_grant_path_scope_after_loading(good_grant, site_id, scope):
+    assert good_grant.scope_for(site_id) == scope
+
+
+def test_grant_location_is_its_file_and_line(policy_files, good_grant):
+    assert good_grant.location == f"{policy_files.grants_dir / 'parks.yaml'}:2"
+
+
+@pytest.mark.parametrize(
+    ("employee", "site_id", "found"),
+    [
+        pytest.param("jlee", "facebook", True, id="employee-and-site"),
+        pytest.param("jlee", "instagram", True, id="employee-and-second-site"),
+        pytest.param("jlee", "youtube", False, id="site-not-granted"),
+        pytest.param("ahernandez", "facebook", False, id="approver-is-not-granted"),
+    ],
+)
+def test_grants_for_after_loading(good_policy, good_grant, employee, site_id, found):
+    assert good_policy.grants_for(employee, site_id) == ((good_grant,) if found else ())
 
 
 def test_start_sets_valid_from(policy_files):

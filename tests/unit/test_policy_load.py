@@ -18,28 +18,62 @@ LA = ZoneInfo("America/Los_Angeles")
 TODAY = date(2026, 6, 15)
 
 
-def test_demo_config_loads_without_errors_or_warnings():
-    policy = load_policy(DEMO_CONFIG, today=TODAY)
-    assert policy.warnings == ()
-    assert policy.city == "City of Example"
-    assert policy.timezone.key == "America/Los_Angeles"
-    assert policy.text.name == "Administrative Order 8-19: Social Media"
-    assert policy.approval.director_groups == {"directors"}
-    assert policy.approval.executive_groups == {"city-managers"}
-    assert policy.directory.backend == "static"
-    assert policy.directory.options["ldif"] == "../directory/demo.ldif"
-    assert {g.id for g in policy.grants} == {"comms-2026-001", "parks-2026-001", "police-2026-001"}
-    assert policy.sources[:2] == (DEMO_CONFIG, REPO / "config" / "sites.yaml")
-    assert set(policy.sources[2:]) == set((REPO / "config" / "grants").glob("*.yaml"))
+@pytest.fixture(scope="module")
+def demo_policy() -> Policy:
+    return load_policy(DEMO_CONFIG, today=TODAY)
 
-    (parks,) = policy.grants_for("jlee", "facebook")
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        pytest.param(lambda p: p.warnings, (), id="no-warnings"),
+        pytest.param(lambda p: p.city, "City of Example", id="city"),
+        pytest.param(lambda p: p.timezone.key, "America/Los_Angeles", id="timezone"),
+        pytest.param(lambda p: p.text.name, "Administrative Order 8-19: Social Media", id="policy-name"),
+        pytest.param(lambda p: p.approval.director_groups, {"directors"}, id="director-groups"),
+        pytest.param(lambda p: p.approval.executive_groups, {"city-managers"}, id="executive-groups"),
+        pytest.param(lambda p: p.directory.backend, "static", id="directory-backend"),
+        pytest.param(lambda p: p.directory.options["ldif"], "../directory/demo.ldif", id="directory-ldif"),
+        pytest.param(
+            lambda p: {g.id for g in p.grants},
+            {"comms-2026-001", "parks-2026-001", "police-2026-001"},
+            id="grant-ids",
+        ),
+    ],
+)
+def test_demo_config_loads_without_errors_or_warnings(demo_policy, setting, expected):
+    assert setting(demo_policy) == expected
+
+
+def test_demo_config_sources_are_config_catalog_then_grant_files(demo_policy):
+    assert demo_policy.sources[:2] == (DEMO_CONFIG, REPO / "config" / "sites.yaml")
+    assert set(demo_policy.sources[2:]) == set((REPO / "config" / "grants").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("employee", "site_id", "grant_ids"),
+    [
+        pytest.param("jlee", "facebook", ("parks-2026-001",), id="parks-facebook"),
+        pytest.param("jlee", "instagram", ("parks-2026-001",), id="parks-instagram-same-grant"),
+        pytest.param("jlee", "youtube", (), id="parks-youtube-not-granted"),
+        pytest.param("dbrown", "nextdoor", ("police-2026-001",), id="police-nextdoor"),
+        pytest.param("kwilliams", "x", ("comms-2026-001",), id="comms-x"),
+    ],
+)
+def test_demo_grants_for(demo_policy, employee, site_id, grant_ids):
+    assert tuple(g.id for g in demo_policy.grants_for(employee, site_id)) == grant_ids
+
+
+def test_demo_parks_grant_is_scoped_to_the_parks_page(demo_policy):
+    (parks,) = demo_policy.grants_for("jlee", "facebook")
     assert parks.scope_for("facebook") == ("/CityOfExampleParks",)
-    assert policy.grants_for("jlee", "instagram") == (parks,)
-    assert policy.grants_for("jlee", "youtube") == ()
-    (police,) = policy.grants_for("dbrown", "nextdoor")
+    assert demo_policy.grants_for("jlee", "instagram") == (parks,)
+
+
+def test_demo_police_grant_runs_from_its_start_to_the_end_of_its_expiry_day(demo_policy):
+    (police,) = demo_policy.grants_for("dbrown", "nextdoor")
     assert police.valid_from == datetime(2026, 3, 16, tzinfo=LA)
     assert police.valid_until == datetime(2027, 1, 1, tzinfo=LA)
-    assert len(policy.grants_for("kwilliams", "x")) == 1
 
 
 def test_demo_grants_are_in_force_against_the_demo_directory():

@@ -231,14 +231,14 @@ def test_cache_mistakes(section, fragment):
 
 
 def test_a_bad_cache_section_fails_when_the_directory_opens(tmp_path):
-    ldif = Path(__file__).resolve().parents[2] / "directory" / "demo.ldif"
+    ldif = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
     settings = DirectorySettings("static", {"ldif": str(ldif), "cache": {"ttl": -5}}, tmp_path)
     with pytest.raises(ConfigError, match=r"directory\.cache\.ttl"):
         open_directory(settings, "c.yaml")
 
 
 def test_the_gateway_gets_the_cache_settings(tmp_path):
-    ldif = Path(__file__).resolve().parents[2] / "directory" / "demo.ldif"
+    ldif = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
     settings = DirectorySettings("static", {"ldif": str(ldif), "cache": {"ttl": 7, "grace": 9}}, tmp_path)
     gateway = directory_gateway(open_directory(settings, "c.yaml"), settings, "c.yaml")
     assert (gateway.cache.ttl, gateway.cache.grace, gateway.cache.negative_ttl) == (7, 9, 30)

@@ -13,7 +13,7 @@ from citygate.proxy.identity.config import IdentitySettings
 from citygate.proxy.identity.tokens import DEFAULT_ALGORITHMS
 from citygate.proxy.policy import load_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_CONFIG = REPO / "config" / "citygate.yaml"
 FIRST_LINE = 12  # MINI_CONFIG has 11 lines; the identity section starts after it
 

@@ -16,7 +16,7 @@ from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import DirectoryUnavailable
 from citygate.directory.static import StaticDirectory
 
-DEMO = Path(__file__).resolve().parents[2] / "directory" / "demo.ldif"
+DEMO = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
 
 
 class Clock:

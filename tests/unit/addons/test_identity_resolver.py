@@ -18,7 +18,7 @@ from citygate.proxy.decision import Identity
 from citygate.proxy.identity.config import IdentitySettings, IssuerSettings, SourceRule
 from citygate.proxy.identity.tokens import VerificationKey
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
