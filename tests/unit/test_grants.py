@@ -1,6 +1,5 @@
 """Grant files: what loads, what is refused (file:line: problem; fix), and path scopes."""
 
-import contextlib
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -513,9 +512,12 @@ def test_impossible_date_is_a_config_error(policy_files, values):
 
 
 def test_far_future_dates_are_a_config_error(policy_files):
+    # The day after 9999-12-31 (where the grant ends) is no date: an error naming the line,
+    # not an OverflowError.
     text = grant_text(expires="9999-12-31", extra=("start: 9999-12-01",))
-    with contextlib.suppress(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         load_policy(policy_files.write({"p.yaml": text}), today=date(2026, 6, 15))
+    assert "p.yaml:8: expires 9999-12-31 is out of range" in str(caught.value)
 
 
 # ---------------------------------------------------------------- paths
