@@ -500,6 +500,49 @@ def report(
 
 
 def main() -> int:
+    args = parse_arguments()
+    require("nginx", "wrk", "squid", "socat", "curl", "stdbuf")
+    argv = " ".join(sys.argv[1:])
+    command = f"{Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable} bench/throughput.py {argv}".strip()
+
+    scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
+    folder = Path(tempfile.mkdtemp(prefix="citygate-bench-"))
+    try:
+        nginx = Nginx(folder)
+        proxies = contenders(folder, args, scenarios)
+        with ExitStack() as stack:
+            stack.enter_context(nginx)
+            # The first proxy creates the mitmproxy CA in the shared confdir; then the others start.
+            for proxy in proxies:
+                stack.enter_context(proxy)
+            print(f"nginx on {nginx.port} (HTTP) and {nginx.tls_port} (HTTPS); folder {folder}")
+            for proxy in proxies:
+                limit = f", held to {proxy.cpu_limit.cores:g} core(s)" if proxy.cpu_limit else ""
+                print(f"  {proxy.name} on {proxy.port}{limit}")
+            problems = [problem for proxy in proxies for problem in check_answers(proxy, nginx)]
+            if problems:
+                print("the proxies do not answer as expected; not measuring:", *problems, sep="\n  ")
+                return 1
+            print("answers checked: every proxy decides and forwards as expected")
+            results = measure_all(scenarios, proxies, nginx, args)
+            dead = [
+                proxy.name for proxy in proxies if proxy.process is None or proxy.process.poll() is not None
+            ]
+            if dead:
+                print(f"exited during the run: {', '.join(dead)}")
+                return 1
+        report(results, proxies, args, command)
+        if args.json:
+            write_json(args.json, results)
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default: %(default)s)")
@@ -529,87 +572,78 @@ def main() -> int:
     if args.quick:
         args.duration, args.repeat = 1.0, 1
     args.load_before = f"{os.getloadavg()[0]:.2f}"
-    require("nginx", "wrk", "squid", "socat", "curl", "stdbuf")
-    argv = " ".join(sys.argv[1:])
-    command = f"{Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable} bench/throughput.py {argv}".strip()
+    return args
 
-    scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
-    folder = Path(tempfile.mkdtemp(prefix="citygate-bench-"))
-    try:
-        nginx = Nginx(folder)
-        proxies: list[Server] = [MitmProxy(folder, "mitmdump"), MitmProxy(folder, "citygate")]
-        if args.workers > 1 and citygate_has_workers():
-            proxies.append(MitmProxy(folder, "citygate", workers=args.workers))
-        proxies.append(Squid(folder, CONFIG))
-        if any(scenario.key == "f" for scenario in scenarios):
-            proxies.append(
-                MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
-            )
-        if args.proxies:
-            wanted = {name.strip() for name in args.proxies.split(",")}
-            proxies = [proxy for proxy in proxies if proxy.name in wanted]
-        if args.proxy_cpu:
-            for proxy in proxies:
-                cores = args.proxy_cpu * getattr(proxy, "workers", 1)
-                proxy.cpu_limit = CpuLimit(cgroup_name(proxy.name), cores)
-        with ExitStack() as stack:
-            stack.enter_context(nginx)
-            # The first proxy creates the mitmproxy CA in the shared confdir; then the others start.
-            for proxy in proxies:
-                stack.enter_context(proxy)
-            print(f"nginx on {nginx.port} (HTTP) and {nginx.tls_port} (HTTPS); folder {folder}")
-            for proxy in proxies:
-                limit = f", held to {proxy.cpu_limit.cores:g} core(s)" if proxy.cpu_limit else ""
-                print(f"  {proxy.name} on {proxy.port}{limit}")
-            problems = [problem for proxy in proxies for problem in check_answers(proxy, nginx)]
-            if problems:
-                print("the proxies do not answer as expected; not measuring:", *problems, sep="\n  ")
-                return 1
-            print("answers checked: every proxy decides and forwards as expected")
-            results: dict[tuple[str, str], Cell] = {}
-            for repetition in range(args.repeat):
-                for scenario in scenarios:
-                    shift = repetition % len(proxies)
-                    for proxy in proxies[shift:] + proxies[:shift]:
-                        if not takes_part(scenario, proxy):
-                            continue
-                        for attempt in range(args.retries + 1):
-                            run = measure(scenario, proxy, nginx, args.duration, [nginx, *proxies])
-                            noisy = run.foreign_percent > args.max_foreign and attempt < args.retries
-                            print(
-                                f"  [{repetition + 1}/{args.repeat}] ({scenario.key}) {proxy.name:12} "
-                                f"{run.rate:9,.0f} req/s  p99 {run.p99_ms:7.2f} ms  CPU {run.cpu_percent:4.0f}%  "
-                                f"unexpected {run.unexpected}  others {run.foreign_percent:3.0f}%"
-                                + ("  (noisy: again)" if noisy else ""),
-                                flush=True,
-                            )
-                            time.sleep(0.3)
-                            if not noisy:
-                                break
-                        results.setdefault((scenario.key, proxy.name), Cell()).runs.append(run)
-            dead = [
-                proxy.name for proxy in proxies if proxy.process is None or proxy.process.poll() is not None
-            ]
-            if dead:
-                print(f"exited during the run: {', '.join(dead)}")
-                return 1
-        report(results, proxies, args, command)
-        if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {
-                        f"{key}|{name}": [asdict(run) for run in cell.runs]
-                        for (key, name), cell in results.items()
-                    },
-                    indent=1,
-                )
-            )
-        return 0
-    finally:
-        if args.keep:
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+
+def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scenario]) -> list[Server]:
+    """The proxies to compare (not yet started), as --proxies and --proxy-cpu ask."""
+    proxies: list[Server] = [MitmProxy(folder, "mitmdump"), MitmProxy(folder, "citygate")]
+    if args.workers > 1 and citygate_has_workers():
+        proxies.append(MitmProxy(folder, "citygate", workers=args.workers))
+    proxies.append(Squid(folder, CONFIG))
+    if any(scenario.key == "f" for scenario in scenarios):
+        proxies.append(
+            MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
+        )
+    if args.proxies:
+        wanted = {name.strip() for name in args.proxies.split(",")}
+        proxies = [proxy for proxy in proxies if proxy.name in wanted]
+    if args.proxy_cpu:
+        for proxy in proxies:
+            cores = args.proxy_cpu * getattr(proxy, "workers", 1)
+            proxy.cpu_limit = CpuLimit(cgroup_name(proxy.name), cores)
+    return proxies
+
+
+def measure_all(
+    scenarios: Sequence[Scenario], proxies: list[Server], nginx: Nginx, args: argparse.Namespace
+) -> dict[tuple[str, str], Cell]:
+    """Every scenario on every proxy taking part, --repeat times: scenario by scenario, the
+    proxies' order rotating with each repetition."""
+    results: dict[tuple[str, str], Cell] = {}
+    for repetition in range(args.repeat):
+        for scenario in scenarios:
+            shift = repetition % len(proxies)
+            for proxy in proxies[shift:] + proxies[:shift]:
+                if not takes_part(scenario, proxy):
+                    continue
+                run = measure_until_quiet(scenario, proxy, nginx, proxies, args, repetition)
+                results.setdefault((scenario.key, proxy.name), Cell()).runs.append(run)
+    return results
+
+
+def measure_until_quiet(
+    scenario: Scenario,
+    proxy: Server,
+    nginx: Nginx,
+    proxies: list[Server],
+    args: argparse.Namespace,
+    repetition: int,
+) -> Run:
+    """One run, made again (up to --retries times) while the rest of the machine was too busy."""
+    for attempt in range(args.retries + 1):
+        run = measure(scenario, proxy, nginx, args.duration, [nginx, *proxies])
+        noisy = run.foreign_percent > args.max_foreign and attempt < args.retries
+        print(
+            f"  [{repetition + 1}/{args.repeat}] ({scenario.key}) {proxy.name:12} "
+            f"{run.rate:9,.0f} req/s  p99 {run.p99_ms:7.2f} ms  CPU {run.cpu_percent:4.0f}%  "
+            f"unexpected {run.unexpected}  others {run.foreign_percent:3.0f}%"
+            + ("  (noisy: again)" if noisy else ""),
+            flush=True,
+        )
+        time.sleep(0.3)
+        if not noisy:
+            break
+    return run
+
+
+def write_json(path: Path, results: dict[tuple[str, str], Cell]) -> None:
+    path.write_text(
+        json.dumps(
+            {f"{key}|{name}": [asdict(run) for run in cell.runs] for (key, name), cell in results.items()},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

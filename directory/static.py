@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from citygate.directory.ldif import LdifEntry, LdifError, read_ldif
 from citygate.directory.model import Person
@@ -67,66 +67,12 @@ class StaticDirectory:
     def from_ldif(cls, path: str | os.PathLike[str]) -> StaticDirectory:
         """Load people and groups from an LDIF file; raises DirectoryConfigError if unusable."""
         name = str(path)
-        try:
-            entries = read_ldif(path)
-        except LdifError as error:
-            raise DirectoryConfigError(str(error)) from error
-        except FileNotFoundError:
-            raise DirectoryConfigError(
-                f"{name}: directory file not found; check the path in the configuration"
-            ) from None
-        except OSError as error:
-            raise DirectoryConfigError(
-                f"{name}: cannot read the directory file ({error.strerror}); "
-                "check that it exists and is readable by the proxy's user"
-            ) from None
-
-        accounts: dict[str, _Account] = {}
-        first_line: dict[str, int] = {}  # casefolded uid -> line of its entry
-        by_dn: dict[str, str] = {}  # normalized DN -> casefolded uid
-        group_entries: list[LdifEntry] = []
-        seen_dns: dict[str, int] = {}
-        for entry in entries:
-            dn = normalize_dn(entry.dn)
-            if dn in seen_dns:
-                raise DirectoryConfigError(
-                    f"{name}:{entry.line}: dn {entry.dn!r} already used on line "
-                    f"{seen_dns[dn]}; remove or rename one of the two entries"
-                )
-            seen_dns[dn] = entry.line
-            classes = _object_classes(entry)
-            if classes & _GROUP_CLASSES:
-                group_entries.append(entry)
-            if not classes & _PERSON_CLASSES:
-                continue
-            account = _account(name, entry)
-            key = account.person.uid.casefold()
-            if key in accounts:
-                raise DirectoryConfigError(
-                    f"{name}:{entry.line}: uid {account.person.uid!r} is already used by the "
-                    f"entry on line {first_line[key]} (uids are case-insensitive); "
-                    "give each person a unique uid"
-                )
-            accounts[key] = account
-            first_line[key] = entry.line
-            by_dn[dn] = key
-
-        members: dict[str, set[str]] = {}  # group name -> casefolded uids
-        for entry in group_entries:
-            group = _first(entry, "cn")
-            if not group:
-                raise DirectoryConfigError(
-                    f"{name}:{entry.line}: group {entry.dn!r} has no cn; add a `cn:` line"
-                )
-            uids = members.setdefault(group.strip().lower(), set())
-            for attribute in _MEMBER_ATTRIBUTES:
-                for member_dn in entry.attributes.get(attribute, []):
-                    # Non-person members (placeholders for empty groupOfNames, nested groups)
-                    # grant nothing, so they are skipped rather than rejected.
-                    uid = by_dn.get(normalize_dn(member_dn))
-                    if uid is not None:
-                        uids.add(uid)
-
+        people = _People(name)
+        for entry in _read_entries(path):
+            people.add(entry)
+        members = _group_members(name, people.group_entries, people.by_dn)
+        # Each person learns their groups, and each group its people (sorted by uid).
+        accounts = people.accounts
         for group, uids in members.items():
             for uid in uids:
                 account = accounts[uid]
@@ -153,6 +99,79 @@ class StaticDirectory:
 
     def group_members(self, group: str) -> list[Person]:
         return list(self._groups.get(group.strip().lower(), []))
+
+
+def _read_entries(path: str | os.PathLike[str]) -> list[LdifEntry]:
+    """The file's entries; DirectoryConfigError, saying what to fix, when it cannot be read."""
+    name = str(path)
+    try:
+        return read_ldif(path)
+    except LdifError as error:
+        raise DirectoryConfigError(str(error)) from error
+    except FileNotFoundError:
+        raise DirectoryConfigError(
+            f"{name}: directory file not found; check the path in the configuration"
+        ) from None
+    except OSError as error:
+        raise DirectoryConfigError(
+            f"{name}: cannot read the directory file ({error.strerror}); "
+            "check that it exists and is readable by the proxy's user"
+        ) from None
+
+
+@dataclass
+class _People:
+    """The people of an LDIF file, entry by entry; the groups are kept to be read once all are known."""
+
+    name: str  # the file, for messages
+    accounts: dict[str, _Account] = field(default_factory=dict)  # casefolded uid -> account
+    first_line: dict[str, int] = field(default_factory=dict)  # casefolded uid -> line of its entry
+    by_dn: dict[str, str] = field(default_factory=dict)  # normalized DN -> casefolded uid
+    group_entries: list[LdifEntry] = field(default_factory=list)
+    seen_dns: dict[str, int] = field(default_factory=dict)  # normalized DN -> line of its entry
+
+    def add(self, entry: LdifEntry) -> None:
+        dn = normalize_dn(entry.dn)
+        if dn in self.seen_dns:
+            raise DirectoryConfigError(
+                f"{self.name}:{entry.line}: dn {entry.dn!r} already used on line "
+                f"{self.seen_dns[dn]}; remove or rename one of the two entries"
+            )
+        self.seen_dns[dn] = entry.line
+        classes = _object_classes(entry)
+        if classes & _GROUP_CLASSES:
+            self.group_entries.append(entry)
+        if not classes & _PERSON_CLASSES:
+            return
+        account = _account(self.name, entry)
+        key = account.person.uid.casefold()
+        if key in self.accounts:
+            raise DirectoryConfigError(
+                f"{self.name}:{entry.line}: uid {account.person.uid!r} is already used by the "
+                f"entry on line {self.first_line[key]} (uids are case-insensitive); "
+                "give each person a unique uid"
+            )
+        self.accounts[key] = account
+        self.first_line[key] = entry.line
+        self.by_dn[dn] = key
+
+
+def _group_members(name: str, group_entries: list[LdifEntry], by_dn: dict[str, str]) -> dict[str, set[str]]:
+    """Each group's name (lower-case cn) -> the casefolded uids of its members who are people."""
+    members: dict[str, set[str]] = {}
+    for entry in group_entries:
+        group = _first(entry, "cn")
+        if not group:
+            raise DirectoryConfigError(f"{name}:{entry.line}: group {entry.dn!r} has no cn; add a `cn:` line")
+        uids = members.setdefault(group.strip().lower(), set())
+        for attribute in _MEMBER_ATTRIBUTES:
+            for member_dn in entry.attributes.get(attribute, []):
+                # Non-person members (placeholders for empty groupOfNames, nested groups)
+                # grant nothing, so they are skipped rather than rejected.
+                uid = by_dn.get(normalize_dn(member_dn))
+                if uid is not None:
+                    uids.add(uid)
+    return members
 
 
 def _account(path: str, entry: LdifEntry) -> _Account:

@@ -234,15 +234,46 @@ def decide(
     `path` is None when only the tunnel is known (CONNECT, TLS SNI). `people` maps lower-case
     uids to the directory's answer (None: no such account); a uid that is absent means the
     directory could not be asked, and the request is refused rather than guessed at.
+
+    Below, the policy's steps in their order: a step that cannot vouch for the request ends it
+    with a refusal (fail closed), so what reaches the grants is a verified, enabled employee.
     """
     normalized = normalize_host(host)
     match = policy.catalog.match(normalized) if normalized else None
     host_name = normalized.name if normalized else host
+    # 1. Not social media: the policy does not apply.
     if match is None:
         return Decision(Result.ALLOW, Reason.NOT_SOCIAL_MEDIA, host_name)
 
+    # 2. Someone signed in, with credentials that verified.
     if identity is None:
         return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_REQUIRED, host_name, match)
+    refusal = _unverified(identity, host_name, match)
+    if refusal is not None:
+        return refusal
+
+    # 3. An employee the directory knows, whose account is not disabled.
+    refusal = _not_an_employee(identity, host_name, match, people)
+    if refusal is not None:
+        return refusal
+    employee = people[identity.user]
+    assert employee is not None, "_not_an_employee refused an unknown account"
+
+    # 4. A grant for the site...
+    grants = policy.grants_for(identity.user, match.site.id)
+    if not grants:
+        detail = f"no grant for {match.site.name}"
+        return _deny(identity, host_name, match, Reason.NO_GRANT, detail, employee.department)
+
+    # 5. ... in force now, approved by someone entitled to approve it, covering the path.
+    verdict = _best_verdict(grants, employee, match, path, at, policy, people)
+    result = Result.ALLOW if verdict.reason is Reason.GRANTED else Result.DENY
+    evidence = _evidence(identity, employee, verdict)
+    return Decision(result, verdict.reason, host_name, match, verdict.grant, evidence, verdict.needs_path)
+
+
+def _unverified(identity: Identity, host_name: str, match: SiteMatch) -> Decision | None:
+    """Credentials that did not verify, or that could not be checked; None when they verified."""
     user, method = identity.user, identity.method
     if identity.authenticated is None:
         detail = identity.problem or "the directory could not verify the password"
@@ -251,57 +282,86 @@ def decide(
     if not identity.authenticated:
         evidence = Evidence(employee=user, identity_method=method, detail=identity.problem or "")
         return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_INVALID, host_name, match, evidence=evidence)
+    return None
 
-    def deny(reason: Reason, detail: str, department: str | None = None) -> Decision:
-        evidence = Evidence(user, department, None, None, None, method, detail)
-        return Decision(Result.DENY, reason, host_name, match, None, evidence)
 
+def _not_an_employee(
+    identity: Identity, host_name: str, match: SiteMatch, people: Mapping[str, Person | None]
+) -> Decision | None:
+    """A denial unless the directory answered that the user is an employee with an enabled account."""
+    user = identity.user
     if identity.shared_role:
         # A shared role (a kiosk's source address) is no directory account and no person: grants
         # name employees, so it has none, even if a grant file or a directory uid shares its name.
         detail = f"{user} is a shared device role, not an employee; grants are for named employees"
-        return deny(Reason.NO_GRANT, detail)
+        return _deny(identity, host_name, match, Reason.NO_GRANT, detail)
     if user not in people:
-        return deny(Reason.DIRECTORY_UNAVAILABLE, "the directory could not be asked about the employee")
+        detail = "the directory could not be asked about the employee"
+        return _deny(identity, host_name, match, Reason.DIRECTORY_UNAVAILABLE, detail)
     employee = people[user]
     if employee is None:
-        return deny(Reason.UNKNOWN_EMPLOYEE, "no such account in the directory")
+        return _deny(identity, host_name, match, Reason.UNKNOWN_EMPLOYEE, "no such account in the directory")
     if employee.disabled:
-        return deny(Reason.EMPLOYEE_DISABLED, "the employee's account is disabled", employee.department)
+        detail = "the employee's account is disabled"
+        return _deny(identity, host_name, match, Reason.EMPLOYEE_DISABLED, detail, employee.department)
+    return None
 
-    grants = policy.grants_for(user, match.site.id)
-    if not grants:
-        return deny(Reason.NO_GRANT, f"no grant for {match.site.name}", employee.department)
 
-    # Every grant the employee holds for the site is judged until one allows the request
-    # without looking inside the tunnel (so it can stay encrypted end to end); otherwise the
-    # first that allows it with a path check wins, and failing both, the most telling denial.
+def _deny(
+    identity: Identity,
+    host_name: str,
+    match: SiteMatch,
+    reason: Reason,
+    detail: str,
+    department: str | None = None,
+) -> Decision:
+    """A denial before any grant is judged: the evidence names the user, never an approver."""
+    evidence = Evidence(identity.user, department, None, None, None, identity.method, detail)
+    return Decision(Result.DENY, reason, host_name, match, None, evidence)
+
+
+def _best_verdict(
+    grants: Sequence[Grant],
+    employee: Person,
+    match: SiteMatch,
+    path: str | None,
+    at: datetime,
+    policy: Policy,
+    people: Mapping[str, Person | None],
+) -> _Verdict:
+    """The verdict that decides, among those of every grant the employee holds for the site.
+
+    Every grant is judged until one allows the request without looking inside the tunnel (so it
+    can stay encrypted end to end); otherwise the first that allows it with a path check wins,
+    and failing both, the most telling denial.
+    """
     allowed: _Verdict | None = None
     refused: _Verdict | None = None
     for grant in grants:
         verdict = _judge_grant(grant, employee, match, path, at, policy, people)
         if verdict.reason is Reason.GRANTED:
             if not verdict.needs_path:
-                allowed = verdict
-                break
+                return verdict
             if allowed is None:
                 allowed = verdict
         elif refused is None or _DENIAL_RANK[verdict.reason] < _DENIAL_RANK[refused.reason]:
             refused = verdict
     chosen = allowed or refused
     assert chosen is not None, "a grant was judged"
-    approver, role = chosen.approver, chosen.role
-    evidence = Evidence(
-        user,
+    return chosen
+
+
+def _evidence(identity: Identity, employee: Person, verdict: _Verdict) -> Evidence:
+    approver, role = verdict.approver, verdict.role
+    return Evidence(
+        identity.user,
         employee.department,
-        chosen.grant.approved_by,
+        verdict.grant.approved_by,
         role.value if role else None,
         approver.department if approver else None,
-        method,
-        chosen.detail,
+        identity.method,
+        verdict.detail,
     )
-    result = Result.DENY if allowed is None else Result.ALLOW
-    return Decision(result, chosen.reason, host_name, match, chosen.grant, evidence, chosen.needs_path)
 
 
 def _judge_grant(
@@ -313,10 +373,21 @@ def _judge_grant(
     policy: Policy,
     people: Mapping[str, Person | None],
 ) -> _Verdict:
+    """What one grant says: in force at `at`, approved by someone entitled to, covering the path."""
     if at < grant.valid_from:
         return _Verdict(Reason.GRANT_NOT_YET_VALID, grant, f"grant starts {grant.valid_from:%Y-%m-%d}")
     if at >= grant.valid_until:
         return _Verdict(Reason.GRANT_EXPIRED, grant, f"grant ended {grant.valid_until:%Y-%m-%d}")
+    approval = _judge_approval(grant, employee, policy, people)
+    if approval.reason is not Reason.GRANTED:
+        return approval
+    return _judge_path(approval, match, path)
+
+
+def _judge_approval(
+    grant: Grant, employee: Person, policy: Policy, people: Mapping[str, Person | None]
+) -> _Verdict:
+    """Whether the grant's approver may approve it (now, by the directory): GRANTED when so."""
     approver_uid = grant.approved_by
     if approver_uid == employee.uid.casefold():
         return _Verdict(Reason.SELF_APPROVAL, grant, "the employee approved their own grant")
@@ -329,24 +400,33 @@ def _judge_grant(
     if approver is None:
         return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, "the approver is not in the directory")
     role = policy.approval.role_of(approver)
+    why_not = _why_not_entitled(approver, role, employee)
+    if why_not is not None:
+        return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, why_not, approver, role)
+    return _Verdict(Reason.GRANTED, grant, "", approver, role)
 
-    def refuse(detail: str) -> _Verdict:
-        return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, detail, approver, role)
 
+def _why_not_entitled(approver: Person, role: Role | None, employee: Person) -> str | None:
+    """Why the approver may not approve the employee's grants; None when they may."""
     if approver.disabled:
-        return refuse("the approver's account is disabled")
+        return "the approver's account is disabled"
     if role is None:
-        return refuse("the approver is not a Director or higher")
+        return "the approver is not a Director or higher"
     # An unknown department matches nothing, not even another unknown department.
     if role is Role.DIRECTOR and (approver.department is None or approver.department != employee.department):
-        return refuse(
+        return (
             f"the approver directs {approver.department or 'no department'}, "
             f"not {employee.department or 'the employee'}'s department"
         )
+    return None
 
+
+def _judge_path(approval: _Verdict, match: SiteMatch, path: str | None) -> _Verdict:
+    """A granted approval, limited to the grant's paths on the site's pages (not its assets)."""
+    grant, approver, role = approval.grant, approval.approver, approval.role
     scope = None if match.is_asset else grant.scope_for(match.site.id)
     if scope is None:
-        return _Verdict(Reason.GRANTED, grant, "", approver, role)
+        return approval  # the whole site
     if path is None:
         return _Verdict(Reason.GRANTED, grant, f"limited to {', '.join(scope)}", approver, role, True)
     normalized = normalize_path(path)
@@ -354,7 +434,7 @@ def _judge_grant(
         detail = f"{path[:200]} is ambiguous (an encoded slash, a double escape or a control byte)"
         return _Verdict(Reason.PATH_OUT_OF_SCOPE, grant, detail, approver, role)
     if path_in_scope(normalized, scope):
-        return _Verdict(Reason.GRANTED, grant, "", approver, role)
+        return approval
     return _Verdict(
         Reason.PATH_OUT_OF_SCOPE, grant, f"{normalized} is outside {', '.join(scope)}", approver, role
     )

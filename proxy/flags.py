@@ -339,14 +339,39 @@ Fail = Callable[[str, str, str], None]  # (key, problem, fix), reported at the k
 def _rule(
     config_path: Path, entry: object, line: int, seen: dict[str, int], problems: Problems
 ) -> Rule | None:
+    """One `rules:` entry; None when it has any problem (every one of them reported)."""
     if not isinstance(entry, Node):
         problems.error(config_path, line, "a flag rule must be a mapping", _EXAMPLE)
         return None
     errors = len(problems.errors)
+    fail = _AtKey(config_path, entry, problems)
+    rule_id = _rule_id(entry, seen, fail)
+    kind = _rule_kind(entry, fail)
+    if kind is None:
+        return None
+    allowed = (*_COMMON_KEYS, *KIND_KEYS[kind])
+    for key in sorted(set(entry) - set(allowed)):
+        fail(key, f'"{key}" is not a setting of a {kind.value} rule', f"its settings: {', '.join(allowed)}")
+    values = _KIND_SETTINGS[kind](entry, fail)
+    if rule_id is None or len(problems.errors) > errors:
+        return None
+    return Rule(id=rule_id, kind=kind, **values)  # type: ignore[arg-type]
 
-    def fail(key: str, message: str, fix: str) -> None:
-        problems.error(config_path, entry.line_of(key), message, fix)
 
+@dataclass(frozen=True, slots=True)
+class _AtKey:
+    """A Fail that reports a rule's problem at the line of the key it is about."""
+
+    config_path: Path
+    entry: Node
+    problems: Problems
+
+    def __call__(self, key: str, message: str, fix: str) -> None:
+        self.problems.error(self.config_path, self.entry.line_of(key), message, fix)
+
+
+def _rule_id(entry: Node, seen: dict[str, int], fail: Fail) -> str | None:
+    """The rule's id, taken for this section; None when it is missing or not valid (reported)."""
     rule_id = entry.get("id")
     if not isinstance(rule_id, str) or not RULE_ID.fullmatch(rule_id):
         fail(
@@ -354,8 +379,8 @@ def _rule(
             f"flag rule id {rule_id!r} is not valid" if rule_id is not None else "a flag rule needs an id",
             'use lower-case letters, digits, "-" and "_", e.g. id: after-hours (it names the flag in logs and metrics)',
         )
-        rule_id = None
-    elif rule_id in seen:
+        return None
+    if rule_id in seen:
         fail(
             "id",
             f'flag rule id "{rule_id}" is already used on line {seen[rule_id]}',
@@ -363,45 +388,57 @@ def _rule(
         )
     else:
         seen[rule_id] = entry.line_of("id")
+    return rule_id
 
+
+def _rule_kind(entry: Node, fail: Fail) -> Kind | None:
     raw_kind = entry.get("kind")
     try:
-        kind = Kind(str(raw_kind))
+        return Kind(str(raw_kind))
     except ValueError:
         close = difflib.get_close_matches(str(raw_kind), [k.value for k in Kind], n=1)
         hint = f'did you mean "{close[0]}"?' if close else f"kinds: {', '.join(k.value for k in Kind)}"
         fail("kind", f"unknown flag rule kind {raw_kind!r}" if raw_kind else "a flag rule needs a kind", hint)
         return None
 
-    allowed = (*_COMMON_KEYS, *KIND_KEYS[kind])
-    for key in sorted(set(entry) - set(allowed)):
-        fail(key, f'"{key}" is not a setting of a {kind.value} rule', f"its settings: {', '.join(allowed)}")
 
+def _no_settings(entry: Node, fail: Fail) -> dict[str, object]:
+    return {}
+
+
+def _grant_expiring(entry: Node, fail: Fail) -> dict[str, object]:
+    if "days" not in entry:
+        return {}
+    return {"days": _whole(entry, "days", 1, 366, "days: 14", fail)}
+
+
+def _daily_requests(entry: Node, fail: Fail) -> dict[str, object]:
+    return _daily_limit(entry, fail, Kind.DAILY_REQUESTS, 10_000_000, "limit: 2000")
+
+
+def _daily_active_minutes(entry: Node, fail: Fail) -> dict[str, object]:
+    return _daily_limit(entry, fail, Kind.DAILY_ACTIVE_MINUTES, _DAY_MINUTES - 1, "limit: 240")
+
+
+def _daily_limit(entry: Node, fail: Fail, kind: Kind, high: int, example: str) -> dict[str, object]:
+    """A daily rule's limit, which it must have: there is no default."""
+    if "limit" not in entry:
+        fail("kind", f"a {kind.value} rule needs a limit", f"e.g. {example}")
+        return {}
+    return {"limit": _whole(entry, "limit", 1, high, example, fail)}
+
+
+def _repeated_denials(entry: Node, fail: Fail) -> dict[str, object]:
     values: dict[str, object] = {}
-    if kind is Kind.OUTSIDE_BUSINESS_HOURS:
-        values.update(_business_hours(entry, fail))
-    elif kind is Kind.GRANT_EXPIRING and "days" in entry:
-        values["days"] = _whole(entry, "days", 1, 366, "days: 14", fail)
-    elif kind in (Kind.DAILY_REQUESTS, Kind.DAILY_ACTIVE_MINUTES):
-        example = "limit: 2000" if kind is Kind.DAILY_REQUESTS else "limit: 240"
-        if "limit" not in entry:
-            fail("kind", f"a {kind.value} rule needs a limit", f"e.g. {example}")
-        else:
-            high = 10_000_000 if kind is Kind.DAILY_REQUESTS else _DAY_MINUTES - 1
-            values["limit"] = _whole(entry, "limit", 1, high, example, fail)
-    elif kind is Kind.REPEATED_DENIALS:
-        if "count" in entry:
-            values["count"] = _whole(entry, "count", 2, 100_000, "count: 5", fail)
-        if "window_minutes" in entry:
-            values["window"] = timedelta(
-                minutes=_whole(entry, "window_minutes", 1, 7 * _DAY_MINUTES, "window_minutes: 10", fail)
-            )
-        if "reasons" in entry:
-            values["reasons"] = _reasons(entry, fail)
-
-    if rule_id is None or len(problems.errors) > errors:
-        return None
-    return Rule(id=rule_id, kind=kind, **values)  # type: ignore[arg-type]
+    if "count" in entry:
+        values["count"] = _whole(entry, "count", 2, 100_000, "count: 5", fail)
+    if "window_minutes" in entry:
+        values["window"] = timedelta(
+            minutes=_whole(entry, "window_minutes", 1, 7 * _DAY_MINUTES, "window_minutes: 10", fail)
+        )
+    if "reasons" in entry:
+        values["reasons"] = _reasons(entry, fail)
+    return values
 
 
 def _whole(entry: Node, key: str, low: int, high: int, example: str, fail: Fail) -> int:
@@ -425,60 +462,79 @@ _DAY_NAMES = {
 
 def _business_hours(entry: Node, fail: Fail) -> dict[str, object]:
     values: dict[str, object] = {}
-    if "weekdays" in entry:
-        raw = entry["weekdays"]
-        names = [raw] if isinstance(raw, str) else raw
-        days = set()
-        if not isinstance(names, list) or not names:
-            fail(
-                "weekdays", "weekdays must be a list of day names", "e.g. weekdays: [mon, tue, wed, thu, fri]"
-            )
-        else:
-            for name in names:
-                index = _DAY_NAMES.get(str(name).strip().lower())
-                if index is None:
-                    fail("weekdays", f"{name!r} is not a day of the week", f"use {', '.join(WEEKDAYS)}")
-                else:
-                    days.add(index)
-        values["weekdays"] = frozenset(days)
-    if "hours" in entry:
-        raw = entry["hours"]
-        # A string on purpose: YAML 1.1 reads an unquoted 18:00 as the number 1080 (base 60),
-        # while 07:00-18:00 stays text.
-        match = _HOURS.match(raw) if isinstance(raw, str) else None
-        span = None
-        if match:
-            h1, m1, h2, m2 = (int(part) for part in match.groups())
-            if m1 < 60 and m2 < 60 and 0 <= h1 * 60 + m1 < h2 * 60 + m2 <= _DAY_MINUTES:
-                span = (h1 * 60 + m1, h2 * 60 + m2)
-        if span is None:
-            fail(
-                "hours",
-                f"hours {raw!r} is not a span of the day such as 07:00-18:00",
-                "write START-END in 24-hour time, START before END (24:00 is midnight at the end of the day)",
-            )
-        else:
-            values["start"], values["end"] = span
-    if "holidays" in entry:
-        raw = entry["holidays"]
-        holidays = set()
-        if not isinstance(raw, list):
-            fail("holidays", "holidays must be a list of dates", "e.g. holidays: [2026-11-26, 2026-12-25]")
-        else:
-            for value in raw:
-                if isinstance(value, date) and not isinstance(value, datetime):
-                    holidays.add(value)
-                    continue
-                try:
-                    holidays.add(date.fromisoformat(str(value).strip()))
-                except ValueError:
-                    fail(
-                        "holidays",
-                        f"holiday {value!r} is not a date",
-                        "write it as YYYY-MM-DD, e.g. 2026-12-25",
-                    )
-        values["holidays"] = frozenset(holidays)
+    for key, read in _BUSINESS_HOURS_READERS.items():
+        if key in entry:
+            values.update(read(entry[key], fail))
     return values
+
+
+def _weekdays(raw: object, fail: Fail) -> dict[str, object]:
+    names = [raw] if isinstance(raw, str) else raw
+    days = set()
+    if not isinstance(names, list) or not names:
+        fail("weekdays", "weekdays must be a list of day names", "e.g. weekdays: [mon, tue, wed, thu, fri]")
+    else:
+        for name in names:
+            index = _DAY_NAMES.get(str(name).strip().lower())
+            if index is None:
+                fail("weekdays", f"{name!r} is not a day of the week", f"use {', '.join(WEEKDAYS)}")
+            else:
+                days.add(index)
+    return {"weekdays": frozenset(days)}
+
+
+def _hours(raw: object, fail: Fail) -> dict[str, object]:
+    # A string on purpose: YAML 1.1 reads an unquoted 18:00 as the number 1080 (base 60),
+    # while 07:00-18:00 stays text.
+    match = _HOURS.match(raw) if isinstance(raw, str) else None
+    if match:
+        h1, m1, h2, m2 = (int(part) for part in match.groups())
+        if m1 < 60 and m2 < 60 and 0 <= h1 * 60 + m1 < h2 * 60 + m2 <= _DAY_MINUTES:
+            return {"start": h1 * 60 + m1, "end": h2 * 60 + m2}
+    fail(
+        "hours",
+        f"hours {raw!r} is not a span of the day such as 07:00-18:00",
+        "write START-END in 24-hour time, START before END (24:00 is midnight at the end of the day)",
+    )
+    return {}
+
+
+def _holidays(raw: object, fail: Fail) -> dict[str, object]:
+    holidays = set()
+    if not isinstance(raw, list):
+        fail("holidays", "holidays must be a list of dates", "e.g. holidays: [2026-11-26, 2026-12-25]")
+    else:
+        for value in raw:
+            if isinstance(value, date) and not isinstance(value, datetime):
+                holidays.add(value)
+                continue
+            try:
+                holidays.add(date.fromisoformat(str(value).strip()))
+            except ValueError:
+                fail(
+                    "holidays",
+                    f"holiday {value!r} is not a date",
+                    "write it as YYYY-MM-DD, e.g. 2026-12-25",
+                )
+    return {"holidays": frozenset(holidays)}
+
+
+# In the order their problems are reported; each gives the Rule fields it sets.
+_BUSINESS_HOURS_READERS: dict[str, Callable[[object, Fail], dict[str, object]]] = {
+    "weekdays": _weekdays,
+    "hours": _hours,
+    "holidays": _holidays,
+}
+
+# The settings of each kind of rule, beyond its id and kind (KIND_KEYS names them).
+_KIND_SETTINGS: dict[Kind, Callable[[Node, Fail], dict[str, object]]] = {
+    Kind.OUTSIDE_BUSINESS_HOURS: _business_hours,
+    Kind.PATH_OUT_OF_SCOPE: _no_settings,
+    Kind.GRANT_EXPIRING: _grant_expiring,
+    Kind.DAILY_REQUESTS: _daily_requests,
+    Kind.DAILY_ACTIVE_MINUTES: _daily_active_minutes,
+    Kind.REPEATED_DENIALS: _repeated_denials,
+}
 
 
 def _reasons(entry: Node, fail: Fail) -> frozenset[str]:

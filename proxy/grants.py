@@ -215,88 +215,23 @@ class GrantLoader:
         return grants
 
     def _parse(self, path: Path, entry: object, line: int, department: str | None = None) -> Grant | None:
+        """One grant entry; None when it has an error (every one of them reported)."""
         problems = self.problems
         if not isinstance(entry, Node):
             problems.error(path, line, "a grant must be a mapping", 'write "- id: ...", "employee: ...", ...')
             return None
         errors_before = len(problems.errors)
-
-        def fail(key: str, message: str, fix: str) -> None:
-            problems.error(path, entry.line_of(key), message, fix)
-
-        for key in sorted(set(entry) - set(GRANT_KEYS)):
-            close = (
-                [_KEY_ALIASES[key]]
-                if key in _KEY_ALIASES
-                else difflib.get_close_matches(key, GRANT_KEYS, n=1)
-            )
-            hint = f'did you mean "{close[0]}"?' if close else f"allowed keys: {', '.join(GRANT_KEYS)}"
-            fail(key, f'unknown key "{key}" in a grant', hint)
-        for key in REQUIRED_KEYS:
-            if key not in entry or entry[key] in (None, "", []):
-                fail(key, f'grant is missing "{key}"', _REQUIRED_FIX[key])
-
-        grant_id = _text(entry.get("id"))
-        if grant_id and not GRANT_ID.fullmatch(grant_id):
-            fail(
-                "id",
-                f"grant id {grant_id!r} is not valid",
-                'use letters, digits, ".", "_" and "-", e.g. "parks-2026-001"',
-            )
-        elif grant_id in self.seen_ids:
-            fail(
-                "id",
-                f'grant id "{grant_id}" is already used at {self.seen_ids[grant_id]}',
-                "give every grant its own id",
-            )
-        elif grant_id:
-            self.seen_ids[grant_id] = f"{path}:{entry.line_of('id')}"
-
+        self._check_keys(path, entry)
+        grant_id = self._grant_id(path, entry)
         employee = _text(entry.get("employee")).casefold()
         approver = _text(entry.get("approved_by")).casefold()
-        purpose = _text(entry.get("purpose"))
-        if "purpose" in entry and not purpose:
-            fail(
-                "purpose",
-                "the business purpose is empty",
-                'state what the access is for, e.g. "Post park closures on the Parks page"',
-            )
+        purpose = self._purpose(path, entry)
         sites = self._sites(path, entry)
         approved_on = self._date(path, entry, "approved_on")
         start = self._date(path, entry, "start") if "start" in entry else None
         expires = self._date(path, entry, "expires")
         paths = self._paths(path, entry, sites)
-
-        if approved_on and approved_on > self.today:
-            fail(
-                "approved_on",
-                f"approved_on {approved_on} is in the future",
-                "use the date the Director actually approved the grant",
-            )
-        if expires and approved_on:
-            begins = max(start or approved_on, approved_on)
-            if expires < begins:
-                fail(
-                    "expires",
-                    f"expires {expires} is before the grant begins ({begins})",
-                    "set an expiry after approved_on and start",
-                )
-            # Counted in days of access, both ends included.
-            elif (expires - begins).days + 1 > self.max_days:
-                latest = begins + timedelta(days=self.max_days - 1)
-                fail(
-                    "expires",
-                    f"expires {expires} would give {(expires - begins).days + 1} days of access "
-                    f"from {begins}, more than the maximum of {self.max_days}",
-                    f"grants last at most {self.max_days} days: expire on or before {latest} and renew after",
-                )
-            elif expires < self.today:
-                problems.warning(
-                    path,
-                    entry.line_of("expires"),
-                    f'grant "{grant_id}" expired on {expires}',
-                    "renew it or delete it",
-                )
+        self._check_period(path, entry, grant_id, approved_on, start, expires)
         if employee and employee == approver:
             problems.warning(
                 path,
@@ -321,6 +256,107 @@ class GrantLoader:
             line=line,
             department=department,
         )
+
+    def _fail(self, path: Path, entry: Node, key: str, message: str, fix: str) -> None:
+        """An error at the line of the entry's `key` (the entry's own line when it has none)."""
+        self.problems.error(path, entry.line_of(key), message, fix)
+
+    def _check_keys(self, path: Path, entry: Node) -> None:
+        """Unknown keys (with the key most likely meant), then the required ones missing or empty."""
+        for key in sorted(set(entry) - set(GRANT_KEYS)):
+            close = (
+                [_KEY_ALIASES[key]]
+                if key in _KEY_ALIASES
+                else difflib.get_close_matches(key, GRANT_KEYS, n=1)
+            )
+            hint = f'did you mean "{close[0]}"?' if close else f"allowed keys: {', '.join(GRANT_KEYS)}"
+            self._fail(path, entry, key, f'unknown key "{key}" in a grant', hint)
+        for key in REQUIRED_KEYS:
+            if key not in entry or entry[key] in (None, "", []):
+                self._fail(path, entry, key, f'grant is missing "{key}"', _REQUIRED_FIX[key])
+
+    def _grant_id(self, path: Path, entry: Node) -> str:
+        """The entry's id ("" when missing), taken for this load unless it is invalid or taken already."""
+        grant_id = _text(entry.get("id"))
+        if grant_id and not GRANT_ID.fullmatch(grant_id):
+            self._fail(
+                path,
+                entry,
+                "id",
+                f"grant id {grant_id!r} is not valid",
+                'use letters, digits, ".", "_" and "-", e.g. "parks-2026-001"',
+            )
+        elif grant_id in self.seen_ids:
+            self._fail(
+                path,
+                entry,
+                "id",
+                f'grant id "{grant_id}" is already used at {self.seen_ids[grant_id]}',
+                "give every grant its own id",
+            )
+        elif grant_id:
+            self.seen_ids[grant_id] = f"{path}:{entry.line_of('id')}"
+        return grant_id
+
+    def _purpose(self, path: Path, entry: Node) -> str:
+        purpose = _text(entry.get("purpose"))
+        if "purpose" in entry and not purpose:
+            self._fail(
+                path,
+                entry,
+                "purpose",
+                "the business purpose is empty",
+                'state what the access is for, e.g. "Post park closures on the Parks page"',
+            )
+        return purpose
+
+    def _check_period(
+        self,
+        path: Path,
+        entry: Node,
+        grant_id: str,
+        approved_on: date | None,
+        start: date | None,
+        expires: date | None,
+    ) -> None:
+        """Approved in the past; access that ends after it begins and lasts at most max_days."""
+        if approved_on and approved_on > self.today:
+            self._fail(
+                path,
+                entry,
+                "approved_on",
+                f"approved_on {approved_on} is in the future",
+                "use the date the Director actually approved the grant",
+            )
+        if not (expires and approved_on):
+            return  # a missing or unreadable date is reported already
+        begins = max(start or approved_on, approved_on)
+        if expires < begins:
+            self._fail(
+                path,
+                entry,
+                "expires",
+                f"expires {expires} is before the grant begins ({begins})",
+                "set an expiry after approved_on and start",
+            )
+        # Counted in days of access, both ends included.
+        elif (expires - begins).days + 1 > self.max_days:
+            latest = begins + timedelta(days=self.max_days - 1)
+            self._fail(
+                path,
+                entry,
+                "expires",
+                f"expires {expires} would give {(expires - begins).days + 1} days of access "
+                f"from {begins}, more than the maximum of {self.max_days}",
+                f"grants last at most {self.max_days} days: expire on or before {latest} and renew after",
+            )
+        elif expires < self.today:
+            self.problems.warning(
+                path,
+                entry.line_of("expires"),
+                f'grant "{grant_id}" expired on {expires}',
+                "renew it or delete it",
+            )
 
     def _sites(self, path: Path, entry: Node) -> list[str]:
         raw = entry.get("sites")

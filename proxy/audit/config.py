@@ -6,6 +6,7 @@ file, line and fix, and the writer (`writer.py`) receives settings it can trust.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -82,7 +83,6 @@ _BOOLS = (
     "stdout",
     "fail_closed",
 )
-KNOWN_KEYS = ("directory", *_INTS, *_BOOLS, "retention_days", "fsync", "syslog")
 _SYSLOG_KEYS = ("address", "facility", "app_name")
 
 
@@ -90,7 +90,6 @@ def parse_audit_section(config_path: Path, node: Node | None, line: int, problem
     """The audit settings in `node` (defaults when there is no `audit:` section)."""
     if node is None:
         return AuditSettings()
-    values: dict[str, object] = {}
     for key in sorted(set(node) - set(KNOWN_KEYS)):
         problems.error(
             config_path,
@@ -98,74 +97,104 @@ def parse_audit_section(config_path: Path, node: Node | None, line: int, problem
             f'unknown setting "audit.{key}"',
             f"known audit settings: {', '.join(KNOWN_KEYS)}",
         )
-
-    if "directory" in node:
-        value = node["directory"]
-        if not isinstance(value, str) or not value.strip():
-            problems.error(
-                config_path,
-                node.line_of("directory"),
-                "audit.directory must be a folder path",
-                "e.g. directory: /var/log/citygate (relative paths are relative to this file)",
-            )
-        else:
-            values["directory"] = config_path.parent / value.strip()
-
-    for key, (low, high, example) in _INTS.items():
-        if key not in node:
-            continue
-        value = node[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            problems.error(
-                config_path,
-                node.line_of(key),
-                f"audit.{key} {value!r} is not a whole number from {low} to {high}",
-                f"e.g. {example}",
-            )
-        else:
-            values[key] = value
-
-    for key in _BOOLS:
+    section = _Section(config_path, node, problems)
+    values: dict[str, object] = {}
+    # In the order of KNOWN_KEYS, whatever the file's: problems are reported in that order.
+    for key, read in _READERS.items():
         if key in node:
-            value = node[key]
-            if not isinstance(value, bool):
-                problems.error(
-                    config_path,
-                    node.line_of(key),
-                    f"audit.{key} {value!r} is not true or false",
-                    f"write {key}: true or {key}: false",
-                )
-            else:
+            value = read(section, key)
+            if value is not _INVALID:
                 values[key] = value
-
-    if "retention_days" in node:
-        value = node["retention_days"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            problems.error(
-                config_path,
-                node.line_of("retention_days"),
-                f"audit.retention_days {value!r} is not a positive number of days",
-                "e.g. retention_days: 730, or leave it out to keep every file",
-            )
-        else:
-            values["retention_days"] = value
-
-    if "fsync" in node:
-        value = node["fsync"]
-        try:
-            values["fsync"] = Fsync(str(value).lower() if not isinstance(value, bool) else "")
-        except ValueError:
-            problems.error(
-                config_path,
-                node.line_of("fsync"),
-                f"audit.fsync {value!r} is not one of {', '.join(mode.value for mode in Fsync)}",
-                "fsync: flush syncs after every flush (the default); rotate only when a file is closed; never leaves it to the OS",
-            )
-
-    if "syslog" in node:
-        values["syslog"] = _syslog(config_path, node, problems)
-
     return AuditSettings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """The `audit:` section being read, and where its problems go."""
+
+    config_path: Path
+    node: Node
+    problems: Problems
+
+    def reject(self, key: str, message: str, fix: str) -> object:
+        """Report the setting's problem at its line; the setting then keeps its default."""
+        self.problems.error(self.config_path, self.node.line_of(key), message, fix)
+        return _INVALID
+
+
+_INVALID = object()  # a reader's answer for a setting it rejected
+
+
+def _directory(section: _Section, key: str) -> object:
+    value = section.node[key]
+    if not isinstance(value, str) or not value.strip():
+        return section.reject(
+            key,
+            "audit.directory must be a folder path",
+            "e.g. directory: /var/log/citygate (relative paths are relative to this file)",
+        )
+    return section.config_path.parent / value.strip()
+
+
+def _whole_number(section: _Section, key: str) -> object:
+    low, high, example = _INTS[key]
+    value = section.node[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return section.reject(
+            key, f"audit.{key} {value!r} is not a whole number from {low} to {high}", f"e.g. {example}"
+        )
+    return value
+
+
+def _true_or_false(section: _Section, key: str) -> object:
+    value = section.node[key]
+    if not isinstance(value, bool):
+        return section.reject(
+            key, f"audit.{key} {value!r} is not true or false", f"write {key}: true or {key}: false"
+        )
+    return value
+
+
+def _retention_days(section: _Section, key: str) -> object:
+    value = section.node[key]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return section.reject(
+            key,
+            f"audit.retention_days {value!r} is not a positive number of days",
+            "e.g. retention_days: 730, or leave it out to keep every file",
+        )
+    return value  # None: keep every file
+
+
+def _fsync(section: _Section, key: str) -> object:
+    value = section.node[key]
+    try:
+        return Fsync(str(value).lower() if not isinstance(value, bool) else "")
+    except ValueError:
+        return section.reject(
+            key,
+            f"audit.fsync {value!r} is not one of {', '.join(mode.value for mode in Fsync)}",
+            "fsync: flush syncs after every flush (the default); rotate only when a file is closed; never leaves it to the OS",
+        )
+
+
+def _syslog_setting(section: _Section, key: str) -> object:
+    # Never _INVALID: a syslog: that cannot be used (its problems reported at their own lines)
+    # leaves syslog off, as it is by default.
+    return _syslog(section.config_path, section.node, section.problems)
+
+
+# How each setting is read, in the order their problems are reported. A reader is called only
+# for a setting the section has; it returns the setting's value, or _INVALID after reporting.
+_READERS: dict[str, Callable[[_Section, str], object]] = {
+    "directory": _directory,
+    **dict.fromkeys(_INTS, _whole_number),
+    **dict.fromkeys(_BOOLS, _true_or_false),
+    "retention_days": _retention_days,
+    "fsync": _fsync,
+    "syslog": _syslog_setting,
+}
+KNOWN_KEYS = tuple(_READERS)
 
 
 def _syslog(config_path: Path, node: Node, problems: Problems) -> SyslogSettings | None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.directory.problems import ConfigError
 from citygate.proxy.cli import audit, pac, reports
+from citygate.proxy.cli.commands import Commands, command
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -27,11 +28,9 @@ from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
 
-DEFAULT_CONFIG = "config/citygate.yaml"
-
 # Commands that live with their feature (e.g. the audit log's `citygate audit verify`): each is a
 # function that adds its subparser to the `commands` given, with `handler` set as a default.
-FEATURE_COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+FEATURE_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     pac.register,
     audit.register_audit,
     audit.register_logs,
@@ -69,13 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run",
-        help="run the proxy",
-        epilog=EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _config_argument(run)
+    run = command(commands, "run", "run the proxy", EPILOG_RUN, run_command, config=True)
     run.add_argument("--listen-host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     run.add_argument("--listen-port", type=int, default=8080, help="port to listen on (default: %(default)s)")
     run.add_argument(
@@ -97,48 +90,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="proxy processes sharing the port, one core each (default: one per core; 1: a single process)",
     )
-    run.set_defaults(handler=run_command)
 
-    check = commands.add_parser(
-        "check",
-        help="validate the configuration and every grant",
-        epilog=EPILOG_CHECK,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    check = command(
+        commands, "check", "validate the configuration and every grant", EPILOG_CHECK, _check, config=True
     )
-    _config_argument(check)
     check.add_argument(
         "--no-directory",
         action="store_true",
         help="only validate the files; do not check grants against the directory",
     )
-    check.set_defaults(handler=_check)
 
-    explain = commands.add_parser(
-        "explain",
-        help="show the decision for a user and a URL",
-        epilog=EPILOG_EXPLAIN,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    explain = command(
+        commands, "explain", "show the decision for a user and a URL", EPILOG_EXPLAIN, _explain, config=True
     )
-    _config_argument(explain)
     explain.add_argument("user", help='login name of the employee, or "-" for nobody signed in')
     explain.add_argument("url", help="the URL requested, e.g. https://www.facebook.com/CityOfExampleParks")
     explain.add_argument(
         "--at", help="decide as of this time (YYYY-MM-DD or ISO 8601; default: now, city time)"
     )
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
-    explain.set_defaults(handler=_explain)
 
     for register in FEATURE_COMMANDS:
         register(commands)
 
     args = parser.parse_args(argv)
     return args.handler(args)
-
-
-def _config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
-    )
 
 
 def _load(config: str) -> tuple[Policy, Directory]:

@@ -21,8 +21,7 @@ from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.audit.record import DECISION_FIELDS
-
-DEFAULT_CONFIG = "config/citygate.yaml"
+from citygate.proxy.cli.commands import Commands, command, command_with_actions, config_argument
 
 EPILOG_VERIFY = """examples:
   citygate audit verify /var/log/citygate                # every file in the folder, in order
@@ -85,19 +84,10 @@ TABLE_COLUMNS = (
 )
 
 
-def register_audit(commands: argparse._SubParsersAction) -> None:
-    audit = commands.add_parser(
-        "audit",
-        help="check the access log's tamper evidence",
-        epilog=EPILOG_VERIFY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    verify = actions.add_parser(
-        "verify",
-        help="verify the hash chain of access-log files",
-        epilog=EPILOG_VERIFY,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def register_audit(commands: Commands) -> None:
+    actions = command_with_actions(commands, "audit", "check the access log's tamper evidence", EPILOG_VERIFY)
+    verify = command(
+        actions, "verify", "verify the hash chain of access-log files", EPILOG_VERIFY, run_verify
     )
     verify.add_argument(
         "paths", nargs="+", type=Path, metavar="FILE", help="log files or folders, oldest first"
@@ -109,22 +99,14 @@ def register_audit(commands: argparse._SubParsersAction) -> None:
         metavar="SEQ:SHA256",
         help="a chain head published elsewhere (syslog, the proxy log); may be repeated",
     )
-    verify.set_defaults(handler=run_verify)
 
 
-def register_logs(commands: argparse._SubParsersAction) -> None:
-    logs = commands.add_parser(
-        "logs",
-        help="search the access log",
-        epilog=EPILOG_LOGS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register_logs(commands: Commands) -> None:
+    logs = command(commands, "logs", "search the access log", EPILOG_LOGS, run_logs)
     logs.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="log files or folders (default: audit.directory)"
     )
-    logs.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
-    )
+    config_argument(logs)
     logs.add_argument("--user", help="the employee's login name")
     logs.add_argument("--department", help="the employee's department")
     logs.add_argument("--site", help="a site id (facebook) or domain (facebook.com)")
@@ -145,7 +127,6 @@ def register_logs(commands: argparse._SubParsersAction) -> None:
         "--format", choices=("table", "jsonl", "csv"), default="table", help="default: %(default)s"
     )
     logs.add_argument("--tz", help="timezone for input and table times (default: the city's)")
-    logs.set_defaults(handler=run_logs)
 
 
 # --- audit verify ----------------------------------------------------------------------------

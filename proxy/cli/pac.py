@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from citygate.directory.problems import ConfigError
+from citygate.proxy.cli.commands import Commands, command
 from citygate.proxy.pac import PacSettings, render_pac
 
 EPILOG = """examples:
@@ -21,18 +22,16 @@ The proxies and exceptions come from the config's `pac:` section, e.g.
 """
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
+def register(commands: Commands) -> None:
+    parser = command(
+        commands,
         "pac",
-        help="write the proxy auto-config (PAC) file for the city's browsers",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config", default="config/citygate.yaml", help="the configuration file (default: %(default)s)"
+        "write the proxy auto-config (PAC) file for the city's browsers",
+        EPILOG,
+        _pac_command,
+        config=True,
     )
     parser.add_argument("--output", help="write to this file instead of standard output")
-    parser.set_defaults(handler=_pac_command)
 
 
 def _pac_command(args: argparse.Namespace) -> int:

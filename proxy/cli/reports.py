@@ -18,13 +18,12 @@ from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.cli.audit import merged
+from citygate.proxy.cli.commands import Commands, command, command_with_actions, config_argument
 from citygate.proxy.flags import FlagSettings, Kind
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.reports.html import report_html, review_html
 from citygate.proxy.reports.summary import build_report, build_review, report_csv, review_csv
-
-DEFAULT_CONFIG = "config/citygate.yaml"
 
 EPILOG_REPORT = """examples:
   citygate report --since 2026-11-01 --until 2026-11-30 --format html --output november.html
@@ -48,46 +47,39 @@ expiry, requests and last use from the access log, and the grants not used at al
 """
 
 
-def register_report(commands: argparse._SubParsersAction) -> None:
-    report = commands.add_parser(
+def register_report(commands: Commands) -> None:
+    report = command(
+        commands,
         "report",
-        help="summarize social-media use per department and employee (CSV or HTML)",
-        epilog=EPILOG_REPORT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "summarize social-media use per department and employee (CSV or HTML)",
+        EPILOG_REPORT,
+        run_report,
     )
-    _common(report)
+    _log_and_output_arguments(report)
     report.add_argument("--since", default="7d", help="from this time: 2026-11-01, 7d (default: %(default)s)")
     report.add_argument("--until", help="up to this time (default: now; a bare date includes that day)")
-    report.set_defaults(handler=run_report)
 
 
-def register_grants(commands: argparse._SubParsersAction) -> None:
-    grants = commands.add_parser(
-        "grants",
-        help="review grants with their approvers",
-        epilog=EPILOG_REVIEW,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = grants.add_subparsers(dest="grants_command", required=True, metavar="ACTION")
-    review = actions.add_parser(
+def register_grants(commands: Commands) -> None:
+    actions = command_with_actions(commands, "grants", "review grants with their approvers", EPILOG_REVIEW)
+    review = command(
+        actions,
         "review",
-        help="each director's grants in force, with last use and unused grants (CSV or HTML)",
-        epilog=EPILOG_REVIEW,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "each director's grants in force, with last use and unused grants (CSV or HTML)",
+        EPILOG_REVIEW,
+        run_review,
     )
-    _common(review)
+    _log_and_output_arguments(review)
     review.add_argument("--approver", help="only the grants this director (login name) approved")
     review.add_argument("--since", help="look for use from this time only (default: the whole log)")
-    review.set_defaults(handler=run_review)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _log_and_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The logs to read (audit.directory of --config by default), and where and how to write the summary."""
     parser.add_argument(
         "paths", nargs="*", type=Path, metavar="PATH", help="log files or folders (default: audit.directory)"
     )
-    parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
-    )
+    config_argument(parser)
     parser.add_argument("--format", choices=("csv", "html"), default="csv", help="default: %(default)s")
     parser.add_argument("--output", "-o", type=Path, help="write to this file (default: stdout)")
 

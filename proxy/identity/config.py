@@ -265,13 +265,63 @@ def _placeholder(value: str) -> bool:
     return "<" in value or ">" in value
 
 
+# The timing settings of an issuer: key -> (default, lowest, highest or None for no limit).
+_ISSUER_SECONDS: dict[str, tuple[float, float, float | None]] = {
+    "leeway_seconds": (DEFAULT_LEEWAY_SECONDS, 0, MAX_LEEWAY_SECONDS),
+    "jwks_refresh_seconds": (DEFAULT_JWKS_REFRESH_SECONDS, 1, None),
+    "jwks_max_age_seconds": (DEFAULT_JWKS_MAX_AGE_SECONDS, 60, None),
+    "jwks_timeout_seconds": (DEFAULT_JWKS_TIMEOUT_SECONDS, 0.1, 60),
+}
+
+_CLAIM_FIX = "e.g. claim: preferred_username, or claim: [upn, preferred_username]"
+_STRIP_DOMAIN_FIX = "e.g. strip_domain: city.example"
+_REQUIRED_CLAIMS_FIX = "e.g. required_claims: [exp, iat, tid]"
+
+
 def _issuer(where: _Where, entry: Node, line: int) -> IssuerSettings | None:
+    """One `issuers:` entry; None when it has any problem (every one of them reported)."""
     errors_before = len(where.problems.errors)
     for key in sorted(set(entry) - set(ISSUER_KEYS)):
         where.error(
             entry.line_of(key), f'unknown issuer setting "{key}"', f"known settings: {', '.join(ISSUER_KEYS)}"
         )
+    name = _issuer_name(where, entry, line)
+    if name is None:
+        return None
+    label = f'issuer "{name}"'
+    audiences = _audiences(where, entry, line, label)
+    algorithms = (_algorithms(where, entry, label) if "algorithms" in entry else None) or DEFAULT_ALGORITHMS
+    jwks_url, keys = _signature_keys(where, entry, line, label, algorithms)
+    claims = _optional_names(where, entry, "claim", label, _CLAIM_FIX) or DEFAULT_CLAIMS
+    strip = _strip_domains(where, entry, label)
+    required = _optional_names(where, entry, "required_claims", label, _REQUIRED_CLAIMS_FIX) or ()
+    seconds = {
+        key: _number(where, entry, key, f"{label}: {key}", default, low, high)
+        for key, (default, low, high) in _ISSUER_SECONDS.items()
+    }
+    ca_file = _ca_file(where, entry, label)
+    if len(where.problems.errors) > errors_before:
+        return None
+    return IssuerSettings(
+        issuer=name,
+        audiences=audiences,
+        algorithms=algorithms,
+        jwks_url=jwks_url,
+        keys=tuple(keys),
+        claims=claims,
+        strip_domains=strip,
+        required_claims=required,
+        leeway=seconds["leeway_seconds"],
+        jwks_refresh=seconds["jwks_refresh_seconds"],
+        jwks_max_age=seconds["jwks_max_age_seconds"],
+        jwks_timeout=seconds["jwks_timeout_seconds"],
+        ca_file=ca_file,
+        location=f"{where.path}:{line}",
+    )
 
+
+def _issuer_name(where: _Where, entry: Node, line: int) -> str | None:
+    """The exact `iss` its tokens carry; None (after an error) when the entry has none."""
     name = entry.get("issuer")
     if not isinstance(name, str) or not name.strip():
         where.error(
@@ -281,42 +331,58 @@ def _issuer(where: _Where, entry: Node, line: int) -> IssuerSettings | None:
         )
         return None
     name = name.strip()
-    label = f'issuer "{name}"'
     if _placeholder(name):
         where.error(
             entry.line_of("issuer"),
-            f"{label} still holds a placeholder",
+            f'issuer "{name}" still holds a placeholder',
             "put your tenant or realm in place of <...>",
         )
+    return name
 
-    audiences = ()
+
+def _audiences(where: _Where, entry: Node, line: int, label: str) -> tuple[str, ...]:
     if "audience" not in entry:
         where.error(
             line,
             f"{label} has no audience",
             "add audience: the value of the aud claim citygate's tokens carry (Entra ID: the app id URI)",
         )
-    else:
-        audiences = (
-            _strings(where, entry, "audience", f"{label}: audience", "e.g. audience: api://citygate") or ()
-        )
+        return ()
+    return _strings(where, entry, "audience", f"{label}: audience", "e.g. audience: api://citygate") or ()
 
-    algorithms = DEFAULT_ALGORITHMS
-    if "algorithms" in entry:
-        algorithms = _algorithms(where, entry, label) or DEFAULT_ALGORITHMS
+
+def _optional_names(where: _Where, entry: Node, key: str, label: str, fix: str) -> tuple[str, ...] | None:
+    """The names under `key`; None when the entry leaves it out or it is not names (reported)."""
+    if key not in entry:
+        return None
+    return _strings(where, entry, key, f"{label}: {key}", fix)
+
+
+def _signature_keys(
+    where: _Where, entry: Node, line: int, label: str, algorithms: tuple[str, ...]
+) -> tuple[str | None, list[VerificationKey]]:
+    """The JWKS address and the keys (PEM files, then the shared secret) to check signatures with."""
     symmetric = [alg for alg in algorithms if alg in SYMMETRIC_ALGORITHMS]
     asymmetric = [alg for alg in algorithms if alg in ASYMMETRIC_ALGORITHMS]
-
     jwks_url = entry.get("jwks_url")
     if jwks_url is not None:
         jwks_url = _jwks_url(where, entry, label, jwks_url)
-    keys: list[VerificationKey] = []
-    if "keys" in entry:
-        keys.extend(_pem_keys(where, entry, label, asymmetric))
-    secret = None
-    if "secret_file" in entry:
-        secret = _secret(where, entry, label, symmetric)
+    keys = _pem_keys(where, entry, label, asymmetric) if "keys" in entry else []
+    secret = _secret(where, entry, label, symmetric) if "secret_file" in entry else None
+    _check_one_kind_of_key(where, entry, line, label, symmetric, asymmetric)
+    if secret is not None:
+        keys.append(VerificationKey(secret))
+    return jwks_url, keys
 
+
+def _check_one_kind_of_key(
+    where: _Where, entry: Node, line: int, label: str, symmetric: list[str], asymmetric: list[str]
+) -> None:
+    """An issuer's tokens are checked with a shared secret or with public keys, never both.
+
+    Accepting both is how algorithm-confusion forgeries work: a token signed with HS256 using
+    the provider's public key (which anyone has) as the secret.
+    """
     has_public = "jwks_url" in entry or "keys" in entry
     if symmetric and asymmetric:
         where.error(
@@ -351,113 +417,33 @@ def _issuer(where: _Where, entry: Node, line: int) -> IssuerSettings | None:
                 "add jwks_url: the provider's JWKS address, or keys: [PEM files of its public keys]",
             )
 
-    claims = DEFAULT_CLAIMS
-    if "claim" in entry:
-        claims = (
-            _strings(
-                where,
-                entry,
-                "claim",
-                f"{label}: claim",
-                "e.g. claim: preferred_username, or claim: [upn, preferred_username]",
-            )
-            or DEFAULT_CLAIMS
-        )
-    strip: tuple[str, ...] = ()
-    if "strip_domain" in entry:
-        found = (
-            _strings(
-                where, entry, "strip_domain", f"{label}: strip_domain", "e.g. strip_domain: city.example"
-            )
-            or ()
-        )
-        strip = tuple(domain.removeprefix("@").casefold() for domain in found)
-        for domain in strip:
-            if not domain or "@" in domain or " " in domain:
-                where.error(
-                    entry.line_of("strip_domain"),
-                    f'{label}: strip_domain "{domain}" is not a domain',
-                    "e.g. strip_domain: city.example",
-                )
-    required: tuple[str, ...] = ()
-    if "required_claims" in entry:
-        required = (
-            _strings(
-                where,
-                entry,
-                "required_claims",
-                f"{label}: required_claims",
-                "e.g. required_claims: [exp, iat, tid]",
-            )
-            or ()
-        )
 
-    leeway = _number(
-        where,
-        entry,
-        "leeway_seconds",
-        f"{label}: leeway_seconds",
-        DEFAULT_LEEWAY_SECONDS,
-        0,
-        MAX_LEEWAY_SECONDS,
-    )
-    refresh = _number(
-        where,
-        entry,
-        "jwks_refresh_seconds",
-        f"{label}: jwks_refresh_seconds",
-        DEFAULT_JWKS_REFRESH_SECONDS,
-        1,
-    )
-    max_age = _number(
-        where,
-        entry,
-        "jwks_max_age_seconds",
-        f"{label}: jwks_max_age_seconds",
-        DEFAULT_JWKS_MAX_AGE_SECONDS,
-        60,
-    )
-    timeout = _number(
-        where,
-        entry,
-        "jwks_timeout_seconds",
-        f"{label}: jwks_timeout_seconds",
-        DEFAULT_JWKS_TIMEOUT_SECONDS,
-        0.1,
-        60,
-    )
-    ca_file = None
-    if "ca_file" in entry:
-        value = entry.get("ca_file")
-        if not isinstance(value, str) or not where.file(value).is_file():
+def _strip_domains(where: _Where, entry: Node, label: str) -> tuple[str, ...]:
+    """The domains cut off a claim's value (jlee@city.example -> jlee): lower-case, without "@"."""
+    found = _optional_names(where, entry, "strip_domain", label, _STRIP_DOMAIN_FIX) or ()
+    strip = tuple(domain.removeprefix("@").casefold() for domain in found)
+    for domain in strip:
+        if not domain or "@" in domain or " " in domain:
             where.error(
-                entry.line_of("ca_file"),
-                f"{label}: ca_file {value!r} is not a file",
-                "give the PEM file of the CA that signed the JWKS server's certificate, relative to the config file",
+                entry.line_of("strip_domain"),
+                f'{label}: strip_domain "{domain}" is not a domain',
+                _STRIP_DOMAIN_FIX,
             )
-        else:
-            ca_file = where.file(value)
+    return strip
 
-    if len(where.problems.errors) > errors_before:
+
+def _ca_file(where: _Where, entry: Node, label: str) -> Path | None:
+    if "ca_file" not in entry:
         return None
-    if secret is not None:
-        keys.append(VerificationKey(secret))
-    return IssuerSettings(
-        issuer=name,
-        audiences=audiences,
-        algorithms=algorithms,
-        jwks_url=jwks_url,
-        keys=tuple(keys),
-        claims=claims,
-        strip_domains=strip,
-        required_claims=required,
-        leeway=leeway,
-        jwks_refresh=refresh,
-        jwks_max_age=max_age,
-        jwks_timeout=timeout,
-        ca_file=ca_file,
-        location=f"{where.path}:{line}",
-    )
+    value = entry.get("ca_file")
+    if not isinstance(value, str) or not where.file(value).is_file():
+        where.error(
+            entry.line_of("ca_file"),
+            f"{label}: ca_file {value!r} is not a file",
+            "give the PEM file of the CA that signed the JWKS server's certificate, relative to the config file",
+        )
+        return None
+    return where.file(value)
 
 
 def _algorithms(where: _Where, entry: Node, label: str) -> tuple[str, ...] | None:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
-from citygate.proxy.flags import Counting, FlagSettings, WindowTracker, expires_within, use_of_record
+from citygate.proxy.flags import Counting, FlagSettings, Use, WindowTracker, expires_within, use_of_record
 from citygate.proxy.grants import Grant
 
 UNKNOWN = "unknown"
@@ -100,12 +100,7 @@ def build_report(
     """Summaries per employee and department of the records in [since, until)."""
     windowed = {rule.id for rule in flags.windowed}
     tracker = WindowTracker(flags, zone)
-    people: dict[str, EmployeeSummary] = {}
-    grant_requests: Counter[str] = Counter()
-    last_use: dict[str, datetime] = {}
-    seen_rules: list[str] = [rule.id for rule in flags.rules]
-    decisions = 0
-
+    tally = _Tally(zone, rules=[rule.id for rule in flags.rules])
     for record in records:
         use = use_of_record(record)
         if use is None:
@@ -114,54 +109,100 @@ def build_report(
         counted = tracker.observe(use)
         if not since <= use.at < until:
             continue
-        decisions += 1
         # Recorded per-request flags stand as decided; windowed ones are evaluated afresh here,
         # over every process's records, so a process's early warning is not counted twice.
         raised = [str(flag) for flag in (record.get("citygate.flags") or []) if str(flag) not in windowed]
-        raised += counted
+        tally.add(record, use, raised + counted)
+    uses = tally.grant_uses(grants, since, until, expiring_days)
+    return Report(
+        city=city,
+        zone=zone,
+        since=since,
+        until=until,
+        expiring_days=expiring_days,
+        rules=tally.rules,
+        departments=_departments(tally.people.values()),
+        employees=sorted(tally.people.values(), key=lambda p: (p.department, -p.requests, p.user)),
+        grants=uses,
+        decisions=tally.decisions,
+    )
+
+
+@dataclass
+class _Tally:
+    """What build_report has counted so far: per employee, per grant, and the flag rules seen."""
+
+    zone: tzinfo
+    rules: list[str]  # flag rule ids: the configuration's, then others as records name them
+    people: dict[str, EmployeeSummary] = field(default_factory=dict)
+    grant_requests: Counter[str] = field(default_factory=Counter)
+    last_use: dict[str, datetime] = field(default_factory=dict)
+    decisions: int = 0
+
+    def add(self, record: Mapping[str, object], use: Use, raised: list[str]) -> None:
+        """A decision record of the period, with the flags it raised."""
+        self.decisions += 1
         if use.user is None:
-            continue  # nobody signed in: no employee to report on
-        person = people.get(use.user)
-        if person is None:
-            department = str(record.get("citygate.department") or UNKNOWN)
-            person = people[use.user] = EmployeeSummary(use.user, department)
-        elif person.department == UNKNOWN and record.get("citygate.department"):
-            person.department = str(record["citygate.department"])
+            return  # nobody signed in: no employee to report on
+        person = self._employee(use.user, record)
         for flag in raised:
             person.flags[flag] += 1
-            if flag not in seen_rules:
-                seen_rules.append(flag)
+            if flag not in self.rules:
+                self.rules.append(flag)
         if use.counts is Counting.USE:
-            person.requests += 1
-            local = use.at.astimezone(zone)
-            person.minutes.add((local.date(), local.hour * 60 + local.minute))
-            person.sites[use.site or UNKNOWN] += 1
-            grant_id = record.get("rule.id")
-            if grant_id:
-                person.grants_used.add(str(grant_id))
-                grant_requests[str(grant_id)] += 1
-                last_use[str(grant_id)] = max(use.at, last_use.get(str(grant_id), use.at))
+            self._count_use(person, record, use)
         elif use.counts is Counting.ATTEMPT:
             person.denied += 1
 
-    in_force = [grant for grant in grants if grant.valid_from < until and grant.valid_until > since]
-    uses = []
-    for grant in sorted(in_force, key=lambda g: (g.employee, g.id)):
-        person = people.get(grant.employee)
+    def _employee(self, user: str, record: Mapping[str, object]) -> EmployeeSummary:
+        """The employee's summary, its department the first one a record of theirs names."""
+        person = self.people.get(user)
         if person is None:
-            person = people[grant.employee] = EmployeeSummary(grant.employee, grant.department or UNKNOWN)
-        department = grant.department or person.department
-        expiring = expires_within(grant.valid_until, until, expiring_days)  # in force at the end, ending soon
-        if grant.id not in grant_requests:
-            person.grants_unused.add(grant.id)
-        if expiring:
-            person.grants_expiring.add(grant.id)
-        uses.append(
-            GrantUse(grant, department, grant_requests.get(grant.id, 0), last_use.get(grant.id), expiring)
-        )
+            department = str(record.get("citygate.department") or UNKNOWN)
+            person = self.people[user] = EmployeeSummary(user, department)
+        elif person.department == UNKNOWN and record.get("citygate.department"):
+            person.department = str(record["citygate.department"])
+        return person
 
+    def _count_use(self, person: EmployeeSummary, record: Mapping[str, object], use: Use) -> None:
+        person.requests += 1
+        local = use.at.astimezone(self.zone)
+        person.minutes.add((local.date(), local.hour * 60 + local.minute))
+        person.sites[use.site or UNKNOWN] += 1
+        grant_id = record.get("rule.id")
+        if grant_id:
+            person.grants_used.add(str(grant_id))
+            self.grant_requests[str(grant_id)] += 1
+            self.last_use[str(grant_id)] = max(use.at, self.last_use.get(str(grant_id), use.at))
+
+    def grant_uses(
+        self, grants: Sequence[Grant], since: datetime, until: datetime, expiring_days: int
+    ) -> list[GrantUse]:
+        """Each grant in force at some time in the period, with its use; marks the unused and expiring."""
+        in_force = [grant for grant in grants if grant.valid_from < until and grant.valid_until > since]
+        uses = []
+        for grant in sorted(in_force, key=lambda g: (g.employee, g.id)):
+            person = self.people.get(grant.employee)
+            if person is None:
+                person = self.people[grant.employee] = EmployeeSummary(
+                    grant.employee, grant.department or UNKNOWN
+                )
+            department = grant.department or person.department
+            # In force at the end, ending soon.
+            expiring = expires_within(grant.valid_until, until, expiring_days)
+            if grant.id not in self.grant_requests:
+                person.grants_unused.add(grant.id)
+            if expiring:
+                person.grants_expiring.add(grant.id)
+            requests = self.grant_requests.get(grant.id, 0)
+            uses.append(GrantUse(grant, department, requests, self.last_use.get(grant.id), expiring))
+        return uses
+
+
+def _departments(people: Iterable[EmployeeSummary]) -> list[DepartmentSummary]:
+    """The employees' summaries added up per department, the busiest first."""
     departments: dict[str, DepartmentSummary] = {}
-    for person in people.values():
+    for person in people:
         summary = departments.setdefault(person.department, DepartmentSummary(person.department))
         summary.employees += 1
         summary.requests += person.requests
@@ -171,18 +212,7 @@ def build_report(
         summary.grants_used += len(person.grants_used)
         summary.grants_unused += len(person.grants_unused)
         summary.grants_expiring += len(person.grants_expiring)
-    return Report(
-        city=city,
-        zone=zone,
-        since=since,
-        until=until,
-        expiring_days=expiring_days,
-        rules=seen_rules,
-        departments=sorted(departments.values(), key=lambda d: (-d.requests, d.department)),
-        employees=sorted(people.values(), key=lambda p: (p.department, -p.requests, p.user)),
-        grants=uses,
-        decisions=decisions,
-    )
+    return sorted(departments.values(), key=lambda d: (-d.requests, d.department))
 
 
 def report_csv(report: Report) -> str:

@@ -43,7 +43,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +123,26 @@ ODD_STYLES = ("comma-list",)
 IPV4_STYLES = ("ip-integer", "ip-hex")
 
 
+#: How each style spells a host: (the host, bracketed if IPv6; the base it was made from) -> text.
+SPELLINGS: dict[str, Callable[[str, str], str]] = {
+    "plain": lambda host, base: host,
+    "upper": lambda host, base: host.upper(),
+    "mixed": lambda host, base: "".join(c.upper() if i % 2 else c for i, c in enumerate(host)),
+    "trailing-dot": lambda host, base: host + ".",
+    "fullwidth-dots": lambda host, base: host.replace(".", "\u3002"),
+    "userinfo": lambda host, base: "user@" + host,
+    "nul": lambda host, base: host + "\x00",
+    "address-port-at": lambda host, base: "127.0.0.1:18081@" + host,
+    "percent-dot": lambda host, base: host.replace(".", "%2e", 1),
+    "space": lambda host, base: "www.example.org " + host,
+    "non-numeric-port": lambda host, base: host + ":http",
+    "comma-list": lambda host, base: "www.example.org, " + host,
+    "ip-integer": lambda host, base: str(int(ipaddress.IPv4Address(base))),
+    "ip-hex": lambda host, base: ".".join(f"0x{int(part):x}" for part in base.split(".")),
+}
+assert set(SPELLINGS) == {*SAME_HOST_STYLES, *MALFORMED_STYLES, *ODD_STYLES, *IPV4_STYLES}
+
+
 @dataclass(frozen=True)
 class Name:
     base: str  # the host it was made from
@@ -157,37 +177,7 @@ class Name:
     @property
     def text(self) -> str:
         host = f"[{self.base}]" if self.is_ipv6 else self.base
-        match self.style:
-            case "plain":
-                pass
-            case "upper":
-                host = host.upper()
-            case "mixed":
-                host = "".join(c.upper() if i % 2 else c for i, c in enumerate(host))
-            case "trailing-dot":
-                host += "."
-            case "fullwidth-dots":
-                host = host.replace(".", "\u3002")
-            case "userinfo":
-                host = "user@" + host
-            case "nul":
-                host += "\x00"
-            case "address-port-at":
-                host = "127.0.0.1:18081@" + host
-            case "percent-dot":
-                host = host.replace(".", "%2e", 1)
-            case "space":
-                host = "www.example.org " + host
-            case "non-numeric-port":
-                host += ":http"
-            case "comma-list":
-                host = "www.example.org, " + host
-            case "ip-integer":
-                host = str(int(ipaddress.IPv4Address(self.base)))
-            case "ip-hex":
-                host = ".".join(f"0x{int(part):x}" for part in self.base.split("."))
-            case _:  # pragma: no cover
-                raise AssertionError(self.style)
+        host = SPELLINGS[self.style](host, self.base)
         return host if self.port is None else f"{host}:{self.port}"
 
     @property

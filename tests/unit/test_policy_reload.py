@@ -115,6 +115,38 @@ def test_a_change_the_checks_depend_on_reads_every_file_again(tmp_path: Path, ch
         assert not {id(g) for g in incremental[2].grants} & {id(g) for g in first.grants}
 
 
+EDITS = ["add", "remove", "expire", "bad_site", "duplicate", "touch", "day", "drop_file"]
+
+
+def edit_grants(
+    rng: random.Random, tmp_path: Path, n: int, step: int, action: str, grants: list[dict]
+) -> None:
+    """What a director might do to grant file n (in `grants`, its grants as read)."""
+    if action == "add":
+        grants.append(grant(f"s{step}", f"new{step}", site=rng.choice(SITES)))
+    elif action == "remove" and grants:
+        grants.pop(rng.randrange(len(grants)))
+    elif action == "expire" and grants:
+        grants[rng.randrange(len(grants))].update(grant("x", "x", ago=400, days=30) | {"id": grants[0]["id"]})
+    elif action == "bad_site" and grants:
+        grants[rng.randrange(len(grants))]["sites"] = ["facebok"]
+    elif action == "duplicate":
+        other = read_grants(tmp_path, (n + 1) % 5) if grants_file(tmp_path, (n + 1) % 5).exists() else []
+        if other:
+            grants.append(dict(other[0]))
+
+
+def fix_the_mistakes(tmp_path: Path, previous: Policy) -> None:
+    """Rewrite every grant file from its valid grants, as a director fixing an error would."""
+    for k in range(5):
+        if grants_file(tmp_path, k).exists():
+            kept, ids = [], {g.id for g in previous.grants}
+            for entry in read_grants(tmp_path, k):
+                if entry["sites"] != ["facebok"] and entry["id"] not in {e["id"] for e in kept}:
+                    kept.append(entry)
+            write_grants(tmp_path, k, [e for e in kept if e["id"] in ids or e["id"].startswith("s")])
+
+
 def test_through_random_edits_an_incremental_reload_equals_a_fresh_load(tmp_path: Path):
     rng = random.Random(8)
     config = city(tmp_path, files=5, per_file=4)
@@ -124,23 +156,10 @@ def test_through_random_edits_an_incremental_reload_equals_a_fresh_load(tmp_path
     for step in range(60):
         n = rng.randrange(5)
         grants = read_grants(tmp_path, n) if grants_file(tmp_path, n).exists() else []
-        action = rng.choice(["add", "remove", "expire", "bad_site", "duplicate", "touch", "day", "drop_file"])
-        if action == "add":
-            grants.append(grant(f"s{step}", f"new{step}", site=rng.choice(SITES)))
-        elif action == "remove" and grants:
-            grants.pop(rng.randrange(len(grants)))
-        elif action == "expire" and grants:
-            grants[rng.randrange(len(grants))].update(
-                grant("x", "x", ago=400, days=30) | {"id": grants[0]["id"]}
-            )
-        elif action == "bad_site" and grants:
-            grants[rng.randrange(len(grants))]["sites"] = ["facebok"]
-        elif action == "duplicate":
-            other = read_grants(tmp_path, (n + 1) % 5) if grants_file(tmp_path, (n + 1) % 5).exists() else []
-            if other:
-                grants.append(dict(other[0]))
-        elif action == "day":
+        action = rng.choice(EDITS)
+        if action == "day":
             today += timedelta(days=rng.choice([0, 1, 40]))
+        edit_grants(rng, tmp_path, n, step, action, grants)
         if action == "drop_file":
             grants_file(tmp_path, n).unlink(missing_ok=True)
         else:
@@ -154,13 +173,6 @@ def test_through_random_edits_an_incremental_reload_equals_a_fresh_load(tmp_path
             loaded += 1
             previous = incremental[2]
         elif rng.random() < 0.7:
-            # Mostly, the director fixes the mistake: rewrite the file from its valid grants.
-            for k in range(5):
-                if grants_file(tmp_path, k).exists():
-                    kept, ids = [], {g.id for g in previous.grants}
-                    for entry in read_grants(tmp_path, k):
-                        if entry["sites"] != ["facebok"] and entry["id"] not in {e["id"] for e in kept}:
-                            kept.append(entry)
-                    write_grants(tmp_path, k, [e for e in kept if e["id"] in ids or e["id"].startswith("s")])
+            fix_the_mistakes(tmp_path, previous)  # mostly, the director fixes the mistake
 
     assert loaded >= 20 and reused >= 10, (loaded, reused)  # the reuse was exercised, not bypassed
