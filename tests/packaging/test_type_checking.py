@@ -1,0 +1,21 @@
+"""citygate/: the links through which mypy, pyright and editors resolve citygate.* (README "Development")."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_citygate_holds_a_relative_link_to_each_installed_folder_and_nothing_else() -> None:
+    # As installed, citygate is a namespace package (no __init__.py) of the mapped folders.
+    package_dir = PYPROJECT["tool"]["setuptools"]["package-dir"]
+    expected = {name.removeprefix("citygate."): f"../{folder}" for name, folder in package_dir.items()}
+
+    found = {path.name: os.readlink(path) for path in (REPO / "citygate").iterdir()}
+
+    assert found == expected
+    assert all((REPO / "citygate" / name / "__init__.py").is_file() for name in found)
