@@ -84,7 +84,7 @@ class Metrics:
         policy = gate.policy if gate is not None else None
         if policy is None:
             return  # the gate refuses to run without a configuration
-        settings = policy.sections.get("metrics") or MetricsSettings()
+        settings = policy.features.metrics
         try:
             settings = with_listen(settings, getattr(ctx.options, LISTEN_OPTION, ""))
         except ValueError as exc:
