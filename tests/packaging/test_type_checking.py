@@ -19,3 +19,15 @@ def test_citygate_holds_a_relative_link_to_each_installed_folder_and_nothing_els
 
     assert found == expected
     assert all((REPO / "citygate" / name / "__init__.py").is_file() for name in found)
+
+
+def test_every_module_the_mypy_overrides_name_exists() -> None:
+    # A module renamed or moved would silently leave the strict checks.
+    modules = [module for override in PYPROJECT["tool"]["mypy"]["overrides"] for module in override["module"]]
+
+    missing = [
+        module for module in modules if not (REPO / Path(*module.split("."))).with_suffix(".py").is_file()
+    ]
+
+    assert modules
+    assert missing == []
