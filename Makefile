@@ -3,7 +3,7 @@
 #   make demo-site   an ordinary HTTPS site on 127.0.0.1:8443, to try the demo offline
 #   make test    run the whole test suite
 #   make fuzz    the wire property test with 50,000 examples (tests/e2e/test_wire_fuzz.py)
-#   make lint    ruff
+#   make lint    ruff and mypy
 #   make bench   citygate vs bare mitmdump vs Squid, side by side (BENCHMARKS.md);
 #                also bench-capped, bench-quick, bench-core, bench-memory, bench-scaleout
 
@@ -35,6 +35,7 @@ check: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The wire property test (tests/e2e/test_wire_fuzz.py) with 50,000 examples instead of 2,000: about
@@ -45,6 +46,7 @@ fuzz: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmark-only system packages: nginx, wrk, curl, socat, squid, haproxy (tools/bench-deps).
 bench-deps:
@@ -74,4 +76,4 @@ bench-scaleout: $(STAMP) bench-deps
 	$(BIN)/python bench/scaleout.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv.lock .pytest_cache
+	rm -rf $(VENV) .venv.lock .pytest_cache .mypy_cache

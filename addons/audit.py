@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from mitmproxy import connection, ctx, http
@@ -50,7 +50,7 @@ class AuditLog:
         self.settings: AuditSettings | None = None
         self.writer: AuditWriter | None = None
         self.refusals_total = 0
-        self._timezone = UTC
+        self._timezone: tzinfo = UTC
         self._closing: asyncio.Future[None] | None = None
         # Ordinary connections being counted: client connection id -> host -> [started, in, out].
         self._ordinary: dict[str, dict[str, list]] = {}
@@ -118,7 +118,7 @@ class AuditLog:
         policy = loaded_policy()
         if policy is None:
             return  # the gate refuses to run without a configuration
-        settings = policy.sections.get("audit") or AuditSettings()
+        settings = policy.features.audit
         if ctx.options.citygate_audit_directory:
             settings = replace(settings, directory=Path(ctx.options.citygate_audit_directory))
         # Under `citygate run --workers N` each worker keeps its own chain, in its own subfolder.

@@ -7,6 +7,8 @@ counter per flow, however many addons want the figure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mitmproxy import http
 
 _STREAMED = "citygate.streamed_bytes"
@@ -20,7 +22,7 @@ def count_streamed_body(flow: http.HTTPFlow) -> None:
     inner = response.stream
     flow.metadata[_STREAMED] = 0
 
-    def count(chunk: bytes) -> bytes | object:
+    def count(chunk: bytes) -> Iterable[bytes] | bytes:
         flow.metadata[_STREAMED] += len(chunk)
         return inner(chunk) if callable(inner) else chunk
 

@@ -35,7 +35,7 @@ class Flags:
         policy = loaded_policy()
         if policy is None:
             return
-        settings = policy.sections.get("flags") or FlagSettings()
+        settings = policy.features.flags
         if settings != self.settings or policy.timezone != self.zone:
             # New rules start counting afresh; unchanged rules keep today's counts.
             self.settings, self.zone = settings, policy.timezone

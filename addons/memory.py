@@ -42,6 +42,6 @@ class MemoryGuard:
         _trim(flow.messages)
 
 
-def _trim(messages: list[object]) -> None:
+def _trim[M](messages: list[M]) -> None:
     if len(messages) > KEEP_MESSAGES:
         del messages[:-KEEP_MESSAGES]

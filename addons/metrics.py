@@ -86,7 +86,7 @@ class Metrics:
         policy = config.policy if config is not None else None
         if config is None or policy is None:
             return  # the gate refuses to run without a configuration
-        settings = policy.sections.get("metrics") or MetricsSettings()
+        settings = policy.features.metrics
         try:
             settings = with_listen(settings, getattr(ctx.options, LISTEN_OPTION, ""))
         except ValueError as exc:

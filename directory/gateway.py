@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -230,13 +230,15 @@ class DirectoryGateway:
         """Everyone in any of the groups; groups the directory could not list are left out."""
         found: dict[str, Person] = {}
         names = list(dict.fromkeys(groups))
+        listed: Sequence[list[Person] | None]
         if self._executor is None:
-            listed = []
+            answered: list[list[Person]] = []
             for group in names:
                 try:
-                    listed.append(await self._call(self.backend.group_members, group))
+                    answered.append(await self._call(self.backend.group_members, group))
                 except DirectoryUnavailable as exc:
                     log.warning("directory unavailable listing group %s: %s", group, exc)
+            listed = answered
         else:
             # Every block page lists its approvers: when every group is cached and fresh, answer
             # without scheduling a task per group.

@@ -33,7 +33,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ldap3 import BASE, DEREF_NEVER, NONE, SIMPLE, SUBTREE, SYNC, Connection, Server, Tls
@@ -462,7 +462,7 @@ class LdapDirectory:
         query: str,
         attributes: list[str],
         *,
-        scope: str = SUBTREE,
+        scope: Literal["BASE", "SUBTREE"] = SUBTREE,
         size_limit: int = 0,
         paged: bool = False,
         missing_ok: bool = False,

@@ -138,7 +138,7 @@ class _Reader:
         if value not in choices:
             self.error(key, f"unknown value {value!r}", f"use one of: {', '.join(choices)}")
             return default
-        return value  # type: ignore[return-value]
+        return value
 
     def dn(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self.string(key, default, required=required)
@@ -217,9 +217,9 @@ class _Reader:
         password = self.password()
 
         values = {key: self.string(key, preset[key]) for key in _ATTRIBUTE_KEYS}
-        for key in _ATTRIBUTE_KEYS:
-            if values[key] is not None and not _ATTRIBUTE.fullmatch(values[key]):
-                self.error(key, f"{values[key]!r} is not an attribute name", f"e.g. {key}: {preset[key]}")
+        for key, value in values.items():
+            if value is not None and not _ATTRIBUTE.fullmatch(value):
+                self.error(key, f"{value!r} is not an attribute name", f"e.g. {key}: {preset[key]}")
         filters = {key: self.search_filter(key, preset[key]) for key in _FILTER_KEYS}
         groups = self.choice("groups", preset["groups"], GROUP_MODES)
         disabled = self.choice("disabled", preset["disabled"], DISABLED_MARKERS)
@@ -231,14 +231,12 @@ class _Reader:
                 "e.g. disabled_filter: '(employeeType=separated)'",
             )
 
-        settings_numbers = {
-            "exhaust": self.number("exhaust", 30, 0, 3600),
-            "retries": int(self.number("retries", 1, 0, 5, whole=True)),
-            "connect_timeout": self.number("connect_timeout", 3, 0.1, 60),
-            # Whole seconds: ldap3 2.9.1 packs the receive timeout into SO_RCVTIMEO as an integer.
-            "receive_timeout": int(self.number("receive_timeout", 5, 1, 120, whole=True)),
-            "pool_size": int(self.number("pool_size", 8, 1, 64, whole=True)),
-        }
+        exhaust = self.number("exhaust", 30, 0, 3600)
+        retries = int(self.number("retries", 1, 0, 5, whole=True))
+        connect_timeout = self.number("connect_timeout", 3, 0.1, 60)
+        # Whole seconds: ldap3 2.9.1 packs the receive timeout into SO_RCVTIMEO as an integer.
+        receive_timeout = int(self.number("receive_timeout", 5, 1, 120, whole=True))
+        pool_size = int(self.number("pool_size", 8, 1, 64, whole=True))
         strategy = self.choice("strategy", "first", STRATEGIES)
 
         if self.problems.errors:
@@ -256,9 +254,13 @@ class _Reader:
             start_tls=start_tls,
             ca_file=ca_file,
             strategy=strategy,
+            exhaust=exhaust,
+            retries=retries,
+            connect_timeout=connect_timeout,
+            receive_timeout=receive_timeout,
+            pool_size=pool_size,
             **{key: value for key, value in values.items() if value is not None},
             **{key: value for key, value in filters.items() if value is not None},
-            **settings_numbers,
         )
 
     def servers(self) -> list[tuple[str, str, bool]]:

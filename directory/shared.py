@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from citygate.directory.cache import CacheSettings
 from citygate.directory.model import Directory, Person
@@ -143,7 +143,8 @@ class SharedAnswers:
         with self._lock:
             self.directory_calls[name] = self.directory_calls.get(name, 0) + 1
 
-    def _read(self, kind: str, key: str) -> tuple[object, float] | None:
+    def _read(self, kind: str, key: str) -> tuple[Any, float] | None:
+        """The answer as `_write` stored it (decoded JSON) and its age in seconds, or None."""
         with self._lock:
             try:
                 row = (

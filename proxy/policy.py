@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
 from citygate.directory.problems import ConfigError, Problems
 from citygate.directory.settings import DirectorySettings
-from citygate.proxy.audit.config import parse_audit_section
+from citygate.proxy.audit.config import AuditSettings, parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
-from citygate.proxy.flags import parse_flags_section
+from citygate.proxy.flags import FlagSettings, parse_flags_section
 from citygate.proxy.grants import Grant, GrantLoader, ReadFile
-from citygate.proxy.identity.config import parse_identity_section
-from citygate.proxy.metrics.config import parse_metrics_section
-from citygate.proxy.pac import parse_pac_section
+from citygate.proxy.identity.config import IdentitySettings, parse_identity_section
+from citygate.proxy.metrics.config import MetricsSettings, parse_metrics_section
+from citygate.proxy.pac import PacSettings, parse_pac_section
 from citygate.proxy.yamlfile import Node, read_yaml
 
 DEFAULT_MAX_GRANT_DAYS = 365
@@ -86,26 +87,33 @@ class PolicyText:
 
 
 @dataclass(frozen=True, slots=True)
-class Section:
-    """A config section owned by one feature (audit log, metrics, identity providers, ...).
+class FeatureSettings:
+    """The config sections owned by one feature each (PAC file, identity providers, audit log, ...).
 
-    The feature's module parses it; the policy keeps the result under the section's name, so
-    `citygate check` validates every section and the feature reads `policy.sections[name]`.
+    Each field is the section of the same name, parsed by the feature's own module: so
+    `citygate check` validates every section, and the feature reads `policy.features.<name>`.
+    A section that is absent gets the feature's defaults.
     """
 
-    name: str
-    parse: Callable[[Path, Node | None, int, Problems], object]
+    pac: PacSettings = field(default_factory=PacSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    flags: FlagSettings = field(default_factory=FlagSettings)
 
 
-# Each feature adds its Section here; parse(config_path, node or None, line, problems) returns
-# the feature's settings (defaults when the node is None) and records problems with file:line.
-SECTIONS: tuple[Section, ...] = (
-    Section("pac", parse_pac_section),
-    Section("identity", parse_identity_section),
-    Section("audit", parse_audit_section),
-    Section("metrics", parse_metrics_section),
-    Section("flags", parse_flags_section),
-)
+#: The features' section names, in the order they are read (and listed among the known settings).
+SECTION_NAMES = tuple(f.name for f in fields(FeatureSettings))
+
+
+class Sections(TypedDict):
+    """`Policy.sections`: the features' settings by section name, for code written before `features`."""
+
+    pac: PacSettings
+    identity: IdentitySettings
+    audit: AuditSettings
+    metrics: MetricsSettings
+    flags: FlagSettings
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ class Policy:
     directory: DirectorySettings
     sources: tuple[Path, ...]
     warnings: tuple[str, ...] = ()
-    sections: Mapping[str, object] = field(default_factory=dict)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
     grants_dir: Path | None = None  # watched for new grant files
     _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
     enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
@@ -137,6 +145,21 @@ class Policy:
     @property
     def approver_groups(self) -> frozenset[str]:
         return self.approval.director_groups | self.approval.executive_groups
+
+    @property
+    def sections(self) -> Sections:
+        """`features` by section name (`policy.sections["audit"]` is `policy.features.audit`).
+
+        Kept for code that still reads the settings by name; new code reads `features`.
+        """
+        features = self.features
+        return Sections(
+            pac=features.pac,
+            identity=features.identity,
+            audit=features.audit,
+            metrics=features.metrics,
+            flags=features.flags,
+        )
 
 
 def load_policy(config_path: Path, *, today: date | None = None, previous: Policy | None = None) -> Policy:
@@ -160,7 +183,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         raise ConfigError(problems)
     base = config_path.parent
 
-    known_keys = (*CONFIG_KEYS, *(section.name for section in SECTIONS))
+    known_keys = (*CONFIG_KEYS, *SECTION_NAMES)
     for key in sorted(set(document) - set(known_keys)):
         problems.error(
             config_path,
@@ -201,18 +224,15 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
     )
     grants = [grant for path in grant_files for grant in loader.load_file(path)]
 
-    sections = {}
-    for section in SECTIONS:
-        node = document.get(section.name)
-        if node is not None and not isinstance(node, Node):
-            problems.error(
-                config_path,
-                document.line_of(section.name),
-                f'"{section.name}:" must be a mapping of settings',
-                "indent its settings under it",
-            )
-            node = None
-        sections[section.name] = section.parse(config_path, node, document.line_of(section.name), problems)
+    # Read in SECTION_NAMES's order (keyword arguments are evaluated left to right), so their
+    # problems are listed in that order.
+    features = FeatureSettings(
+        pac=_section(config_path, document, "pac", parse_pac_section, problems),
+        identity=_section(config_path, document, "identity", parse_identity_section, problems),
+        audit=_section(config_path, document, "audit", parse_audit_section, problems),
+        metrics=_section(config_path, document, "metrics", parse_metrics_section, problems),
+        flags=_section(config_path, document, "flags", parse_flags_section, problems),
+    )
 
     if problems.errors:
         raise ConfigError(problems)
@@ -231,11 +251,31 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         sources=(config_path, catalog_path, *grant_files),
         grants_dir=grants_dir,
         warnings=tuple(str(p) for p in problems.warnings),
-        sections=MappingProxyType(sections),
+        features=features,
         enforcement=enforcement,
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
         read_files=MappingProxyType(loader.read),
     )
+
+
+def _section[T](
+    path: Path,
+    document: Node,
+    name: str,
+    parse: Callable[[Path, Node | None, int, Problems], T],
+    problems: Problems,
+) -> T:
+    """A feature's section, parsed by the feature's `parse` (its defaults when it is absent)."""
+    node = document.get(name)
+    if node is not None and not isinstance(node, Node):
+        problems.error(
+            path,
+            document.line_of(name),
+            f'"{name}:" must be a mapping of settings',
+            "indent its settings under it",
+        )
+        node = None
+    return parse(path, node, document.line_of(name), problems)
 
 
 def _digest(path: Path) -> bytes | None:

@@ -8,7 +8,7 @@ duplicated key (two `expires:` in one grant) must be an error rather than a sile
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,7 +32,15 @@ class Items(list[Any]):
     item_lines: list[int]
 
 
-class _Lines:
+if TYPE_CHECKING:
+    # What the mixin below extends, for a type checker: at run time it is mixed into PyYAML's
+    # SafeLoader or libyaml's CSafeLoader, which share SafeConstructor's methods.
+    _Loader = yaml.SafeLoader
+else:
+    _Loader = object
+
+
+class _Lines(_Loader):
     """The constructors that keep line numbers and catch duplicated keys, for either parser."""
 
     def __init__(self, stream: str, path: Path, problems: Problems) -> None:
@@ -40,7 +48,9 @@ class _Lines:
         self._path = path
         self._problems = problems
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Node:
+    # Narrower than typeshed's dict[Hashable, ...] (a dict type is invariant in its keys): YAML keys
+    # are made text here.
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Node:  # type: ignore[override]
         mapping = Node()
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {}
@@ -68,7 +78,8 @@ class _Lines:
         items.item_lines = [child.start_mark.line + 1 for child in node.value]
         return items
 
-    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:
+    # Wider than typeshed's date, by design: an impossible date is returned as its text.
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> object:  # type: ignore[override]
         # "2026-02-30" looks like a date to YAML but is none; keep the text, so the caller can
         # report it at its line instead of PyYAML raising ValueError.
         try:
@@ -77,7 +88,7 @@ class _Lines:
             return self.construct_scalar(node)
 
 
-class _LineLoader(_Lines, yaml.SafeLoader):  # type: ignore[misc]
+class _LineLoader(_Lines, yaml.SafeLoader):
     """PyYAML's own parser: the reference, and the one whose error messages are reported."""
 
 
@@ -88,16 +99,16 @@ class _LineLoader(_Lines, yaml.SafeLoader):  # type: ignore[misc]
 _FastLineLoader: type[_Lines] | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CLineLoader(_Lines, yaml.CSafeLoader):  # type: ignore[misc]
+    class _CLineLoader(_Lines, yaml.CSafeLoader):
         pass
 
     _FastLineLoader = _CLineLoader
 
 for _loader in (_LineLoader, _FastLineLoader):
     if _loader is not None:
-        _loader.add_constructor("tag:yaml.org,2002:timestamp", _loader.construct_yaml_timestamp)  # type: ignore[attr-defined]
-        _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _loader.construct_mapping)  # type: ignore[attr-defined]
-        _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _loader.construct_sequence)  # type: ignore[attr-defined]
+        _loader.add_constructor("tag:yaml.org,2002:timestamp", _loader.construct_yaml_timestamp)
+        _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _loader.construct_mapping)
+        _loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _loader.construct_sequence)
 
 _UNPARSED = object()
 
@@ -109,11 +120,11 @@ def _read_fast(text: str, path: Path, problems: Problems) -> Any:
     found = Problems()  # kept only if the whole file reads, so nothing is reported twice
     loader = _FastLineLoader(text, path, found)
     try:
-        document = loader.get_single_data()  # type: ignore[attr-defined]
+        document = loader.get_single_data()
     except yaml.YAMLError:
         return _UNPARSED
     finally:
-        loader.dispose()  # type: ignore[attr-defined]
+        loader.dispose()
     problems.extend(found)
     return document
 

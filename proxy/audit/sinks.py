@@ -66,15 +66,15 @@ class SyslogSink:
         target = syslog_target(settings.address)
         if target is None:
             raise ValueError(f"not a syslog address: {settings.address}")
-        kind, address = target
+        _, address = target
         self.settings = settings
         self.hostname = socket.gethostname()
         self.procid = os.getpid()
-        if kind == "udp":
-            host, port = address  # type: ignore[misc]
+        if isinstance(address, tuple):  # ("udp", (host, port)); else ("unix", path)
+            host, port = address
             info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
             self.sock = socket.socket(info[0], socket.SOCK_DGRAM)
-            self.address: object = info[4]
+            self.address: str | tuple[object, ...] = info[4]
         else:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.address = address
@@ -89,7 +89,7 @@ class SyslogSink:
             hostname=self.hostname,
             procid=self.procid,
         )
-        self.sock.sendto(datagram, self.address)  # type: ignore[arg-type]
+        self.sock.sendto(datagram, self.address)
 
     def close(self) -> None:
         self.sock.close()

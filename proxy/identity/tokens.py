@@ -40,7 +40,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 SUPPORTED_ALGORITHMS = SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 #: What an issuer accepts unless its config says otherwise: public-key algorithms only.
-DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 #: RSA keys shorter than this are refused (NIST SP 800-131A); pyjwt's own floor is the same.
 MIN_RSA_BITS = 2048
 #: HMAC secrets shorter than the hash are refused (RFC 7518 section 3.2).

@@ -101,7 +101,7 @@ class MetricsServer:
     def _app(self, environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "/")
         if path == "/metrics":
-            return self._metrics(environ, start_response)  # type: ignore[no-any-return]
+            return self._metrics(environ, start_response)
         route = self.routes.get(path)
         if route is not None:
             status, content_type, body = route()

@@ -50,9 +50,21 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from citygate.directory.shared import SHARED_DIR_ENV
 from citygate.proxy.runtime.worker_env import WORKER_ENV, WORKERS_ENV, worker_index
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from mitmproxy.proxy.mode_servers import AsyncioServerInstance
+    from mitmproxy.proxy.mode_specs import RegularMode
+    from mitmproxy_rs.udp import UdpServer
+    from mitmproxy_rs.wireguard import WireGuardServer
+
+    # What mitmproxy's AsyncioServerInstance.listen returns.
+    _Servers = list[asyncio.Server | UdpServer | WireGuardServer]
 
 # Between the supervisor and a worker it starts: the inherited listening sockets, the pipe on
 # which the worker says it is serving, the supervisor's pid and the port.
@@ -114,7 +126,7 @@ def bind_listeners(
     sets: list[list[socket.socket]] = []
     try:
         for _ in range(count if reuse_port else 1):
-            listeners = []
+            listeners: list[socket.socket] = []
             sets.append(listeners)
             for family, (address, _) in addresses:
                 # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose
@@ -146,19 +158,22 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
     from mitmproxy.proxy import mode_servers, mode_specs
 
     bind = mode_servers.RegularInstance.listen
+    inherited_port = port
 
-    async def listen(self: mode_servers.RegularInstance, host: str, wanted: int) -> list[object]:
-        if not isinstance(self.mode, mode_specs.RegularMode) or wanted != port:
-            return await bind(self, host, wanted)
+    async def listen(self: AsyncioServerInstance[RegularMode], host: str, port: int) -> _Servers:
+        if not isinstance(self.mode, mode_specs.RegularMode) or port != inherited_port:
+            return await bind(self, host, port)
         # A duplicate for each server: mitmproxy closes its servers when it stops them, and the
         # inherited socket must stay open should it start them again (an option change).
-        servers = [
+        servers: _Servers = [
             await asyncio.start_server(self.handle_stream, sock=sock.dup(), backlog=BACKLOG)
             for sock in listeners
         ]
         on_listening()
         return servers
 
+    # Replacing a method of mitmproxy's class is what this is for: mypy rejects any assignment to
+    # a method, whatever its type.
     mode_servers.RegularInstance.listen = listen  # type: ignore[method-assign]
 
 
@@ -396,7 +411,7 @@ def supervise(args: argparse.Namespace) -> int:
     os.environ[SHARED_DIR_ENV] = shared
     try:
         # One metrics listener for the whole service, merging every worker's metrics.
-        with shared_metrics(policy.sections.get("metrics"), args.set, args.workers) as on_worker_exit:  # type: ignore[arg-type]
+        with shared_metrics(policy.features.metrics, args.set, args.workers) as on_worker_exit:
             return _Supervisor(args, listeners, port, on_worker_exit=on_worker_exit).run()
     finally:
         for sock in {id(s): s for group in listeners for s in group}.values():

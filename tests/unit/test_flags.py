@@ -318,7 +318,7 @@ flags:
 
 def test_flags_section_is_parsed(policy_files):
     policy = policy_files.load(config=policy_files.mini_config + FLAGS_SECTION)
-    settings = policy.sections["flags"]
+    settings = policy.features.flags
 
     hours, busy, retries, renew = settings.rules
     assert hours == Rule(
@@ -341,7 +341,7 @@ def test_flags_section_is_parsed(policy_files):
 
 
 def test_without_a_flags_section_there_are_no_rules(policy_files):
-    assert policy_files.load().sections["flags"] == FlagSettings()
+    assert policy_files.load().features.flags == FlagSettings()
 
 
 @pytest.mark.parametrize(

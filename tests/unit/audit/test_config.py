@@ -7,7 +7,7 @@ from citygate.proxy.audit.config import DEFAULT_DIRECTORY, AuditSettings, Fsync,
 
 
 def test_without_a_section_the_defaults_apply(policy_files):
-    settings = policy_files.load().sections["audit"]
+    settings = policy_files.load().features.audit
 
     assert settings == AuditSettings()
     assert settings.directory == DEFAULT_DIRECTORY
@@ -34,7 +34,7 @@ def test_every_setting_is_read_and_the_folder_is_relative_to_the_config(policy_f
         "  anchor_interval_s: 5\n"
     )
 
-    settings = policy_files.load(config=config).sections["audit"]
+    settings = policy_files.load(config=config).features.audit
 
     assert settings == AuditSettings(
         directory=policy_files.root / "../var/log",

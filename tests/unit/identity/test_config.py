@@ -30,7 +30,7 @@ def ec_signer() -> Signer:
 
 def identity(policy_files, section: str) -> IdentitySettings:
     policy = policy_files.load(config=policy_files.mini_config + section)
-    return policy.sections["identity"]
+    return policy.features.identity
 
 
 def problems(policy_files, section: str) -> list[str]:
@@ -42,7 +42,7 @@ def test_without_the_section_only_basic_is_accepted(policy_files):
     assert settings == IdentitySettings()
     assert not settings.bearer_enabled
     assert settings.source_for("127.0.0.1") is None
-    assert load_policy(DEMO_CONFIG).sections["identity"] == IdentitySettings()
+    assert load_policy(DEMO_CONFIG).features.identity == IdentitySettings()
 
 
 def test_the_commented_example_in_the_demo_config_is_valid(policy_files, tmp_path):

@@ -10,7 +10,7 @@ from citygate.proxy.runtime.metrics_http import listen_override, with_listen
 
 
 def test_without_a_metrics_section_metrics_are_served_on_localhost_9090(policy_files):
-    settings = policy_files.load().sections["metrics"]
+    settings = policy_files.load().features.metrics
 
     assert settings == MetricsSettings()
     assert (settings.enabled, settings.listen, settings.expiring_days) == (True, "127.0.0.1:9090", 14)
@@ -22,7 +22,7 @@ def test_every_metrics_setting_is_read(policy_files):
         "  expiring_days: 30\n  max_departments: 12\n"
     )
 
-    settings = policy_files.load(config=policy_files.mini_config + section).sections["metrics"]
+    settings = policy_files.load(config=policy_files.mini_config + section).features.metrics
 
     assert settings == MetricsSettings(
         enabled=False, host="::1", port=9100, refresh_seconds=0.5, expiring_days=30, max_departments=12
