@@ -112,7 +112,7 @@ class Configuration:
         self.loads["success"] += 1
         for warning in policy.warnings:
             log.warning(warning)
-        identities = IdentityResolver(directory, policy.sections.get("identity"))  # type: ignore[arg-type]
+        identities = IdentityResolver(directory, policy.features.identity)
         identities.prefetch_keys()
         previous, self.current = self.current, Loaded(policy, directory, identities)
         if previous is not None and previous.directory is not directory:

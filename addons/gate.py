@@ -385,8 +385,8 @@ class CityGate:
         catalog = self._loaded().policy.catalog
         named: list[tuple[str, SiteMatch | None]] = []
         for raw in hosts:
-            host = normalize_host(raw)
-            named.append((host.name, catalog.match(host)) if host else (raw, None))
+            normalized = normalize_host(raw)
+            named.append((normalized.name, catalog.match(normalized)) if normalized else (raw, None))
         host, match = next((pair for pair in named if pair[1] is not None), named[0] if named else ("", None))
         evidence = Evidence(
             employee=identity.user if identity and identity.user else None,

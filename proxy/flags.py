@@ -255,8 +255,11 @@ class WindowTracker:
             for key in [key for key in table if key[3] < keep_from]:
                 del table[key]
         longest = max((rule.window for rule in self.settings.rules), default=timedelta(0))
-        for key in [key for key, times in self._attempts.items() if not times or times[-1] <= at - longest]:
-            del self._attempts[key]
+        stale = [
+            attempt for attempt, times in self._attempts.items() if not times or times[-1] <= at - longest
+        ]
+        for attempt in stale:
+            del self._attempts[attempt]
 
 
 def windowed_flags(

@@ -14,7 +14,6 @@ from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
@@ -106,16 +105,6 @@ class FeatureSettings:
 SECTION_NAMES = tuple(f.name for f in fields(FeatureSettings))
 
 
-class Sections(TypedDict):
-    """`Policy.sections`: the features' settings by section name, for code written before `features`."""
-
-    pac: PacSettings
-    identity: IdentitySettings
-    audit: AuditSettings
-    metrics: MetricsSettings
-    flags: FlagSettings
-
-
 @dataclass(frozen=True)
 class Policy:
     city: str
@@ -145,21 +134,6 @@ class Policy:
     @property
     def approver_groups(self) -> frozenset[str]:
         return self.approval.director_groups | self.approval.executive_groups
-
-    @property
-    def sections(self) -> Sections:
-        """`features` by section name (`policy.sections["audit"]` is `policy.features.audit`).
-
-        Kept for code that still reads the settings by name; new code reads `features`.
-        """
-        features = self.features
-        return Sections(
-            pac=features.pac,
-            identity=features.identity,
-            audit=features.audit,
-            metrics=features.metrics,
-            flags=features.flags,
-        )
 
 
 def load_policy(config_path: Path, *, today: date | None = None, previous: Policy | None = None) -> Policy:

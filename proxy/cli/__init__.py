@@ -218,11 +218,11 @@ def _lighten_log_records() -> None:
     """
     import logging
 
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # new in 3.12; typeshed lacks it
 
 
 # --- check -----------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.proxy.audit.chain import ChainVerifier, Report
-from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.audit.record import DECISION_FIELDS
@@ -300,7 +299,7 @@ def write_matches(
     matched = 0
     matches = merged(found, log_filter, counter)
     if output_format == "jsonl":
-        binary = out.buffer  # type: ignore[attr-defined]
+        binary = out.buffer
         for line, _ in matches:
             binary.write(line if line.endswith(b"\n") else line + b"\n")
             matched += 1
@@ -389,6 +388,4 @@ def _config_facts(config: str) -> tuple[tzinfo, Path | None]:
         policy = load_policy(path)
     except ConfigError:
         return UTC, None
-    settings = policy.sections.get("audit")
-    directory = settings.directory if isinstance(settings, AuditSettings) else None
-    return policy.timezone, directory
+    return policy.timezone, policy.features.audit.directory

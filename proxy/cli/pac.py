@@ -42,7 +42,7 @@ def _pac_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"citygate: the configuration is invalid:\n{exc}", file=sys.stderr)
         return 1
-    settings = policy.sections["pac"]
+    settings = policy.features.pac
     assert isinstance(settings, PacSettings)
     if not settings.proxies:
         print(

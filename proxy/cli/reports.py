@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from citygate.directory.problems import ConfigError
-from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import expand_chains
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.cli.audit import merged
@@ -102,8 +101,8 @@ def run_report(args: argparse.Namespace) -> int:
     found = _chains(args.paths, policy)
     if found is None:
         return 2
-    flags = policy.sections.get("flags") or FlagSettings()
-    metrics = policy.sections.get("metrics") or MetricsSettings()
+    flags = policy.features.flags
+    metrics = policy.features.metrics
     # A day of records before the period feeds the windowed rules (a budget runs per city day,
     # repeated denials over a window), so the period's first hours are judged like the others.
     lead = max(
@@ -188,8 +187,7 @@ def _policy(config: str) -> Policy | None:
 
 def _chains(paths: list[Path], policy: Policy) -> list[list[Path]] | None:
     if not paths:
-        settings = policy.sections.get("audit")
-        paths = [settings.directory] if isinstance(settings, AuditSettings) else []
+        paths = [policy.features.audit.directory]
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         print(

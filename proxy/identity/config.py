@@ -246,7 +246,7 @@ def _number(
     integer: bool = False,
 ) -> float:
     value = entry.get(key, default)
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    kinds: tuple[type[int] | type[float], ...] = (int,) if integer else (int, float)
     if (
         isinstance(value, bool)
         or not isinstance(value, kinds)

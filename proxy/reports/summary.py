@@ -111,7 +111,9 @@ def build_report(
             continue
         # Recorded per-request flags stand as decided; windowed ones are evaluated afresh here,
         # over every process's records, so a process's early warning is not counted twice.
-        raised = [str(flag) for flag in (record.get("citygate.flags") or []) if str(flag) not in windowed]
+        recorded = record.get("citygate.flags")
+        recorded_flags = recorded if isinstance(recorded, list) else []
+        raised = [str(flag) for flag in recorded_flags if str(flag) not in windowed]
         tally.add(record, use, raised + counted)
     uses = tally.grant_uses(grants, since, until, expiring_days)
     return Report(

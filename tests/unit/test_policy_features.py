@@ -20,13 +20,8 @@ def test_a_section_is_parsed_into_the_field_of_its_name(policy_files):
     assert features == FeatureSettings(pac=features.pac)
 
 
-def test_sections_by_name_are_the_same_settings(policy_files):
-    # `policy.sections[name]` is kept for code that reads the settings by name.
-    policy = policy_files.load()
-
-    assert list(policy.sections) == list(SECTION_NAMES) == ["pac", "identity", "audit", "metrics", "flags"]
-    for name in SECTION_NAMES:
-        assert policy.sections[name] is getattr(policy.features, name)
+def test_the_sections_are_read_in_the_order_of_the_features():
+    assert list(SECTION_NAMES) == ["pac", "identity", "audit", "metrics", "flags"]
 
 
 def test_the_sections_are_listed_among_the_known_settings(policy_files, problem_with):
