@@ -38,7 +38,7 @@ def open_directory(settings: DirectorySettings, config_path: str = "config") -> 
         from citygate.directory.ldap import LdapDirectory
         from citygate.directory.ldap_config import ldap_settings
 
-        return LdapDirectory(ldap_settings(settings.options, settings.base, config_path))
+        return LdapDirectory(ldap_settings(settings.options, settings.base, config_path, settings.line_of))
     raise _error(
         config_path,
         f'unknown directory backend "{settings.backend}"',

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ldap3.core.exceptions import LDAPException
@@ -77,9 +77,14 @@ _EXAMPLE = (
 )
 
 
-def ldap_settings(options: Mapping[str, object], base: Path, config_path: str | Path) -> LdapSettings:
-    """The validated settings; ConfigError listing every problem otherwise."""
-    reader = _Reader(options, base, Path(config_path))
+def ldap_settings(
+    options: Mapping[str, object],
+    base: Path,
+    config_path: str | Path,
+    line_of: Callable[[str], int | None] = lambda key: None,
+) -> LdapSettings:
+    """The validated settings; ConfigError listing every problem otherwise (at `line_of` each key)."""
+    reader = _Reader(options, base, Path(config_path), line_of)
     settings = reader.read()
     if reader.problems.errors or settings is None:
         raise ConfigError(reader.problems)
@@ -87,19 +92,26 @@ def ldap_settings(options: Mapping[str, object], base: Path, config_path: str | 
 
 
 class _Reader:
-    def __init__(self, options: Mapping[str, object], base: Path, path: Path) -> None:
+    def __init__(
+        self, options: Mapping[str, object], base: Path, path: Path, line_of: Callable[[str], int | None]
+    ) -> None:
         self.options = options
         self.base = base
         self.path = path
+        self.line_of = line_of
         self.problems = Problems()
 
     def error(self, key: str, message: str, fix: str) -> None:
-        self.problems.error(self.path, _line(self.options, key), f"directory.{key}: {message}", fix)
+        self.problems.error(self.path, self.line_of(key), f"directory.{key}: {message}", fix)
 
     # -- scalar readers --
 
     def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self.options.get(key, default)
+        if value is None and default is not None:
+            # `key: null` (or `key:` with nothing after it) would drop the preset's value.
+            self.error(key, "is empty", f"e.g. {key}: {default}, or leave the line out for that default")
+            return None
         if value is None:
             if required:
                 self.error(key, "is missing", _EXAMPLE)
@@ -116,9 +128,11 @@ class _Reader:
             return default
         return value
 
-    def number(self, key: str, default: float, low: float, high: float, *, whole: bool = False) -> float:
+    def number(
+        self, key: str, default: float, low: float, high: float, *, whole: bool = False, unit: str = "seconds"
+    ) -> float:
         value = self.options.get(key, default)
-        kind = "whole number of seconds" if whole else "number"
+        kind = f"{'whole ' if whole else ''}number of {unit}"
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -181,7 +195,7 @@ class _Reader:
         for key in sorted(set(options) - set(LDAP_KEYS) - {"bind_password"}):
             self.problems.error(
                 self.path,
-                _line(options, key),
+                self.line_of(key),
                 f'directory: unknown setting "{key}" for the ldap backend',
                 f"known settings: {', '.join(LDAP_KEYS)}",
             )
@@ -232,11 +246,11 @@ class _Reader:
             )
 
         exhaust = self.number("exhaust", 30, 0, 3600)
-        retries = int(self.number("retries", 1, 0, 5, whole=True))
+        retries = int(self.number("retries", 1, 0, 5, whole=True, unit="retries"))
         connect_timeout = self.number("connect_timeout", 3, 0.1, 60)
         # Whole seconds: ldap3 2.9.1 packs the receive timeout into SO_RCVTIMEO as an integer.
         receive_timeout = int(self.number("receive_timeout", 5, 1, 120, whole=True))
-        pool_size = int(self.number("pool_size", 8, 1, 64, whole=True))
+        pool_size = int(self.number("pool_size", 8, 1, 64, whole=True, unit="connections"))
         strategy = self.choice("strategy", "first", STRATEGIES)
 
         if self.problems.errors:
@@ -375,8 +389,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _line(options: Mapping[str, object], key: str) -> int | None:
-    line_of = getattr(options, "line_of", None)
-    return line_of(key) if callable(line_of) else None

@@ -356,4 +356,5 @@ def _directory(path: Path, document: Node, problems: Problems) -> DirectorySetti
         )
         return DirectorySettings("static", MappingProxyType({}), path.parent)
     options = {key: value for key, value in section.items() if key != "backend"}
-    return DirectorySettings(section["backend"], MappingProxyType(options), path.parent)
+    lines = MappingProxyType({key: section.line_of(key) for key in options})
+    return DirectorySettings(section["backend"], MappingProxyType(options), path.parent, lines)

@@ -36,6 +36,24 @@ def config_copy(tmp_path: Path) -> Path:
 # --- check -------------------------------------------------------------------------------------
 
 
+def test_check_names_the_line_of_a_directory_mistake(config_copy: Path):
+    text = config_copy.read_text(encoding="utf-8")
+    ldap = (
+        "directory:\n  backend: ldap\n  preset: openldap\n  servers: [ldap://127.0.0.1:3890]\n"
+        "  base_dn: dc=city,dc=example\n  bind_dn: cn=citygate,dc=city,dc=example\n"
+        "  bind_password_env: CITYGATE_TEST_NO_SUCH_VARIABLE\n  login_attribute:\n"
+    )
+    config_copy.write_text(
+        text.replace("directory:\n  backend: static\n  ldif: ../directory/demo.ldif\n", ldap)
+    )
+    line = ldap.count("\n") + text[: text.index("directory:\n")].count("\n")
+
+    result = citygate("check", "--config", str(config_copy))
+
+    assert result.returncode == 1
+    assert f"citygate.yaml:{line}: directory.login_attribute: is empty" in result.stderr
+
+
 def test_check_accepts_the_demo_config():
     result = citygate("check", "--config", str(DEMO_CONFIG))
 

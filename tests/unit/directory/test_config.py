@@ -158,6 +158,32 @@ def test_mistakes_are_named_with_a_fix(tmp_path, secret, overrides, fragments):
     one_problem(tmp_path, options(secret, **overrides), *fragments)
 
 
+def test_an_emptied_setting_is_named_rather_than_crashing(tmp_path, secret):
+    # `login_attribute:` with nothing after it is YAML's null: it would drop the preset's value.
+    section = {**options(secret), "login_attribute": None}
+    one_problem(tmp_path, section, "directory.login_attribute: is empty", "e.g. login_attribute: uid")
+
+
+def test_a_count_is_not_called_seconds(tmp_path, secret):
+    found = problems(tmp_path, options(secret, retries=9, pool_size=0))
+    assert any("retries: must be a whole number of retries from 0 to 5, not 9" in line for line in found), (
+        found
+    )
+    assert any("pool_size: must be a whole number of connections from 1 to 64" in line for line in found), (
+        found
+    )
+
+
+def test_problems_name_the_line_of_each_setting(tmp_path, secret):
+    config = tmp_path / "citygate.yaml"
+    settings = DirectorySettings("ldap", {**options(secret), "retries": -1}, tmp_path, {"retries": 17})
+    with pytest.raises(ConfigError) as caught:
+        open_directory(settings, str(config))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{config}:17: directory.retries: must be a whole number of retries from 0 to 5, not -1; e.g. retries: 1"
+    ]
+
+
 def test_all_mistakes_are_reported_at_once(tmp_path, secret):
     found = problems(tmp_path, options(secret, preset="x", retries=-1, servers="ftp://x"))
     assert len(found) == 3
