@@ -1,4 +1,5 @@
-"""`citygate`: run the proxy, check a configuration, explain a decision."""
+"""The `citygate` command, the top of the layers: `run` assembles mitmproxy and the addons,
+`check` and `explain` load a configuration; its other commands are in this package's modules."""
 
 from __future__ import annotations
 
