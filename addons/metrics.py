@@ -27,6 +27,7 @@ from mitmproxy.addonmanager import Loader
 from citygate.addons.audit import AuditLog
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
 from citygate.addons.configuration import Configuration
+from citygate.addons.connection_limits import ConnectionLimits
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.addons.loaded import loaded_gate
 from citygate.proxy.metrics.config import MetricsSettings
@@ -56,6 +57,7 @@ class Metrics:
         self._departments = LabelGuard(MetricsSettings().max_departments)
         self._config: Configuration | None = None
         self._audit: AuditLog | None = None
+        self._limits: ConnectionLimits | None = None
         self._mirrored: dict[str, float] = {}
         self._grant_keys: set[tuple[str, str]] = set()
         self._grants_policy: object | None = None
@@ -105,6 +107,10 @@ class Metrics:
             self._departments = LabelGuard(settings.max_departments)
         if config.current is not None:
             config.current.directory.observer = self._directory_call  # a reload brings a new gateway
+        limits = ctx.master.addons.get("connectionlimits")
+        if isinstance(limits, ConnectionLimits):
+            limits.observer = self._connections_closed
+            self._limits = limits
         if self._running:
             self._serve(settings)  # a reload that moved the listener
         if self._refresher is None:
@@ -186,6 +192,11 @@ class Metrics:
             metrics.directory_duration.labels(operation).observe(seconds)
         except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
             log.exception("citygate: could not count a directory call")
+
+    def _connections_closed(self, reason: str, count: int) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.connections_closed.labels(reason).inc(count)
 
     # --- bytes of allowed requests --------------------------------------------------------
 
@@ -273,6 +284,9 @@ class Metrics:
                 metrics.audit_healthy.set(1 if audit.audit_log_healthy else 0)
                 self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)
                 self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)
+            limits = self._limits
+            if limits is not None:
+                metrics.client_connections.set(limits.open_connections)
             for result, count in list(config.loads.items()):
                 self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
         folder = multiprocess_folder()

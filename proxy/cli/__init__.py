@@ -151,6 +151,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from citygate.addons.audit import AuditLog
     from citygate.addons.chain import AddonGroup, skip_entries_without_hooks
+    from citygate.addons.connection_limits import ConnectionLimits
     from citygate.addons.decision_log import DecisionLog
     from citygate.addons.flags import Flags
     from citygate.addons.gate import CityGate
@@ -175,12 +176,23 @@ def run_command(args: argparse.Namespace) -> int:
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
         _lighten_log_records()
-        # Flags before the access log (it records them), metrics after it (they skip vetoed
-        # decisions), MemoryGuard last (every other addon has seen a WebSocket message before it
-        # is dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
+        # Connection limits first (a request head stops its header timeout before the gate
+        # decides) and their tunnel-start part after the gate (whose choice it waits for); flags
+        # before the access log (it records them), metrics after it (they skip vetoed decisions),
+        # MemoryGuard last (every other addon has seen a WebSocket message before it is
+        # dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
+        limits = ConnectionLimits()
         master.addons.add(
             AddonGroup(
-                CityGate(), Flags(), AuditLog(), DecisionLog(), Metrics(), ConfigWatcher(), MemoryGuard()
+                limits,
+                CityGate(),
+                limits.after_gate,
+                Flags(),
+                AuditLog(),
+                DecisionLog(),
+                Metrics(),
+                ConfigWatcher(),
+                MemoryGuard(),
             )
         )
         try:

@@ -23,6 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from citygate.proxy.flags import expires_within
 from citygate.proxy.grants import Grant
 
+#: Why citygate closed a client connection (citygate_connections_closed_total's `reason`).
+CONNECTION_CLOSE_REASONS = ("header_timeout", "idle_timeout", "client_limit")
+
 UNKNOWN = "unknown"  # no department known: nobody signed in, or the directory has none
 OTHER = "other"  # a department beyond max_departments (the cardinality bound)
 
@@ -177,6 +180,24 @@ class MetricSet:
             ["site", "department", "rule"],
             registry=r,
         )
+        # --- Client connections: the limits that keep idle and slow clients from exhausting
+        # file descriptors (addons/connection_limits.py). `reason` is a fixed list.
+        self.connections_closed = Counter(
+            "citygate_connections_closed_total",
+            "Client connections citygate closed itself, by reason: header_timeout (no whole "
+            "request head, or tunnel start, in time), idle_timeout (no next request on a "
+            "kept-alive connection), client_limit (refused: its address held too many).",
+            ["reason"],
+            registry=r,
+        )
+        self.client_connections = Gauge(
+            "citygate_client_connections",
+            "Client connections open now (all workers together).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        for reason in CONNECTION_CLOSE_REASONS:
+            self.connections_closed.labels(reason)
         self.build_info = Gauge(
             "citygate_build_info",
             "Always 1; the version of citygate running.",
