@@ -7,7 +7,9 @@ other loopback addresses (127.0.0.0/8 is all local on Linux).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.client
 import os
 import resource
@@ -398,3 +400,127 @@ def test_a_tunnel_whose_start_never_completes_is_closed_after_the_header_timeout
     assert all(2 - 0.05 <= at - opened <= 2 + LATE for at in closed.values()), closed
     assert not tls_upstream.contacted
     assert proxy.closed_total("header_timeout") == 2
+
+
+def test_a_websocket_outlives_the_idle_timeout(start_citygate, websocket_upstream: int):
+    proxy = start_citygate(citygate_header_timeout=1, citygate_idle_timeout=2)
+    sock = connect(proxy)
+    sock.sendall(
+        f"GET http://127.0.0.1:{websocket_upstream}/chat HTTP/1.1\r\nHost: 127.0.0.1:{websocket_upstream}\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WEBSOCKET_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert read_head(sock).startswith(b"HTTP/1.1 101")
+    for message in (b"hello", b"after a silence longer than the idle timeout"):
+        sock.sendall(websocket_frame(message, mask=b"\x01\x02\x03\x04"))
+        assert read_frame(sock) == message, "the WebSocket was cut"
+        time.sleep(3.5)
+    sock.close()
+    assert proxy.closed_total("idle_timeout") == 0
+
+
+def test_a_tunnel_citygate_decrypts_is_closed_once_idle_after_its_requests(start_citygate, tmp_path: Path):
+    proxy = start_citygate(citygate_header_timeout=1, citygate_idle_timeout=2)
+    sock = connect(proxy)
+    # mnguyen has no grant: the tunnel is decrypted to show the block page, and nothing goes upstream.
+    sock.sendall(
+        b"CONNECT www.facebook.com:443 HTTP/1.1\r\nHost: www.facebook.com:443\r\n"
+        b"Proxy-Authorization: Basic bW5ndXllbjptbmd1eWVuLXBhc3M=\r\n\r\n"
+    )
+    assert read_head(sock).startswith(b"HTTP/1.1 200")
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca" / "mitmproxy-ca-cert.pem"))
+    tunnel = context.wrap_socket(sock, server_hostname="www.facebook.com")
+    connection = http.client.HTTPConnection("www.facebook.com")
+    connection.sock = tunnel
+    for _ in range(4):  # over two idle timeouts, asking every second
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        assert response.status == 403
+        response.read()
+        time.sleep(1)
+    answered = time.monotonic()
+    tunnel.settimeout(2 + LATE)
+    assert tunnel.recv(1) == b"", "an idle decrypted tunnel was kept"
+    assert time.monotonic() - answered >= 2 - 1 - 0.05  # the last response came a second earlier
+    tunnel.close()
+    assert proxy.closed_total("idle_timeout") == 1
+
+
+def test_negative_limits_are_refused_at_start(tmp_path: Path):
+    result = subprocess.run(
+        [
+            CITYGATE, "run", "--workers", "1", "--config", str(REPO / "config" / "citygate.yaml"),
+            "--listen-port", str(free_port()), "--confdir", str(tmp_path / "ca"),
+            f"--set=citygate_audit_directory={tmp_path / 'log'}", "--set=citygate_idle_timeout=-1",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "citygate_idle_timeout: must be 0 (no limit) or more" in result.stderr
+
+
+WEBSOCKET_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def read_head(sock: socket.socket) -> bytes:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    return head
+
+
+def websocket_frame(payload: bytes, mask: bytes = b"") -> bytes:
+    """One final text frame (payloads under 126 bytes); a client's frames are masked."""
+    assert len(payload) < 126
+    if not mask:
+        return bytes([0x81, len(payload)]) + payload
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    def take(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    first, second = take(2)
+    assert first == 0x81 and second & 0x7F < 126
+    mask = take(4) if second & 0x80 else b""
+    payload = take(second & 0x7F)
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
+
+
+@pytest.fixture
+def websocket_upstream() -> Iterator[int]:
+    """A WebSocket echo server on 127.0.0.1 for one connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError, AssertionError):
+            sock, _ = server.accept()
+            with sock:
+                head = read_head(sock)
+                key = next(
+                    line.split(b":", 1)[1].strip()
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"sec-websocket-key:")
+                )
+                accept = base64.b64encode(
+                    hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+                )
+                sock.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                )
+                while True:
+                    sock.sendall(websocket_frame(read_frame(sock)))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
