@@ -11,7 +11,8 @@ file descriptors. `ConnectionLimits` adds three rules, each counted in
   ClientHello or request head the gate waits for) within as long after the CONNECT;
 - idle_timeout: a connection on which citygate reads HTTP (plain HTTP, or a tunnel it
   decrypted) is closed once `citygate_idle_timeout` seconds pass after its last response without
-  a new request head;
+  a new whole request head (so a head trickled on a kept-alive connection gets this long, not
+  the header timeout: which bytes arrive between requests is not visible to an addon);
 - client_limit: a client address may hold at most `citygate_max_client_connections` connections
   to this process (its file descriptors are what the limit protects); the excess is closed as
   soon as it is accepted, before a byte is read.
@@ -49,14 +50,14 @@ IDLE_TIMEOUT_OPTION = "citygate_idle_timeout"
 CLIENT_LIMIT_OPTION = "citygate_max_client_connections"
 _OPTIONS = (HEADER_TIMEOUT_OPTION, IDLE_TIMEOUT_OPTION, CLIENT_LIMIT_OPTION)
 
-# Longer than a browser takes to send a head over a slow mobile link, and than Chrome keeps an
-# unused preconnected socket (10 s) before it closes the socket itself.
+# Between Apache's default (mod_reqtimeout: 20 s, up to 40 s while bytes keep coming) and
+# nginx's (client_header_timeout: 60 s): ample for a head over a slow mobile link.
 HEADER_TIMEOUT = 30
 # Squid's client_idle_pconn_timeout. A browser that finds its kept-alive connection closed opens
 # another (and sends the request again if the close raced it): a shorter wait costs handshakes.
 IDLE_TIMEOUT = 120
-# A browser opens at most 32 connections to one proxy (Chrome's limit): room for a NAT'd office
-# of eight behind one address, per proxy process (whose file descriptors the limit protects).
+# Chrome opens at most 32 connections to one proxy: room for a NAT'd office of eight browsers
+# behind one address, per proxy process (whose file descriptors the limit protects).
 CLIENT_LIMIT = 256
 
 HEADER, IDLE, LIMIT = CONNECTION_CLOSE_REASONS
