@@ -29,6 +29,7 @@ from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, 
 from citygate.addons.configuration import Configuration
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.addons.loaded import loaded_gate
+from citygate.directory.breaker import State
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
 from citygate.proxy.runtime.health import Readiness, healthz, readyz, write_state
@@ -104,7 +105,11 @@ class Metrics:
         if previous is None or previous.max_departments != settings.max_departments:
             self._departments = LabelGuard(settings.max_departments)
         if config.current is not None:
-            config.current.directory.observer = self._directory_call  # a reload brings a new gateway
+            gateway = config.current.directory  # a reload may bring a new gateway
+            gateway.observer = self._directory_call
+            gateway.breaker_observer = self._breaker_event
+            if gateway.breaker is not None:
+                self.metrics.set_breaker_state(gateway.breaker.state)
         if self._running:
             self._serve(settings)  # a reload that moved the listener
         if self._refresher is None:
@@ -186,6 +191,22 @@ class Metrics:
             metrics.directory_duration.labels(operation).observe(seconds)
         except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
             log.exception("citygate: could not count a directory call")
+
+    def _breaker_event(self, event: str, state: State) -> None:
+        # On the event loop or the gateway's checker thread: prometheus_client is thread-safe.
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if event == "rejected":
+            metrics.breaker_rejections.inc()
+            return
+        if event == "opened":
+            metrics.breaker_opens.inc()
+        elif event in ("probe_ok", "probe_failed"):
+            metrics.breaker_probes.labels("ok" if event == "probe_ok" else "failed").inc()
+        metrics.set_breaker_state(state)
+        if event in ("opened", "closed"):
+            self._wake.set()  # readiness changed: publish it for the supervisor's /readyz now
 
     # --- bytes of allowed requests --------------------------------------------------------
 
