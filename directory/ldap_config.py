@@ -293,14 +293,19 @@ class _Reader:
             "breaker_failures", defaults.failures, 1, 1000, whole=True, unit="failed calls"
         )
         backoff = self.number("breaker_backoff", defaults.backoff, 0.01, 3600)
-        if backoff > check_interval:
+        # The default first backoff is simply capped by a shorter check_interval; one written
+        # down that can never apply is a mistake worth naming.
+        if "breaker_backoff" in self.options and backoff > check_interval:
             self.error(
                 "breaker_backoff",
                 f"{backoff:g} s is longer than check_interval ({check_interval:g} s), the longest backoff",
                 f"e.g. breaker_backoff: {min(defaults.backoff, check_interval):g}, or a longer check_interval",
             )
         return GuardSettings(
-            call_timeout=call_timeout, check_interval=check_interval, failures=int(failures), backoff=backoff
+            call_timeout=call_timeout,
+            check_interval=check_interval,
+            failures=int(failures),
+            backoff=min(backoff, check_interval),
         )
 
     def servers(self) -> list[tuple[str, str, bool]]:

@@ -284,6 +284,8 @@ def test_guard_defaults_and_overrides(tmp_path, secret):
     assert ldap_settings(options(secret), tmp_path, "c.yaml").guard == GuardSettings(2, 5, 3, 0.5)
     section = options(secret, call_timeout=0.5, check_interval=1, breaker_failures=5, breaker_backoff=0.25)
     assert ldap_settings(section, tmp_path, "c.yaml").guard == GuardSettings(0.5, 1, 5, 0.25)
+    # The default first backoff (0.5 s) is capped by a shorter check_interval, not refused.
+    assert ldap_settings(options(secret, check_interval=0.2), tmp_path, "c.yaml").guard.backoff == 0.2
 
 
 def test_a_guard_mistake_names_its_line(tmp_path, secret):
