@@ -123,6 +123,10 @@ class DirectoryGateway:
         breaker = self.breaker
         if breaker is not None and not breaker.allows_calls():
             self._tell("rejected", breaker.state)
+            if self.observer is not None:
+                # Counted as a call that failed "unavailable", so the share of failing calls
+                # (the CitygateDirectoryDown alert) stays right while the breaker is open.
+                self.observer(operation, "unavailable", 0.0)
             raise DirectoryUnavailable(
                 f"the directory did not answer recently (circuit {breaker.state}); not asked again "
                 f"for {breaker.seconds_to_probe():.1f} s"

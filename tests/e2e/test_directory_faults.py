@@ -10,7 +10,12 @@ needs the directory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -76,6 +81,14 @@ def probe(url: str) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+    except (urllib.error.URLError, ConnectionError) as error:
+        return 0, {"error": str(error)}  # not listening yet: callers ask again
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def readyz_turns(base: str, status: int, timeout: float) -> float | None:
@@ -102,6 +115,12 @@ def social_requests(proxy, seconds: float, clients: int = 4) -> list[tuple[float
 
     with ThreadPoolExecutor(clients) as pool:
         return [outcome for outcomes in pool.map(client, OTHERS[:clients]) for outcome in outcomes]
+
+
+def every_worker_down(base: str) -> bool:
+    status, body = probe(f"{base}/readyz")
+    workers = body.get("workers", [])
+    return status == 503 and len(workers) == 2 and not any(w["directory_available"] for w in workers)
 
 
 def p99(values: list[float]) -> float:
@@ -176,3 +195,47 @@ def test_a_hung_directory_fails_social_media_closed_within_the_call_timeout(star
     back = readyz_turns(base, 200, CHECK_INTERVAL + CALL_TIMEOUT + SLACK)
     assert back is not None, "/readyz did not return after the directory resumed"
     assert curl(proxy, IN_SCOPE, proxy_user="jlee:jlee-pass").status == 200
+
+
+def test_under_workers_the_supervisors_readyz_follows_the_directory(fresh_slapd, relay, tmp_path):
+    """`citygate run --workers 2`: each worker's breaker reaches the supervisor's /readyz."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = tmp_path / "config" / "citygate.yaml"
+    document = yaml.safe_load(config.read_text())
+    document["audit"]["directory"] = str(tmp_path / "log")
+    document["metrics"] = {"listen": "127.0.0.1:0", "refresh_seconds": 5}  # readiness must not wait for it
+    document["directory"] = {
+        "backend": "ldap",
+        **directory_options(fresh_slapd, tmp_path, "openldap", servers=[relay.url]),
+        "call_timeout": CALL_TIMEOUT,
+        "check_interval": CHECK_INTERVAL,
+    }
+    config.write_text(yaml.safe_dump(document))
+    proxy_port, metrics_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{metrics_port}"
+    citygate = str(Path(sys.executable).parent / "citygate")
+    command = [citygate, "run", "--workers", "2", "--config", str(config), "--listen-port", str(proxy_port)]
+    command += [
+        "--confdir",
+        str(tmp_path / "ca"),
+        "--set",
+        f"citygate_metrics_listen=127.0.0.1:{metrics_port}",
+    ]
+    environment = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+    try:
+        assert readyz_turns(base, 200, 30.0) is not None, "the workers did not become ready"
+        fresh_slapd.stop()
+        # Each worker checks on its own schedule: every one of them must notice within one interval.
+        started = time.monotonic()
+        while not every_worker_down(base) and time.monotonic() - started < CHECK_INTERVAL + SLACK:
+            time.sleep(0.05)
+        assert every_worker_down(base), probe(f"{base}/readyz")
+        fresh_slapd.start()
+        assert readyz_turns(base, 200, CHECK_INTERVAL + SLACK) is not None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
