@@ -225,7 +225,10 @@ class DirectoryGateway:
         wait = breaker.seconds_to_probe()
         if wait > 0 or not breaker.begin_probe():
             return wait or guard.check_interval
-        if self._probe():
+        answered = self._probe()
+        if self._closed.is_set():
+            return 0.0  # replaced or stopped meanwhile: its verdict must not reach the metrics
+        if answered:
             self._tell("probe_ok", breaker.state)
             if breaker.probe_succeeded():
                 log.warning("directory: answers again; calls go to it again")
