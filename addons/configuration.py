@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citygate.addons.identity import IdentityResolver
-from citygate.directory.backends import open_directory
+from citygate.directory.backends import guard_settings, open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.problems import ConfigError
@@ -105,8 +105,9 @@ class Configuration:
             return policy, current.directory
         # Workers of one host share their directory answers (directory/shared.py).
         cache = cache_settings(policy.directory.options.get("cache"), path)
-        backend = shared_between_workers(open_directory(policy.directory, path), policy.directory, cache)
-        return policy, DirectoryGateway(backend, cache)
+        directory = open_directory(policy.directory, path)
+        backend = shared_between_workers(directory, policy.directory, cache)
+        return policy, DirectoryGateway(backend, cache, guard=guard_settings(directory))
 
     def _install(self, policy: Policy, directory: DirectoryGateway, path: str) -> None:
         self.loads["success"] += 1
@@ -115,8 +116,9 @@ class Configuration:
         identities = IdentityResolver(directory, policy.features.identity)
         identities.prefetch_keys()
         previous, self.current = self.current, Loaded(policy, directory, identities)
+        directory.start()  # its health checks: /readyz follows the directory from now on
         if previous is not None and previous.directory is not directory:
-            previous.directory.close()  # its worker threads and pooled LDAP connections
+            previous.directory.close()  # its worker threads, checker and pooled LDAP connections
         log.info(
             "citygate: loaded %s (%d sites, %d grants)", path, len(policy.catalog.sites), len(policy.grants)
         )

@@ -30,6 +30,7 @@ from citygate.addons.configuration import Configuration
 from citygate.addons.connection_limits import ConnectionLimits
 from citygate.addons.events import DecisionEvent, Stage
 from citygate.addons.loaded import loaded_gate
+from citygate.directory.breaker import State
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
 from citygate.proxy.runtime.health import Readiness, healthz, readyz, write_state
@@ -105,12 +106,7 @@ class Metrics:
             self.metrics = MetricSet()
         if previous is None or previous.max_departments != settings.max_departments:
             self._departments = LabelGuard(settings.max_departments)
-        if config.current is not None:
-            config.current.directory.observer = self._directory_call  # a reload brings a new gateway
-        limits = ctx.master.addons.get("connectionlimits")
-        if isinstance(limits, ConnectionLimits):
-            limits.observer = self._connections_closed
-            self._limits = limits
+        self._observe(config, self.metrics)
         if self._running:
             self._serve(settings)  # a reload that moved the listener
         if self._refresher is None:
@@ -119,6 +115,19 @@ class Metrics:
             )
             self._refresher.start()
         self._wake.set()  # bring the gauges up to date with this configuration now
+
+    def _observe(self, config: Configuration, metrics: MetricSet) -> None:
+        """Be told of directory calls, breaker changes and closed connections, as they happen."""
+        if config.current is not None:
+            gateway = config.current.directory  # a reload may bring a new gateway
+            gateway.observer = self._directory_call
+            gateway.breaker_observer = self._breaker_event
+            if gateway.breaker is not None:
+                metrics.set_breaker_state(gateway.breaker.state)
+        limits = ctx.master.addons.get("connectionlimits")
+        if isinstance(limits, ConnectionLimits):
+            limits.observer = self._connections_closed
+            self._limits = limits
 
     def running(self) -> None:
         # Listening only once every option is set: `citygate run --set citygate_metrics_listen=...`
@@ -197,6 +206,22 @@ class Metrics:
         metrics = self.metrics
         if metrics is not None:
             metrics.connections_closed.labels(reason).inc(count)
+
+    def _breaker_event(self, event: str, state: State) -> None:
+        # On the event loop or the gateway's checker thread: prometheus_client is thread-safe.
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if event == "rejected":
+            metrics.breaker_rejections.inc()
+            return
+        if event == "opened":
+            metrics.breaker_opens.inc()
+        elif event in ("probe_ok", "probe_failed"):
+            metrics.breaker_probes.labels("ok" if event == "probe_ok" else "failed").inc()
+        metrics.set_breaker_state(state)
+        if event in ("opened", "closed"):
+            self._wake.set()  # readiness changed: publish it for the supervisor's /readyz now
 
     # --- bytes of allowed requests --------------------------------------------------------
 

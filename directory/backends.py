@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from citygate.directory.breaker import GuardSettings
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import Directory
@@ -49,8 +50,16 @@ def open_directory(settings: DirectorySettings, config_path: str = "config") -> 
 def directory_gateway(
     directory: Directory, settings: DirectorySettings, config_path: str = "config"
 ) -> DirectoryGateway:
-    """The proxy's gateway to `directory`, with the section's cache settings (ttl, grace, ...)."""
-    return DirectoryGateway.cached(directory, settings, config_path)
+    """The proxy's gateway to `directory`, with the section's cache settings (ttl, grace, ...)
+    and its guard (call_timeout, the breaker)."""
+    return DirectoryGateway.cached(directory, settings, config_path, guard=guard_settings(directory))
+
+
+def guard_settings(directory: Directory) -> GuardSettings | None:
+    """How the gateway guards calls to `directory`; None for a directory read from memory."""
+    from citygate.directory.ldap import LdapDirectory
+
+    return directory.settings.guard if isinstance(directory, LdapDirectory) else None
 
 
 def _error(config_path: str, message: str, fix: str) -> ConfigError:

@@ -9,12 +9,22 @@ For blocking backends (LDAP) answers are cached (see cache.py): a fresh cached a
 returned without awaiting anything; concurrent misses for the same key share one directory
 call; when the directory cannot answer, a cached answer younger than `grace` is still used.
 Non-blocking backends (the static LDIF directory) answer from memory and are not cached.
+
+A network directory is also guarded (breaker.py), when the gateway is given GuardSettings:
+every call is bounded by `call_timeout` as the proxy awaits it, whatever ldap3's sockets do;
+failed calls open a circuit breaker, and while it is open calls fail at once without
+contacting the server (cached answers within their grace still serve). A checker thread asks
+the directory every `check_interval` while it answers, and probes it with exponential backoff
+while it does not; `available()` (for /readyz) is the breaker's state, so readiness follows the
+directory within one check without a directory call per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
@@ -22,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from citygate.directory.breaker import Breaker, GuardSettings, State
 from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache, cache_settings
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 
@@ -44,10 +55,9 @@ class DirectoryGateway:
         *,
         clock: Callable[[], float] = time.monotonic,
         workers: int = DEFAULT_WORKERS,
+        guard: GuardSettings | None = None,
     ) -> None:
         self.backend = backend
-        # When the directory last went from answering to not answering (monotonic), or None.
-        self.unavailable_since: float | None = None
         self.cache = cache or CacheSettings()
         self._clock = clock
         size = self.cache.max_entries
@@ -66,6 +76,21 @@ class DirectoryGateway:
         #: "unavailable" (DirectoryUnavailable) or "error". The metrics addon sets it; it runs
         #: on the event loop, so it must only count.
         self.observer: Callable[[str, str, float], None] | None = None
+        # Only a directory that does network I/O is guarded: one read from memory always answers.
+        self.guard = guard if self._executor is not None else None
+        self.breaker = (
+            Breaker(self.guard.failures, self.guard.backoff, self.guard.check_interval)
+            if self.guard is not None
+            else None
+        )
+        #: Told of the breaker's events as (event, state): "opened", "closed", "probe_ok",
+        #: "probe_failed", "rejected" (a call failed fast). It runs on the event loop or on the
+        #: checker thread, so it must only count, thread-safely.
+        self.breaker_observer: Callable[[str, State], None] | None = None
+        self._checker: threading.Thread | None = None
+        self._checker_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._wake = threading.Event()
 
     @classmethod
     def cached(
@@ -82,7 +107,9 @@ class DirectoryGateway:
         return cls(backend, cache_settings(settings.options.get("cache"), config_path), **options)
 
     def close(self) -> None:
-        """Stop the worker threads and release the backend's connections."""
+        """Stop the checker and the worker threads and release the backend's connections."""
+        self._closed.set()
+        self._wake.set()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.backend, "close", None)
@@ -93,6 +120,17 @@ class DirectoryGateway:
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         operation = getattr(function, "__name__", "call")
+        breaker = self.breaker
+        if breaker is not None and not breaker.allows_calls():
+            self._tell("rejected", breaker.state)
+            if self.observer is not None:
+                # Counted as a call that failed "unavailable", so the share of failing calls
+                # (the CitygateDirectoryDown alert) stays right while the breaker is open.
+                self.observer(operation, "unavailable", 0.0)
+            raise DirectoryUnavailable(
+                f"the directory did not answer recently (circuit {breaker.state}); not asked again "
+                f"for {breaker.seconds_to_probe():.1f} s"
+            )
         self.calls[operation] += 1
         # Timed from here, so the figure includes waiting for a free worker thread: that is
         # what a request waiting on the directory experiences.
@@ -102,24 +140,128 @@ class DirectoryGateway:
                 answer = function(*args)
             else:
                 loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(self._executor, function, *args)
+                running = loop.run_in_executor(self._executor, function, *args)
+                # The proxy's wait is bounded here, not by the sockets: a hung server (or a queue
+                # for worker threads) costs a request at most call_timeout. The thread itself
+                # finishes within ldap3's timeouts, and its late answer is dropped.
+                timeout = self.guard.call_timeout if self.guard is not None else None
+                answer = await asyncio.wait_for(running, timeout)
             result = "ok"
-            self.unavailable_since = None
+            if breaker is not None:
+                breaker.call_succeeded()
             return answer
+        except TimeoutError:
+            if self.guard is None:  # only a guarded call has a timeout: this one is the backend's
+                raise
+            result = "unavailable"
+            self._call_failed()
+            raise DirectoryUnavailable(
+                f"the directory did not answer within call_timeout ({self.guard.call_timeout:g} s)"
+            ) from None
         except DirectoryUnavailable:
             result = "unavailable"
-            if self.unavailable_since is None:
-                self.unavailable_since = time.monotonic()
+            self._call_failed()
             raise
         finally:
             if self.observer is not None:
                 self.observer(operation, result, time.perf_counter() - started)
 
     def available(self) -> bool:
-        """Whether decisions can rest on the directory: it answers, or it stopped answering less
-        than `cache.grace` seconds ago (cached answers still serve). For /readyz."""
-        since = self.unavailable_since
-        return since is None or time.monotonic() - since < self.cache.grace
+        """Whether decisions can rest on the directory (for /readyz): False from a failed check
+        (or `failures` failed calls) until a probe finds it answering again. Reads the breaker's
+        state only: no I/O, no directory call."""
+        return self.breaker is None or self.breaker.state is State.CLOSED
+
+    # --- the breaker and its checker thread -------------------------------------------------
+
+    def start(self) -> None:
+        """Check the directory in the background from now on (idempotent; the proxy calls it
+        when it starts serving this gateway, so readiness follows the directory at once)."""
+        if self.guard is None:
+            return
+        with self._checker_lock:
+            if self._checker is None and not self._closed.is_set():
+                self._checker = threading.Thread(
+                    target=self._check_forever, name="citygate-directory-check", daemon=True
+                )
+                self._checker.start()
+
+    def _call_failed(self) -> None:
+        breaker = self.breaker
+        if breaker is not None and breaker.call_failed():
+            log.warning(
+                "directory: not answering; calls fail at once until a probe finds it back "
+                "(first probe in %.1f s)",
+                breaker.seconds_to_probe(),
+            )
+            self._tell("opened", breaker.state)
+            self.start()  # an open breaker needs its prober, whoever made this gateway
+            self._wake.set()
+
+    def _tell(self, event: str, state: State) -> None:
+        observer = self.breaker_observer
+        if observer is None:
+            return
+        try:
+            observer(event, state)
+        except Exception:  # counting must never break a directory call or the checker
+            log.exception("citygate: could not count a directory breaker event")
+
+    def _check_forever(self) -> None:
+        assert self.guard is not None
+        while not self._closed.is_set():
+            try:
+                delay = self._check_once()
+            except Exception:
+                log.exception("directory: the health check failed unexpectedly")
+                delay = self.guard.check_interval
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _check_once(self) -> float:
+        """Check or probe the directory if one is due; seconds until the next one."""
+        breaker, guard = self.breaker, self.guard
+        assert breaker is not None and guard is not None
+        wait = breaker.seconds_to_probe()
+        if wait > 0 or not breaker.begin_probe():
+            return wait or guard.check_interval
+        answered = self._probe()
+        if self._closed.is_set():
+            return 0.0  # replaced or stopped meanwhile: its verdict must not reach the metrics
+        if answered:
+            self._tell("probe_ok", breaker.state)
+            if breaker.probe_succeeded():
+                log.warning("directory: answers again; calls go to it again")
+                self._tell("closed", breaker.state)
+        else:
+            self._tell("probe_failed", breaker.state)
+            if breaker.probe_failed():
+                log.warning(
+                    "directory: a health check failed; calls fail at once until a probe finds it back"
+                )
+                self._tell("opened", breaker.state)
+        return guard.check_interval if breaker.state is State.CLOSED else breaker.seconds_to_probe()
+
+    def _probe(self) -> bool:
+        """Whether the directory itself (never a cache) answers a check within call_timeout."""
+        assert self.guard is not None and self._executor is not None
+        try:
+            running = self._executor.submit(self.backend.check)
+        except RuntimeError:  # the gateway was closed meanwhile
+            return False
+        try:
+            running.result(timeout=self.guard.call_timeout)
+        except concurrent.futures.TimeoutError:
+            running.cancel()  # still queued behind busy threads: never run it
+            log.debug("directory: health check timed out after %g s", self.guard.call_timeout)
+            return False
+        except DirectoryUnavailable as exc:
+            log.debug("directory: health check failed: %s", exc)
+            return False
+        except Exception:
+            log.exception("directory: health check failed")  # fail closed: not answering
+            return False
+        return True
 
     async def _shared(self, key: Hashable, start: Callable[[], Awaitable[T]]) -> T:
         """Await the call in flight for `key`, or start one: concurrent misses share it."""

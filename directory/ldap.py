@@ -41,6 +41,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from citygate.directory.breaker import GuardSettings
 from citygate.directory.model import DirectoryUnavailable, Person
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ class LdapSettings:
     connect_timeout: float = 3.0
     receive_timeout: int = 5
     pool_size: int = 8
+    # How the gateway bounds and breaks calls to this directory (call_timeout, check_interval, ...).
+    guard: GuardSettings = field(default_factory=GuardSettings)
 
 
 class _Unanswered(Exception):
@@ -311,6 +314,15 @@ class LdapDirectory:
         if not acceptable_login(name):
             return []
         return self._run(lambda connection: self._members(connection, name), f"listing group {name!r}")
+
+    def check(self) -> None:
+        """The gateway's health check: the service account binds (or a pooled connection is
+        reused) and the user base can be read; DirectoryUnavailable otherwise."""
+        base = self.settings.user_base
+        self._run(
+            lambda connection: self._search(connection, base, "(objectClass=*)", ["1.1"], scope=BASE),
+            "a health check",
+        )
 
     def close(self) -> None:
         """Unbind the pooled service connections (the directory stays usable)."""

@@ -19,6 +19,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter
 from ldap3.utils.dn import parse_dn
 
+from citygate.directory.breaker import GuardSettings
 from citygate.directory.ldap import (
     DISABLED_MARKERS,
     GROUP_MODES,
@@ -63,6 +64,10 @@ LDAP_KEYS = (
     "connect_timeout",
     "receive_timeout",
     "pool_size",
+    "call_timeout",
+    "check_interval",
+    "breaker_failures",
+    "breaker_backoff",
     *_ATTRIBUTE_KEYS,
     *_FILTER_KEYS,
     "groups",
@@ -252,6 +257,7 @@ class _Reader:
         receive_timeout = int(self.number("receive_timeout", 5, 1, 120, whole=True))
         pool_size = int(self.number("pool_size", 8, 1, 64, whole=True, unit="connections"))
         strategy = self.choice("strategy", "first", STRATEGIES)
+        guard = self.guard()
 
         if self.problems.errors:
             return None
@@ -273,8 +279,33 @@ class _Reader:
             connect_timeout=connect_timeout,
             receive_timeout=receive_timeout,
             pool_size=pool_size,
+            guard=guard,
             **{key: value for key, value in values.items() if value is not None},
             **{key: value for key, value in filters.items() if value is not None},
+        )
+
+    def guard(self) -> GuardSettings:
+        """How the proxy bounds and breaks directory calls (see directory/breaker.py)."""
+        defaults = GuardSettings()
+        call_timeout = self.number("call_timeout", defaults.call_timeout, 0.05, 120)
+        check_interval = self.number("check_interval", defaults.check_interval, 0.1, 3600)
+        failures = self.number(
+            "breaker_failures", defaults.failures, 1, 1000, whole=True, unit="failed calls"
+        )
+        backoff = self.number("breaker_backoff", defaults.backoff, 0.01, 3600)
+        # The default first backoff is simply capped by a shorter check_interval; one written
+        # down that can never apply is a mistake worth naming.
+        if "breaker_backoff" in self.options and backoff > check_interval:
+            self.error(
+                "breaker_backoff",
+                f"{backoff:g} s is longer than check_interval ({check_interval:g} s), the longest backoff",
+                f"e.g. breaker_backoff: {min(defaults.backoff, check_interval):g}, or a longer check_interval",
+            )
+        return GuardSettings(
+            call_timeout=call_timeout,
+            check_interval=check_interval,
+            failures=int(failures),
+            backoff=min(backoff, check_interval),
         )
 
     def servers(self) -> list[tuple[str, str, bool]]:

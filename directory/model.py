@@ -64,3 +64,10 @@ class Directory(Protocol):
         Raises DirectoryUnavailable when the directory cannot answer.
         """
         ...
+
+    def check(self) -> None:
+        """Return when the directory itself answers now (no cached answer counts).
+
+        Raises DirectoryUnavailable otherwise. The gateway's health checks and probes call it.
+        """
+        ...

@@ -128,6 +128,11 @@ class SharedAnswers:
         self._count("authenticate")
         return self.backend.authenticate(uid, password)
 
+    def check(self) -> None:
+        # Never answered from the file: an answer another worker stored says nothing about
+        # whether the directory answers now.
+        self.backend.check()
+
     def close(self) -> None:
         close = getattr(self.backend, "close", None)
         if callable(close):

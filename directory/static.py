@@ -100,6 +100,9 @@ class StaticDirectory:
     def group_members(self, group: str) -> list[Person]:
         return list(self._groups.get(group.strip().lower(), []))
 
+    def check(self) -> None:
+        """Always answers: the directory is in memory."""
+
 
 def _read_entries(path: str | os.PathLike[str]) -> list[LdifEntry]:
     """The file's entries; DirectoryConfigError, saying what to fix, when it cannot be read."""

@@ -20,6 +20,7 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from citygate.directory.breaker import State
 from citygate.proxy.flags import expires_within
 from citygate.proxy.grants import Grant
 
@@ -206,8 +207,43 @@ class MetricSet:
             multiprocess_mode="livemax",
         )
         self.build_info.labels(version()).set(1)
+        # --- the directory's circuit breaker (directory/breaker.py) ---------------------------
+        # One series per state, 1 for the current one (a state set), so a dashboard can show
+        # "open" without decoding numbers; under --workers N a state is 1 if any live worker is in it.
+        self.breaker_state = Gauge(
+            "citygate_directory_breaker_state",
+            "The directory circuit breaker: 1 for the state it is in (closed, open, half_open), "
+            "0 for the others; open means directory calls fail at once without contacting it.",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_opens = Counter(
+            "citygate_directory_breaker_opens_total",
+            "Times the directory circuit breaker opened (failed calls in a row, or a failed health check).",
+            registry=r,
+        )
+        self.breaker_probes = Counter(
+            "citygate_directory_breaker_probes_total",
+            "Health checks and probes of the directory, by result (ok, failed): one per "
+            "check_interval while it answers, one per backoff interval while it does not.",
+            ["result"],
+            registry=r,
+        )
+        self.breaker_rejections = Counter(
+            "citygate_directory_breaker_rejections_total",
+            "Directory calls failed at once, without contacting the directory, while the breaker was open.",
+            registry=r,
+        )
+        self.set_breaker_state(State.CLOSED)
+        for result in ("ok", "failed"):
+            self.breaker_probes.labels(result)
         # Series that exist from the start, so dashboards and alerts see 0 rather than nothing.
         for kind in ("tunnel", "http"):
             self.passthrough.labels(kind)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+
+    def set_breaker_state(self, current: State) -> None:
+        for state in State:
+            self.breaker_state.labels(state.value).set(1 if state is current else 0)

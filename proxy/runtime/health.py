@@ -1,8 +1,9 @@
 """/healthz and /readyz for load balancers, Kubernetes probes and systemd watchdogs.
 
 /healthz: the process is alive and its listener answers. /readyz: the proxy can make every
-decision it may be asked for: its configuration is loaded, the directory answers (or stopped
-answering less than the cache's grace period ago), and the access log can be written.
+decision it may be asked for: its configuration is loaded, the directory answers (its circuit
+breaker is closed: directory/breaker.py; it follows the directory within one check_interval),
+and the access log can be written.
 
 Under `citygate run --workers N` each worker writes its own state into the shared metrics folder
 every few seconds, and the supervisor's listener answers for all of them: ready only when every

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from citygate.directory.backends import directory_gateway, open_directory
+from citygate.directory.breaker import GuardSettings
 from citygate.directory.cache import CacheSettings, cache_settings
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.ldap_config import ldap_settings
@@ -150,6 +151,15 @@ def test_password_from_the_environment(tmp_path, secret, monkeypatch):
         ({"receive_timeout": 0}, ["directory.receive_timeout"]),
         ({"connect_timeout": "3"}, ["directory.connect_timeout"]),
         ({"exhaust": -1}, ["directory.exhaust"]),
+        (
+            {"call_timeout": 0},
+            ["directory.call_timeout", "number of seconds from 0.05 to 120", "e.g. call_timeout: 2"],
+        ),
+        ({"call_timeout": "2s"}, ["directory.call_timeout", "not '2s'"]),
+        ({"check_interval": 0}, ["directory.check_interval", "e.g. check_interval: 5"]),
+        ({"breaker_failures": 0}, ["directory.breaker_failures", "whole number of failed calls"]),
+        ({"breaker_failures": 2.5}, ["directory.breaker_failures"]),
+        ({"breaker_backoff": 10}, ["directory.breaker_backoff", "longer than check_interval (5 s)"]),
         ({"start_tls": "yes"}, ["true or false"]),
         ({"server": "ldaps://x"}, ['unknown setting "server"', "servers"]),
     ],
@@ -268,3 +278,35 @@ def test_the_gateway_gets_the_cache_settings(tmp_path):
     settings = DirectorySettings("static", {"ldif": str(ldif), "cache": {"ttl": 7, "grace": 9}}, tmp_path)
     gateway = directory_gateway(open_directory(settings, "c.yaml"), settings, "c.yaml")
     assert (gateway.cache.ttl, gateway.cache.grace, gateway.cache.negative_ttl) == (7, 9, 30)
+
+
+def test_guard_defaults_and_overrides(tmp_path, secret):
+    assert ldap_settings(options(secret), tmp_path, "c.yaml").guard == GuardSettings(2, 5, 3, 0.5)
+    section = options(secret, call_timeout=0.5, check_interval=1, breaker_failures=5, breaker_backoff=0.25)
+    assert ldap_settings(section, tmp_path, "c.yaml").guard == GuardSettings(0.5, 1, 5, 0.25)
+    # The default first backoff (0.5 s) is capped by a shorter check_interval, not refused.
+    assert ldap_settings(options(secret, check_interval=0.2), tmp_path, "c.yaml").guard.backoff == 0.2
+
+
+def test_a_guard_mistake_names_its_line(tmp_path, secret):
+    config = tmp_path / "citygate.yaml"
+    settings = DirectorySettings(
+        "ldap", {**options(secret), "call_timeout": -1}, tmp_path, {"call_timeout": 23}
+    )
+    with pytest.raises(ConfigError) as caught:
+        open_directory(settings, str(config))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{config}:23: directory.call_timeout: must be a number of seconds from 0.05 to 120, not -1; "
+        "e.g. call_timeout: 2"
+    ]
+
+
+def test_an_ldap_gateway_is_guarded_and_a_static_one_is_not(tmp_path, secret):
+    ldap = DirectorySettings("ldap", options(secret, call_timeout=0.5), tmp_path)
+    gateway = directory_gateway(open_directory(ldap, "c.yaml"), ldap, "c.yaml")
+    assert gateway.guard is not None and gateway.guard.call_timeout == 0.5
+    assert gateway.breaker is not None
+    gateway.close()
+    ldif = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
+    static = DirectorySettings("static", {"ldif": str(ldif)}, tmp_path)
+    assert directory_gateway(open_directory(static, "c.yaml"), static, "c.yaml").breaker is None
