@@ -157,6 +157,7 @@ def run_command(args: argparse.Namespace) -> int:
     from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
     from citygate.addons.metrics import Metrics
     from citygate.addons.reload import ConfigWatcher
+    from citygate.addons.stopping import GracefulStop
 
     async def serve() -> int:
         opts = options.Options(
@@ -175,12 +176,21 @@ def run_command(args: argparse.Namespace) -> int:
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
         _lighten_log_records()
-        # Flags before the access log (it records them), metrics after it (they skip vetoed
-        # decisions), MemoryGuard last (every other addon has seen a WebSocket message before it
-        # is dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
+        # GracefulStop first (a request is under way before any addon sees it), flags before the
+        # access log (it records them), metrics after it (they skip vetoed decisions), MemoryGuard
+        # last (every other addon has seen a WebSocket message before it is dropped). One entry
+        # of mitmproxy's chain, as each entry costs every event (chain.py).
+        stopping = GracefulStop()
         master.addons.add(
             AddonGroup(
-                CityGate(), Flags(), AuditLog(), DecisionLog(), Metrics(), ConfigWatcher(), MemoryGuard()
+                stopping,
+                CityGate(),
+                Flags(),
+                AuditLog(),
+                DecisionLog(),
+                Metrics(),
+                ConfigWatcher(),
+                MemoryGuard(),
             )
         )
         try:
@@ -203,7 +213,8 @@ def run_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, master.shutdown)
+            # No new connections, the requests under way answered and recorded, then the exit.
+            loop.add_signal_handler(signum, stopping.stop)
         await master.run()
         return 0
 
