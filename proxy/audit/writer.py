@@ -280,6 +280,7 @@ class AuditWriter:
             if self._fd is None:
                 self._open_new(now)
             lines, head, marked = self._opening_lines(now)
+            marker = head  # the gap marker's place, when there is one
             sealable = []
             for pending in batch:
                 try:
@@ -302,7 +303,7 @@ class AuditWriter:
                 self._pending[:0] = batch  # queued records are never dropped while running
             return
         if marked:
-            self._gap_written(marked, head)
+            self._gap_written(marked, marker)
         self.head = head
         self._size += len(data)
         self._records += len(lines)
