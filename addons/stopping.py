@@ -23,11 +23,15 @@ import logging
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
+from citygate.proxy.runtime.workers import STOP_GRACE
+
 log = logging.getLogger("citygate")
 
-STOP_TIMEOUT_SECONDS = 10.0
 # How long closed connections get to finish their handlers once they were told to close.
 CLOSE_WAIT_SECONDS = 2.0
+# Under `citygate run --workers N` the supervisor kills a worker STOP_GRACE (10) seconds after
+# its SIGTERM: the wait, the closing of connections and the last write of the log fit in that.
+STOP_TIMEOUT_SECONDS = STOP_GRACE - CLOSE_WAIT_SECONDS - 1.0
 POLL_SECONDS = 0.05
 
 

@@ -326,11 +326,12 @@ class ChainVerifier:
         said_records = record.get("citygate.audit.previous_records")
         said_torn = bool(record.get("citygate.audit.previous_torn"))
         if said_file != base_name(previous.path):
+            missing = f" (seq {head.seq + 1}-{place.seq - 1})" if place.seq > head.seq + 1 else ""
             return self._fail(
                 current.path,
                 1,
                 f"this file follows {said_file}, not {base_name(previous.path)}: a file is missing "
-                "between them, or the files are out of order (give every file, oldest first)",
+                f"between them{missing}, or the files are out of order (give every file, oldest first)",
             )
         if previous.torn_line is not None and not said_torn:
             return self._fail(

@@ -124,6 +124,7 @@ class AuditWriter:
         self._unmarked_drops = 0
         self._drop_reason = ""
         self._pending: list[_Pending] = []
+        self._flushing = 0  # records taken from `_pending` by the worker: still counted as waiting
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._ready = threading.Event()
@@ -175,7 +176,8 @@ class AuditWriter:
         happens; any other when the queue is full, then it is dropped (counted, logged, marked).
         """
         with self._lock:
-            room = self.pending_limit - len(self._pending) - (self._reserve if refusable else 0)
+            waiting = len(self._pending) + self._flushing
+            room = self.pending_limit - waiting - (self._reserve if refusable else 0)
             queued = room > 0
             if queued:
                 self._pending.append(_Pending(record, callback))
@@ -229,6 +231,7 @@ class AuditWriter:
             self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, []
+                self._flushing = len(batch)
                 stopping = self._stopping
             try:
                 if batch or self._unmarked_drops:  # a gap is marked as soon as it can be
@@ -241,6 +244,8 @@ class AuditWriter:
                 self._failed(exc)
                 with self._lock:
                     self._pending[:0] = batch  # queued records are never dropped while running
+            with self._lock:
+                self._flushing = 0
             self._ready.set()
             if stopping:
                 with self._lock:
