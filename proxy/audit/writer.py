@@ -276,7 +276,6 @@ class AuditWriter:
             self.records_dropped_total += left
 
     def _flush(self, batch: list[_Pending]) -> None:
-        marked = 0
         try:
             self._ensure_open()
             now = self.clock()
@@ -339,7 +338,7 @@ class AuditWriter:
 
     def _drop(self, batch: list[_Pending]) -> None:
         with self._lock:
-            self.records_dropped_total += len(batch)
+            self._count_drops(len(batch), "a record could not be serialized")
         for pending in batch:
             _notify(pending.callback, False)
 
