@@ -2,7 +2,8 @@
 
 A real `citygate run` process serves concurrent clients on keep-alive connections: sign-in
 challenges (407), denials (403) and ordinary requests to a local server. It is stopped with
-SIGTERM while they are under way, ten times over one log folder. Every social-media answer a
+SIGTERM while they are under way, ten times over one log folder, as a single process and with
+two workers under the supervisor. Every social-media answer a
 client received is then looked up in the log by its unique path and status.
 """
 
@@ -15,6 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
 from test_audit_faults import records
 from test_audit_log import MNGUYEN, citygate, free_port, start_citygate_run, wait_until
 
@@ -59,12 +61,14 @@ class Client(threading.Thread):
                 connection.close()
 
 
-def test_sigterm_under_load_answers_nothing_it_does_not_log(tmp_path: Path, plain_upstream):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_under_load_answers_nothing_it_does_not_log(tmp_path: Path, plain_upstream, workers):
     log = tmp_path / "log"
     total: dict[int, int] = {}
     for round_ in range(STOPS):
         port = free_port()
-        process = start_citygate_run(port, log, tmp_path / "ca")
+        # With workers, the supervisor passes SIGTERM on to each, and each stops gracefully.
+        process = start_citygate_run(port, log, tmp_path / "ca", workers=workers)
         stop = threading.Event()
         clients = [Client(port, plain_upstream.address, f"{round_}.{c}", stop) for c in range(CLIENTS)]
         for client in clients:
