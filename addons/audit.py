@@ -199,7 +199,7 @@ class AuditLog:
             loop.call_soon_threadsafe(_settle, written, ok)
 
         if not writer.submit(record, done, urgent=True, refusable=self._fail_closed()):
-            self._unanswerable(event.id)
+            self._unanswerable(event)
             return
         try:
             await asyncio.wait_for(written, DENIAL_WRITE_WAIT_SECONDS)
@@ -209,13 +209,14 @@ class AuditLog:
     def _fail_closed(self) -> bool:
         return self.settings is None or self.settings.fail_closed
 
-    def _unanswerable(self, event_id: str) -> None:
-        self.refusals_total += 1
-        self._unrecorded.add(event_id)
+    def _unanswerable(self, event: DecisionEvent) -> None:
+        if event.decision.reason is not Reason.AUDIT_LOG_UNAVAILABLE:  # a veto was counted already
+            self.refusals_total += 1
+        self._unrecorded.add(event.id)
         log.warning(
             "citygate: the access log keeps no more records (it cannot be written); request %s "
             "gets no answer, its connection is closed",
-            event_id,
+            event.id,
         )
 
     def _answer_unrecorded(self, flow: http.HTTPFlow) -> bool:
@@ -271,7 +272,7 @@ class AuditLog:
         )
         record = decision_record(event, completion, include_query=settings.include_query)
         if not writer.submit(record, refusable=settings.fail_closed):
-            self._unanswerable(event.id)
+            self._unanswerable(event)
             self._answer_unrecorded(flow)
 
     # --- ordinary connections (audit.log_ordinary_connections) ----------------------------
