@@ -11,8 +11,8 @@ When the log cannot be written and `audit.fail_closed` is on, an allowed social-
 vetoed (reason `audit_log_unavailable`), so nothing is served unrecorded. Its refusal, and every
 denial, is still answered while the writer keeps their records in memory to write later; once it
 keeps no more (`PENDING_LIMIT` less a reserve), a social-media request gets no answer at all: its
-connection is closed, because an answer whose record would be dropped is never sent. Ordinary traffic never
-waits for the log and never depends on it; with `audit.log_ordinary_connections` it gets one
+connection is closed, because an answer whose record would be dropped is never sent. Ordinary
+traffic never waits for the log and never depends on it; with `audit.log_ordinary_connections` it gets one
 record per connection and host, when the connection closes: the host and byte counts, nothing else.
 
 All file work happens in `AuditWriter`'s thread; the hooks here only build dicts and queue them.
@@ -56,9 +56,9 @@ class AuditLog:
         self.writer: AuditWriter | None = None
         self.refusals_total = 0
         self._timezone: tzinfo = UTC
-        # Decisions whose record the writer could not take: their answer must not be sent. Each
-        # id is removed by the gate's hook for that request, which runs next (requestheaders,
-        # http_connect, response).
+        # Decisions whose record the writer could not take: their answer must not be sent. This
+        # addon's own hook for the request (requestheaders, http_connect), which runs right after
+        # the gate's, closes the connection instead and removes the id.
         self._unrecorded: set[str] = set()
         self._closing: asyncio.Future[None] | None = None
         # Ordinary connections being counted: client connection id -> host -> [started, in, out].
