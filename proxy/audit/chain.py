@@ -340,12 +340,13 @@ class ChainVerifier:
                 "an incomplete record, and the next file does not record that the writer left it",
             )
         if said_records != previous.records or prev_hash != head.hash or place.seq != head.seq + 1:
+            missing = f"seq {head.seq + 1}-{place.seq - 1} are missing: " if place.seq > head.seq + 1 else ""
             return self._fail(
                 previous.path,
                 previous.records + 1,
-                f"records are missing from the end of this file: it ends after {previous.records} "
-                f"record(s) at seq {head.seq}, but {base_name(current.path)} says it held "
-                f"{said_records} and continues at seq {place.seq}",
+                f"{missing}records are missing from the end of this file: it ends after "
+                f"{previous.records} record(s) at seq {head.seq}, but {base_name(current.path)} says "
+                f"it held {said_records} and continues at seq {place.seq}",
             )
         if said_torn and previous.torn_line is not None:
             self.report.notes.append(

@@ -459,6 +459,27 @@ class AuditWriter:
             self._close_file()
             self._previous = (ACTIVE_NAME, self._records, False)
             self._open_reason = "previous file disappeared"
+        elif on_disk.st_size < self._size:
+            self._set_cut_file_aside(on_disk.st_size)
+
+    def _set_cut_file_aside(self, size: int) -> None:
+        """Someone cut the file being written: keep what is left as evidence, go on in a new file
+        whose header says how many records the cut one held (so `audit verify` names the loss).
+        Appending to it would also let a failed write's cut-back (`_write_all`) pad it with zeros."""
+        assert self._file_day is not None
+        name = rotated_name(self._file_day, self._file_first_seq)
+        log.warning(
+            "citygate: %s was cut from %d to %d bytes; kept as %s, starting a new audit file",
+            self.active_path,
+            self._size,
+            size,
+            name,
+        )
+        self._close_file()
+        os.rename(self.active_path, self.directory / name)
+        self._sync_directory()
+        self._previous = (name, self._records, False)
+        self._open_reason = "previous file was cut"
 
     def _ensure_lock(self) -> None:
         path = self.directory / LOCK_NAME
