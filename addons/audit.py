@@ -8,8 +8,11 @@ When each record is written:
   connection without any hook seeing its bytes, so its byte counts are unknown (None).
 
 When the log cannot be written and `audit.fail_closed` is on, an allowed social-media decision is
-vetoed (reason `audit_log_unavailable`), so nothing is served unrecorded. Ordinary traffic never
-waits for the log and never depends on it; with `audit.log_ordinary_connections` it gets one
+vetoed (reason `audit_log_unavailable`), so nothing is served unrecorded. Its refusal, and every
+denial, is still answered while the writer keeps their records in memory to write later; once it
+keeps no more (`PENDING_LIMIT` less a reserve), a social-media request gets no answer at all: its
+connection is closed, because an answer whose record would be dropped is never sent. Ordinary
+traffic never waits for the log and never depends on it; with `audit.log_ordinary_connections` it gets one
 record per connection and host, when the connection closes: the host and byte counts, nothing else.
 
 All file work happens in `AuditWriter`'s thread; the hooks here only build dicts and queue them.
@@ -33,7 +36,7 @@ from citygate.addons.loaded import loaded_policy
 from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import worker_directory
 from citygate.proxy.audit.record import Completion, connection_record, decision_record
-from citygate.proxy.audit.writer import AuditWriter
+from citygate.proxy.audit.writer import PENDING_LIMIT, AuditWriter
 from citygate.proxy.decision import Reason
 from citygate.proxy.runtime.worker_env import worker_index
 
@@ -46,11 +49,17 @@ _RECORDED = "citygate.audit.recorded"
 
 
 class AuditLog:
-    def __init__(self) -> None:
+    def __init__(self, pending_limit: int = PENDING_LIMIT) -> None:
+        # Records the writer keeps while the log cannot be written (smaller in tests).
+        self.pending_limit = pending_limit
         self.settings: AuditSettings | None = None
         self.writer: AuditWriter | None = None
         self.refusals_total = 0
         self._timezone: tzinfo = UTC
+        # Decisions whose record the writer could not take: their answer must not be sent. This
+        # addon's own hook for the request (requestheaders, http_connect), which runs right after
+        # the gate's, closes the connection instead and removes the id.
+        self._unrecorded: set[str] = set()
         self._closing: asyncio.Future[None] | None = None
         # Ordinary connections being counted: client connection id -> host -> [started, in, out].
         self._ordinary: dict[str, dict[str, list]] = {}
@@ -129,7 +138,10 @@ class AuditLog:
         # Started here, not in `running`: the proxy may take connections before `running` has
         # run (a worker's inherited socket queues them), and a denial must find a writer. Only
         # a thread starts here; the writer does its file work in it.
-        old, self.writer = self.writer, AuditWriter(settings, policy.timezone)
+        old, self.writer = (
+            self.writer,
+            AuditWriter(settings, policy.timezone, pending_limit=self.pending_limit),
+        )
         self.writer.start()
         if old is not None:
             # A new configuration while serving: the old writer finishes off the event loop.
@@ -172,7 +184,9 @@ class AuditLog:
                     return
             if event.stage is Stage.CONNECT:
                 # A tunnel: its record is all that will be known of it (see the module docstring).
-                writer.submit(decision_record(event, include_query=settings.include_query))  # type: ignore[union-attr]
+                record = decision_record(event, include_query=settings.include_query)  # type: ignore[union-attr]
+                if not writer.submit(record, refusable=self._fail_closed()):
+                    self._veto(event, "the access log cannot take more records right now")
             # An allowed request is recorded when it completes (response or error hook).
             return
         if writer is None:
@@ -184,11 +198,36 @@ class AuditLog:
         def done(ok: bool) -> None:  # runs in the writer's thread
             loop.call_soon_threadsafe(_settle, written, ok)
 
-        writer.submit(record, done, urgent=True)
+        if not writer.submit(record, done, urgent=True, refusable=self._fail_closed()):
+            self._unanswerable(event)
+            return
         try:
             await asyncio.wait_for(written, DENIAL_WRITE_WAIT_SECONDS)
         except TimeoutError:
             log.warning("citygate: the audit record of denial %s is still being written", event.id)
+
+    def _fail_closed(self) -> bool:
+        return self.settings is None or self.settings.fail_closed
+
+    def _unanswerable(self, event: DecisionEvent) -> None:
+        if event.decision.reason is not Reason.AUDIT_LOG_UNAVAILABLE:  # a veto was counted already
+            self.refusals_total += 1
+        self._unrecorded.add(event.id)
+        log.warning(
+            "citygate: the access log keeps no more records (it cannot be written); request %s "
+            "gets no answer, its connection is closed",
+            event.id,
+        )
+
+    def _answer_unrecorded(self, flow: http.HTTPFlow) -> bool:
+        """Close the connection instead of sending an answer whose record was not taken."""
+        event = flow.metadata.get("citygate.event")
+        if event is None or event.id not in self._unrecorded:
+            return False
+        self._unrecorded.discard(event.id)
+        if flow.killable:
+            flow.kill()
+        return True
 
     def _veto(self, event: DecisionEvent, detail: str) -> None:
         settings = self.settings
@@ -197,6 +236,10 @@ class AuditLog:
             event.veto.refuse(Reason.AUDIT_LOG_UNAVAILABLE, detail)
 
     # --- completing allowed requests ------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # Runs after the gate's hook, which made the decision and set the answer.
+        self._answer_unrecorded(flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         event = flow.metadata.get("citygate.event")
@@ -227,12 +270,17 @@ class AuditLog:
             response_bytes=response_bytes,
             error=error,
         )
-        writer.submit(decision_record(event, completion, include_query=settings.include_query))
+        record = decision_record(event, completion, include_query=settings.include_query)
+        if not writer.submit(record, refusable=settings.fail_closed):
+            self._unanswerable(event)
+            self._answer_unrecorded(flow)
 
     # --- ordinary connections (audit.log_ordinary_connections) ----------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         # Runs after the gate's hook: a social CONNECT has its event by now.
+        if self._answer_unrecorded(flow):
+            return
         if self._ordinary_on() and "citygate.event" not in flow.metadata and flow.response is None:
             self._connection_hosts(flow.client_conn).setdefault(
                 flow.request.host, [datetime.now(UTC), None, None]

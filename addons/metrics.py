@@ -309,6 +309,9 @@ class Metrics:
                 metrics.audit_healthy.set(1 if audit.audit_log_healthy else 0)
                 self._mirror(metrics.audit_write_errors, "audit_write_errors", audit.audit_write_errors_total)
                 self._mirror(metrics.audit_refusals, "audit_refusals", audit.audit_refusals_total)
+                self._mirror(
+                    metrics.audit_records_dropped, "audit_records_dropped", audit.audit_records_dropped_total
+                )
             limits = self._limits
             if limits is not None:
                 metrics.client_connections.set(limits.open_connections)

@@ -7,6 +7,12 @@ without that field. The chain runs through rotation: every file begins with an
 `audit-file-start` record that names the previous file, how many records it held and whether
 it ended with an incomplete (torn) record, and chains to that file's last record.
 
+Records the writer had to drop (the disk full for long; see `audit_writer`) are not hidden: their
+sequence numbers are skipped, and an `audit-gap` record says which and why; a gap is reported as
+a failure, and the records after it are still checked. Files removed by retention are named in an
+`audit-retention` record: a folder's chain that starts after a file is accepted only when such a
+record names that file, so a deleted active file or folder is found even with no file left before it.
+
 What a chain that verifies proves: no record was edited (by even one byte), deleted, inserted
 or moved, between the first and the last record checked, and no file in the middle was
 truncated or swapped; a torn tail (the writer stopped mid-record) is found and named.
@@ -35,6 +41,8 @@ SEQ = "citygate.chain.seq"
 PREV = "citygate.chain.prev"
 HASH = "citygate.chain.hash"
 FILE_START = "audit-file-start"
+GAP = "audit-gap"
+RETENTION = "audit-retention"
 
 _HASH_KEY = b',"citygate.chain.hash":"'
 _SUFFIX_LENGTH = len(_HASH_KEY) + 64 + 2  # the key, the hash, '"}'
@@ -43,6 +51,8 @@ _HEX64 = re.compile(rb"[0-9a-f]{64}")
 # canonical JSON escapes every quote inside a value, so these can only match the keys themselves.
 _PREV_FIELD = re.compile(rb'"citygate\.chain\.prev":"([0-9a-f]{64})"')
 _SEQ_FIELD = re.compile(rb'"citygate\.chain\.seq":(\d+)[,}]')
+# The log's own bookkeeping records (gap, retention) are read whole; the same escaping argument.
+_BOOKKEEPING = re.compile(rb'"event\.action":"audit-(?:gap|retention)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,26 +151,36 @@ class Report:
     start: ChainHead | None = None  # what the first record chains to
     head: ChainHead | None = None  # the last record that verified
     failure: Finding | None = None
+    # Records the writer dropped, each range named by its audit-gap record: failures too, but
+    # the chain is checked on past them.
+    gaps: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.failure is None
+        return self.failure is None and not self.gaps
 
 
 class ChainVerifier:
     """Feed files in order, line by line; `finish()` says whether the chain holds and where not.
 
     Constant memory: only the running head and the current file's counts are kept. `anchors`
-    maps sequence numbers to the hashes published for them (see the module docstring).
+    maps sequence numbers to the hashes published for them (see the module docstring). `whole`:
+    the files are all a folder holds of the chain, so it must start at its first record, or after
+    files that a retention record says were removed.
     """
 
-    def __init__(self, anchors: Mapping[int, str] | None = None) -> None:
+    def __init__(self, anchors: Mapping[int, str] | None = None, *, whole: bool = False) -> None:
         self.anchors = dict(anchors or {})
+        self.whole = whole
         self.report = Report()
         self._file: FileSummary | None = None
         self._line = 0
         self._last_good_line = 0
+        # A whole chain starting after a file: (its first seq, the file named), until a retention
+        # record names that file; the names retention records gave.
+        self._late_start: tuple[int, str] | None = None
+        self._removed: set[str] = set()
 
     @property
     def failed(self) -> bool:
@@ -196,18 +216,21 @@ class ChainVerifier:
             # Only the last line of a file can lack its newline: judged when the chain goes on.
             current.torn_line = self._line
             return True
+        record: dict[str, object] | None = None
         try:
-            if self._line == 1:  # the file-start record is read whole
+            if self._line == 1 or _BOOKKEEPING.search(line):  # read whole
                 record, place = unseal(line)
                 prev = str(record[PREV])
             else:
                 prev, place = link(line)
         except Damaged as exc:
             return self._fail(current.path, self._line, str(exc))
-        if self._line == 1 and not self._check_file_start(record, place):
+        if self._line == 1 and not self._check_file_start(record or {}, place):
             return False
-        if self._line > 1 and not self._check_follows(place, prev):
+        if self._line > 1 and not self._check_follows(place, prev, record):
             return False
+        if record is not None:
+            self._note_removed(record)
         anchored = self.anchors.get(place.seq)
         if anchored is not None and anchored != place.hash:
             return self._fail(
@@ -232,6 +255,21 @@ class ChainVerifier:
         if self._file is not None:
             self._end_file()
         report = self.report
+        if self._late_start is not None and not self.failed and report.files:
+            first_seq, named = self._late_start
+            if named in self._removed:
+                report.notes.append(
+                    f"{report.files[0].path}: the chain starts at seq {first_seq}, after {named}, "
+                    "which a retention record says was removed"
+                )
+            else:
+                self._fail(
+                    report.files[0].path,
+                    1,
+                    f"seq 1-{first_seq - 1} are missing: the chain starts at seq {first_seq}, after "
+                    f"{named}, which is not here and which no retention record says was removed "
+                    "(the file or its folder was deleted, or the file was cut)",
+                )
         if not self.failed and report.files:
             last = report.files[-1]
             if last.torn_line is not None:
@@ -260,17 +298,23 @@ class ChainVerifier:
         current = self._file
         assert current is not None
         if record.get("event.action") != FILE_START:
+            before = (self.report.head.seq if self.report.head else 0) + 1
+            missing = f"seq {before}-{place.seq - 1} are missing, " if place.seq > before else ""
             return self._fail(
                 current.path,
                 1,
-                "the file does not begin with its audit-file-start record: records were removed "
-                "from its beginning, or it is not a citygate audit log",
+                f"the file does not begin with its audit-file-start record: {missing}records were "
+                "removed from its beginning (the file was cut or emptied), or it is not a citygate "
+                "audit log",
             )
         previous = self.report.files[-2] if len(self.report.files) > 1 else None
         prev_hash = str(record["citygate.chain.prev"])
         if previous is None:
             if place.seq == 1 and prev_hash == GENESIS:
                 self.report.notes.append(f"{current.path}: the chain starts at its very first record")
+            elif self.whole:
+                # Judged at the end: a retention record may say the file before was removed.
+                self._late_start = (place.seq, str(record.get("citygate.audit.previous_file")))
             else:
                 named = record.get("citygate.audit.previous_file") or "a file not given"
                 self.report.notes.append(
@@ -282,11 +326,12 @@ class ChainVerifier:
         said_records = record.get("citygate.audit.previous_records")
         said_torn = bool(record.get("citygate.audit.previous_torn"))
         if said_file != base_name(previous.path):
+            missing = f" (seq {head.seq + 1}-{place.seq - 1})" if place.seq > head.seq + 1 else ""
             return self._fail(
                 current.path,
                 1,
                 f"this file follows {said_file}, not {base_name(previous.path)}: a file is missing "
-                "between them, or the files are out of order (give every file, oldest first)",
+                f"between them{missing}, or the files are out of order (give every file, oldest first)",
             )
         if previous.torn_line is not None and not said_torn:
             return self._fail(
@@ -295,12 +340,13 @@ class ChainVerifier:
                 "an incomplete record, and the next file does not record that the writer left it",
             )
         if said_records != previous.records or prev_hash != head.hash or place.seq != head.seq + 1:
+            missing = f"seq {head.seq + 1}-{place.seq - 1} are missing: " if place.seq > head.seq + 1 else ""
             return self._fail(
                 previous.path,
                 previous.records + 1,
-                f"records are missing from the end of this file: it ends after {previous.records} "
-                f"record(s) at seq {head.seq}, but {base_name(current.path)} says it held "
-                f"{said_records} and continues at seq {place.seq}",
+                f"{missing}records are missing from the end of this file: it ends after "
+                f"{previous.records} record(s) at seq {head.seq}, but {base_name(current.path)} says "
+                f"it held {said_records} and continues at seq {place.seq}",
             )
         if said_torn and previous.torn_line is not None:
             self.report.notes.append(
@@ -309,17 +355,19 @@ class ChainVerifier:
             )
         return True
 
-    def _check_follows(self, place: ChainHead, prev: str) -> bool:
+    def _check_follows(self, place: ChainHead, prev: str, record: Mapping[str, object] | None) -> bool:
         current = self._file
         assert current is not None
         head = self.report.head or ChainHead()
         expected = head.seq + 1
+        if place.seq > expected and record is not None and record.get("event.action") == GAP:
+            return self._gap(place, prev, record)
         if place.seq > expected:
             return self._fail(
                 current.path,
                 self._line,
-                f"seq {place.seq} where {expected} was expected: {place.seq - expected} record(s) "
-                "before this line were deleted or moved",
+                f"seq {place.seq} where {expected} was expected: seq {expected}-{place.seq - 1} "
+                f"({place.seq - expected} record(s)) before this line were deleted or moved",
             )
         if place.seq < expected:
             return self._fail(
@@ -333,6 +381,35 @@ class ChainVerifier:
                 self._line,
                 f"this record does not chain to line {self._line - 1}: one of the two was rewritten",
             )
+        return True
+
+    def _note_removed(self, record: Mapping[str, object]) -> None:
+        removed = record.get("citygate.audit.removed_files")
+        if record.get("event.action") == RETENTION and isinstance(removed, list):
+            self._removed.update(str(name) for name in removed)
+
+    def _gap(self, place: ChainHead, prev: str, record: Mapping[str, object]) -> bool:
+        """An audit-gap record: the writer dropped the records it names, and says why."""
+        current = self._file
+        assert current is not None
+        head = self.report.head or ChainHead()
+        first, last = record.get("citygate.audit.missing_first"), record.get("citygate.audit.missing_last")
+        if first != head.seq + 1 or last != place.seq - 1 or prev != head.hash:
+            return self._fail(
+                current.path,
+                self._line,
+                f"an audit-gap record for seq {first}-{last} that does not follow seq {head.seq}: "
+                "records around it were deleted, moved or rewritten",
+            )
+        reason = record.get("citygate.audit.reason") or "no reason given"
+        self.report.gaps.append(
+            Finding(
+                current.path,
+                self._line,
+                f"seq {first}-{last} are missing: {place.seq - head.seq - 1} record(s) the writer "
+                f"dropped ({reason})",
+            )
+        )
         return True
 
     def _fail(self, path: str, line: int, problem: str) -> bool:

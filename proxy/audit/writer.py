@@ -14,9 +14,18 @@ evidence: the file is set aside as rotated and the new file's first record says 
 
 Failure and recovery: when a write fails (disk full, permission denied, the folder deleted,
 another process holding the log) the file is cut back to its last complete record, the records
-stay queued (up to `PENDING_LIMIT`), `healthy` turns False and `write_errors_total` counts the
-attempt; the worker retries every half second, recreating the folder and file if they are gone,
-and `healthy` turns True again on the first write that succeeds. No restart is needed.
+stay queued, `healthy` turns False and `write_errors_total` counts the attempt; the worker
+retries every half second, recreating the folder and file if they are gone, and `healthy` turns
+True again on the first write that succeeds. No restart is needed.
+
+Never a silent loss: a record that was queued is never dropped while the proxy runs. A record
+that backs an answer not yet sent (`refusable`) is not queued once `PENDING_LIMIT` less a reserve
+are waiting: `submit` says so and the caller refuses the request instead of answering it. Only a
+record nobody can refuse (bookkeeping, ordinary connections) finding the queue full is dropped:
+counted in `records_dropped_total`, named in the proxy log, and, once writing works again, marked
+in the chain by an `audit-gap` record that holds the missing records' sequence numbers, so that
+`citygate audit verify` reports them. Records still waiting when the proxy stops with the log
+unwritable are counted and named in the proxy log (the chain cannot be written to say so).
 
 Rotation: by size (`rotate_bytes`; a file may pass it by one flush) and at midnight in the
 city's timezone (`rotate_daily`), which also names the day in the rotated file's name.
@@ -44,7 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
-from citygate.proxy.audit.chain import FILE_START, ChainHead, Damaged, canonical, seal, unseal
+from citygate.proxy.audit.chain import FILE_START, GAP, RETENTION, ChainHead, Damaged, canonical, seal, unseal
 from citygate.proxy.audit.config import AuditSettings, Fsync
 from citygate.proxy.audit.files import ACTIVE_NAME, LOCK_NAME, is_rotated, log_files, open_log, rotated_name
 from citygate.proxy.audit.record import state_record, timestamp
@@ -52,9 +61,12 @@ from citygate.proxy.audit.sinks import SEVERITY_INFO, SEVERITY_NOTICE, Sink, Std
 
 log = logging.getLogger("citygate.audit")
 
-# Records kept while the log cannot be written; beyond this, new records are dropped (and
-# counted). About 20,000 records is tens of megabytes of memory at most.
+# Records kept while the log cannot be written; beyond this, new records are refused or dropped
+# (see the module docstring). About 20,000 records is tens of megabytes of memory at most.
 PENDING_LIMIT = 20_000
+# The part of PENDING_LIMIT only records nobody can refuse may fill: answers that need a record
+# are refused while it is left, so that they are refused before any record is dropped.
+RESERVE_FRACTION = 0.1
 RETRY_SECONDS = 0.5
 RETENTION_CHECK_SECONDS = 3600.0
 
@@ -106,7 +118,13 @@ class AuditWriter:
         self.sink_errors_total = 0
         self.head = ChainHead()
 
+        self._reserve = max(1, int(pending_limit * RESERVE_FRACTION))
+        # Records dropped and not yet marked in the chain, and why; written by `submit` and the
+        # worker under `_lock`.
+        self._unmarked_drops = 0
+        self._drop_reason = ""
         self._pending: list[_Pending] = []
+        self._flushing = 0  # records taken from `_pending` by the worker: still counted as waiting
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._ready = threading.Event()
@@ -144,26 +162,48 @@ class AuditWriter:
         return self._ready.wait(timeout)
 
     def submit(
-        self, record: dict[str, object], callback: Callback | None = None, *, urgent: bool = False
+        self,
+        record: dict[str, object],
+        callback: Callback | None = None,
+        *,
+        urgent: bool = False,
+        refusable: bool = False,
     ) -> bool:
         """Queue a record; `callback(written)` runs in the worker once it is written (or not).
 
-        Never blocks on I/O. False when the record was dropped because too many are queued.
+        Never blocks on I/O. False when the record was not queued: a `refusable` one (it backs an
+        answer the caller can still refuse) when the queue is nearly full, then nothing else
+        happens; any other when the queue is full, then it is dropped (counted, logged, marked).
         """
         with self._lock:
-            if len(self._pending) >= self.pending_limit:
-                self.records_dropped_total += 1
-                dropped = True
-            else:
+            waiting = len(self._pending) + self._flushing
+            room = self.pending_limit - waiting - (self._reserve if refusable else 0)
+            queued = room > 0
+            if queued:
                 self._pending.append(_Pending(record, callback))
-                dropped = False
                 urgent = urgent or len(self._pending) >= self.settings.max_buffered_records
-        if dropped:
-            _notify(callback, False)
+            elif not refusable:
+                self._count_drops(
+                    1, f"the log could not be written and {self.pending_limit} records were waiting"
+                )
+        if not queued:
+            _notify(None if refusable else callback, False)
             return False
         if urgent:
             self._wake.set()
         return True
+
+    def _count_drops(self, count: int, reason: str) -> None:
+        """Count records lost; the first of a spell is logged at once (called under `_lock`)."""
+        if not self._unmarked_drops:
+            self._drop_reason = f"{reason} ({self.last_error or 'no error recorded'})"
+            log.error(
+                "citygate: dropping access-log records: %s; the chain will mark them as a gap "
+                "once writing works again (citygate_audit_records_dropped_total counts them)",
+                self._drop_reason,
+            )
+        self.records_dropped_total += count
+        self._unmarked_drops += count
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, close the file; the records of a log that cannot be written are lost."""
@@ -191,9 +231,10 @@ class AuditWriter:
             self._wake.clear()
             with self._lock:
                 batch, self._pending = self._pending, []
+                self._flushing = len(batch)
                 stopping = self._stopping
             try:
-                if batch:
+                if batch or self._unmarked_drops:  # a gap is marked as soon as it can be
                     self._flush(batch)
                 self._periodic()
             except Exception as exc:
@@ -202,16 +243,16 @@ class AuditWriter:
                 log.exception("citygate: the audit writer failed")
                 self._failed(exc)
                 with self._lock:
-                    self._pending[:0] = batch[: max(0, self.pending_limit - len(self._pending))]
+                    self._pending[:0] = batch  # queued records are never dropped while running
+            with self._lock:
+                self._flushing = 0
             self._ready.set()
             if stopping:
                 with self._lock:
                     left = len(self._pending)
                 if not left or not self.healthy:
                     if left:
-                        log.warning("citygate: %d audit record(s) could not be written before stopping", left)
-                        with self._lock:
-                            self.records_dropped_total += left
+                        self._lost_at_stop(left)
                     break
         self._anchor(force=True)
         self._close_file()
@@ -219,6 +260,20 @@ class AuditWriter:
         for sink in self.sinks:
             with contextlib.suppress(OSError):
                 sink.close()
+
+    def _lost_at_stop(self, left: int) -> None:
+        first = self.head.seq + 1
+        log.error(
+            "citygate: %d access-log record(s) lost: the log in %s could not be written before "
+            "stopping (%s); they would have been seq %d-%d, and the chain will continue without them",
+            left,
+            self.directory,
+            self.last_error,
+            first,
+            first + left - 1,
+        )
+        with self._lock:
+            self.records_dropped_total += left
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
@@ -228,20 +283,8 @@ class AuditWriter:
                 self._rotate(now)
             if self._fd is None:
                 self._open_new(now)
-            lines: list[bytes] = []
-            head = self.head
-            if self._needs_header:
-                name, records, torn = self._previous or (None, None, False)
-                header = state_record(
-                    FILE_START,
-                    now,
-                    previous_file=name,
-                    previous_records=records,
-                    previous_torn=torn,
-                    reason=self._open_reason,
-                )
-                line, head = seal(header, head)
-                lines.append(line)
+            lines, head, marked = self._opening_lines(now)
+            marker = head  # the gap marker's place, when there is one
             sealable = []
             for pending in batch:
                 try:
@@ -261,10 +304,10 @@ class AuditWriter:
                 _notify(pending.callback, False)
                 pending.callback = None  # told once; the record itself waits for a retry
             with self._lock:
-                keep = max(0, self.pending_limit - len(self._pending))
-                self.records_dropped_total += max(0, len(batch) - keep)
-                self._pending[:0] = batch[:keep]
+                self._pending[:0] = batch  # queued records are never dropped while running
             return
+        if marked:
+            self._gap_written(marked, marker)
         self.head = head
         self._size += len(data)
         self._records += len(lines)
@@ -282,7 +325,7 @@ class AuditWriter:
             self._succeeded()
         for pending in batch:
             _notify(pending.callback, True)
-        self._copy_to_sinks(lines, batch, skip_header=len(lines) > len(batch))
+        self._copy_to_sinks(lines[len(lines) - len(batch) :], batch)
 
     def _open_sinks(self) -> list[Sink]:
         sinks: list[Sink] = [StdoutSink()] if self.settings.stdout else []
@@ -295,14 +338,61 @@ class AuditWriter:
 
     def _drop(self, batch: list[_Pending]) -> None:
         with self._lock:
-            self.records_dropped_total += len(batch)
+            self._count_drops(len(batch), "a record could not be serialized")
         for pending in batch:
             _notify(pending.callback, False)
 
-    def _copy_to_sinks(self, lines: list[bytes], batch: list[_Pending], *, skip_header: bool) -> None:
+    def _opening_lines(self, now: datetime) -> tuple[list[bytes], ChainHead, int]:
+        """The lines that go before the batch: a new file's header, a gap marker; the head after
+        them; how many dropped records the marker accounts for."""
+        lines: list[bytes] = []
+        head = self.head
+        if self._needs_header:
+            name, records, torn = self._previous or (None, None, False)
+            header = state_record(
+                FILE_START,
+                now,
+                previous_file=name,
+                previous_records=records,
+                previous_torn=torn,
+                reason=self._open_reason,
+            )
+            line, head = seal(header, head)
+            lines.append(line)
+        with self._lock:
+            dropped, reason = self._unmarked_drops, self._drop_reason
+        if dropped:
+            # The dropped records' sequence numbers are skipped, so that the chain itself shows
+            # where and how many records are missing; the marker chains to the last one written.
+            gap = state_record(
+                GAP,
+                now,
+                missing_first=head.seq + 1,
+                missing_last=head.seq + dropped,
+                missing_records=dropped,
+                reason=reason,
+            )
+            line, head = seal(gap, ChainHead(head.seq + dropped, head.hash))
+            lines.append(line)
+        return lines, head, dropped
+
+    def _gap_written(self, marked: int, head: ChainHead) -> None:
+        with self._lock:
+            self._unmarked_drops -= marked
+        log.error(
+            "citygate: %d access-log record(s) were dropped (%s): seq %d-%d are missing from the "
+            "chain; the audit-gap record at seq %d says so",
+            marked,
+            self._drop_reason,
+            head.seq - marked,
+            head.seq - 1,
+            head.seq,
+        )
+
+    def _copy_to_sinks(self, lines: list[bytes], batch: list[_Pending]) -> None:
         if not self.sinks:
             return
-        for line, pending in zip(lines[1:] if skip_header else lines, batch, strict=True):
+        for line, pending in zip(lines, batch, strict=True):
             severity = SEVERITY_NOTICE if pending.record.get("event.type") == "denied" else SEVERITY_INFO
             self._send(line, severity)
 
@@ -369,6 +459,27 @@ class AuditWriter:
             self._close_file()
             self._previous = (ACTIVE_NAME, self._records, False)
             self._open_reason = "previous file disappeared"
+        elif on_disk.st_size < self._size:
+            self._set_cut_file_aside(on_disk.st_size)
+
+    def _set_cut_file_aside(self, size: int) -> None:
+        """Someone cut the file being written: keep what is left as evidence, go on in a new file
+        whose header says how many records the cut one held (so `audit verify` names the loss).
+        Appending to it would also let a failed write's cut-back (`_write_all`) pad it with zeros."""
+        assert self._file_day is not None
+        name = rotated_name(self._file_day, self._file_first_seq)
+        log.warning(
+            "citygate: %s was cut from %d to %d bytes; kept as %s, starting a new audit file",
+            self.active_path,
+            self._size,
+            size,
+            name,
+        )
+        self._close_file()
+        os.rename(self.active_path, self.directory / name)
+        self._sync_directory()
+        self._previous = (name, self._records, False)
+        self._open_reason = "previous file was cut"
 
     def _ensure_lock(self) -> None:
         path = self.directory / LOCK_NAME
@@ -518,10 +629,18 @@ class AuditWriter:
     def _apply_retention(self) -> None:
         assert self.settings.retention_days is not None
         cutoff = time.time() - self.settings.retention_days * 86400
-        for path in self.directory.iterdir():
-            if is_rotated(path.name) and path.stat().st_mtime < cutoff:
-                path.unlink()
-                log.info("citygate: audit retention removed %s", path.name)
+        removed = []
+        try:
+            for path in sorted(self.directory.iterdir()):
+                if is_rotated(path.name) and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path.name.removesuffix(".gz"))
+                    log.info("citygate: audit retention removed %s", path.name)
+        finally:
+            if removed:
+                # Recorded in the chain: `audit verify` accepts a chain that starts after a file
+                # only when a retention record names that file.
+                self.submit(state_record(RETENTION, self.clock(), removed_files=removed))
 
     def _anchor(self, *, force: bool = False) -> None:
         head = self.head

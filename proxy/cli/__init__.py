@@ -158,6 +158,7 @@ def run_command(args: argparse.Namespace) -> int:
     from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
     from citygate.addons.metrics import Metrics
     from citygate.addons.reload import ConfigWatcher
+    from citygate.addons.stopping import GracefulStop
 
     async def serve() -> int:
         opts = options.Options(
@@ -176,14 +177,17 @@ def run_command(args: argparse.Namespace) -> int:
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
         _lighten_log_records()
-        # Connection limits first (a request head stops its header timeout before the gate
-        # decides) and their tunnel-start part after the gate (whose choice it waits for); flags
-        # before the access log (it records them), metrics after it (they skip vetoed decisions),
-        # MemoryGuard last (every other addon has seen a WebSocket message before it is
-        # dropped). One entry of mitmproxy's chain, as each entry costs every event (chain.py).
+        # GracefulStop first (a request is under way before any addon sees it), then the connection
+        # limits (a request head stops its header timeout before the gate decides) and their
+        # tunnel-start part after the gate (whose choice it waits for); flags before the access
+        # log (it records them), metrics after it (they skip vetoed decisions), MemoryGuard last
+        # (every other addon has seen a WebSocket message before it is dropped). One entry of
+        # mitmproxy's chain, as each entry costs every event (chain.py).
+        stopping = GracefulStop()
         limits = ConnectionLimits()
         master.addons.add(
             AddonGroup(
+                stopping,
                 limits,
                 CityGate(),
                 limits.after_gate,
@@ -215,7 +219,8 @@ def run_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, master.shutdown)
+            # No new connections, the requests under way answered and recorded, then the exit.
+            loop.add_signal_handler(signum, stopping.stop)
         await master.run()
         return 0
 

@@ -29,7 +29,10 @@ EPILOG_VERIFY = """examples:
 
 Checks the hash chain through every record and across files: an edited, deleted, inserted or
 reordered record, a file cut short or missing, and a torn last record are found and the first
-bad record is named as FILE:LINE. Give files oldest first (a folder is put in order).
+bad record is named as FILE:LINE. Give files oldest first (a folder is put in order). A folder
+must hold its chain from the first record, or from after files its retention removed: a chain
+that starts later (a deleted active file or folder) fails, naming the missing seq range. Records
+the writer had to drop (an `audit-gap` record names them) fail too, with their seq range.
 
 exit status: 0 when the chain holds, 1 when it does not, 2 when a file cannot be read.
 """
@@ -144,6 +147,7 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     found = expand_chains(args.paths)
+    folders = {path.resolve() for path in args.paths if path.is_dir()}
     if not found:
         print("citygate: no access-log files found there", file=sys.stderr)
         return 2
@@ -153,7 +157,9 @@ def run_verify(args: argparse.Namespace) -> int:
             # One chain per `citygate run` worker; an anchor names its chain's seq and hash.
             print(f"chain {number} of {len(found)}: {files[0].parent}")
         try:
-            report = verify_files(files, anchors)
+            # A folder's chain (its own, or a worker subfolder's) is all there is of it.
+            parent = files[0].parent.resolve()
+            report = verify_files(files, anchors, whole=bool({parent, parent.parent} & folders))
         except OSError as exc:
             print(f"citygate: cannot read the log: {exc}", file=sys.stderr)
             return 2
@@ -162,8 +168,10 @@ def run_verify(args: argparse.Namespace) -> int:
     return status
 
 
-def verify_files(files: Iterable[Path], anchors: dict[int, str] | None = None) -> Report:
-    verifier = ChainVerifier(anchors)
+def verify_files(
+    files: Iterable[Path], anchors: dict[int, str] | None = None, *, whole: bool = False
+) -> Report:
+    verifier = ChainVerifier(anchors, whole=whole)
     for path in files:
         verifier.begin_file(str(path))
         with open_log(path) as handle:
@@ -181,7 +189,12 @@ def _print_report(report: Report) -> None:
         print(f"{summary.path}: {summary.records} record(s){seqs}")
     for note in report.notes:
         print(f"  note: {note}")
+    for gap in report.gaps:
+        print(f"FAILED: {gap}")
     head = report.head
+    if report.failure is None and report.gaps:
+        print(f"  the other {report.records} record(s) in {len(report.files)} file(s) verify")
+        return
     if report.failure is None:
         assert head is not None or report.records == 0
         where = f"; chain head seq {head.seq} sha256 {head.hash}" if head else ""

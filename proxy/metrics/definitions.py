@@ -157,7 +157,7 @@ class MetricSet:
         )
         self.audit_refusals = Counter(
             "citygate_audit_refusals_total",
-            "Allowed social-media requests refused because the access log could not be written.",
+            "Social-media requests refused because the access log could not be written.",
             registry=r,
         )
         self.audit_healthy = Gauge(
@@ -166,6 +166,15 @@ class MetricSet:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # --- issue 16 (faults and load): records the access log lost -----------------------
+        self.audit_records_dropped = Counter(
+            "citygate_audit_records_dropped_total",
+            "Access-log records dropped: the log could not be written for so long that the "
+            "records waiting filled the memory kept for them, or the proxy stopped before it could "
+            "write them. Each is marked in the chain (audit-gap) once writing works again.",
+            registry=r,
+        )
+        # --- end of issue 16's access-log block ------------------------------------------
         self.passthrough = Counter(
             "citygate_passthrough_connections_total",
             "Ordinary (non-social) connections passed through untouched: CONNECT tunnels "

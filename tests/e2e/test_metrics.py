@@ -397,6 +397,8 @@ def test_a_failed_reload_and_a_failing_access_log_show_in_the_metrics(
     assert values(samples, "citygate_audit_log_healthy") == {}  # 0
     assert values(samples, "citygate_audit_write_errors_total")[()] >= 1
     assert values(samples, "citygate_audit_refusals_total") == {(): 1}
+    # Nothing lost: the denials wait in memory until the disk has room (none is dropped).
+    assert samples["citygate_audit_records_dropped_total"] == [({}, 0.0)]
     # The refusal is counted once, as the denial it became, not also as the allowed request.
     decisions = values(samples, "citygate_decisions_total", "department", "decision", "reason")
     assert decisions[("Parks", "deny", "audit_log_unavailable")] == 1

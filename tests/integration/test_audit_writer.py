@@ -86,7 +86,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], capture_output=True, text=True
     )
     if result.returncode != 0:
-        pytest.skip(f"needs root to mount a tmpfs: {result.stderr.strip()}")
+        pytest.fail(f"this test mounts a tiny tmpfs and must run as root: {result.stderr.strip()}")
     try:
         yield mountpoint
     finally:
@@ -182,10 +182,15 @@ def test_retention_removes_old_rotated_files_only(tmp_path, start_writer):
     unrelated = folder / "notes.txt"
     unrelated.write_text("kept")
 
-    start_writer(folder, retention_days=30)
+    writer = start_writer(folder, retention_days=30)
 
     assert not old.exists()
     assert recent.exists() and unrelated.exists() and (folder / ACTIVE_NAME).exists()
+    # Recorded in the chain, so that `audit verify` accepts a chain starting after that file.
+    writer.submit(record(1), urgent=True)
+    wait_until(lambda: any(r["event.action"] == "audit-retention" for r in records_in(folder)))
+    (removed,) = [r for r in records_in(folder) if r["event.action"] == "audit-retention"]
+    assert removed["citygate.audit.removed_files"] == [old.name.removesuffix(".gz")]
 
 
 def test_a_restart_continues_the_chain(tmp_path, start_writer):
@@ -285,6 +290,9 @@ def test_a_deleted_folder_is_recreated_and_the_chain_goes_on(tmp_path, start_wri
     report = verify_files(log_files(folder))
     assert report.ok
     assert any(f"starts at seq {seq_before + 1}" in note for note in report.notes)
+    # As a folder, the chain is incomplete: the records of the deleted file are missing.
+    whole = verify_files(log_files(folder), whole=True)
+    assert whole.failure is not None and f"seq 1-{seq_before} are missing" in whole.failure.problem
 
 
 def test_a_second_writer_on_the_same_folder_waits_for_the_lock(tmp_path, start_writer):
@@ -301,18 +309,36 @@ def test_a_second_writer_on_the_same_folder_waits_for_the_lock(tmp_path, start_w
     wait_until(lambda: writer.healthy)
 
 
-def test_records_that_cannot_be_kept_are_dropped_and_counted(tmp_path, start_writer):
+def test_records_that_cannot_be_kept_are_dropped_counted_and_marked_as_a_gap(tmp_path, start_writer, caplog):
     folder = tmp_path / "log"
     folder.mkdir()
     holder = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
-        writer = start_writer(folder, flush_interval_ms=60_000, pending_limit=3)
-        results = [writer.submit(record(n)) for n in range(5)]
+        writer = start_writer(folder, pending_limit=10)
+        # The writer's own audit-start record waits too: 9 places are left, 1 is the reserve.
+        answers = [writer.submit(record(n), refusable=True) for n in range(10)]
+        others = [writer.submit(record(n)) for n in range(10, 15)]
     finally:
         os.close(holder)
-    assert results.count(False) >= 2
-    assert writer.records_dropped_total >= 2
+    # Records backing an answer are refused (the caller does not answer) before any is dropped.
+    assert answers == [True] * 8 + [False] * 2
+    assert others == [True] + [False] * 4
+    assert writer.records_dropped_total == 4
+
+    wait_until(lambda: writer.healthy and writer.records_written_total >= 10, timeout=10)
+    written = records_in(folder)
+    (gap,) = [r for r in written if r["event.action"] == "audit-gap"]
+    first = gap["citygate.audit.missing_first"]
+    assert (gap["citygate.audit.missing_last"], gap["citygate.audit.missing_records"]) == (first + 3, 4)
+    assert gap["citygate.chain.seq"] == first + 4
+    assert "another process" in gap["citygate.audit.reason"]
+    assert [r["n"] for r in written if r["event.action"] == "http-request"] == [*range(8), 10]
+    report = verify_files(log_files(folder), whole=True)
+    assert report.failure is None and [g.problem for g in report.gaps] == [
+        f"seq {first}-{first + 3} are missing: 4 record(s) the writer dropped ({gap['citygate.audit.reason']})"
+    ]
+    assert f"seq {first}-{first + 3} are missing from the chain" in caplog.text
 
 
 def test_timestamps_in_names_use_the_city_day(tmp_path, start_writer):

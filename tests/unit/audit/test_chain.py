@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from citygate.proxy.audit.chain import FILE_START, ChainHead, Damaged, seal, unseal
+from citygate.proxy.audit.chain import FILE_START, GAP, RETENTION, ChainHead, Damaged, seal, unseal
 from citygate.proxy.audit.files import ACTIVE_NAME, log_files, rotated_name
 from citygate.proxy.audit.record import state_record
 from citygate.proxy.cli.audit import verify_files
@@ -230,3 +230,84 @@ def test_records_cut_from_the_end_of_the_newest_file_are_found_against_an_anchor
 def test_a_line_that_is_not_a_record_is_damaged():
     with pytest.raises(Damaged):
         unseal(b'{"hello":"world"}\n')
+
+
+# --- gaps the writer marked, and chains that start late ---------------------------------------
+
+
+def append_sealed(path: Path, record: dict, head: ChainHead) -> ChainHead:
+    line, head = seal(record, head)
+    path.write_bytes(path.read_bytes() + line)
+    return head
+
+
+def last_head(path: Path) -> ChainHead:
+    return unseal(lines_of(path)[-1])[1]
+
+
+def test_a_gap_the_writer_marked_fails_with_its_range_and_the_chain_is_checked_on_past_it(tmp_path):
+    (active,) = build_log(tmp_path / "log", [3])
+    head = last_head(active)  # seq 4
+    gap = state_record(
+        GAP, AT, missing_first=5, missing_last=7, missing_records=3, reason="the disk was full"
+    )
+    head = append_sealed(active, gap, ChainHead(head.seq + 3, head.hash))  # seq 8
+    append_sealed(active, {"event.action": "http-request", "n": 9}, head)
+
+    report = verify_files([active], whole=True)
+
+    assert not report.ok and report.failure is None
+    assert [str(gap) for gap in report.gaps] == [
+        f"{active}:5: seq 5-7 are missing: 3 record(s) the writer dropped (the disk was full)"
+    ]
+    assert report.records == 6 and report.head is not None and report.head.seq == 9
+
+
+def test_a_gap_record_that_does_not_match_the_skipped_numbers_fails(tmp_path):
+    (active,) = build_log(tmp_path / "log", [3])
+    head = last_head(active)
+    gap = state_record(GAP, AT, missing_first=5, missing_last=6, missing_records=2, reason="x")
+    append_sealed(active, gap, ChainHead(head.seq + 3, head.hash))  # skips 3 numbers, names 2
+
+    report = verify_files([active], whole=True)
+
+    assert report.failure is not None and "does not follow seq 4" in report.failure.problem
+
+
+def test_a_folder_whose_chain_starts_after_a_file_nobody_removed_fails_naming_the_range(tmp_path):
+    files = build_log(tmp_path / "log", [5, 5])
+    files[0].unlink()  # the old active file or folder deleted: the writer went on in a new one
+
+    whole = verify_files(log_files(tmp_path / "log"), whole=True)
+    named = verify_files(log_files(tmp_path / "log"))
+
+    assert whole.failure is not None
+    assert str(whole.failure) == (
+        f"{files[1]}:1: seq 1-6 are missing: the chain starts at seq 7, after {files[0].name}, "
+        "which is not here and which no retention record says was removed (the file or its "
+        "folder was deleted, or the file was cut)"
+    )
+    assert named.ok  # files named one by one may start anywhere: noted, not failed
+    assert any("(not checked)" in note for note in named.notes)
+
+
+def test_a_chain_that_starts_after_files_retention_removed_verifies(tmp_path):
+    files = build_log(tmp_path / "log", [5, 5])
+    files[0].unlink()
+    retention = state_record(RETENTION, AT, removed_files=[files[0].name])
+    append_sealed(files[1], retention, last_head(files[1]))
+
+    report = verify_files(log_files(tmp_path / "log"), whole=True)
+
+    assert report.ok, report.failure
+    assert any("a retention record says was removed" in note for note in report.notes)
+
+
+def test_a_file_emptied_and_written_on_names_the_records_missing_from_its_beginning(tmp_path):
+    (active,) = build_log(tmp_path / "log", [5])
+    write_lines(active, lines_of(active)[3:])  # seq 1-3 cut off
+
+    report = verify_files([active], whole=True)
+
+    assert report.failure is not None and report.failure.line == 1
+    assert "seq 1-3 are missing" in report.failure.problem
