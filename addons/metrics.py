@@ -158,7 +158,7 @@ class Metrics:
         assert self.metrics is not None
         server = MetricsServer(self.metrics.registry, settings.host, settings.port)
         server.routes["/healthz"] = healthz
-        server.routes["/readyz"] = lambda: readyz([self.readiness()])
+        server.routes["/readyz"] = lambda query: readyz([self.readiness()], query)
         try:
             server.start()
         except OSError as exc:

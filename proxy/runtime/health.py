@@ -3,7 +3,9 @@
 /healthz: the process is alive and its listener answers. /readyz: the proxy can make every
 decision it may be asked for: its configuration is loaded, the directory answers (its circuit
 breaker is closed: directory/breaker.py; it follows the directory within one check_interval),
-and the access log can be written.
+and the access log can be written. `/readyz?exclude=directory` leaves a check out, as
+Kubernetes' own API server does: a directory that every replica shares fails them all at once,
+and routing on it would take ordinary browsing down with social media (README, Kubernetes).
 
 Under `citygate run --workers N` each worker writes its own state into the shared metrics folder
 every few seconds, and the supervisor's listener answers for all of them: ready only when every
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,17 +34,40 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        return self.config_loaded and self.directory_available and self.audit_log_writable
+        return self.ready_without(frozenset())
+
+    def ready_without(self, excluded: frozenset[str]) -> bool:
+        """Ready, leaving out the checks named in `excluded` (names of CHECKS)."""
+        return all(getattr(self, field) for check, field in CHECKS.items() if check not in excluded)
 
 
-def healthz() -> tuple[int, str, bytes]:
+#: The checks /readyz makes, by the name `?exclude=` takes.
+CHECKS = {"config": "config_loaded", "directory": "directory_available", "audit_log": "audit_log_writable"}
+
+
+def healthz(query: Mapping[str, list[str]]) -> tuple[int, str, bytes]:
     return 200, JSON, b'{"status": "alive"}\n'
 
 
-def readyz(states: list[Readiness], expected: int = 1) -> tuple[int, str, bytes]:
-    """200 when `expected` states (one per worker) are in and all ready; 503 with the reasons otherwise."""
-    ready = len(states) >= expected and all(state.ready for state in states)
-    body = {"ready": ready, "workers": [asdict(state) | {"ready": state.ready} for state in states]}
+def readyz(
+    states: list[Readiness], query: Mapping[str, list[str]], expected: int = 1
+) -> tuple[int, str, bytes]:
+    """200 when `expected` states (one per worker) are in and all ready; 503 with the reasons otherwise.
+
+    `?exclude=directory` (repeated, or comma-separated) leaves checks out; an unknown name is a
+    400 that lists the known ones, so a typo in a probe cannot pass silently.
+    """
+    excluded = frozenset(name.strip() for value in query.get("exclude", []) for name in value.split(","))
+    unknown = sorted(excluded - CHECKS.keys())
+    if unknown:
+        message = f"unknown check {', '.join(unknown)}; ?exclude= takes: {', '.join(CHECKS)}"
+        return 400, JSON, (json.dumps({"error": message}) + "\n").encode()
+    ready = len(states) >= expected and all(state.ready_without(excluded) for state in states)
+    body = {
+        "ready": ready,
+        "excluded": sorted(excluded),
+        "workers": [asdict(state) | {"ready": state.ready_without(excluded)} for state in states],
+    }
     return (200 if ready else 503), JSON, (json.dumps(body) + "\n").encode()
 
 

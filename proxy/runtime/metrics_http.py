@@ -26,9 +26,10 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry
@@ -42,9 +43,15 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FOLDER_PREFIX = "citygate-metrics-"  # then the supervisor's pid: see remove_stale_folders
 LISTEN_OPTION = "citygate_metrics_listen"
 
-# (HTTP status, content type, body) of an extra path on the listener.
-Route = Callable[[], tuple[int, str, bytes]]
-_STATUS = {200: "200 OK", 404: "404 Not Found", 405: "405 Method Not Allowed", 503: "503 Service Unavailable"}
+# (HTTP status, content type, body) of an extra path on the listener, given its query string.
+Route = Callable[[Mapping[str, list[str]]], tuple[int, str, bytes]]
+_STATUS = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    503: "503 Service Unavailable",
+}
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -104,7 +111,7 @@ class MetricsServer:
             return self._metrics(environ, start_response)
         route = self.routes.get(path)
         if route is not None:
-            status, content_type, body = route()
+            status, content_type, body = route(parse_qs(str(environ.get("QUERY_STRING") or "")))
         elif path == "/":
             status, content_type = 200, "text/plain; charset=utf-8"
             body = "".join(f"{p}\n" for p in ["citygate", "/metrics", *sorted(self.routes)]).encode()
@@ -186,7 +193,7 @@ def shared_metrics(
     # Workers publish their readiness every refresh; three missed refreshes make one not ready.
     max_age = 3 * settings.refresh_seconds + 5
     server.routes["/healthz"] = healthz  # type: ignore[union-attr]
-    server.routes["/readyz"] = lambda: readyz(read_states(folder, max_age), workers)  # type: ignore[union-attr]
+    server.routes["/readyz"] = lambda query: readyz(read_states(folder, max_age), query, workers)  # type: ignore[union-attr]
     try:
         server.start()  # type: ignore[union-attr]
         _say(f"metrics of all {workers} workers on {server.url}")  # type: ignore[union-attr]

@@ -89,6 +89,14 @@ def test_readyz_follows_the_directory_and_healthz_only_the_process(
     assert body["workers"][0]["directory_available"] is False
     assert body["workers"][0]["config_loaded"] is True
     assert probe(f"{base}/healthz")[0] == 200
+    # What a Kubernetes probe asks (deploy/kubernetes): every replica shares the directory, so
+    # it is left out of routing; the proxy still serves ordinary traffic and refuses social media.
+    status, body = probe(f"{base}/readyz?exclude=directory")
+    assert (status, body["ready"], body["excluded"]) == (200, True, ["directory"])
+    assert probe(f"{base}/readyz?exclude=directory,audit_log")[0] == 200
+    status, body = probe(f"{base}/readyz?exclude=directroy")
+    assert status == 400
+    assert body["error"] == "unknown check directroy; ?exclude= takes: config, directory, audit_log"
 
     fresh_slapd.start()
     # Readiness returns with the first check that finds the directory answering.
