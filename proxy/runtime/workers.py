@@ -10,8 +10,9 @@ worker means that a port of 0 is resolved once, a port that is taken is reported
 anything starts, and a worker that dies leaves its socket open in the supervisor: connections
 the kernel already queued on it wait for the replacement instead of being reset. mitmproxy
 12.2 has no option for SO_REUSEPORT or for an inherited socket, so each worker replaces
-`RegularInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)`) with a
-version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
+`AsyncioServerInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)`, for
+every mode that listens on TCP: regular, upstream and the others) with a version that serves the
+inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
 and all workers accept from one shared socket instead.
 
 Workers are fresh interpreters (`python -m citygate.proxy.cli.worker`) that inherit their sockets
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from mitmproxy.proxy.mode_servers import AsyncioServerInstance
-    from mitmproxy.proxy.mode_specs import RegularMode
+    from mitmproxy.proxy.mode_specs import ProxyMode
     from mitmproxy_rs.udp import UdpServer
     from mitmproxy_rs.wireguard import WireGuardServer
 
@@ -155,13 +156,16 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
     """Make this process's mitmproxy serve `listeners` instead of binding `port` itself."""
     import asyncio
 
-    from mitmproxy.proxy import mode_servers, mode_specs
+    from mitmproxy.proxy import mode_servers
 
-    bind = mode_servers.RegularInstance.listen
+    # The base class's, not RegularInstance's: each mode has its own instance class (upstream
+    # mode's is UpstreamInstance), and all of them inherit `listen` from it.
+    bind = mode_servers.AsyncioServerInstance.listen
     inherited_port = port
 
-    async def listen(self: AsyncioServerInstance[RegularMode], host: str, port: int) -> _Servers:
-        if not isinstance(self.mode, mode_specs.RegularMode) or port != inherited_port:
+    async def listen(self: AsyncioServerInstance[ProxyMode], host: str, port: int) -> _Servers:
+        # The inherited sockets are TCP: a UDP mode (dns, wireguard) binds its own port.
+        if self.mode.transport_protocol != "tcp" or port != inherited_port:
             return await bind(self, host, port)
         # A duplicate for each server: mitmproxy closes its servers when it stops them, and the
         # inherited socket must stay open should it start them again (an option change).
@@ -173,8 +177,8 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
         return servers
 
     # Replacing a method of mitmproxy's class is what this is for: mypy rejects any assignment to
-    # a method, whatever its type.
-    mode_servers.RegularInstance.listen = listen  # type: ignore[method-assign]
+    # a method, whatever its type, and the class's mode type variable cannot be named here.
+    mode_servers.AsyncioServerInstance.listen = listen  # type: ignore[method-assign, assignment]
 
 
 # --- supervisor ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import re
 import signal
@@ -182,3 +183,66 @@ def test_a_port_in_use_is_refused_not_shared(start):
     assert second.process.wait(30) == 2
     second.wait_for("cannot listen on 127.0.0.1:.*Address already in use")
     assert first.process.poll() is None
+
+
+class _UpstreamProxy(http.server.BaseHTTPRequestHandler):
+    """A parent proxy: answers every proxied request itself, and notes its request line."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.requestline)
+        body = f"upstream proxy saw {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream_proxy() -> Iterator[tuple[int, list[str]]]:
+    seen: list[str] = []
+    handler = type("Handler", (_UpstreamProxy,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def _get_through(port: int, url: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", url)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_workers_serve_in_upstream_mode(start, upstream_proxy):
+    upstream_port, seen = upstream_proxy
+    service = start(
+        "--workers",
+        "2",
+        "--set",
+        f"scripts={ECHO}",
+        "--set",
+        f"mode=upstream:http://127.0.0.1:{upstream_port}",
+    )
+    port = service.port
+
+    served = {ask_worker(port) for _ in range(40)}  # both workers took their sockets
+    ordinary = _get_through(port, "http://www.example.org/via-parent")
+    social = _get_through(port, "http://www.facebook.com/")
+
+    assert served == {"0", "1"}
+    assert ordinary == (200, "upstream proxy saw http://www.example.org/via-parent\n")
+    assert social[0] == 407 and "sign in with your City account" in social[1]
+    assert seen == ["GET http://www.example.org/via-parent HTTP/1.1"]  # the social one went nowhere
+    assert not any("Address already in use" in line for line in service.lines), "".join(service.lines)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(20) == 0
