@@ -216,7 +216,11 @@ def shown_url(url: str) -> str:
     printable ASCII, is percent-encoded as the UTF-8 bytes it came from. `%` itself is kept, so
     an already percent-encoded URL reads as it was sent.
     """
-    return quote(url.encode("utf-8", "surrogateescape"), safe=_PRINTABLE_ASCII)
+    try:
+        raw = url.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: encoded as itself
+        raw = url.encode("utf-8", "surrogatepass")
+    return quote(raw, safe=_PRINTABLE_ASCII)
 
 
 # Every printable ASCII character but the space: `shown_url` leaves these as they are.
