@@ -62,6 +62,8 @@ _BLOCK_PAGE_HEADERS = ((b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-
 # How long a tunnel's start (a ClientHello, a request head) may take to arrive whole. Checked
 # when bytes arrive; a client that sends nothing more is the idle timeout's business.
 START_SECONDS = 10.0
+# The detail of a refusal after an error: the traceback is in the proxy log, never in a record.
+_INTERNAL_ERROR = "an internal error; see the proxy log"
 
 
 @dataclass(slots=True)
@@ -171,7 +173,17 @@ class CityGate:
             # Its hosts are not known (the SNI may not have been read), so nothing may go raw: a
             # TLS start still meets `tls_clienthello`, which decides (and fails closed) itself.
             if not isinstance(chosen, ServerTLSLayer):
-                nextlayer.layer = _Close(context)
+                await self._close_after_error(nextlayer)
+
+    async def _close_after_error(self, nextlayer: layer.NextLayer) -> None:
+        """Close a tunnel whose start could not be read; record it when its CONNECT named a social host."""
+        nextlayer.layer = _Close(nextlayer.context)
+        try:
+            await self._refuse_tunnel(nextlayer, _INTERNAL_ERROR, None, Reason.INTERNAL_ERROR)
+        except Exception:
+            log.exception(
+                "citygate: could not record closing a tunnel to %s", nextlayer.context.server.address
+            )
 
     async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
@@ -221,7 +233,11 @@ class CityGate:
         await self._refuse_tunnel(nextlayer, problem, hello)
 
     async def _refuse_tunnel(
-        self, nextlayer: layer.NextLayer, problem: str, hello: ClientHello | None
+        self,
+        nextlayer: layer.NextLayer,
+        problem: str,
+        hello: ClientHello | None,
+        reason: Reason = Reason.UNRECOGNIZED_PROTOCOL,
     ) -> None:
         """Close a tunnel whose start cannot be decided; record it when it names a social host."""
         context = nextlayer.context
@@ -234,7 +250,7 @@ class CityGate:
             return
         tunnel = self.tunnels.get(context.client)
         identity = await self._tunnel_identity(tunnel) if tunnel else None
-        decision = self._refusal(Reason.UNRECOGNIZED_PROTOCOL, hosts, identity, problem)
+        decision = self._refusal(reason, hosts, identity, problem)
         host, port = context.server.address  # type: ignore[misc]
         await self._announce_event(
             decision, Stage.CONNECT, client_ip=client_ip, method="CONNECT", url=f"{host}:{port}", status=None
@@ -463,9 +479,7 @@ class CityGate:
         event = flow.metadata.get("citygate.event")
         try:
             if event is None:
-                decision = self._refusal(
-                    Reason.INTERNAL_ERROR, hosts, None, "an internal error; see the proxy log"
-                )
+                decision = self._refusal(Reason.INTERNAL_ERROR, hosts, None, _INTERNAL_ERROR)
                 event = await self._announce(flow, decision, stage, 403)
             reference = f" (reference {event.id})"
         except Exception:

@@ -14,6 +14,9 @@ mitmproxy refuses itself after the gate had recorded another answer (a scheme ot
 a CONNECT inside a tunnel). Cases that always worked stay here as the fuzzing that found the
 others (percent-encoding, NUL, huge headers, credentials that are not UTF-8, junk after a
 CONNECT), and ordinary twins must still get through.
+
+For errors no input triggers any more, ``BuggyGate`` raises where a bug would: a social request
+is then refused with 403 and recorded as `internal_error`, an ordinary one goes through.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness import PlainUpstream, ProxyRunner, TlsUpstream
+from mitmproxy import http
+from mitmproxy.proxy import layer
 from wire import Answer, RecordingOrigin, RedirectEverything, TunnelClient, basic_auth
 
 from citygate.addons.audit import AuditLog
+from citygate.addons.events import Stage
 from citygate.addons.gate import CityGate
 from citygate.proxy.audit.files import expand, open_log
 
@@ -236,6 +242,39 @@ class Gate:
             time.sleep(0.02)
 
 
+class BuggyGate(CityGate):
+    """citygate with a bug, for what no input found yet: its checks raise on a marked request.
+
+    A request whose path holds `/bug`, or a CONNECT with an `X-Bug` header, makes the first
+    check of every request raise (ordinary ones too); a tunnel whose first bytes start with
+    `BUG` makes reading them raise.
+    """
+
+    name = "citygate"  # the name the other addons find the gate by (addons/loaded.py)
+
+    async def _refused_as_malformed(self, flow: http.HTTPFlow, hosts: Sequence[str], stage: Stage) -> bool:
+        if "/bug" in flow.request.path or "X-Bug" in flow.request.headers:
+            raise RuntimeError("a bug in checking the request head")
+        return await super()._refused_as_malformed(flow, hosts, stage)
+
+    async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
+        if nextlayer.data_client().startswith(b"BUG"):
+            raise RuntimeError("a bug in reading a tunnel's start")
+        await super()._choose_for_start(nextlayer)
+
+
+def _start(
+    factory, origin: RecordingOrigin, plain: PlainUpstream, tls: TlsUpstream, log_dir: Path, gate: CityGate
+) -> Gate:
+    origin.reset()
+    redirect = RedirectEverything(origin, plain.address, tls.address)
+    runner = factory(
+        [gate, AuditLog(), redirect],
+        {"citygate_config": str(DEMO_CONFIG), "citygate_audit_directory": str(log_dir)},
+    )
+    return Gate(runner, log_dir)
+
+
 @pytest.fixture
 def gate(
     proxy_runner_factory,
@@ -244,18 +283,23 @@ def gate(
     tls_upstream: TlsUpstream,
     tmp_path: Path,
 ) -> Gate:
-    _origin.reset()
-    redirect = RedirectEverything(_origin, plain_upstream.address, tls_upstream.address)
-    log_dir = tmp_path / "log"
-    runner = proxy_runner_factory(
-        [CityGate(), AuditLog(), redirect],
-        {"citygate_config": str(DEMO_CONFIG), "citygate_audit_directory": str(log_dir)},
-    )
-    return Gate(runner, log_dir)
+    return _start(proxy_runner_factory, _origin, plain_upstream, tls_upstream, tmp_path / "log", CityGate())
 
 
-def _last_answer(gate: Gate, data: bytes) -> tuple[Answer, list[int]]:
-    """Send ``data`` at once; every answer's status, and the last answer whole."""
+@pytest.fixture
+def buggy_gate(
+    proxy_runner_factory,
+    _origin: RecordingOrigin,
+    plain_upstream: PlainUpstream,
+    tls_upstream: TlsUpstream,
+    tmp_path: Path,
+) -> Gate:
+    return _start(proxy_runner_factory, _origin, plain_upstream, tls_upstream, tmp_path / "log", BuggyGate())
+
+
+def _last_answer(gate: Gate, data: bytes) -> tuple[Answer, list[int], bool]:
+    """Send ``data`` at once: the last answer whole, every answer's status, and whether the
+    proxy closed the connection."""
     with TunnelClient(gate.runner.address, timeout=2.0) as client:
         client.sock.sendall(data)
         answers: list[Answer] = []
@@ -265,7 +309,7 @@ def _last_answer(gate: Gate, data: bytes) -> tuple[Answer, list[int]]:
                 break
             answers.append(answer)
     assert answers, f"no answer; the client got {bytes(client.received[:300])!r}"
-    return answers[-1], [a.status for a in answers if a.status is not None]
+    return answers[-1], [a.status for a in answers if a.status is not None], client.eof
 
 
 def _assert_no_traceback(gate: Gate) -> None:
@@ -281,7 +325,7 @@ def _assert_no_traceback(gate: Gate) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_an_odd_input_gets_a_clear_answer_and_a_record(gate: Gate, case: Case):
-    answer, statuses = _last_answer(gate, case.data)
+    answer, statuses, _ = _last_answer(gate, case.data)
 
     assert answer.status == case.status, (statuses, answer.data[:400])
     assert case.says in answer.body, answer.data[:600]
@@ -296,7 +340,7 @@ def test_an_odd_input_gets_a_clear_answer_and_a_record(gate: Gate, case: Case):
 
 @pytest.mark.parametrize("case", ORDINARY, ids=lambda case: case.name)
 def test_an_odd_ordinary_request_still_goes_through(gate: Gate, case: Case):
-    answer, _ = _last_answer(gate, case.data)
+    answer, _, _ = _last_answer(gate, case.data)
 
     assert answer.status == case.status, answer.data[:400]
     assert case.says in answer.body, answer.data[:600]
@@ -305,9 +349,62 @@ def test_an_odd_ordinary_request_still_goes_through(gate: Gate, case: Case):
 
 
 def test_an_unclosed_bracket_without_a_social_name_is_refused_unrecorded(gate: Gate):
-    answer, _ = _last_answer(gate, _get(b"/", b"[::1"))
+    answer, _, _ = _last_answer(gate, _get(b"/", b"[::1"))
 
     assert answer.status == 400
     assert b"HTTP request has no host header" in answer.body  # mitmproxy's: no host to decide on
     assert gate.records() == []
     _assert_no_traceback(gate)
+
+
+def _errors(gate: Gate) -> list[str]:
+    return [r.getMessage() for r in gate.runner.log_records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("data", "action"),
+    [
+        (_get(b"http://www.facebook.com/bug", FB, _auth(MNGUYEN)), "http-request"),
+        (_connect(FB + b":443", _auth(MNGUYEN) + b"X-Bug: 1\r\n"), "http-connect"),
+    ],
+    ids=["request", "connect"],
+)
+def test_a_social_request_whose_check_fails_is_refused_and_recorded(
+    buggy_gate: Gate, data: bytes, action: str
+):
+    answer, statuses, _ = _last_answer(buggy_gate, data)
+
+    assert statuses == [403], answer.data[:400]
+    assert b"citygate could not decide this request, so it is refused" in answer.body
+    record = buggy_gate.wait_for_record(lambda r: r["event.reason"] == "internal_error")
+    assert f"(reference {record['event.id']})".encode() in answer.body
+    assert (record["event.action"], record["http.response.status_code"]) == (action, 403)
+    assert (record["url.domain"], record["event.type"]) == ("www.facebook.com", "denied")
+    assert len(buggy_gate.records()) == 1
+    assert [e for e in _errors(buggy_gate) if e.startswith("citygate: error deciding")] != []
+
+
+def test_an_ordinary_request_whose_check_fails_still_goes_through(buggy_gate: Gate):
+    answer, _, _ = _last_answer(buggy_gate, _get(b"/bug", ORG))
+
+    assert answer.status == 200 and b'"server": "plain"' in answer.body, answer.data[:400]
+    assert buggy_gate.records() == []
+
+
+def test_a_social_tunnel_whose_start_cannot_be_read_is_closed_and_recorded(buggy_gate: Gate):
+    answer, statuses, closed = _last_answer(
+        buggy_gate, _connect(FB + b":443", _auth(KWILLIAMS)) + b"BUG\x00junk"
+    )
+
+    assert statuses == [200] and closed, answer.data[:400]  # the tunnel opened, then closed
+    record = buggy_gate.wait_for_record(lambda r: r["event.reason"] == "internal_error")
+    assert (record["event.action"], record["url.domain"]) == ("http-connect", "www.facebook.com")
+    assert [r["event.reason"] for r in buggy_gate.records()] == ["granted", "internal_error"]
+    assert [e for e in _errors(buggy_gate) if e.startswith("citygate: error reading the start")] != []
+
+
+def test_an_ordinary_tunnel_whose_start_cannot_be_read_is_closed_unrecorded(buggy_gate: Gate):
+    answer, statuses, closed = _last_answer(buggy_gate, _connect(ORG + b":443") + b"BUG\x00junk")
+
+    assert statuses == [200] and closed, answer.data[:400]
+    assert buggy_gate.records() == []
