@@ -3,7 +3,7 @@
 Each hook gathers what the decision needs (hosts, path, identity, directory facts), calls the
 pure `decide_request`, and acts on the result. Hooks are async so directory work never blocks
 the event loop, and every hook is guarded: mitmproxy forwards a request whose hook raised, so
-on any error a social-media request is refused instead.
+on any error a social-media request is refused instead (403, recorded as `internal_error`).
 
 Encrypted traffic is decided on the CONNECT authority and the TLS SNI, before a byte goes
 upstream: a tunnel's start is read whole first (addons/tunnel_start.py), so how a client splits
