@@ -209,22 +209,25 @@ def state_record(action: str, at: datetime, **fields: object) -> dict[str, objec
 
 
 def shown_url(url: str) -> str:
-    """A request's URL as the log and the block page show it: printable ASCII, whatever was sent.
+    """A request's URL as the log and the block page show it: printable, whatever was sent.
 
-    mitmproxy keeps bytes that are not UTF-8 as lone surrogates (which no encoder takes) and
-    passes control characters through; each such byte, and every other character outside
-    printable ASCII, is percent-encoded as the UTF-8 bytes it came from. `%` itself is kept, so
-    an already percent-encoded URL reads as it was sent.
+    mitmproxy keeps bytes that are not UTF-8 as lone surrogates (which no encoder takes, so a
+    page or a log line holding one cannot be written) and passes control characters through.
+    Every character that is not printable is percent-encoded as the bytes it came from; the
+    rest, non-ASCII letters included, is kept as the client sent it.
     """
+    if url.isprintable():
+        return url
+    return "".join(ch if ch.isprintable() else quote(_sent_bytes(ch), safe="") for ch in url)
+
+
+def _sent_bytes(ch: str) -> bytes:
     try:
-        raw = url.encode("utf-8", "surrogateescape")
+        return ch.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that stands for no byte: encoded as itself
-        raw = url.encode("utf-8", "surrogatepass")
-    return quote(raw, safe=_PRINTABLE_ASCII)
+        return ch.encode("utf-8", "surrogatepass")
 
 
-# Every printable ASCII character but the space: `shown_url` leaves these as they are.
-_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 # Where an absolute URL's authority ends (RFC 3986 §3.2).
 _AUTHORITY_END = re.compile(r"[/?#]")
 
