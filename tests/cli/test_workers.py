@@ -198,6 +198,10 @@ class _UpstreamProxy(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_CONNECT(self) -> None:
+        self.seen.append(self.requestline)
+        self.send_error(502)
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
@@ -238,11 +242,16 @@ def test_workers_serve_in_upstream_mode(start, upstream_proxy):
     served = {ask_worker(port) for _ in range(40)}  # both workers took their sockets
     ordinary = _get_through(port, "http://www.example.org/via-parent")
     social = _get_through(port, "http://www.facebook.com/")
+    tunnel = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    tunnel.set_tunnel("www.facebook.com", 443)
+    with pytest.raises(OSError, match="407 Proxy Authentication Required"):
+        tunnel.connect()
+    tunnel.close()
 
     assert served == {"0", "1"}
     assert ordinary == (200, "upstream proxy saw http://www.example.org/via-parent\n")
     assert social[0] == 407 and "sign in with your City account" in social[1]
-    assert seen == ["GET http://www.example.org/via-parent HTTP/1.1"]  # the social one went nowhere
+    assert seen == ["GET http://www.example.org/via-parent HTTP/1.1"]  # the social ones went nowhere
     assert not any("Address already in use" in line for line in service.lines), "".join(service.lines)
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(20) == 0
