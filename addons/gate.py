@@ -319,7 +319,7 @@ class CityGate:
 
     async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
         if flow.error is not None:
-            await self._record_protocol_error(flow, hosts)
+            await self._record_protocol_error(flow, hosts, flow.error.msg)
             return
         if await self._refused_as_malformed(flow, hosts, Stage.REQUEST):
             return
@@ -373,7 +373,7 @@ class CityGate:
         flow.response = http.Response.make(400, encode_page(page), http.Headers(_BLOCK_PAGE_HEADERS))
         return True
 
-    async def _record_protocol_error(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+    async def _record_protocol_error(self, flow: http.HTTPFlow, hosts: Sequence[str], problem: str) -> None:
         """Record a social request mitmproxy refuses itself (its 400 follows this hook whatever it sets).
 
         mitmproxy runs this hook for a request it found invalid (a scheme other than http or
@@ -382,7 +382,6 @@ class CityGate:
         """
         if not self._social(hosts):
             return
-        problem = flow.error.msg if flow.error else "mitmproxy refused the request"
         await self._announce(
             flow, self._refusal(Reason.MALFORMED_REQUEST, hosts, None, problem), Stage.REQUEST, 400
         )

@@ -10,10 +10,10 @@ worker means that a port of 0 is resolved once, a port that is taken is reported
 anything starts, and a worker that dies leaves its socket open in the supervisor: connections
 the kernel already queued on it wait for the replacement instead of being reset. mitmproxy
 12.2 has no option for SO_REUSEPORT or for an inherited socket, so each worker replaces
-`AsyncioServerInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)`, for
-every mode that listens on TCP: regular, upstream and the others) with a version that serves the
-inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
-and all workers accept from one shared socket instead.
+`AsyncioServerInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)` for
+every mode that listens on TCP: regular, upstream and the others) with a version that serves
+the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance, and all workers
+accept from one shared socket instead.
 
 Workers are fresh interpreters (`python -m citygate.proxy.cli.worker`) that inherit their sockets
 (pass_fds), not forks: the supervisor may run threads (the shared metrics listener), and a fork
