@@ -29,6 +29,16 @@ footer{font-size:.8rem;color:#6b7280;margin-top:2rem}
 """
 
 
+def encode_page(page: str) -> bytes:
+    """A rendered page as the bytes of its UTF-8 body.
+
+    A value that came from the wire may hold lone surrogates (mitmproxy's stand-ins for bytes
+    that are not UTF-8), which UTF-8 cannot encode: they are written as escapes rather than
+    turning a refusal into a traceback.
+    """
+    return page.encode("utf-8", "backslashreplace")
+
+
 def render_block_page(
     decision: Decision,
     policy: Policy,

@@ -3,7 +3,7 @@
 Each hook gathers what the decision needs (hosts, path, identity, directory facts), calls the
 pure `decide_request`, and acts on the result. Hooks are async so directory work never blocks
 the event loop, and every hook is guarded: mitmproxy forwards a request whose hook raised, so
-on any error a social-media request is refused instead.
+on any error a social-media request is refused instead (403, recorded as `internal_error`).
 
 Encrypted traffic is decided on the CONNECT authority and the TLS SNI, before a byte goes
 upstream: a tunnel's start is read whole first (addons/tunnel_start.py), so how a client splits
@@ -31,7 +31,7 @@ from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 from mitmproxy.tls import ClientHello
 
-from citygate.addons.blockpage import render_block_page, render_refusal_page
+from citygate.addons.blockpage import encode_page, render_block_page, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.configuration import Configuration, Loaded
 from citygate.addons.credentials import REALM, strip_proxy_headers
@@ -39,6 +39,7 @@ from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, V
 from citygate.addons.identity import Presented
 from citygate.addons.tunnel_start import Kind, classify, server_names, sni_readable
 from citygate.directory.problems import ConfigError
+from citygate.proxy.audit.record import shown_url
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.decision import (
     Decision,
@@ -61,6 +62,8 @@ _BLOCK_PAGE_HEADERS = ((b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-
 # How long a tunnel's start (a ClientHello, a request head) may take to arrive whole. Checked
 # when bytes arrive; a client that sends nothing more is the idle timeout's business.
 START_SECONDS = 10.0
+# The detail of a refusal after an error: the traceback is in the proxy log, never in a record.
+_INTERNAL_ERROR = "an internal error; see the proxy log"
 
 
 @dataclass(slots=True)
@@ -144,7 +147,7 @@ class CityGate:
     # --- hooks -----------------------------------------------------------------------------
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
-        await self._guarded(flow, [flow.request.host], self._on_connect)
+        await self._guarded(flow, [flow.request.host], self._on_connect, Stage.CONNECT)
 
     async def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """Choose a tunnel's next layer only once its start is whole, so nothing goes upstream undecided.
@@ -170,7 +173,17 @@ class CityGate:
             # Its hosts are not known (the SNI may not have been read), so nothing may go raw: a
             # TLS start still meets `tls_clienthello`, which decides (and fails closed) itself.
             if not isinstance(chosen, ServerTLSLayer):
-                nextlayer.layer = _Close(context)
+                await self._close_after_error(nextlayer)
+
+    async def _close_after_error(self, nextlayer: layer.NextLayer) -> None:
+        """Close a tunnel whose start could not be read; record it when its CONNECT named a social host."""
+        nextlayer.layer = _Close(nextlayer.context)
+        try:
+            await self._refuse_tunnel(nextlayer, _INTERNAL_ERROR, None, Reason.INTERNAL_ERROR)
+        except Exception:
+            log.exception(
+                "citygate: could not record closing a tunnel to %s", nextlayer.context.server.address
+            )
 
     async def _choose_for_start(self, nextlayer: layer.NextLayer) -> None:
         context = nextlayer.context
@@ -220,7 +233,11 @@ class CityGate:
         await self._refuse_tunnel(nextlayer, problem, hello)
 
     async def _refuse_tunnel(
-        self, nextlayer: layer.NextLayer, problem: str, hello: ClientHello | None
+        self,
+        nextlayer: layer.NextLayer,
+        problem: str,
+        hello: ClientHello | None,
+        reason: Reason = Reason.UNRECOGNIZED_PROTOCOL,
     ) -> None:
         """Close a tunnel whose start cannot be decided; record it when it names a social host."""
         context = nextlayer.context
@@ -233,7 +250,7 @@ class CityGate:
             return
         tunnel = self.tunnels.get(context.client)
         identity = await self._tunnel_identity(tunnel) if tunnel else None
-        decision = self._refusal(Reason.UNRECOGNIZED_PROTOCOL, hosts, identity, problem)
+        decision = self._refusal(reason, hosts, identity, problem)
         host, port = context.server.address  # type: ignore[misc]
         await self._announce_event(
             decision, Stage.CONNECT, client_ip=client_ip, method="CONNECT", url=f"{host}:{port}", status=None
@@ -266,7 +283,7 @@ class CityGate:
         tunnel = self.tunnels.get(flow.client_conn)
         if tunnel is not None:
             hosts.append(tunnel.authority)
-        await self._guarded(flow, hosts, self._on_request)
+        await self._guarded(flow, hosts, self._on_request, Stage.REQUEST)
 
     # --- hook bodies -----------------------------------------------------------------------
 
@@ -301,6 +318,9 @@ class CityGate:
         self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented, identity, resolved=True)
 
     async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
+        if flow.error is not None:
+            await self._record_protocol_error(flow, hosts, flow.error.msg)
+            return
         if await self._refused_as_malformed(flow, hosts, Stage.REQUEST):
             return
         if not self._social(hosts):
@@ -350,8 +370,21 @@ class CityGate:
         decision = self._refusal(Reason.MALFORMED_REQUEST, hosts, None, problem)
         event = await self._announce(flow, decision, stage, 400)
         page = render_refusal_page(decision, self._loaded().policy, event.url, event.id)
-        flow.response = http.Response.make(400, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
+        flow.response = http.Response.make(400, encode_page(page), http.Headers(_BLOCK_PAGE_HEADERS))
         return True
+
+    async def _record_protocol_error(self, flow: http.HTTPFlow, hosts: Sequence[str], problem: str) -> None:
+        """Record a social request mitmproxy refuses itself (its 400 follows this hook whatever it sets).
+
+        mitmproxy runs this hook for a request it found invalid (a scheme other than http or
+        https, a CONNECT inside a tunnel) only to show it, then answers 400 itself: a decision
+        made here would be recorded with an answer the client never gets.
+        """
+        if not self._social(hosts):
+            return
+        await self._announce(
+            flow, self._refusal(Reason.MALFORMED_REQUEST, hosts, None, problem), Stage.REQUEST, 400
+        )
 
     # --- deciding --------------------------------------------------------------------------
 
@@ -421,24 +454,43 @@ class CityGate:
         flow: http.HTTPFlow,
         hosts: Sequence[str],
         body: Callable[[http.HTTPFlow, Sequence[str]], Awaitable[None]],
+        stage: Stage,
     ) -> None:
         # When the request reached citygate: `_announce` reports the decision's latency from it.
         flow.metadata[_STARTED] = time.perf_counter()
         try:
             await body(flow, hosts)
         except Exception:
-            log.exception("citygate: error deciding %s %s", flow.request.method, flow.request.pretty_url)
+            log.exception(
+                "citygate: error deciding %s %s", flow.request.method, shown_url(flow.request.pretty_url)
+            )
             if self._might_be_social(hosts):
-                flow.response = http.Response.make(
-                    403,
-                    "citygate could not decide this request, so it is refused. IT has the details in the proxy log.\n",
-                    {"Content-Type": "text/plain; charset=utf-8"},
-                )
-                log.warning(
-                    "citygate: refused %s after an internal error (%s)",
-                    ",".join(hosts),
-                    Reason.INTERNAL_ERROR.value,
-                )
+                await self._refuse_after_error(flow, hosts, stage)
+
+    async def _refuse_after_error(self, flow: http.HTTPFlow, hosts: Sequence[str], stage: Stage) -> None:
+        """Refuse a social request whose hook failed (fail closed), with a record of the refusal.
+
+        A request whose decision was already announced has its record (the 403 keeps its
+        status); any other gets one now, with reason `internal_error`. Recording may fail too
+        (the error that got us here may be in the configuration): the 403 goes out regardless.
+        """
+        reference = ""
+        event = flow.metadata.get("citygate.event")
+        try:
+            if event is None:
+                decision = self._refusal(Reason.INTERNAL_ERROR, hosts, None, _INTERNAL_ERROR)
+                event = await self._announce(flow, decision, stage, 403)
+            reference = f" (reference {event.id})"
+        except Exception:
+            log.exception("citygate: could not record the refusal of %s", ",".join(hosts))
+        flow.response = http.Response.make(
+            403,
+            f"citygate could not decide this request, so it is refused. IT has the details in the proxy log{reference}.\n",
+            {"Content-Type": "text/plain; charset=utf-8"},
+        )
+        log.warning(
+            "citygate: refused %s after an internal error (%s)", ",".join(hosts), Reason.INTERNAL_ERROR.value
+        )
 
     # --- acting ----------------------------------------------------------------------------
 
@@ -463,7 +515,7 @@ class CityGate:
             stage,
             client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
             method=flow.request.method,
-            url=flow.request.pretty_url,
+            url=shown_url(flow.request.pretty_url),
             status=status,
             would_deny=would_deny,
             started=started,
@@ -523,7 +575,7 @@ class CityGate:
         candidates = await loaded.directory.members(loaded.policy.approver_groups) if department else []
         approvers = loaded.policy.approval.approvers_for(department, candidates)
         page = render_block_page(decision, loaded.policy, event.url, approvers, event.id)
-        flow.response = http.Response.make(403, page.encode(), http.Headers(_BLOCK_PAGE_HEADERS))
+        flow.response = http.Response.make(403, encode_page(page), http.Headers(_BLOCK_PAGE_HEADERS))
 
     async def _refuse_vetoed_connect(self, flow: http.HTTPFlow, decision: Decision) -> None:
         # A tunnel that would pass through cannot show a block page (its requests are never

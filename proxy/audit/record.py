@@ -14,10 +14,11 @@ string (unless `audit.include_query`), and anything but host and byte counts for
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 from citygate.proxy.decision import Decision, Result
 from citygate.proxy.outcomes import tunnel_handling
@@ -120,9 +121,8 @@ def decision_record(
     is_request = str(event.stage) == "request"
     scheme = path = query = None
     if is_request:
-        parts = urlsplit(event.url)
-        scheme, path = parts.scheme or None, parts.path or "/"
-        query = (parts.query or None) if include_query else None
+        scheme, path, query = _url_parts(event.url)
+        query = query if include_query else None
     status = event.status
     would_deny = bool(getattr(event, "would_deny", False))
     if completion is not None and completion.status is not None:
@@ -206,6 +206,47 @@ def state_record(action: str, at: datetime, **fields: object) -> dict[str, objec
         "event.action": action,
         **{f"citygate.audit.{key}": value for key, value in fields.items()},
     }
+
+
+def shown_url(url: str) -> str:
+    """A request's URL as the log and the block page show it: printable, whatever was sent.
+
+    mitmproxy keeps bytes that are not UTF-8 as lone surrogates (which no encoder takes, so a
+    page or a log line holding one cannot be written) and passes control characters through.
+    Every character that is not printable is percent-encoded as the bytes it came from; the
+    rest, non-ASCII letters included, is kept as the client sent it.
+    """
+    if url.isprintable():
+        return url
+    return "".join(ch if ch.isprintable() else quote(_sent_bytes(ch), safe="") for ch in url)
+
+
+def _sent_bytes(ch: str) -> bytes:
+    try:
+        return ch.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte: encoded as itself
+        return ch.encode("utf-8", "surrogatepass")
+
+
+# Where an absolute URL's authority ends (RFC 3986 §3.2).
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+def _url_parts(url: str) -> tuple[str | None, str, str | None]:
+    """Scheme, path and query of a request's URL; never raises, whatever the client sent.
+
+    Not `urlsplit`: it refuses a URL whose authority holds an unbalanced or invalid bracketed
+    address (`http://[:::]/`), which a client can put in its Host header, and a denial would
+    then go out without its record. The authority is not needed here (the decision names the
+    host), so it is skipped, not parsed.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    end = _AUTHORITY_END.search(rest)
+    target = rest[end.start() :].partition("#")[0] if end else ""
+    path, _, query = target.partition("?")
+    return scheme or None, path or "/", query or None
 
 
 def _nanoseconds(delta: timedelta) -> int:

@@ -217,12 +217,12 @@ def shared_metrics(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def remove_stale_folders(parent: Path | None = None) -> list[Path]:
-    """Remove the metrics folders of supervisors that no longer run (killed with SIGKILL, which
-    leaves no chance to clean up); a folder is named after its supervisor's pid."""
+def remove_stale_folders(parent: Path | None = None, prefix: str = FOLDER_PREFIX) -> list[Path]:
+    """Remove the folders of supervisors that no longer run (killed with SIGKILL, which leaves no
+    chance to clean up): those in `parent` named `prefix`, then their supervisor's pid, then `-`."""
     removed = []
-    for folder in Path(parent or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*-*"):
-        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+    for folder in Path(parent or tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)

@@ -10,9 +10,10 @@ worker means that a port of 0 is resolved once, a port that is taken is reported
 anything starts, and a worker that dies leaves its socket open in the supervisor: connections
 the kernel already queued on it wait for the replacement instead of being reset. mitmproxy
 12.2 has no option for SO_REUSEPORT or for an inherited socket, so each worker replaces
-`RegularInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)`) with a
-version that serves the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance,
-and all workers accept from one shared socket instead.
+`AsyncioServerInstance.listen` (where mitmproxy calls `asyncio.start_server(host, port)` for
+every mode that listens on TCP: regular, upstream and the others) with a version that serves
+the inherited socket. Elsewhere than Linux, SO_REUSEPORT does not balance, and all workers
+accept from one shared socket instead.
 
 Workers are fresh interpreters (`python -m citygate.proxy.cli.worker`) that inherit their sockets
 (pass_fds), not forks: the supervisor may run threads (the shared metrics listener), and a fork
@@ -42,6 +43,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from mitmproxy.proxy.mode_servers import AsyncioServerInstance
-    from mitmproxy.proxy.mode_specs import RegularMode
+    from mitmproxy.proxy.mode_specs import ProxyMode
     from mitmproxy_rs.udp import UdpServer
     from mitmproxy_rs.wireguard import WireGuardServer
 
@@ -80,6 +82,13 @@ STOP_GRACE = 10.0
 # asyncio.start_server's default, which mitmproxy uses: the workers queue as much as it would.
 BACKLOG = 100
 _PR_SET_PDEATHSIG = 1
+# The run's private folder (the workers' shared directory answers) is `shared-<pid>-<random>`
+# in this user's run folder: the supervisor's pid lets the next start remove the folder of a
+# supervisor killed with SIGKILL. `citygate-shared-<pid>-` is where earlier versions put it,
+# straight in the temp dir.
+RUN_FOLDER = "citygate-run"
+SHARED_PREFIX = "shared-"
+_OLD_SHARED_PREFIX = "citygate-shared-"
 
 
 def default_workers() -> int:
@@ -155,13 +164,16 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
     """Make this process's mitmproxy serve `listeners` instead of binding `port` itself."""
     import asyncio
 
-    from mitmproxy.proxy import mode_servers, mode_specs
+    from mitmproxy.proxy import mode_servers
 
-    bind = mode_servers.RegularInstance.listen
+    # The base class's, not RegularInstance's: each mode has its own instance class (upstream
+    # mode's is UpstreamInstance), and all of them inherit `listen` from it.
+    bind = mode_servers.AsyncioServerInstance.listen
     inherited_port = port
 
-    async def listen(self: AsyncioServerInstance[RegularMode], host: str, port: int) -> _Servers:
-        if not isinstance(self.mode, mode_specs.RegularMode) or port != inherited_port:
+    async def listen(self: AsyncioServerInstance[ProxyMode], host: str, port: int) -> _Servers:
+        # The inherited sockets are TCP: a UDP mode (dns, wireguard) binds its own port.
+        if self.mode.transport_protocol != "tcp" or port != inherited_port:
             return await bind(self, host, port)
         # A duplicate for each server: mitmproxy closes its servers when it stops them, and the
         # inherited socket must stay open should it start them again (an option change).
@@ -173,8 +185,8 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
         return servers
 
     # Replacing a method of mitmproxy's class is what this is for: mypy rejects any assignment to
-    # a method, whatever its type.
-    mode_servers.RegularInstance.listen = listen  # type: ignore[method-assign]
+    # a method, whatever its type, and the class's mode type variable cannot be named here.
+    mode_servers.AsyncioServerInstance.listen = listen  # type: ignore[method-assign, assignment]
 
 
 # --- supervisor ------------------------------------------------------------------------------
@@ -370,6 +382,35 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+def run_folder() -> Path:
+    """This user's folder for what a run keeps while it lasts: private (0700), made if missing.
+
+    It is `citygate-run-<uid>` in the first of $XDG_RUNTIME_DIR and /run/citygate (systemd's
+    RuntimeDirectory=citygate) that this user may write in, both emptied at every boot, else in
+    the temp dir. A folder of that name that is not this user's private folder (another user of
+    a shared /tmp made it first, or a link) is refused rather than used.
+    """
+    bases = [os.environ.get("XDG_RUNTIME_DIR"), "/run/citygate"]
+    writable = (base for base in bases if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK))
+    folder = Path(next(writable, tempfile.gettempdir())) / f"{RUN_FOLDER}-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    found = folder.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or stat.S_IMODE(found.st_mode) & 0o077:
+        raise PermissionError(f"{folder} is not a folder only this user can use")
+    return folder
+
+
+def _shared_folder() -> str:
+    """A new private folder for this run's shared files, after removing those of dead supervisors."""
+    from citygate.proxy.runtime.metrics_http import remove_stale_folders
+
+    parent = run_folder()
+    remove_stale_folders(parent, SHARED_PREFIX)
+    remove_stale_folders(Path(tempfile.gettempdir()), _OLD_SHARED_PREFIX)
+    return tempfile.mkdtemp(prefix=f"{SHARED_PREFIX}{os.getpid()}-", dir=parent)
+
+
 def _key_size(settings: Sequence[str]) -> int:
     from mitmproxy.options import KEY_SIZE
 
@@ -396,18 +437,23 @@ def supervise(args: argparse.Namespace) -> int:
         print(f"citygate: citygate config is invalid:\n{exc}", file=sys.stderr)
         return 2
     certs.CertStore.from_store(Path(args.confdir).expanduser(), CONF_BASENAME, _key_size(args.set))
+    # A private folder (0700) for what the workers share: their directory answers.
+    try:
+        shared = _shared_folder()
+    except OSError as exc:
+        print(f"citygate: cannot make the run's private folder: {exc}", file=sys.stderr)
+        return 2
     reuse_port = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
     try:
         listeners, port = bind_listeners(
             args.listen_host, args.listen_port, args.workers, reuse_port=reuse_port
         )
     except OSError as exc:
+        shutil.rmtree(shared, ignore_errors=True)
         print(
             f"citygate: cannot listen on {args.listen_host or '*'}:{args.listen_port}: {exc}", file=sys.stderr
         )
         return 2
-    # A private folder (0700) for what the workers share: their directory answers.
-    shared = tempfile.mkdtemp(prefix=f"citygate-shared-{os.getpid()}-")
     os.environ[SHARED_DIR_ENV] = shared
     try:
         # One metrics listener for the whole service, merging every worker's metrics.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import re
 import signal
@@ -56,12 +57,12 @@ def _env() -> dict[str, str]:
 def start(tmp_path: Path) -> Iterator[object]:
     services: list[Service] = []
 
-    def start_service(*extra: str) -> Service:
+    def start_service(*extra: str, env: dict[str, str] | None = None) -> Service:
         # The access log in the test's folder, not the checkout's var/ (the demo config's).
         command = [CITYGATE, "run", "--listen-port", "0", "--confdir", str(tmp_path / "ca")]
         command += ["--set", f"citygate_audit_directory={tmp_path / 'log'}", *extra]
         process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or _env()
         )
         service = Service(process)
         threading.Thread(target=lambda: service.lines.extend(process.stdout or ()), daemon=True).start()
@@ -182,3 +183,113 @@ def test_a_port_in_use_is_refused_not_shared(start):
     assert second.process.wait(30) == 2
     second.wait_for("cannot listen on 127.0.0.1:.*Address already in use")
     assert first.process.poll() is None
+
+
+class _UpstreamProxy(http.server.BaseHTTPRequestHandler):
+    """A parent proxy: answers every proxied request itself, and notes its request line."""
+
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.requestline)
+        body = f"upstream proxy saw {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_CONNECT(self) -> None:
+        self.seen.append(self.requestline)
+        self.send_error(502)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream_proxy() -> Iterator[tuple[int, list[str]]]:
+    seen: list[str] = []
+    handler = type("Handler", (_UpstreamProxy,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+def _get_through(port: int, url: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", url)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_workers_serve_in_upstream_mode(start, upstream_proxy):
+    upstream_port, seen = upstream_proxy
+    service = start(
+        "--workers",
+        "2",
+        "--set",
+        f"scripts={ECHO}",
+        "--set",
+        f"mode=upstream:http://127.0.0.1:{upstream_port}",
+    )
+    port = service.port
+
+    served = {ask_worker(port) for _ in range(40)}  # both workers took their sockets
+    ordinary = _get_through(port, "http://www.example.org/via-parent")
+    social = _get_through(port, "http://www.facebook.com/")
+    tunnel = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    tunnel.set_tunnel("www.facebook.com", 443)
+    with pytest.raises(OSError, match="407 Proxy Authentication Required"):
+        tunnel.connect()
+    tunnel.close()
+
+    assert served == {"0", "1"}
+    assert ordinary == (200, "upstream proxy saw http://www.example.org/via-parent\n")
+    assert social[0] == 407 and "sign in with your City account" in social[1]
+    assert seen == ["GET http://www.example.org/via-parent HTTP/1.1"]  # the social ones went nowhere
+    assert not any("Address already in use" in line for line in service.lines), "".join(service.lines)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(20) == 0
+
+
+@pytest.mark.parametrize("where", ["xdg-runtime-dir", "temp-dir"])
+def test_the_shared_folder_of_a_killed_supervisor_is_removed_at_the_next_start(
+    start, tmp_path: Path, where: str
+):
+    env = {key: value for key, value in _env().items() if key != "XDG_RUNTIME_DIR"}
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    if where == "xdg-runtime-dir":
+        env["XDG_RUNTIME_DIR"] = str(tmp_path / "xdg")
+        (tmp_path / "xdg").mkdir(mode=0o700)
+        base = tmp_path / "xdg"
+    else:  # /run/citygate first, where a service manager made it for this user
+        run = Path("/run/citygate")
+        base = run if run.is_dir() and os.access(run, os.W_OK | os.X_OK) else tmp_path / "tmp"
+    runs = base / f"citygate-run-{os.getuid()}"
+    killed = start("--workers", "2", env=env)
+    killed.wait_for("workers serving on port")
+    [stale] = runs.glob(f"shared-{killed.process.pid}-*")
+    assert (runs.stat().st_mode & 0o777, stale.stat().st_mode & 0o777) == (0o700, 0o700)
+    workers = killed.worker_pids()
+    killed.process.kill()  # SIGKILL: no chance to clean up
+    killed.process.wait(10)
+    wait_gone(workers)
+    # Where earlier versions made it: straight in the temp dir.
+    old = tmp_path / "tmp" / f"citygate-shared-{killed.process.pid}-abc123"
+    old.mkdir()
+    assert stale.is_dir()
+
+    again = start("--workers", "2", env=env)
+    again.wait_for("workers serving on port")
+
+    assert not stale.exists() and not old.exists()
+    assert [folder.name.split("-")[1] for folder in runs.glob("shared-*")] == [str(again.process.pid)]
+    again.process.send_signal(signal.SIGTERM)
+    assert again.process.wait(20) == 0
+    assert list(runs.glob("shared-*")) == []

@@ -17,6 +17,7 @@ from citygate.proxy.audit.record import (
     Completion,
     connection_record,
     decision_record,
+    shown_url,
 )
 from citygate.proxy.decision import Identity, decide
 
@@ -259,3 +260,35 @@ def test_an_ordinary_connection_has_host_and_bytes_only():
     assert record["http.request.body.bytes"] == 10
     assert record["http.response.body.bytes"] == 2000
     assert not {"url.path", "url.query", "user.name", "source.ip"} & set(record)
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "path", "query"),
+    [
+        ("http://[:::]/a?b=1#c", "http", "/a", "b=1"),  # urlsplit: "does not appear to be an IPv6 address"
+        ("http://[::1/x", "http", "/x", None),  # urlsplit: "Invalid IPv6 URL"
+        ("http://a]b:8080?q", "http", "/", "q"),
+        ("https://www.facebook.com", "https", "/", None),
+        ("http://www.facebook.com/p?", "http", "/p", None),
+        ("www.facebook.com:443", None, "/", None),
+    ],
+)
+def test_the_url_of_a_record_is_split_whatever_it_holds(policy, url, scheme, path, query):
+    record = decision_record(
+        replace(event(policy, None, "http://www.facebook.com/"), url=url), include_query=True
+    )
+
+    assert (record["url.scheme"], record["url.path"], record["url.query"]) == (scheme, path, query)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://www.facebook.com/caf\u00e9?q=%41", "http://www.facebook.com/caf\u00e9?q=%41"),  # as sent
+        ("http://www.facebook.com/\udcff\udcfe", "http://www.facebook.com/%FF%FE"),  # bytes not UTF-8
+        ("http://www.facebook.com/a\x00b\x7f c\u200e", "http://www.facebook.com/a%00b%7F c%E2%80%8E"),
+        ("http://www.facebook.com/\ud800", "http://www.facebook.com/%ED%A0%80"),  # no byte behind it
+    ],
+)
+def test_a_url_is_shown_in_printable_ascii(url, shown):
+    assert shown_url(url) == shown

@@ -159,3 +159,23 @@ def test_metrics_folders_of_supervisors_that_died_are_removed(tmp_path):
 
     assert remove_stale_folders(tmp_path) == [stale]
     assert not stale.exists() and mine.exists() and other.exists()
+
+
+def test_a_run_folder_that_is_not_private_is_refused(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from citygate.proxy.runtime.workers import run_folder
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    made = run_folder()
+    assert (made, made.stat().st_mode & 0o777) == (tmp_path / f"citygate-run-{os.getuid()}", 0o700)
+    made.chmod(0o755)  # as if someone else could list or plant files in it
+
+    with pytest.raises(PermissionError, match="is not a folder only this user can use"):
+        run_folder()
+    made.rmdir()
+    made.symlink_to(tmp_path)
+    with pytest.raises(PermissionError, match="is not a folder only this user can use"):
+        run_folder()
