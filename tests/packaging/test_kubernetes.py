@@ -134,7 +134,8 @@ def test_probes_ask_healthz_and_readyz_on_the_metrics_port() -> None:
     readiness = CONTAINER["readinessProbe"]["httpGet"]
     startup = CONTAINER["startupProbe"]["httpGet"]
     assert (liveness["path"], liveness["port"]) == ("/healthz", "metrics")
-    assert (readiness["path"], readiness["port"]) == ("/readyz", "metrics")
+    # The directory, shared by every replica, is left out of routing (README, Kubernetes).
+    assert (readiness["path"], readiness["port"]) == ("/readyz?exclude=directory", "metrics")
     assert (startup["path"], startup["port"]) == ("/healthz", "metrics")
     assert container_port("metrics") == 9090
 
