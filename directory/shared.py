@@ -104,11 +104,11 @@ class SharedAnswers:
 
     def lookup(self, uid: str) -> Person | None:
         key = uid.casefold()
-        found = self._read("person", key)
+        found = self._read("person", key, _person_or_none)
         if found is not None:
             answer, age = found
             if age < (self.cache.ttl if answer is not None else self.cache.negative_ttl):
-                return _person(answer) if answer is not None else None
+                return answer
         self._count("lookup")
         person = self.backend.lookup(uid)
         self._write("person", key, None if person is None else _fields(person))
@@ -116,9 +116,9 @@ class SharedAnswers:
 
     def group_members(self, group: str) -> list[Person]:
         key = group.strip().lower()
-        found = self._read("group", key)
+        found = self._read("group", key, _people)
         if found is not None and found[1] < self.cache.ttl:
-            return [_person(fields) for fields in found[0]]
+            return found[0]
         self._count("group_members")
         people = self.backend.group_members(group)
         self._write("group", key, [_fields(person) for person in people])
@@ -148,8 +148,12 @@ class SharedAnswers:
         with self._lock:
             self.directory_calls[name] = self.directory_calls.get(name, 0) + 1
 
-    def _read(self, kind: str, key: str) -> tuple[Any, float] | None:
-        """The answer as `_write` stored it (decoded JSON) and its age in seconds, or None."""
+    def _read[T](self, kind: str, key: str, decode: Callable[[Any], T]) -> tuple[T, float] | None:
+        """The answer `_write` stored, decoded, and its age in seconds; None when there is none.
+
+        A stored answer that cannot be decoded (damaged, or written by another version) counts
+        as none: the directory is asked again, and the new answer replaces it.
+        """
         with self._lock:
             try:
                 row = (
@@ -165,7 +169,17 @@ class SharedAnswers:
                 return None
         if row is None:
             return None
-        return json.loads(row[0]), max(0.0, self._clock() - row[1])
+        try:
+            answer = decode(json.loads(row[0]))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "citygate: a shared %s answer for %r cannot be read (%s); asking the directory",
+                kind,
+                key,
+                exc,
+            )
+            return None
+        return answer, max(0.0, self._clock() - row[1])
 
     def _write(self, kind: str, key: str, answer: object) -> None:
         now = self._clock()
@@ -218,8 +232,17 @@ def _fields(person: Person) -> dict[str, object]:
     }
 
 
+def _person_or_none(fields: object) -> Person | None:
+    return None if fields is None else _person(fields)
+
+
+def _people(rows: list[object]) -> list[Person]:
+    return [_person(fields) for fields in rows]
+
+
 def _person(fields: object) -> Person:
-    assert isinstance(fields, dict)
+    if not isinstance(fields, dict):
+        raise TypeError(f"a person is a mapping of fields, not {type(fields).__name__}")
     return Person(
         fields["uid"],
         fields["name"],

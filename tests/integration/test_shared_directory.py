@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,37 @@ def test_a_single_process_or_an_in_memory_directory_shares_nothing(tmp_path: Pat
     assert shared_between_workers(static, settings, SETTINGS) is static
     monkeypatch.setenv(SHARED_DIR_ENV, str(tmp_path))
     assert shared_between_workers(static, settings, SETTINGS) is static  # nothing to save: in memory
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param("{not json", id="not-json"),
+        pytest.param('{"uid": "ahernandez"}', id="fields-missing"),
+        pytest.param('["ahernandez"]', id="not-a-mapping"),
+    ],
+)
+def test_a_shared_answer_that_cannot_be_read_is_asked_of_the_directory_again(
+    fresh_slapd: Slapd, tmp_path: Path, stored: str, caplog: pytest.LogCaptureFixture
+):
+    # A damaged row, or one another version wrote, must not fail the request: it is a miss.
+    clock = WallClock()
+    first = worker(fresh_slapd, tmp_path, clock)
+    assert first.lookup("ahernandez") is not None
+    with sqlite3.connect(tmp_path / FILE_NAME) as connection:
+        connection.execute("UPDATE answers SET answer = ? WHERE kind = 'person'", (stored,))
+    second = worker(fresh_slapd, tmp_path, clock)
+
+    with caplog.at_level(logging.WARNING, logger="citygate.directory.shared"):
+        ana = second.lookup("ahernandez")
+
+    assert ana is not None and ana.uid == "ahernandez"
+    assert second.directory_calls == {"lookup": 1}
+    assert "cannot be read" in caplog.text
+    assert third_reads_the_repaired_answer(fresh_slapd, tmp_path, clock)
+
+
+def third_reads_the_repaired_answer(server: Slapd, folder: Path, clock: WallClock) -> bool:
+    third = worker(server, folder, clock)
+    found = third.lookup("ahernandez")
+    return found is not None and third.directory_calls == {}
