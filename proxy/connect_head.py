@@ -35,6 +35,8 @@ class ConnectHead(NamedTuple):
 
 def read_connect(data: bytes) -> ConnectHead | Literal["wait", "other"]:
     """The CONNECT head `data` starts with, WAIT while it is incomplete, or OTHER."""
+    if not data:
+        return WAIT  # to h11, no bytes would mean the end of the connection
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     parser.receive_data(data)
     try:
