@@ -26,6 +26,7 @@ left to mitmproxy rather than guessed at.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ RELAYED, HANDED_OFF = FAST_PATH_OUTCOMES
 Address = tuple[str, int]
 #: Told of each connection the fast path relayed or handed to mitmproxy (the metrics count them).
 Observer = Callable[[str], None]
+# How often idle relayed tunnels are looked for: one is closed at most this late.
+SWEEP_SECONDS = 1.0
 # asyncio.start_server's, which mitmproxy uses: a handed-over connection reads as it would have.
 _STREAM_LIMIT = 2**16
 
@@ -63,6 +66,7 @@ class FastPath:
         self.observer: Observer | None = None
         self.relays: set[_Relay] = set()
         self.limits: ConnectionLimits | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -72,22 +76,43 @@ class FastPath:
             "Decide ordinary HTTPS tunnels (CONNECT host and TLS SNI) before mitmproxy and relay "
             "them directly; everything else goes to mitmproxy. Takes effect when the listeners start.",
         )
-        front_door.install()
 
     def configure(self, updated: set[str]) -> None:
-        if OPTION in updated:
-            front_door.set_front(self._front if ctx.options.citygate_fast_path else None)
+        if OPTION not in updated:
+            return
+        if ctx.options.citygate_fast_path:
+            # Only then: turned off, mitmproxy listens exactly as it always did.
+            front_door.install()
+            front_door.set_front(self._front)
+        else:
+            front_door.set_front(None)
 
     def running(self) -> None:
         limits = ctx.master.addons.get("connectionlimits")
         self.limits = limits if isinstance(limits, ConnectionLimits) else None
+        if ctx.options.citygate_fast_path:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
-    def done(self) -> None:
+    async def done(self) -> None:
         front_door.set_front(None)
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         # After the graceful stop (addons/stopping.py): tunnels still relayed close, their
         # buffered bytes written first.
         for relay in list(self.relays):
             relay.close()
+
+    async def _sweep_forever(self) -> None:
+        """Close relayed tunnels idle for mitmproxy's `tcp_timeout`, as mitmproxy closes the ones it
+        passes through: a relay checks no timer per byte, only the time of its last one."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            idle_since = time.monotonic() - ctx.options.tcp_timeout
+            for relay in [relay for relay in self.relays if relay.active < idle_since]:
+                relay.close()
 
     def _front(self, handle: HandleStream) -> _Front:
         return _Front(self, handle)
@@ -321,6 +346,7 @@ class _Relay:
         self.server: _Side | None = None
         # Bytes from the client before the upstream connection is open: the ClientHello first.
         self.pending = bytearray(first)
+        self.active = time.monotonic()  # when the last byte went either way
         client.pause_reading()
         client.set_protocol(self.client)
 
@@ -337,15 +363,20 @@ class _Relay:
             log.info("citygate: fast path could not connect to %s:%s: %s", *target, exc)
             self.close()
             return
+        except Exception:
+            log.exception("citygate: fast path could not connect to %s:%s", *target)
+            self.close()
+            return
         assert isinstance(transport, asyncio.Transport)
         self.server = side
         if self.client.transport.is_closing():
             transport.close()
             self.close()
             return
+        # Reading resumes first: writing may fill the upstream's buffer, which pauses it again.
+        self.client.transport.resume_reading()
         transport.write(bytes(self.pending))
         self.pending.clear()
-        self.client.transport.resume_reading()
         self.fast.count(RELAYED)
 
     def peer(self, side: _Side) -> _Side | None:
@@ -371,6 +402,7 @@ class _Side(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.relay.active = time.monotonic()
         peer = self.relay.peer(self)
         if peer is None:
             self.relay.pending += data  # only the client, before the upstream is connected

@@ -7,6 +7,7 @@ The rest of the end-to-end suite runs with the fast path on under `CITYGATE_FAST
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ def _origin() -> Iterator[RecordingOrigin]:
 def start(
     proxy_runner_factory, _origin: RecordingOrigin, tls_upstream: TlsUpstream, tmp_path: Path
 ) -> Callable[[bool], Proxy]:
-    def start_proxy(on: bool) -> Proxy:
+    def start_proxy(on: bool, **options: object) -> Proxy:
         redirect = RedirectEverything(_origin, tls=tls_upstream.address)
         gate = CityGate()
         fast = FastPath(gate, redirect.fast_path_target)
@@ -68,6 +69,7 @@ def start(
                 "citygate_audit_directory": str(tmp_path / "log"),
                 "citygate_metrics_listen": "127.0.0.1:0",
                 OPTION: on,
+                **options,
             },
         )
         return Proxy(runner, fast, metrics, redirect, tls_upstream)
@@ -142,3 +144,16 @@ def test_turned_off_every_tunnel_goes_through_mitmproxy_as_before(start):
     assert Answer(response, True, False).status == 200
     wait_for(lambda: proxy.passed_through() == {("tunnel",): 1})
     assert proxy.counted() == {}
+
+
+def test_a_relayed_tunnel_idle_for_tcp_timeout_is_closed(start):
+    proxy = start(True, tcp_timeout=1)
+    client, _, _ = _tls_tunnel(proxy, "www.example.org:443", "www.example.org")
+    with client:
+        assert proxy.held() == (1, 0)
+        client.sock.settimeout(5)
+        began = time.monotonic()
+        while client.sock.recv(4096):  # the site's session tickets, then the close
+            pass
+        assert 0.5 < time.monotonic() - began < 3.5
+    assert proxy.held() == (0, 0)
