@@ -29,6 +29,7 @@ from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, 
 from citygate.addons.configuration import Configuration
 from citygate.addons.connection_limits import ConnectionLimits
 from citygate.addons.events import DecisionEvent, Stage
+from citygate.addons.fast_path import RELAYED, FastPath
 from citygate.addons.loaded import loaded_gate
 from citygate.directory.breaker import State
 from citygate.proxy.metrics.config import MetricsSettings
@@ -124,6 +125,9 @@ class Metrics:
             gateway.breaker_observer = self._breaker_event
             if gateway.breaker is not None:
                 metrics.set_breaker_state(gateway.breaker.state)
+        fast = ctx.master.addons.get("fastpath")
+        if isinstance(fast, FastPath):
+            fast.observer = self._fast_path_connection
         limits = ctx.master.addons.get("connectionlimits")
         if isinstance(limits, ConnectionLimits):
             limits.observer = self._connections_closed
@@ -201,6 +205,13 @@ class Metrics:
             metrics.directory_duration.labels(operation).observe(seconds)
         except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
             log.exception("citygate: could not count a directory call")
+
+    def _fast_path_connection(self, outcome: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.fast_path.labels(outcome).inc()
+            if outcome == RELAYED:
+                metrics.passthrough.labels("tunnel").inc()
 
     def _connections_closed(self, reason: str, count: int) -> None:
         metrics = self.metrics

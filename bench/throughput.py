@@ -575,6 +575,10 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
+# citygate with its fast path on (addons/fast_path.py), measured only when --proxies names it.
+FAST_VARIANT = "citygate-fast"
+
+
 def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scenario]) -> list[Server]:
     """The proxies to compare (not yet started), as --proxies and --proxy-cpu ask."""
     proxies: list[Server] = [MitmProxy(folder, "mitmdump"), MitmProxy(folder, "citygate")]
@@ -584,6 +588,10 @@ def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scena
     if any(scenario.key == "f" for scenario in scenarios):
         proxies.append(
             MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
+        )
+    if args.proxies and FAST_VARIANT in args.proxies:
+        proxies.append(
+            MitmProxy(folder, "citygate", name=FAST_VARIANT, extra=["--set", "citygate_fast_path=true"])
         )
     if args.proxies:
         wanted = {name.strip() for name in args.proxies.split(",")}

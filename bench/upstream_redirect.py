@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 from mitmproxy.proxy import server_hooks
 
 UPSTREAM_HOST = os.environ.get("CITYGATE_BENCH_UPSTREAM_HOST", "127.0.0.1")
@@ -29,6 +29,13 @@ class UpstreamRedirect:
     def __init__(self) -> None:
         # Server connection id -> name, between server_connect and server_connected.
         self._pending: dict[str, tuple[str, int]] = {}
+
+    def running(self) -> None:
+        # citygate's fast path (citygate_fast_path) opens ordinary tunnels itself, without
+        # `server_connect`: it is given the same swap.
+        fast = ctx.master.addons.get("fastpath")
+        if fast is not None:
+            fast.upstream = lambda address: (UPSTREAM_HOST, address[1])
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is None and flow.request.scheme == "http":

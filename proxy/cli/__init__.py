@@ -153,6 +153,7 @@ def run_command(args: argparse.Namespace) -> int:
     from citygate.addons.chain import AddonGroup, skip_entries_without_hooks
     from citygate.addons.connection_limits import ConnectionLimits
     from citygate.addons.decision_log import DecisionLog
+    from citygate.addons.fast_path import FastPath
     from citygate.addons.flags import Flags
     from citygate.addons.gate import CityGate
     from citygate.addons.memory import STREAM_LARGE_BODIES, MemoryGuard
@@ -185,12 +186,14 @@ def run_command(args: argparse.Namespace) -> int:
         # mitmproxy's chain, as each entry costs every event (chain.py).
         stopping = GracefulStop()
         limits = ConnectionLimits()
+        gate = CityGate()
         master.addons.add(
             AddonGroup(
                 stopping,
                 limits,
-                CityGate(),
+                gate,
                 limits.after_gate,
+                FastPath(gate),
                 Flags(),
                 AuditLog(),
                 DecisionLog(),

@@ -26,6 +26,8 @@ from citygate.proxy.grants import Grant
 
 #: Why citygate closed a client connection (citygate_connections_closed_total's `reason`).
 CONNECTION_CLOSE_REASONS = ("header_timeout", "idle_timeout", "client_limit")
+# How the fast path (addons/fast_path.py) ended with a connection.
+FAST_PATH_OUTCOMES = ("relayed", "handed_off")
 
 UNKNOWN = "unknown"  # no department known: nobody signed in, or the directory has none
 OTHER = "other"  # a department beyond max_departments (the cardinality bound)
@@ -182,6 +184,18 @@ class MetricSet:
             ["kind"],
             registry=r,
         )
+        # --- issue 17 (the fast path): connections decided before mitmproxy -------------------
+        self.fast_path = Counter(
+            "citygate_fast_path_connections_total",
+            "Client connections the fast path took first (citygate_fast_path): ordinary HTTPS "
+            "tunnels it relayed itself (outcome=relayed, also counted as passed through) and "
+            "connections it handed to mitmproxy (outcome=handed_off).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in FAST_PATH_OUTCOMES:
+            self.fast_path.labels(outcome)
+        # --- end of issue 17's fast-path block -------------------------------------------------
         self.flags = Counter(
             "citygate_nonbusiness_flags_total",
             "Non-business-use flags raised, by site, department and rule id. Windowed rules "

@@ -162,9 +162,9 @@ def bind_listeners(
 
 def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening: Callable[[], None]) -> None:
     """Make this process's mitmproxy serve `listeners` instead of binding `port` itself."""
-    import asyncio
-
     from mitmproxy.proxy import mode_servers
+
+    from citygate.proxy.runtime import front_door
 
     # The base class's, not RegularInstance's: each mode has its own instance class (upstream
     # mode's is UpstreamInstance), and all of them inherit `listen` from it.
@@ -178,8 +178,7 @@ def serve_inherited(listeners: Sequence[socket.socket], port: int, on_listening:
         # A duplicate for each server: mitmproxy closes its servers when it stops them, and the
         # inherited socket must stay open should it start them again (an option change).
         servers: _Servers = [
-            await asyncio.start_server(self.handle_stream, sock=sock.dup(), backlog=BACKLOG)
-            for sock in listeners
+            await front_door.start_server(self, sock=sock.dup(), backlog=BACKLOG) for sock in listeners
         ]
         on_listening()
         return servers

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import os
 import re
 import signal
+import socket
+import socketserver
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,3 +298,57 @@ def test_the_shared_folder_of_a_killed_supervisor_is_removed_at_the_next_start(
     again.process.send_signal(signal.SIGTERM)
     assert again.process.wait(20) == 0
     assert list(runs.glob("shared-*")) == []
+
+
+class _HelloEcho(socketserver.BaseRequestHandler):
+    """An upstream that answers a tunnel's first bytes with their length and first byte."""
+
+    def handle(self) -> None:
+        data = self.request.recv(65536)
+        self.request.sendall(f"upstream got {len(data)} bytes starting {data[:1].hex()}".encode())
+
+
+def _client_hello(server_name: str) -> bytes:
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname=server_name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_workers_relay_ordinary_tunnels_on_the_fast_path(start):
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HelloEcho)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            metrics_port = probe.getsockname()[1]
+        service = start(
+            "--workers", "2", "--set", "citygate_fast_path=true",
+            "--set", f"citygate_metrics_listen=127.0.0.1:{metrics_port}",
+        )  # fmt: skip
+        port = service.port
+        upstream = server.server_address[1]
+        for _ in range(20):
+            hello = _client_hello("upstream.test")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                client.sendall(
+                    f"CONNECT 127.0.0.1:{upstream} HTTP/1.1\r\nHost: 127.0.0.1:{upstream}\r\n\r\n".encode()
+                )
+                answer = b""
+                while not answer.endswith(b"\r\n\r\n"):
+                    answer += client.recv(1)
+                assert answer == b"HTTP/1.1 200 Connection established\r\n\r\n"
+                client.sendall(hello)
+                assert client.recv(100) == f"upstream got {len(hello)} bytes starting 16".encode()
+        # Relayed by the fast path of the workers (not by mitmproxy, which would relay it too).
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + 15
+        relayed = 'citygate_fast_path_connections_total{outcome="relayed"} 20.0'
+        while relayed not in (text := opener.open(metrics_url, timeout=5).read().decode()):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+        server.server_close()

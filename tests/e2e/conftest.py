@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,29 @@ from typing import Any
 import pytest
 from harness import PlainUpstream, ProxyRunner, RedirectToUpstream, TestPKI, TlsUpstream
 
+from citygate.addons.fast_path import OPTION as FAST_PATH_OPTION
+from citygate.addons.fast_path import FastPath
+from citygate.addons.gate import CityGate
+
 _E2E_DIR = Path(__file__).parent
 
 StartProxy = Callable[..., ProxyRunner]
+
+#: `CITYGATE_FAST_PATH=1 pytest tests/e2e`: every proxy with a CityGate runs with the fast path on.
+FAST_PATH_ENV = "CITYGATE_FAST_PATH"
+
+
+def with_fast_path(
+    addons: Sequence[object], options: Mapping[str, Any] | None
+) -> tuple[list[object], dict[str, Any]]:
+    """The addons and options of a proxy with the fast path on, as `citygate run` adds it:
+    after the gate it takes its policy from, its tunnels sent where the redirect sends mitmproxy's."""
+    gate = next((addon for addon in addons if isinstance(addon, CityGate)), None)
+    if gate is None or any(isinstance(addon, FastPath) for addon in addons):
+        return list(addons), dict(options or {})
+    redirect = next((addon for addon in addons if isinstance(addon, RedirectToUpstream)), None)
+    upstream = redirect.fast_path_target if redirect is not None else None
+    return [*addons, FastPath(gate, upstream)], {**(options or {}), FAST_PATH_OPTION: True}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,6 +96,8 @@ def proxy_runner_factory(pki: TestPKI, _mitm_confdir: Path) -> Iterator[StartPro
         options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> ProxyRunner:
+        if os.environ.get(FAST_PATH_ENV) == "1":
+            addons, options = with_fast_path(addons, options)
         kwargs.setdefault("upstream_ca", pki.ca_pem)
         kwargs.setdefault("confdir", _mitm_confdir)
         runner = ProxyRunner(addons, options, **kwargs)

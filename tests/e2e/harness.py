@@ -598,6 +598,12 @@ class RedirectToUpstream:
         data.server.address = target
         self._note("tunnel", (host, port), target)
 
+    def fast_path_target(self, address: Address) -> Address | None:
+        """Where the fast path (addons/fast_path.py) opens a tunnel to `address`, as
+        `server_connect` sends mitmproxy's: it relays only ClientHellos, which go to ``tls``."""
+        self._note("tunnel", address, self.tls)
+        return self.tls
+
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         with self._lock:
             original = self._pending.pop(data.server.id, None)

@@ -279,6 +279,13 @@ class RedirectEverything(RedirectToUpstream):
             data.server.address = target
             self._note("tunnel", original, target)
 
+    def fast_path_target(self, address: Address) -> Address | None:
+        target = self.origin.address if address[1] in self.raw_ports else self.tls
+        self._note("tunnel", address, target)
+        with self._lock:
+            self._opened.append(UpstreamConnection(address, target, True))
+        return target
+
     def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
         with self._lock:
             noted = self._targets.pop(data.server.id, None)
