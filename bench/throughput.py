@@ -54,6 +54,7 @@ import argparse
 import base64
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -589,7 +590,7 @@ def report(
 def main() -> int:
     args = parse_arguments()
     require("nginx", "wrk", "squid", "socat", "curl", "stdbuf")
-    argv = " ".join(sys.argv[1:])
+    argv = shlex.join(sys.argv[1:])  # quoted: proxy names have spaces ("citygate uvloop")
     command = f"{Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable} bench/throughput.py {argv}".strip()
 
     scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
