@@ -35,7 +35,7 @@ certificate each tunnel shows), and every load run counts unexpected answers.
 
 Reproduce (`make bench` installs nginx, wrk, squid, socat and curl when missing):
 
-    make bench                                            # 5 s x 3 repetitions, about 8 minutes
+    make bench                                            # 5 s x 3 repetitions, about 12 minutes
     .venv/bin/python bench/throughput.py --duration 5 --repeat 3
     .venv/bin/python bench/throughput.py --quick          # smoke run: 1 s x 1
     .venv/bin/python bench/throughput.py --only b,c --proxies citygate,"citygate x2"
