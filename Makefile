@@ -54,7 +54,7 @@ bench-deps:
 
 BENCH_ARGS ?=
 
-# Throughput and latency, interleaved, medians of 3 runs of 5 s: about 8 minutes on 2 cores.
+# Throughput and latency, interleaved, medians of 3 runs of 5 s: about 12 minutes on 2 cores.
 bench: $(STAMP) bench-deps
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 

@@ -43,6 +43,9 @@ PAGE = (b"citygate-bench-upstream\n" + b"x" * 2048)[:2048]
 PAGE_MARKER = "citygate-bench-upstream"
 #: What nginx answers for any path ending in /big: larger than STREAM_LARGE_BODIES, so streamed.
 BIG_BODY = 4 * 2**20
+#: What nginx answers for any path ending in /mib: 1 MiB starting with the page's marker line
+#: (ASCII, so that the answer checks can read it as text), for the throughput of large bodies.
+MIB_BODY = (PAGE_MARKER.encode() + b"\n" + b"x" * 2**20)[: 2**20]
 #: Names the upstream certificate covers (the proxies' upstream verification is off anyway).
 UPSTREAM_NAMES = ("www.example.org", "example.org", "www.facebook.com", "facebook.com", "localhost")
 #: Every name a benchmark client uses; Squid resolves them through its own hosts file.
@@ -241,6 +244,7 @@ class Nginx(Server):
         (folder / "html").mkdir(parents=True)
         (folder / "html" / "page.html").write_bytes(PAGE)
         (folder / "html" / "big.bin").write_bytes(os.urandom(BIG_BODY))
+        (folder / "html" / "mib.bin").write_bytes(MIB_BODY)
         cert, key = self_signed(folder, UPSTREAM_NAMES)
         self.cert = cert
         # nginx's worker drops to an unprivileged user when started as root: let it read the page.
@@ -273,6 +277,7 @@ http {{
         ssl_certificate_key {key};
         root {folder}/html;
         location ~ /big$ {{ try_files /big.bin =404; }}
+        location ~ /mib$ {{ try_files /mib.bin =404; }}
         location / {{ try_files /page.html =404; }}
     }}
 }}
@@ -422,6 +427,7 @@ class MitmProxy(Server):
         name: str | None = None,
         confdir: Path | None = None,
         extra: Sequence[str] = (),
+        event_loop: str | None = None,
     ) -> None:
         assert kind in ("mitmdump", "citygate")
         self.kind = kind
@@ -434,6 +440,8 @@ class MitmProxy(Server):
         self.port = free_port()
         self.metrics_port = free_port()
         self.extra = list(extra)
+        # citygate's --event-loop; None: what `citygate run` chooses ($CITYGATE_EVENT_LOOP, else its default).
+        self.event_loop = event_loop
 
     def command(self) -> list[str]:
         options = {
@@ -453,6 +461,8 @@ class MitmProxy(Server):
             command += ["--confdir", str(self.confdir)]
             if citygate_has_workers():
                 command += ["--workers", str(self.workers)]
+            if self.event_loop:
+                command += ["--event-loop", self.event_loop]
             if importlib.util.find_spec("citygate.proxy.runtime.metrics_http") is not None:
                 # Each instance serves its metrics on a port of its own, as on its own host.
                 options["citygate_metrics_listen"] = f"{LOCALHOST}:{self.metrics_port}"

@@ -12,6 +12,7 @@ repetition), and prints medians over the repetitions:
   (d) denied social request (block page)     wrk as mnguyen (no grant) to http://www.facebook.com/
   (e) granted social, intercepted tunnel     wrk over socat as jlee to www.facebook.com/CityOfExampleParks
   (f) granted social, whole-site grant       wrk over socat as kwilliams to www.facebook.com/
+  (g) non-social HTTPS, 1 MiB body           wrk over socat CONNECT relays, as (b), a 1 MiB answer
 
 Bare mitmdump runs with the same options as citygate (connection_strategy=lazy,
 stream_large_bodies, no flow output) and decrypts only the Facebook tunnel, as citygate does;
@@ -25,15 +26,20 @@ each request inside is decided on its own host and path. "citygate pass-through"
 configuration with `pass_through_when_granted: true` on Facebook's catalog entry, which relays
 such a tunnel undecrypted (the behaviour before the default changed); it takes part in (f) only.
 
+(g) is reported per MiB too (MiB/s and CPU us per MiB), the unit of bulk transfers. "citygate
+uvloop" (or "citygate asyncio" when uvloop is what `citygate run` chooses) is the same citygate on
+the other event loop (`--event-loop`): both loops side by side in every scenario.
+
 Before measuring, every proxy's answers are checked (status codes, the block page, which
 certificate each tunnel shows), and every load run counts unexpected answers.
 
 Reproduce (`make bench` installs nginx, wrk, squid, socat and curl when missing):
 
-    make bench                                            # 5 s x 3 repetitions, about 8 minutes
+    make bench                                            # 5 s x 3 repetitions, about 12 minutes
     .venv/bin/python bench/throughput.py --duration 5 --repeat 3
     .venv/bin/python bench/throughput.py --quick          # smoke run: 1 s x 1
     .venv/bin/python bench/throughput.py --only b,c --proxies citygate,"citygate x2"
+    .venv/bin/python bench/throughput.py --only g --proxies citygate,mitmdump,squid
     make bench-capped                                     # each proxy held to 0.4 core per worker
     .venv/bin/python bench/throughput.py --proxy-cpu 0.4 --workers 2
 
@@ -48,6 +54,7 @@ import argparse
 import base64
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -66,6 +73,8 @@ from pathlib import Path
 from cpulimit import CpuLimit, cgroup_name
 from servers import (
     LOCALHOST,
+    MIB_BODY,
+    PAGE,
     PAGE_MARKER,
     REPO,
     MitmProxy,
@@ -82,11 +91,19 @@ from servers import (
     rss_bytes,
 )
 
+from citygate.proxy.runtime.event_loop import EVENT_LOOPS, chosen_event_loop
+
 CONFIG = REPO / "config" / "citygate.yaml"
 CONNECTIONS = 32
 GRANTED = "jlee:jlee-pass"  # Facebook, limited to /CityOfExampleParks
 WHOLE_SITE = "kwilliams:kwilliams-pass"  # Facebook, the whole site
 UNDECRYPTED_VARIANT = "citygate pass-through"
+# The loop `citygate run` chooses here (its default, or $CITYGATE_EVENT_LOOP), and the other one,
+# run as a variant so that both loops are measured side by side.
+CITYGATE_LOOP = chosen_event_loop()
+OTHER_LOOP = next(loop for loop in EVENT_LOOPS if loop != CITYGATE_LOOP)
+LOOP_VARIANT = f"citygate {OTHER_LOOP}"
+MIB = 2**20
 UNGRANTED = "mnguyen:mnguyen-pass"  # Parks, no grant
 BLOCK_PAGE_MARKER = "Administrative Order 8-19"
 MITMPROXY_CA_CN = "mitmproxy"
@@ -107,6 +124,12 @@ class Scenario:
     path: str
     auth: str | None
     new_tunnels: bool = False
+    body: int = len(PAGE)  # bytes of each answer's body
+
+    @property
+    def bulk(self) -> bool:
+        """Reported per MiB too: bodies of a MiB or more."""
+        return self.body >= MIB
 
     def url(self, nginx: Nginx) -> str:
         port = nginx.tls_port if self.tls else nginx.port
@@ -122,6 +145,15 @@ SCENARIOS = (
         "e", "granted social, intercepted tunnel", True, "www.facebook.com", "/CityOfExampleParks", GRANTED
     ),
     Scenario("f", "granted social, whole-site grant", True, "www.facebook.com", "/", WHOLE_SITE),
+    Scenario(
+        "g",
+        "non-social HTTPS, 1 MiB body, reused tunnels",
+        True,
+        "www.example.org",
+        "/mib",
+        None,
+        body=len(MIB_BODY),
+    ),
 )
 
 
@@ -391,6 +423,8 @@ def check_answers(proxy: Server, nginx: Nginx) -> list[str]:
             continue  # Squid's own error page
         marker = BLOCK_PAGE_MARKER if citygate and scenario.key == "d" else PAGE_MARKER
         expect(f"({scenario.key}) body has {marker!r}", marker in body, True)
+        if marker == PAGE_MARKER:
+            expect(f"({scenario.key}) body size", len(body), scenario.body)
     expect("(b) certificate issuer", tunnel_issuer(proxy, "www.example.org", nginx.tls_port), UPSTREAM_CN)
     if takes_part(SCENARIOS[5], proxy):
         issuer = tunnel_issuer(proxy, "www.facebook.com", nginx.tls_port, WHOLE_SITE)
@@ -415,6 +449,58 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def median_of(results: dict[tuple[str, str], Cell], key: str, name: str, attribute: str) -> float | None:
+    cell = results.get((key, name))
+    return cell.median(attribute) if cell and cell.runs else None
+
+
+def report_bulk(results: dict[tuple[str, str], Cell], names: Sequence[str]) -> None:
+    """Scenarios with large bodies per MiB, the unit of bulk transfers: MiB/s and CPU us per MiB."""
+    rows = []
+    for scenario in (scenario for scenario in SCENARIOS if scenario.bulk):
+        squid = median_of(results, scenario.key, "squid", "cpu_us_per_request")
+        for name in names:
+            rate = median_of(results, scenario.key, name, "rate")
+            cost = median_of(results, scenario.key, name, "cpu_us_per_request")
+            if rate is None or cost is None:
+                continue
+            mib = scenario.body / MIB
+            rows.append(
+                f"| ({scenario.key}) {scenario.title} | {name} | {rate * mib:,.0f} "
+                f"| {median_of(results, scenario.key, name, 'cpu_percent'):.0f} | {cost / mib:,.0f} "
+                f"| {fmt_ratio(ratio(cost, squid))} |"
+            )
+    if rows:
+        print("\n### Large bodies: MiB/s and the proxy's CPU time per MiB (medians)\n")
+        print("| scenario | proxy | MiB/s | CPU % | CPU us/MiB | CPU per MiB / squid's |")
+        print("|---|---|---:|---:|---:|---:|", *rows, sep="\n")
+
+
+def report_loops(results: dict[tuple[str, str], Cell], names: Sequence[str]) -> None:
+    """citygate on its event loop and on the other one, scenario by scenario."""
+    if "citygate" not in names or LOOP_VARIANT not in names:
+        return
+    print(f"\n### The event loop: citygate on {CITYGATE_LOOP} and on {OTHER_LOOP} (medians)\n")
+    print(
+        f"| scenario | req/s {CITYGATE_LOOP} | req/s {OTHER_LOOP} | CPU us/req {CITYGATE_LOOP} "
+        f"| CPU us/req {OTHER_LOOP} | CPU per request: {OTHER_LOOP} / {CITYGATE_LOOP} |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for scenario in SCENARIOS:
+        figures = [
+            median_of(results, scenario.key, name, attribute)
+            for attribute in ("rate", "cpu_us_per_request")
+            for name in ("citygate", LOOP_VARIANT)
+        ]
+        if None in figures:
+            continue
+        rate, other_rate, cost, other_cost = figures
+        print(
+            f"| ({scenario.key}) {scenario.title} | {rate:,.0f} | {other_rate:,.0f} | {cost:,.0f} "
+            f"| {other_cost:,.0f} | {fmt_ratio(ratio(other_cost, cost))} |"
+        )
 
 
 def report(
@@ -496,13 +582,15 @@ def report(
         f"request is the proxy's own cost, the figure least disturbed by other load on the machine "
         f"(load average before and after the run: {args.load_before} and {os.getloadavg()[0]:.2f})."
     )
+    report_bulk(results, names)
+    report_loops(results, names)
     print(f"\nReproduce: {command}")
 
 
 def main() -> int:
     args = parse_arguments()
     require("nginx", "wrk", "squid", "socat", "curl", "stdbuf")
-    argv = " ".join(sys.argv[1:])
+    argv = shlex.join(sys.argv[1:])  # quoted: proxy names have spaces ("citygate uvloop")
     command = f"{Path(sys.executable).relative_to(REPO) if sys.executable.startswith(str(REPO)) else sys.executable} bench/throughput.py {argv}".strip()
 
     scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only.split(",")]
@@ -518,7 +606,9 @@ def main() -> int:
             print(f"nginx on {nginx.port} (HTTP) and {nginx.tls_port} (HTTPS); folder {folder}")
             for proxy in proxies:
                 limit = f", held to {proxy.cpu_limit.cores:g} core(s)" if proxy.cpu_limit else ""
-                print(f"  {proxy.name} on {proxy.port}{limit}")
+                citygate = isinstance(proxy, MitmProxy) and proxy.kind == "citygate"
+                loop = f", {proxy.event_loop or CITYGATE_LOOP} event loop" if citygate else ""
+                print(f"  {proxy.name} on {proxy.port}{limit}{loop}")
             problems = [problem for proxy in proxies for problem in check_answers(proxy, nginx)]
             if problems:
                 print("the proxies do not answer as expected; not measuring:", *problems, sep="\n  ")
@@ -582,6 +672,7 @@ FAST_VARIANT = "citygate-fast"
 def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scenario]) -> list[Server]:
     """The proxies to compare (not yet started), as --proxies and --proxy-cpu ask."""
     proxies: list[Server] = [MitmProxy(folder, "mitmdump"), MitmProxy(folder, "citygate")]
+    proxies.append(MitmProxy(folder, "citygate", name=LOOP_VARIANT, event_loop=OTHER_LOOP))
     if args.workers > 1 and citygate_has_workers():
         proxies.append(MitmProxy(folder, "citygate", workers=args.workers))
     proxies.append(Squid(folder, CONFIG))

@@ -4,15 +4,30 @@
   copy). Shared: never modify, stop or pause it.
 - `fresh_slapd`: a private instance for one test, free to modify, stop, pause or restart.
 - `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
+
+Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
+`citygate run` would choose: `CITYGATE_EVENT_LOOP=uvloop make test` runs the suite on uvloop, and
+the `citygate run` processes the tests start read the same variable.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from slapd import Slapd, missing_tools
+
+from citygate.proxy.runtime.event_loop import chosen_event_loop
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if chosen_event_loop() == "uvloop":
+        import uvloop
+
+        # A policy, not a loop factory in each test: it reaches every asyncio.run of the suite.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _require_tools() -> None:

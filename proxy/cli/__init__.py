@@ -26,6 +26,13 @@ from citygate.proxy.decision import (
     people_involved,
 )
 from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.runtime.event_loop import (
+    DEFAULT_EVENT_LOOP,
+    EVENT_LOOP_ENV,
+    EVENT_LOOPS,
+    chosen_event_loop,
+    loop_factory,
+)
 from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
 
@@ -44,6 +51,7 @@ EPILOG_RUN = """examples:
   citygate run --config /etc/citygate/citygate.yaml --listen-host 0.0.0.0 --listen-port 3128
   citygate run --set block_global=false         # any mitmproxy option
   citygate run --workers 4                      # 4 processes on one port (default: one per core)
+  citygate run --event-loop asyncio             # the standard library's event loop
 """
 EPILOG_CHECK = """examples:
   citygate check                                # the demo config
@@ -91,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="proxy processes sharing the port, one core each (default: one per core; 1: a single process)",
     )
+    run.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help=f"the event loop mitmproxy runs on (default: ${EVENT_LOOP_ENV}, else {DEFAULT_EVENT_LOOP})",
+    )
 
     check = command(
         commands, "check", "validate the configuration and every grant", EPILOG_CHECK, _check, config=True
@@ -137,6 +151,11 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """`citygate run`: the proxy in this process, or a supervisor of `--workers` processes."""
+    try:
+        event_loop = chosen_event_loop(args.event_loop)
+    except ValueError as exc:
+        print(f"citygate: {exc}", file=sys.stderr)
+        return 2
     workers = default_workers() if args.workers is None else args.workers
     if workers > 1:
         # A supervisor: each of its workers comes back here with workers=1 (proxy/runtime/workers.py).
@@ -178,6 +197,7 @@ def run_command(args: argparse.Namespace) -> int:
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
         _lighten_log_records()
+        logging.getLogger("citygate").info("citygate: running on the %s event loop", event_loop)
         # GracefulStop first (a request is under way before any addon sees it), then the connection
         # limits (a request head stops its header timeout before the gate decides) and their
         # tunnel-start part after the gate (whose choice it waits for); flags before the access
@@ -227,7 +247,7 @@ def run_command(args: argparse.Namespace) -> int:
         await master.run()
         return 0
 
-    return asyncio.run(serve())
+    return asyncio.run(serve(), loop_factory=loop_factory(event_loop))
 
 
 def _lighten_log_records() -> None:

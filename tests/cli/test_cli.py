@@ -354,3 +354,66 @@ def test_pac_command_without_proxies_says_what_to_add(config_copy: Path):
 
     assert result.returncode == 1
     assert 'has no "pac: proxies:"' in result.stderr
+
+
+# --- the event loop -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "loop"),
+    [
+        (["--event-loop", "uvloop"], {}, "uvloop"),
+        (["--event-loop", "asyncio"], {"CITYGATE_EVENT_LOOP": "uvloop"}, "asyncio"),  # the option wins
+        ([], {"CITYGATE_EVENT_LOOP": "uvloop"}, "uvloop"),
+        ([], {"CITYGATE_EVENT_LOOP": "asyncio"}, "asyncio"),
+    ],
+)
+def test_run_serves_on_the_chosen_event_loop(
+    config_copy: Path, tmp_path: Path, arguments: list[str], environment: dict[str, str], loop: str
+):
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    env.pop("CITYGATE_EVENT_LOOP", None)
+    command = [CITYGATE, "run", "--workers", "1", "--config", str(config_copy), "--listen-port", str(port)]
+    command += ["--confdir", str(tmp_path / "ca"), *arguments]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env | environment
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
+        answer = subprocess.run(
+            [*curl, "-w", "%{http_code}", "http://www.facebook.com/"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+        )
+        assert answer.stdout == "407"  # the proxy decides on this loop as on the other
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert f"citygate: running on the {loop} event loop" in output
+    assert "Traceback" not in output
+
+
+def test_run_refuses_an_unknown_event_loop_in_the_environment(config_copy: Path, tmp_path: Path):
+    env = {**os.environ, "CITYGATE_EVENT_LOOP": "trio"}
+    result = subprocess.run(
+        [CITYGATE, "run", "--config", str(config_copy), "--confdir", str(tmp_path / "ca")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+    assert result.returncode == 2
+    assert "CITYGATE_EVENT_LOOP='trio': the event loop is one of uvloop, asyncio" in result.stderr

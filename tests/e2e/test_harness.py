@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -21,7 +22,20 @@ from harness import (
 )
 from mitmproxy import exceptions, http
 
+from citygate.proxy.runtime.event_loop import chosen_event_loop
+
 pytestmark = pytest.mark.e2e
+
+
+def test_the_proxy_runs_on_the_event_loop_citygate_run_would_choose(proxy_runner_factory, redirect_addon):
+    # `CITYGATE_EVENT_LOOP=uvloop` must put the in-process proxy on uvloop, or a suite run meant
+    # to prove uvloop would silently prove the standard loop again.
+    runner = proxy_runner_factory([redirect_addon])
+
+    loop = runner.call(lambda: type(asyncio.get_running_loop()))
+
+    expected = "uvloop" if chosen_event_loop() == "uvloop" else "asyncio"
+    assert loop.__module__.split(".")[0] == expected
 
 
 def test_plain_http_reaches_upstream_with_original_host(
