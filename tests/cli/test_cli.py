@@ -237,6 +237,17 @@ def test_every_command_has_help_with_examples(command):
 # --- run ---------------------------------------------------------------------------------------
 
 
+def wait_for_listener(port: int, seconds: float = 20) -> None:
+    """Until something accepts connections on 127.0.0.1:`port` (the proxy started), or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -267,13 +278,7 @@ def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(config_copy: Path, tmp
         env=env,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_listener(port)
         result = subprocess.run(
             [
                 "curl",
@@ -380,13 +385,7 @@ def test_run_serves_on_the_chosen_event_loop(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env | environment
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_listener(port)
         curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
         answer = subprocess.run(
             [*curl, "-w", "%{http_code}", "http://www.facebook.com/"],

@@ -29,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -1285,3 +1287,14 @@ def running_proxy(
         yield runner
     finally:
         runner.stop()
+
+
+def probe(url: str) -> tuple[int, dict]:
+    """GET a JSON health endpoint (/readyz, /healthz): its status and body; 0 while nothing listens."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except (urllib.error.URLError, ConnectionError) as error:
+        return 0, {"error": str(error)}  # not listening yet: callers ask again

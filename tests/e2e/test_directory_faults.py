@@ -9,7 +9,6 @@ needs the directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import curl
+from harness import curl, probe
 from slapd import directory_options
 from tcp_relay import TcpRelay
 
@@ -72,16 +71,6 @@ def started(proxy_runner_factory, redirect_addon, fresh_slapd, relay, tmp_path):
     assert readyz_turns(base, 200, 5.0) is not None
     assert curl(proxy, IN_SCOPE, proxy_user="jlee:jlee-pass").status == 200
     return proxy, base
-
-
-def probe(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except (urllib.error.URLError, ConnectionError) as error:
-        return 0, {"error": str(error)}  # not listening yet: callers ask again
 
 
 def free_port() -> int:

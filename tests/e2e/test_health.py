@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -10,12 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
-from harness import curl
+from harness import curl, probe
 from slapd import directory_options, person_dn
 
 from citygate.addons.audit import AuditLog
@@ -39,16 +36,6 @@ def copy_config(tmp_path: Path, **changes: object) -> Path:
     document.update(changes)
     config.write_text(yaml.safe_dump(document))
     return config
-
-
-def probe(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except (urllib.error.URLError, ConnectionError) as error:
-        return 0, {"error": str(error)}  # not listening yet: callers retry
 
 
 def probe_until(url: str, status: int, timeout: float = 20.0) -> tuple[int, dict]:
