@@ -107,9 +107,13 @@ def test_a_stopped_directory_is_probed_with_backoff_not_asked_by_every_call(fres
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     probe_gaps = [gap for gap in gaps if gap > 0.1]  # the burst that opened it is milliseconds apart
     assert len(probe_gaps) >= 4, gaps
-    assert probe_gaps[0] == pytest.approx(0.25, abs=0.15), gaps
-    assert probe_gaps[1] == pytest.approx(0.5, abs=0.2), gaps
-    for gap in probe_gaps[2:]:
+    # The schedule, with room for a loaded machine: the first probes come soon, the waits never
+    # shrink, and they end capped at check_interval. (A probe can also fail inside ldap3 without
+    # a connection, when ldap3 still counts the server as down: then one gap spans two waits.)
+    assert probe_gaps[0] <= 0.5 + 0.15, gaps
+    assert all(later >= earlier - 0.15 for earlier, later in itertools.pairwise(probe_gaps)), gaps
+    assert all(gap <= GUARD.check_interval + 0.3 for gap in probe_gaps), gaps
+    for gap in probe_gaps[-2:]:
         assert gap == pytest.approx(GUARD.check_interval, abs=0.3), gaps  # doubled, then capped
 
     fresh_slapd.start()
