@@ -154,38 +154,34 @@ def parse_identity_section(
         65536,
         integer=True,
     )
-    issuers: list[IssuerSettings] = []
-    for entry, entry_line in _entries(where, node, "issuers", "identity.issuers", _ISSUER_FIX):
-        issuer = _issuer(where, entry, entry_line)
-        if issuer is None:
-            continue
-        if any(other.issuer == issuer.issuer for other in issuers):
-            where.error(
-                entry.line_of("issuer"),
-                f'issuer "{issuer.issuer}" is configured twice',
-                "keep one entry per issuer; list several audiences in one entry",
-            )
-            continue
-        issuers.append(issuer)
-    sources: list[SourceRule] = []
-    for entry, entry_line in _entries(
+    issuers = _unique(
         where,
-        node,
-        "source_addresses",
-        "identity.source_addresses",
-        "e.g. source_addresses: [{address: 10.40.2.0/28, role: library-kiosk}]",
-    ):
-        rule = _source(where, entry, entry_line)
-        if rule is None:
-            continue
-        if any(other.network == rule.network for other in sources):
-            where.error(
-                entry.line_of("address"),
-                f"address {rule.network} is listed twice",
-                "keep one entry per address or network",
-            )
-            continue
-        sources.append(rule)
+        _entries(where, node, "issuers", "identity.issuers", _ISSUER_FIX),
+        _issuer,
+        key=lambda issuer: issuer.issuer,
+        twice=lambda issuer: (
+            "issuer",
+            f'issuer "{issuer.issuer}" is configured twice',
+            "keep one entry per issuer; list several audiences in one entry",
+        ),
+    )
+    sources = _unique(
+        where,
+        _entries(
+            where,
+            node,
+            "source_addresses",
+            "identity.source_addresses",
+            "e.g. source_addresses: [{address: 10.40.2.0/28, role: library-kiosk}]",
+        ),
+        _source,
+        key=lambda rule: rule.network,
+        twice=lambda rule: (
+            "address",
+            f"address {rule.network} is listed twice",
+            "keep one entry per address or network",
+        ),
+    )
     # Fewest addresses first: a device's own entry wins over its network's.
     sources.sort(key=lambda rule: rule.network.num_addresses)
     return IdentitySettings(tuple(issuers), tuple(sources), int(max_bytes))
@@ -204,6 +200,30 @@ class _Where:
 
     def file(self, value: str) -> Path:
         return self.path.parent / value
+
+
+def _unique[T](
+    where: _Where,
+    entries: list[tuple[Node, int]],
+    read: Callable[[_Where, Node, int], T | None],
+    key: Callable[[T], object],
+    twice: Callable[[T], tuple[str, str, str]],
+) -> list[T]:
+    """Each entry read; one whose `key` an earlier entry has is reported at its `twice` (setting,
+    message, fix) and left out, so that a mistake never silently wins over the first entry."""
+    found: list[T] = []
+    seen: set[object] = set()
+    for entry, entry_line in entries:
+        value = read(where, entry, entry_line)
+        if value is None:
+            continue
+        if key(value) in seen:
+            setting, message, fix = twice(value)
+            where.error(entry.line_of(setting), message, fix)
+            continue
+        seen.add(key(value))
+        found.append(value)
+    return found
 
 
 def _entries(where: _Where, node: Node, key: str, name: str, fix: str) -> list[tuple[Node, int]]:
