@@ -40,6 +40,7 @@ from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.proxy import layer
+from mitmproxy.proxy.server import ConnectionHandler
 
 from citygate.proxy.metrics.definitions import CONNECTION_CLOSE_REASONS
 
@@ -301,12 +302,17 @@ class TunnelStartDecided:
 
 
 def _close(cid: str, reason: str) -> bool:
-    """Close a client connection as mitmproxy's own inactivity timeout does: by cancelling the
-    task that reads it, which closes it and every server connection it opened."""
     server = ctx.master.addons.get("proxyserver")
     handler = server.connections.get(cid) if isinstance(server, Proxyserver) else None
-    io = handler.transports.get(handler.client) if handler is not None else None
+    return handler is not None and close_connection(handler, reason)
+
+
+def close_connection(handler: ConnectionHandler, reason: str) -> bool:
+    """Close a client connection as mitmproxy's own inactivity timeout does: by cancelling the
+    task that reads it, which closes it and every server connection it opened. False when it
+    is closing already."""
+    io = handler.transports.get(handler.client)
     if io is None or io.handler is None:
-        return False  # already closing
+        return False
     io.handler.cancel(reason)
     return True

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy.server import ConnectionHandler
 
+from citygate.addons.connection_limits import close_connection
 from citygate.proxy.runtime.workers import STOP_GRACE
 
 log = logging.getLogger("citygate")
@@ -111,12 +114,10 @@ class GracefulStop:
             ctx.master.shutdown()
 
 
-async def _close_connections(connections: dict[object, object]) -> None:
+async def _close_connections(connections: dict[Any, ConnectionHandler]) -> None:
     """Close every client connection as mitmproxy's own idle timeout does, and wait for them."""
     for handler in list(connections.values()):
-        transport = getattr(handler, "transports", {}).get(getattr(handler, "client", None))
-        if transport is not None and transport.handler is not None:
-            transport.handler.cancel("citygate is stopping")
+        close_connection(handler, "citygate is stopping")
     deadline = asyncio.get_running_loop().time() + CLOSE_WAIT_SECONDS
     while connections and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(POLL_SECONDS)
