@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
@@ -157,8 +158,7 @@ class _Front(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = _stream(transport)
         self._start_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -367,7 +367,6 @@ class _Relay:
             log.exception("citygate: fast path could not connect to %s:%s", *target)
             self.close()
             return
-        assert isinstance(transport, asyncio.Transport)
         self.server = side
         if self.client.transport.is_closing():
             transport.close()
@@ -398,8 +397,7 @@ class _Side(asyncio.Protocol):
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = _stream(transport)
 
     def data_received(self, data: bytes) -> None:
         self.relay.active = time.monotonic()
@@ -431,6 +429,12 @@ class _Side(asyncio.Protocol):
         peer = self.relay.peer(self)
         if peer is not None:
             peer.transport.resume_reading()
+
+
+def _stream(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    """A TCP connection's transport. Not an isinstance check: uvloop's transports implement
+    asyncio.Transport's methods without deriving from it."""
+    return cast(asyncio.Transport, transport)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -128,14 +128,20 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User plus system CPU time of the processes, in seconds."""
-    total = 0
+def cpu_times(pids: Sequence[int]) -> tuple[float, float]:
+    """User and system CPU time of the processes, in seconds."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
+    return user / _TICKS, system / _TICKS
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time of the processes, in seconds."""
+    return sum(cpu_times(pids))
 
 
 def busy_seconds() -> float:

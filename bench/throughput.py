@@ -56,7 +56,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import ssl
 import statistics
@@ -85,7 +84,7 @@ from servers import (
     busy_seconds,
     citygate_has_workers,
     copy_config,
-    cpu_seconds,
+    cpu_times,
     own_seconds,
     require,
     rss_bytes,
@@ -167,6 +166,9 @@ class Run:
     p99_ms: float
     unexpected: int  # answers with another status than the expected one, and transport errors
     cpu_seconds: float = 0.0
+    # Of cpu_seconds, the part spent in the kernel: system calls, and loopback networking the
+    # kernel charges to the sender. What is left is the proxy's own code (user time).
+    system_seconds: float = 0.0
     peak_rss: int = 0
     # CPU the rest of the machine used meanwhile (other users' processes; also the kernel's
     # loopback networking, which /proc charges to nobody), % of one core.
@@ -184,6 +186,10 @@ class Run:
     @property
     def cpu_us_per_request(self) -> float:
         return 1e6 * self.cpu_seconds / self.requests if self.requests else 0.0
+
+    @property
+    def system_percent_of_cpu(self) -> float:
+        return 100 * self.system_seconds / self.cpu_seconds if self.cpu_seconds else 0.0
 
 
 @dataclass
@@ -277,8 +283,13 @@ def curl_new_tunnels(port: int, scenario: Scenario, target: str, duration: float
     time.sleep(duration)
     count = len(lines)  # completed within the window; stdbuf makes curl write each line at once
     elapsed = time.monotonic() - started
-    process.send_signal(signal.SIGINT)
-    process.wait(10)
+    # Not SIGINT: a shell's background job ignores it, and so would curl started from one.
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
     reader.join(10)
     done = [line.split() for line in lines[:count]]
     times = sorted(float(fields[1]) for fields in done if len(fields) == 3)
@@ -341,11 +352,13 @@ def measure(
             def load() -> Run:
                 return wrk(proxy.port, scenario, target, duration, expected, tls=False)
 
-        cpu_before = cpu_seconds(proxy.pids)
+        user_before, system_before = cpu_times(proxy.pids)
         busy_before, own_before, started = busy_seconds(), own_seconds(servers), time.monotonic()
         with sampling_rss(lambda: proxy.pids) as samples:
             run = load()
-        run.cpu_seconds = cpu_seconds(proxy.pids) - cpu_before
+        user, system = cpu_times(proxy.pids)
+        run.cpu_seconds = user + system - user_before - system_before
+        run.system_seconds = system - system_before
         run.peak_rss = max(samples)
     # After the relay has been stopped and waited for, so that its CPU counts as our own.
     busy, elapsed = busy_seconds() - busy_before, time.monotonic() - started
@@ -510,10 +523,11 @@ def report(
     print(f"\n### Throughput: {args.duration:g} s x {args.repeat}, medians (min-max of req/s)\n")
     cores = os.cpu_count() or 1
     print(
-        f"| scenario | proxy | req/s | p50 ms | p99 ms | CPU % | CPU us/req | peak RSS MB | unexpected "
+        f"| scenario | proxy | req/s | p50 ms | p99 ms | CPU % | CPU us/req | of which kernel % | peak RSS MB "
+        f"| unexpected "
         f"| machine CPU % (of {cores * 100}) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scenario in SCENARIOS:
         for name in names:
             cell = results.get((scenario.key, name))
@@ -525,7 +539,7 @@ def report(
                 f"| ({scenario.key}) {scenario.title} | {name} | {cell.median('rate'):,.0f}{spread} "
                 f"| {cell.median('p50_ms'):.2f} | {cell.median('p99_ms'):.2f} "
                 f"| {cell.median('cpu_percent'):.0f} | {cell.median('cpu_us_per_request'):,.0f} "
-                f"| {max(run.peak_rss for run in cell.runs) / 2**20:.0f} "
+                f"| {cell.median('system_percent_of_cpu'):.0f} | {max(run.peak_rss for run in cell.runs) / 2**20:.0f} "
                 f"| {sum(run.unexpected for run in cell.runs)} | {cell.median('machine_percent'):.0f} |"
             )
 
@@ -681,8 +695,10 @@ def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scena
             MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
         )
     if args.proxies and FAST_VARIANT in args.proxies:
+        fast = ["--set", "citygate_fast_path=true"]
+        proxies.append(MitmProxy(folder, "citygate", name=FAST_VARIANT, extra=fast))
         proxies.append(
-            MitmProxy(folder, "citygate", name=FAST_VARIANT, extra=["--set", "citygate_fast_path=true"])
+            MitmProxy(folder, "citygate", name=f"{FAST_VARIANT} {OTHER_LOOP}", extra=fast, event_loop=OTHER_LOOP)
         )
     if args.proxies:
         wanted = {name.strip() for name in args.proxies.split(",")}
