@@ -14,8 +14,8 @@ file descriptors. `ConnectionLimits` adds three rules, each counted in
   a new whole request head (so a head trickled on a kept-alive connection gets this long, not
   the header timeout: which bytes arrive between requests is not visible to an addon);
 - client_limit: a client address may hold at most `citygate_max_client_connections` connections
-  to this process (its file descriptors are what the limit protects); the excess is closed as
-  soon as it is accepted, before a byte is read.
+  to this process (its file descriptors are what the limit protects), the tunnels the fast path
+  relays included; the excess is closed as soon as it is accepted, before a byte is read.
 
 A tunnel relayed without decryption, a WebSocket and a request waiting for its response are
 never cut by these rules: what they carry is not visible (a long poll inside a tunnel can be
@@ -86,6 +86,7 @@ class ConnectionLimits:
         # Every connection admitted: client id -> client address.
         self._clients: dict[str, str] = {}
         self._per_address: Counter[str] = Counter()
+        self._open = 0
         # Waiting for a request head (or a tunnel's start), and idle after a response: client id
         # -> when the wait began. Insertion order is that order, so the overdue are at the front.
         self._heads: dict[str, float] = {}
@@ -97,7 +98,9 @@ class ConnectionLimits:
 
     @property
     def open_connections(self) -> int:
-        return len(self._clients)
+        """Client connections open now: mitmproxy's and the fast path's. An int, not a sum over
+        the addresses: the metrics read it from their own thread."""
+        return self._open
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -150,15 +153,11 @@ class ConnectionLimits:
 
     def client_connected(self, client: connection.Client) -> None:
         address = client.peername[0] if client.peername else ""
-        if self.client_limit and self._per_address[address] >= self.client_limit:
+        if not self.admit(address):
             # mitmproxy closes a client with an error before reading from it.
             client.error = f"more than {self.client_limit} connections from {address}"
-            self._refused[address] += 1  # logged at the next sweep: one line a second at most
-            if self.observer is not None:
-                self.observer(LIMIT, 1)
             return
         self._clients[client.id] = address
-        self._per_address[address] += 1
         if self.header_timeout:
             self._heads[client.id] = time.monotonic()
 
@@ -167,14 +166,32 @@ class ConnectionLimits:
         address = self._clients.pop(cid, None)
         if address is None:
             return  # refused: never counted
-        left = self._per_address[address] - 1
-        if left:
-            self._per_address[address] = left
-        else:
-            del self._per_address[address]
+        self.release(address)
         self._heads.pop(cid, None)
         self._idle.pop(cid, None)
         self._in_flight.pop(cid, None)
+
+    def admit(self, address: str) -> bool:
+        """Count a connection from `address` against the client limit; False, counted as refused,
+        when the address holds the most it may. mitmproxy's connections are admitted by
+        `client_connected`; the fast path's (addons/fast_path.py) call this and `release` itself."""
+        if self.client_limit and self._per_address[address] >= self.client_limit:
+            self._refused[address] += 1  # logged at the next sweep: one line a second at most
+            if self.observer is not None:
+                self.observer(LIMIT, 1)
+            return False
+        self._per_address[address] += 1
+        self._open += 1
+        return True
+
+    def release(self, address: str) -> None:
+        """The connection `admit` counted has closed (or was handed to mitmproxy, which admits it again)."""
+        self._open -= 1
+        left = self._per_address[address] - 1
+        if left > 0:
+            self._per_address[address] = left
+        else:
+            self._per_address.pop(address, None)
 
     # --- requests (a few dictionary operations each) --------------------------------------
 

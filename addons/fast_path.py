@@ -53,6 +53,9 @@ Address = tuple[str, int]
 Observer = Callable[[str], None]
 # How often idle relayed tunnels are looked for: one is closed at most this late.
 SWEEP_SECONDS = 1.0
+# How long a relay waits for its upstream to accept the connection: Squid's and nginx's default
+# (connect_timeout, proxy_connect_timeout), where the system's own SYN retries take two minutes.
+CONNECT_SECONDS = 60
 # asyncio.start_server's, which mitmproxy uses: a handed-over connection reads as it would have.
 _STREAM_LIMIT = 2**16
 
@@ -108,12 +111,18 @@ class FastPath:
 
     async def _sweep_forever(self) -> None:
         """Close relayed tunnels idle for mitmproxy's `tcp_timeout`, as mitmproxy closes the ones it
-        passes through: a relay checks no timer per byte, only the time of its last one."""
+        passes through, and those whose upstream has not answered in CONNECT_SECONDS: a relay
+        checks no timer per byte or connection, only the time of its last byte."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            idle_since = time.monotonic() - ctx.options.tcp_timeout
-            for relay in [relay for relay in self.relays if relay.active < idle_since]:
-                relay.close()
+            now = time.monotonic()
+            idle_since, connecting_since = now - ctx.options.tcp_timeout, now - CONNECT_SECONDS
+            for relay in list(self.relays):
+                if relay.server is None and relay.active < connecting_since:
+                    log.info("citygate: fast path gave up connecting after %d s", CONNECT_SECONDS)
+                    relay.close()
+                elif relay.active < idle_since:
+                    relay.close()
 
     def _front(self, handle: HandleStream) -> _Front:
         return _Front(self, handle)
@@ -138,6 +147,14 @@ class FastPath:
         """The connection limits' header timeout (addons/connection_limits.py); 0 without them."""
         return self.limits.header_timeout if self.limits is not None else 0
 
+    def admit(self, address: str) -> bool:
+        """Count a new client connection against the client limit; False when it is over."""
+        return self.limits.admit(address) if self.limits is not None else True
+
+    def release(self, address: str) -> None:
+        if self.limits is not None:
+            self.limits.release(address)
+
     def closed(self, reason: str) -> None:
         """Count a connection closed by a connection limit, as mitmproxy's are counted."""
         if self.limits is not None and self.limits.observer is not None:
@@ -156,9 +173,19 @@ class _Front(asyncio.Protocol):
         self.started = 0.0  # when the CONNECT was answered
         self.eof = False
         self.timer: asyncio.TimerHandle | None = None
+        # Counted against the client limit (addons/connection_limits.py) until the connection
+        # closes or goes to mitmproxy, which counts it itself; None when not counted (any more).
+        self.address: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = _stream(transport)
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        if not self.fast.admit(address):
+            transport.close()  # as mitmproxy closes the excess: before a byte is read
+            self.transport = None
+            return
+        self.address = address
         self._start_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -176,6 +203,14 @@ class _Front(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        self._release()
+
+    def _release(self) -> str | None:
+        """Stop counting this connection here; the address it was counted under, if it was."""
+        address, self.address = self.address, None
+        if address is not None:
+            self.fast.release(address)
+        return address
 
     def _start_timer(self) -> None:
         """The header timeout mitmproxy's connections have (addons/connection_limits.py): for the
@@ -240,8 +275,8 @@ class _Front(asyncio.Protocol):
         self._stop_timer()
         transport = self.transport
         assert transport is not None
-        relay = _Relay(self.fast, transport, bytes(self.data[head.length :]))
-        self.transport = None  # the relay owns it now
+        relay = _Relay(self.fast, transport, bytes(self.data[head.length :]), self.address)
+        self.transport = self.address = None  # the relay owns the connection and its count now
         address = (head.host, head.port)
         target = self.fast.upstream(address) if self.fast.upstream else address
         if target is None:
@@ -256,6 +291,7 @@ class _Front(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         self.transport = None
+        self._release()  # mitmproxy's client_connected counts it from here on
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=_STREAM_LIMIT, loop=loop)
         shown: asyncio.Transport = transport
@@ -340,33 +376,38 @@ class _AnswerSwallowed(asyncio.Transport):
 class _Relay:
     """Two transports relayed to each other once the tunnel is decided."""
 
-    def __init__(self, fast: FastPath, client: asyncio.Transport, first: bytes) -> None:
+    def __init__(self, fast: FastPath, client: asyncio.Transport, first: bytes, address: str | None) -> None:
         self.fast = fast
         self.client = _Side(self, client)
         self.server: _Side | None = None
         # Bytes from the client before the upstream connection is open: the ClientHello first.
         self.pending = bytearray(first)
         self.active = time.monotonic()  # when the last byte went either way
+        self.address = address  # counted against the client limit under it, until closed
+        self.connecting: asyncio.Task[None] | None = None
         client.pause_reading()
         client.set_protocol(self.client)
 
     def start(self, target: Address) -> None:
         self.fast.relays.add(self)
-        task = asyncio.get_running_loop().create_task(self._connect(target))
-        task.add_done_callback(_log_failure)
+        self.connecting = asyncio.get_running_loop().create_task(self._connect(target))
+        self.connecting.add_done_callback(_log_failure)
 
     async def _connect(self, target: Address) -> None:
         loop = asyncio.get_running_loop()
         try:
             transport, side = await loop.create_connection(lambda: _Side(self, None), *target)
-        except OSError as exc:
-            log.info("citygate: fast path could not connect to %s:%s: %s", *target, exc)
+        except asyncio.CancelledError:
+            return  # by close(), which has closed the rest: the connect timeout, the client left, a stop
+        except Exception as exc:
+            self.connecting = None  # over: close() has nothing to cancel
+            if isinstance(exc, OSError):
+                log.info("citygate: fast path could not connect to %s:%s: %s", *target, exc)
+            else:
+                log.exception("citygate: fast path could not connect to %s:%s", *target)
             self.close()
             return
-        except Exception:
-            log.exception("citygate: fast path could not connect to %s:%s", *target)
-            self.close()
-            return
+        self.connecting = None
         self.server = side
         if self.client.transport.is_closing():
             transport.close()
@@ -382,7 +423,14 @@ class _Relay:
         return self.server if side is self.client else self.client
 
     def close(self) -> None:
+        """Close both ends (each writes what it has buffered first); any number of times."""
         self.fast.relays.discard(self)
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        address, self.address = self.address, None
+        if address is not None:
+            self.fast.release(address)
         for side in (self.client, self.server):
             if side is not None and side.transport is not None:
                 side.transport.close()

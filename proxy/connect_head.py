@@ -1,9 +1,13 @@
-"""The head of a CONNECT request, read by h11 before mitmproxy sees the connection (the fast path).
+"""The head of a CONNECT request, read by httptools before mitmproxy sees the connection (the fast path).
 
 Pure: bytes in, a `ConnectHead`, WAIT (not whole yet) or OTHER out. OTHER is anything the fast
-path leaves to mitmproxy: another method, a head h11 refuses, a body, a target that is not
-`host:port`, a head `request_head.head_problem` refuses. A head is whole only when h11 says so,
-so how a client splits its bytes changes nothing.
+path leaves to mitmproxy: another method, a head llhttp (httptools' strict parser) refuses, a
+body, a target that is not `host:port`, a head `request_head.head_problem` refuses. A head is
+whole only when the parser says so, so how a client splits its bytes changes nothing: every
+prefix of a head is WAIT or the answer for the whole.
+
+httptools rather than h11: it is the same kind of maintained parser, in C, and parses a head in
+about 2 us where h11 takes 20 us, once per new tunnel.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import re
 from typing import Final, Literal, NamedTuple
 
-import h11
+import httptools
 
 from citygate.proxy.request_head import head_problem
 
-# What h11 holds while a head is incomplete; a longer head goes to mitmproxy, which decides.
+# The longest head waited for; a longer one goes to mitmproxy, which decides.
 MAX_HEAD_BYTES: Final = 16 * 1024
 # host:port, the only request target a CONNECT may have (RFC 9110 §9.3.6).
 _AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:@/\[\]]+):([0-9]{1,5})")
+_METHOD = b"CONNECT "
 
 WAIT: Final = "wait"
 OTHER: Final = "other"
@@ -33,38 +38,60 @@ class ConnectHead(NamedTuple):
     length: int  # of the head in bytes; what follows it is the tunnel's
 
 
+class _Head:
+    """What httptools reports of one head (its parser calls these as it reads)."""
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, target: bytes) -> None:
+        self.target += target
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.lower(), value))
+
+
 def read_connect(data: bytes) -> ConnectHead | Literal["wait", "other"]:
     """The CONNECT head `data` starts with, WAIT while it is incomplete, or OTHER."""
-    if not data:
-        return WAIT  # to h11, no bytes would mean the end of the connection
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    parser.receive_data(data)
-    try:
-        event = parser.next_event()
-    except h11.RemoteProtocolError:
-        return OTHER
-    if event is h11.NEED_DATA:
+    if not data.startswith(_METHOD[: len(data)]):
+        return OTHER  # not a CONNECT, whatever follows
+    if len(data) <= len(_METHOD):
         return WAIT
-    if not isinstance(event, h11.Request) or event.method != b"CONNECT":
+    head = _Head()
+    parser = httptools.HttpRequestParser(head)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade as upgrade:
+        # llhttp stops right after a CONNECT head: what follows is the tunnel's.
+        length = int(upgrade.args[0])
+    except httptools.HttpParserError:
         return OTHER
-    if any(name in (b"content-length", b"transfer-encoding") for name, _ in event.headers):
+    else:
+        return WAIT if len(data) <= MAX_HEAD_BYTES else OTHER
+    if length > MAX_HEAD_BYTES:
+        return OTHER
+    return _connect_head(head, parser.get_http_version(), length)
+
+
+def _connect_head(head: _Head, version_number: str, length: int) -> ConnectHead | Literal["other"]:
+    if any(name in (b"content-length", b"transfer-encoding") for name, _ in head.fields):
         return OTHER  # a CONNECT with a body: mitmproxy's business
-    authority = event.target.decode("ascii", "replace")
+    authority = head.target.decode("ascii", "replace")
     match = _AUTHORITY.fullmatch(authority)
     if match is None or not 0 < int(match[1]) < 65536:
         return OTHER
-    version = "HTTP/" + event.http_version.decode("ascii")
-    host_fields = tuple(value.decode("latin-1") for name, value in event.headers if name == b"host")
+    version = "HTTP/" + version_number
+    host_fields = tuple(value.decode("latin-1") for name, value in head.fields if name == b"host")
     problem = head_problem(
         method="CONNECT",
         scheme="",
         http_version=version,
         authority=authority,
         host_fields=host_fields,
-        field_values=(value for _, value in event.headers),
+        field_values=(value for _, value in head.fields),
     )
     if problem is not None:
         return OTHER
-    trailing, _ = parser.trailing_data
     host = authority[: match.start(1) - 1].removeprefix("[").removesuffix("]")
-    return ConnectHead(authority, host, int(match[1]), version, host_fields, len(data) - len(trailing))
+    return ConnectHead(authority, host, int(match[1]), version, host_fields, length)

@@ -7,6 +7,8 @@ The rest of the end-to-end suite runs with the fast path on under `CITYGATE_FAST
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +19,9 @@ from harness import MITMPROXY_CA_CN, UPSTREAM_CA_CN, ProxyRunner, TlsUpstream
 from test_metrics import scrape, values, wait_for
 from wire import Answer, MemoryTlsClient, RecordingOrigin, RedirectEverything, TunnelClient, connect_request
 
+from citygate.addons import fast_path
 from citygate.addons.audit import AuditLog
+from citygate.addons.connection_limits import ConnectionLimits
 from citygate.addons.fast_path import OPTION, FastPath
 from citygate.addons.gate import CityGate
 from citygate.addons.metrics import Metrics
@@ -41,6 +45,14 @@ class Proxy:
         assert self.metrics.server is not None
         return values(scrape(self.metrics.server.url), "citygate_passthrough_connections_total", "kind")
 
+    def gauge(self, name: str) -> float:
+        assert self.metrics.server is not None
+        return sum(value for _, value in scrape(self.metrics.server.url).get(name, []))
+
+    def closed(self) -> dict[tuple[str, ...], float]:
+        assert self.metrics.server is not None
+        return values(scrape(self.metrics.server.url), "citygate_connections_closed_total", "reason")
+
     def held(self) -> tuple[int, int]:
         """(tunnels the fast path relays, client connections mitmproxy holds) right now."""
         proxyserver = self.runner.master.addons.get("proxyserver")  # type: ignore[union-attr]
@@ -62,8 +74,9 @@ def start(
         gate = CityGate()
         fast = FastPath(gate, redirect.fast_path_target)
         metrics = Metrics()
+        limits = ConnectionLimits()
         runner = proxy_runner_factory(
-            [gate, AuditLog(), metrics, fast, redirect],
+            [limits, gate, limits.after_gate, AuditLog(), metrics, fast, redirect],
             {
                 "citygate_config": str(DEMO_CONFIG),
                 "citygate_audit_directory": str(tmp_path / "log"),
@@ -157,3 +170,80 @@ def test_a_relayed_tunnel_idle_for_tcp_timeout_is_closed(start):
             pass
         assert 0.5 < time.monotonic() - began < 3.5
     assert proxy.held() == (0, 0)
+
+
+def test_relayed_tunnels_count_against_the_client_limit_and_in_the_gauge(start):
+    proxy = start(True, citygate_max_client_connections=2)
+    first, _, _ = _tls_tunnel(proxy, "www.example.org:443", "www.example.org")
+    second, _, _ = _tls_tunnel(proxy, "www.example.org:443", "www.example.org")
+    with first, second:
+        assert proxy.held() == (2, 0)
+        wait_for(lambda: proxy.gauge("citygate_client_connections") == 2)
+        with TunnelClient(proxy.runner.address, timeout=5.0) as third:
+            third.sock.sendall(connect_request("www.example.org:443"))
+            assert _closed_unanswered(third.sock)  # closed as it was accepted
+        wait_for(lambda: proxy.closed() == {("client_limit",): 1})
+    wait_for(lambda: proxy.held() == (0, 0))
+    wait_for(lambda: proxy.gauge("citygate_client_connections") == 0)
+    # Both closed: their address may open connections again.
+    again, _, _ = _tls_tunnel(proxy, "www.example.org:443", "www.example.org")
+    with again:
+        assert proxy.held() == (1, 0)
+
+
+def test_a_connection_handed_to_mitmproxy_is_counted_once(start):
+    proxy = start(True, citygate_max_client_connections=1)
+    with TunnelClient(proxy.runner.address, timeout=5.0) as client:
+        # Plain HTTP: the fast path counts it, then hands it to mitmproxy, which counts it itself.
+        client.sock.sendall(b"GET http://www.facebook.com/ HTTP/1.1\r\nHost: www.facebook.com\r\n\r\n")
+        assert client.read_answer().status == 407
+        assert proxy.held() == (0, 1)
+        wait_for(lambda: proxy.gauge("citygate_client_connections") == 1)
+    wait_for(lambda: proxy.gauge("citygate_client_connections") == 0)
+    assert proxy.closed() == {}
+
+
+def test_an_upstream_that_never_accepts_is_given_up_after_the_connect_timeout(start, monkeypatch):
+    monkeypatch.setattr(fast_path, "CONNECT_SECONDS", 1)
+    proxy = start(True)
+    with _unanswering_listener() as address:
+        proxy.fast.upstream = lambda _: address
+        with TunnelClient(proxy.runner.address, timeout=10.0) as client:
+            assert client.connect(connect_request("www.example.org:443")).status == 200
+            client.sock.sendall(MemoryTlsClient("www.example.org").hello())
+            wait_for(lambda: proxy.held() == (1, 0))
+            began = time.monotonic()
+            assert client.sock.recv(4096) == b""  # closed, not left hanging
+            assert 0.5 < time.monotonic() - began < 4
+        assert proxy.held() == (0, 0)
+        assert proxy.counted() == {}  # never relayed
+
+
+def _closed_unanswered(sock: socket.socket) -> bool:
+    """Whether the proxy closed `sock` without a byte: a reset, when what was sent lay unread."""
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+@contextlib.contextmanager
+def _unanswering_listener() -> Iterator[tuple[str, int]]:
+    """An address whose connects hang: a listener with a full accept queue drops new SYNs (Linux)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(3):  # a backlog of 0 still queues one; the ones after are refused
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+        time.sleep(0.2)
+        yield address
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

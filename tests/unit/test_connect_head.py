@@ -46,3 +46,15 @@ def test_an_http_1_0_connect_is_answered_in_kind():
 )
 def test_anything_but_a_plain_connect_head_is_left_to_mitmproxy(data: bytes):
     assert read_connect(data) == OTHER
+
+
+def test_a_head_that_cannot_be_a_connect_is_left_to_mitmproxy_before_it_is_whole():
+    # Plain HTTP goes to mitmproxy at its first byte that rules a CONNECT out, not after its head.
+    assert read_connect(b"G") == OTHER
+    assert read_connect(b"CONNEC") == WAIT
+    assert read_connect(b"CONNECTX") == OTHER
+
+
+def test_a_head_with_bare_line_feeds_is_left_to_mitmproxy():
+    # llhttp is strict where mitmproxy is lenient: mitmproxy, not the fast path, decides these.
+    assert read_connect(b"CONNECT www.example.org:443 HTTP/1.1\nHost: www.example.org:443\n\n") == OTHER
