@@ -46,6 +46,8 @@ from mitmproxy import http, options
 from mitmproxy.proxy import server_hooks
 from mitmproxy.tools.dump import DumpMaster
 
+from citygate.proxy.runtime.event_loop import chosen_event_loop, loop_factory
+
 Address = tuple[str, int]
 T = TypeVar("T")
 
@@ -866,7 +868,8 @@ class ProxyRunner:
 
     def _thread_main(self) -> None:
         try:
-            asyncio.run(self._main())
+            # On the loop `citygate run` would choose (CITYGATE_EVENT_LOOP switches every test).
+            asyncio.run(self._main(), loop_factory=loop_factory(chosen_event_loop()))
         except BaseException as e:  # SystemExit included: report instead of dying silently
             if self._port is None:
                 self._startup_exc = self._startup_exc or e
