@@ -37,9 +37,9 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
-	@# The wire guarantees again with the fast path on (addons/fast_path.py, off by default): it
-	@# decides tunnels before mitmproxy does, so the bypass tests and their fuzzer must hold there too.
-	CITYGATE_FAST_PATH=1 $(BIN)/python -m pytest -q tests/e2e/test_wire_bypass.py tests/e2e/test_wire_fuzz.py
+	@# The wire guarantees again as they were before the fast path (addons/fast_path.py) and uvloop
+	@# became the defaults: the fallback settings a city may choose must keep them too.
+	CITYGATE_FAST_PATH=0 CITYGATE_EVENT_LOOP=asyncio $(BIN)/python -m pytest -q tests/e2e/test_wire_bypass.py tests/e2e/test_wire_fuzz.py
 
 # The wire property test (tests/e2e/test_wire_fuzz.py) with 50,000 examples instead of 2,000: about
 # 20 minutes on 2 cores. A failure prints the case and Hypothesis's reproduction blob.

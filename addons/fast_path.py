@@ -76,15 +76,20 @@ class FastPath:
         loader.add_option(
             OPTION,
             bool,
-            False,
+            True,
             "Decide ordinary HTTPS tunnels (CONNECT host and TLS SNI) before mitmproxy and relay "
             "them directly; everything else goes to mitmproxy. Takes effect when the listeners start.",
         )
+        # mitmproxy announces only options changed from their defaults (`configure`): the default
+        # applies from here, before any listener starts.
+        self._apply(loader.master.options.citygate_fast_path)
 
     def configure(self, updated: set[str]) -> None:
-        if OPTION not in updated:
-            return
-        if ctx.options.citygate_fast_path:
+        if OPTION in updated:
+            self._apply(ctx.options.citygate_fast_path)
+
+    def _apply(self, on: bool) -> None:
+        if on:
             # Only then: turned off, mitmproxy listens exactly as it always did.
             front_door.install()
             front_door.set_front(self._front)

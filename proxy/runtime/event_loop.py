@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 EVENT_LOOPS = ("uvloop", "asyncio")
-DEFAULT_EVENT_LOOP = "asyncio"
+DEFAULT_EVENT_LOOP = "uvloop"
 EVENT_LOOP_ENV = "CITYGATE_EVENT_LOOP"
 
 

@@ -367,6 +367,7 @@ def test_pac_command_without_proxies_says_what_to_add(config_copy: Path):
 @pytest.mark.parametrize(
     ("arguments", "environment", "loop"),
     [
+        ([], {}, "uvloop"),  # the default
         (["--event-loop", "uvloop"], {}, "uvloop"),
         (["--event-loop", "asyncio"], {"CITYGATE_EVENT_LOOP": "uvloop"}, "asyncio"),  # the option wins
         ([], {"CITYGATE_EVENT_LOOP": "uvloop"}, "uvloop"),

@@ -316,7 +316,16 @@ def _client_hello(server_name: str) -> bytes:
     return outgoing.read()
 
 
-def test_workers_relay_ordinary_tunnels_on_the_fast_path(start):
+@pytest.mark.parametrize(
+    ("settings", "counted"),
+    [
+        # The default: relayed by the workers' fast path, not by mitmproxy (which would relay it too).
+        ([], 'citygate_fast_path_connections_total{outcome="relayed"} 20.0'),
+        # Turned off: mitmproxy takes every connection, as before the fast path.
+        (["--set", "citygate_fast_path=false"], 'citygate_passthrough_connections_total{kind="tunnel"} 20.0'),
+    ],
+)
+def test_workers_relay_ordinary_tunnels_on_the_fast_path_unless_it_is_off(start, settings, counted):
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HelloEcho)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -324,9 +333,8 @@ def test_workers_relay_ordinary_tunnels_on_the_fast_path(start):
             probe.bind(("127.0.0.1", 0))
             metrics_port = probe.getsockname()[1]
         service = start(
-            "--workers", "2", "--set", "citygate_fast_path=true",
-            "--set", f"citygate_metrics_listen=127.0.0.1:{metrics_port}",
-        )  # fmt: skip
+            "--workers", "2", *settings, "--set", f"citygate_metrics_listen=127.0.0.1:{metrics_port}"
+        )
         port = service.port
         upstream = server.server_address[1]
         for _ in range(20):
@@ -341,14 +349,14 @@ def test_workers_relay_ordinary_tunnels_on_the_fast_path(start):
                 assert answer == b"HTTP/1.1 200 Connection established\r\n\r\n"
                 client.sendall(hello)
                 assert client.recv(100) == f"upstream got {len(hello)} bytes starting 16".encode()
-        # Relayed by the fast path of the workers (not by mitmproxy, which would relay it too).
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         deadline = time.monotonic() + 15
-        relayed = 'citygate_fast_path_connections_total{outcome="relayed"} 20.0'
-        while relayed not in (text := opener.open(metrics_url, timeout=5).read().decode()):
+        while counted not in (text := opener.open(metrics_url, timeout=5).read().decode()):
             assert time.monotonic() < deadline, text
             time.sleep(0.2)
+        relayed = re.search(r'citygate_fast_path_connections_total\{outcome="relayed"\} (\S+)', text)
+        assert (float(relayed[1]) if relayed else 0.0) == (0.0 if settings else 20.0)
     finally:
         server.shutdown()
         server.server_close()

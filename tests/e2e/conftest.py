@@ -18,7 +18,8 @@ _E2E_DIR = Path(__file__).parent
 
 StartProxy = Callable[..., ProxyRunner]
 
-#: `CITYGATE_FAST_PATH=1 pytest tests/e2e`: every proxy with a CityGate runs with the fast path on.
+#: Every proxy with a CityGate runs with the fast path, as `citygate run` does by default;
+#: `CITYGATE_FAST_PATH=0 pytest tests/e2e` runs them without it (mitmproxy takes every connection).
 FAST_PATH_ENV = "CITYGATE_FAST_PATH"
 
 
@@ -96,7 +97,7 @@ def proxy_runner_factory(pki: TestPKI, _mitm_confdir: Path) -> Iterator[StartPro
         options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> ProxyRunner:
-        if os.environ.get(FAST_PATH_ENV) == "1":
+        if os.environ.get(FAST_PATH_ENV, "1") == "1":
             addons, options = with_fast_path(addons, options)
         kwargs.setdefault("upstream_ca", pki.ca_pem)
         kwargs.setdefault("confdir", _mitm_confdir)

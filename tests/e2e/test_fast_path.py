@@ -1,8 +1,9 @@
 """The fast path (addons/fast_path.py) through a real proxy: what it relays itself, what it hands
 to mitmproxy, and that turning it off gives the old behaviour.
 
-The rest of the end-to-end suite runs with the fast path on under `CITYGATE_FAST_PATH=1`
-(tests/e2e/conftest.py); these tests turn it on or off themselves, whatever the environment.
+The rest of the end-to-end suite runs with the fast path on, as `citygate run` does, unless
+`CITYGATE_FAST_PATH=0` (tests/e2e/conftest.py); these tests turn it on or off themselves,
+whatever the environment.
 """
 
 from __future__ import annotations
