@@ -112,6 +112,8 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_proxy.lua")
 # Targets of issue 8 (citygate / bare mitmdump on the same traffic, same worker count).
 TARGETS = {"a": 0.95, "b": 0.95, "c": 0.95, "d": 1.0}
 SCALING_TARGET = 1.6  # citygate with 2 workers / 1 worker, on (b) and (c)
+# citygate's CPU per request / Squid's, at most (the fast path's targets; (g) per MiB, the same ratio).
+SQUID_TARGETS = {"b": 1.25, "c": 2.0, "g": 1.25}
 
 
 @dataclass(frozen=True)
@@ -491,6 +493,29 @@ def report_bulk(results: dict[tuple[str, str], Cell], names: Sequence[str]) -> N
         print("|---|---|---:|---:|---:|---:|", *rows, sep="\n")
 
 
+def report_against_squid(results: dict[tuple[str, str], Cell]) -> None:
+    """The ordinary HTTPS that the fast path relays: citygate's CPU per request against Squid's."""
+    rows = []
+    for scenario in SCENARIOS:
+        target = SQUID_TARGETS.get(scenario.key)
+        citygate = median_of(results, scenario.key, "citygate", "cpu_us_per_request")
+        squid = median_of(results, scenario.key, "squid", "cpu_us_per_request")
+        if target is None or citygate is None or squid is None:
+            continue
+        unit = "MiB" if scenario.bulk else "req"
+        per_unit = scenario.body / MIB if scenario.bulk else 1
+        cost_ratio = citygate / squid
+        met = "yes" if cost_ratio <= target else "**no**"
+        rows.append(
+            f"| ({scenario.key}) {scenario.title} | {citygate / per_unit:,.0f} us/{unit} "
+            f"| {squid / per_unit:,.0f} us/{unit} | {fmt_ratio(cost_ratio)} | <= {target:g} | {met} |"
+        )
+    if rows:
+        print("\n### Ordinary HTTPS, relayed by the fast path: the proxy's CPU against Squid's (medians)\n")
+        print("| scenario | citygate | squid | citygate / squid | target | met |")
+        print("|---|---:|---:|---:|---:|---|", *rows, sep="\n")
+
+
 def report_loops(results: dict[tuple[str, str], Cell], names: Sequence[str]) -> None:
     """citygate on its event loop and on the other one, scenario by scenario."""
     if "citygate" not in names or LOOP_VARIANT not in names:
@@ -597,6 +622,7 @@ def report(
         f"(load average before and after the run: {args.load_before} and {os.getloadavg()[0]:.2f})."
     )
     report_bulk(results, names)
+    report_against_squid(results)
     report_loops(results, names)
     print(f"\nReproduce: {command}")
 
@@ -679,8 +705,9 @@ def parse_arguments() -> argparse.Namespace:
     return args
 
 
-# citygate with its fast path on (addons/fast_path.py), measured only when --proxies names it.
-FAST_VARIANT = "citygate-fast"
+# citygate with its fast path off (addons/fast_path.py): every connection through mitmproxy, as
+# before the fast path became the default. Measured only when --proxies names it.
+NO_FAST_PATH_VARIANT = "citygate-no-fast-path"
 
 
 def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scenario]) -> list[Server]:
@@ -694,12 +721,9 @@ def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scena
         proxies.append(
             MitmProxy(folder, "citygate", name=UNDECRYPTED_VARIANT, config=pass_through_config(folder))
         )
-    if args.proxies and FAST_VARIANT in args.proxies:
-        fast = ["--set", "citygate_fast_path=true"]
-        proxies.append(MitmProxy(folder, "citygate", name=FAST_VARIANT, extra=fast))
-        proxies.append(
-            MitmProxy(folder, "citygate", name=f"{FAST_VARIANT} {OTHER_LOOP}", extra=fast, event_loop=OTHER_LOOP)
-        )
+    if args.proxies and NO_FAST_PATH_VARIANT in args.proxies:
+        no_fast_path = ["--set", "citygate_fast_path=false"]
+        proxies.append(MitmProxy(folder, "citygate", name=NO_FAST_PATH_VARIANT, extra=no_fast_path))
     if args.proxies:
         wanted = {name.strip() for name in args.proxies.split(",")}
         proxies = [proxy for proxy in proxies if proxy.name in wanted]

@@ -6,8 +6,9 @@
 - `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
 
 Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
-`citygate run` would choose: `CITYGATE_EVENT_LOOP=uvloop make test` runs the suite on uvloop, and
-the `citygate run` processes the tests start read the same variable.
+`citygate run` would choose: uvloop by default, the standard loop under
+`CITYGATE_EVENT_LOOP=asyncio make test`; the `citygate run` processes the tests start read the
+same variable.
 """
 
 from __future__ import annotations

@@ -46,8 +46,6 @@ from mitmproxy import http, options
 from mitmproxy.proxy import server_hooks
 from mitmproxy.tools.dump import DumpMaster
 
-from citygate.proxy.runtime.event_loop import chosen_event_loop, loop_factory
-
 Address = tuple[str, int]
 T = TypeVar("T")
 
@@ -868,8 +866,7 @@ class ProxyRunner:
 
     def _thread_main(self) -> None:
         try:
-            # On the loop `citygate run` would choose (CITYGATE_EVENT_LOOP switches every test).
-            asyncio.run(self._main(), loop_factory=loop_factory(chosen_event_loop()))
+            asyncio.run(self._main())
         except BaseException as e:  # SystemExit included: report instead of dying silently
             if self._port is None:
                 self._startup_exc = self._startup_exc or e
