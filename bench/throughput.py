@@ -698,7 +698,9 @@ def contenders(folder: Path, args: argparse.Namespace, scenarios: Sequence[Scena
         fast = ["--set", "citygate_fast_path=true"]
         proxies.append(MitmProxy(folder, "citygate", name=FAST_VARIANT, extra=fast))
         proxies.append(
-            MitmProxy(folder, "citygate", name=f"{FAST_VARIANT} {OTHER_LOOP}", extra=fast, event_loop=OTHER_LOOP)
+            MitmProxy(
+                folder, "citygate", name=f"{FAST_VARIANT} {OTHER_LOOP}", extra=fast, event_loop=OTHER_LOOP
+            )
         )
     if args.proxies:
         wanted = {name.strip() for name in args.proxies.split(",")}
