@@ -17,6 +17,7 @@ import os
 import ssl
 import string
 import timeit
+from typing import NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
@@ -217,8 +218,17 @@ def built_hellos(draw: st.DrawFn) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def length_fields(hello: bytes) -> list[tuple[int, int]]:
-    """(offset, size) of every length field in a well-formed hello: the ones worth lying in."""
+class Layout(NamedTuple):
+    """Where a well-formed hello's parts are: the places worth editing."""
+
+    # (offset, size) of every length field
+    length_fields: list[tuple[int, int]]
+    # where each extension starts, and where the last one ends: where one may be spliced in
+    extension_boundaries: list[int]
+
+
+def layout(hello: bytes) -> Layout:
+    """The layout of a hello, read the RFC 8446 way; IndexError when it is too broken for that."""
     fields = [(34, 1)]
     offset = 35 + hello[34]
     fields.append((offset, 2))
@@ -227,6 +237,7 @@ def length_fields(hello: bytes) -> list[tuple[int, int]]:
     offset += 1 + hello[offset]
     fields.append((offset, 2))
     offset += 2
+    boundaries = [offset]
     while offset < len(hello):
         kind = int.from_bytes(hello[offset : offset + 2], "big")
         length = int.from_bytes(hello[offset + 2 : offset + 4], "big")
@@ -243,13 +254,8 @@ def length_fields(hello: bytes) -> list[tuple[int, int]]:
                     fields.append((entry, 1))
                     entry += 1 + hello[entry]
         offset = body + length
-    return fields
-
-
-def extension_starts(hello: bytes) -> list[int]:
-    """Where each extension of a well-formed hello starts, and its end: where one may be spliced in."""
-    offsets = [offset + 2 for offset, size in length_fields(hello) if size == 2]
-    return [offset for offset in offsets if offset <= len(hello)]
+        boundaries.append(offset)
+    return Layout(fields, [at for at in boundaries if at <= len(hello)])
 
 
 @st.composite
@@ -270,16 +276,16 @@ def mutations(draw: st.DrawFn, hello: bytes) -> bytes:
     if edit == "truncate":
         return hello[:at]
     try:
-        fields = length_fields(hello)
-    except IndexError:  # an earlier edit broke the structure: any length field is gone
+        parts = layout(hello)
+    except IndexError:  # an earlier edit left too little of the structure to find its parts
         return hello
     if edit == "length":
-        offset, size = draw(st.sampled_from(fields))
+        offset, size = draw(st.sampled_from(parts.length_fields))
         old = int.from_bytes(hello[offset : offset + size], "big")
         most = 2 ** (8 * size) - 1
         new = draw(st.one_of(st.integers(max(0, old - 3), min(most, old + 3)), st.integers(0, most)))
         return hello[:offset] + new.to_bytes(size, "big") + hello[offset + size :]
-    at = draw(st.sampled_from(extension_starts(hello) or [len(hello)]))
+    at = draw(st.sampled_from(parts.extension_boundaries or [len(hello)]))
     return hello[:at] + draw(extensions()) + hello[at:]
 
 
@@ -351,15 +357,16 @@ def test_a_real_hello_gives_its_sni_and_every_extension():
 
 
 def test_an_odd_cipher_suite_length_leaves_its_last_byte_for_the_compression_methods():
-    # Three bytes of suites: one suite is read, and the third byte (01) is taken as the
-    # compression methods' length, so the method 00 and then the extensions follow.
-    hello = hello_with(
-        server_name_extension(host_name(b"www.example.org")),
-        suites=b"\x00\x03\x13\x01",
-        compression=b"\x01\x00",
-    )
-    assert_read_alike(hello)
-    assert parse_client_hello(hello).sni == "www.example.org"
+    extension = server_name_extension(host_name(b"www.example.org"))
+    # Three bytes of suites: one suite (13 01) is read, and the third byte is read again as the
+    # compression methods' length. Here it is 01, so one method (00) and then the extensions.
+    doubled = hello_with(extension, suites=b"\x00\x03\x13\x01", compression=b"\x01\x00")
+    assert_read_alike(doubled)
+    assert parse_client_hello(doubled).sni == "www.example.org"
+    # Here it is ff, which RFC 8446 reads as a suite byte: 255 compression methods run off the end.
+    extra = hello_with(extension, suites=b"\x00\x03\x13\x01\xff", compression=b"\x01\x00")
+    assert_read_alike(extra)
+    assert parse_client_hello(extra) is None
 
 
 def test_a_server_name_entry_cut_short_fails_the_whole_hello():
