@@ -29,7 +29,6 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
-from mitmproxy.tls import ClientHello
 
 from citygate.addons.blockpage import encode_page, render_block_page, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
@@ -37,7 +36,7 @@ from citygate.addons.configuration import Configuration, Loaded
 from citygate.addons.credentials import REALM, strip_proxy_headers
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import Presented
-from citygate.addons.tunnel_start import Kind, classify, server_names, sni_readable
+from citygate.addons.tunnel_start import AnyClientHello, Kind, classify, server_names, sni_readable
 from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.record import shown_url
 from citygate.proxy.catalog import SiteMatch
@@ -236,7 +235,7 @@ class CityGate:
         self,
         nextlayer: layer.NextLayer,
         problem: str,
-        hello: ClientHello | None,
+        hello: AnyClientHello | None,
         reason: Reason = Reason.UNRECOGNIZED_PROTOCOL,
     ) -> None:
         """Close a tunnel whose start cannot be decided; record it when it names a social host."""
@@ -588,7 +587,7 @@ class CityGate:
         )
 
 
-def _tunnel_hosts(context: context.Context, hello: ClientHello | None) -> list[str]:
+def _tunnel_hosts(context: context.Context, hello: AnyClientHello | None) -> list[str]:
     """The hosts a tunnel names: the CONNECT authority, the SNI of a TLS session already opened
     around it (a tunnel inside a decrypted one), and every name the ClientHello at hand asks for."""
     server = context.server.address

@@ -8,8 +8,9 @@ complete: a whole ClientHello, a whole HTTP request head, or bytes that can be n
 answer depends only on the bytes, never on how the client split them (`classify` of every
 prefix is either WAIT or the answer for the whole).
 
-Pure: bytes in, a `Start` out. The ClientHello is parsed by mitmproxy's own parser, so the SNI
-citygate decides on is the one mitmproxy's TLS layer will see.
+Pure: bytes in, a `Start` out. The ClientHello is read by addons/client_hello.py, a parser
+proven to read it exactly as mitmproxy's does, so the SNI citygate decides on is the one
+mitmproxy's TLS layer will see.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import re
 import struct
 from enum import Enum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from urllib.parse import unquote
 
-from mitmproxy.tls import ClientHello
-
+from citygate.addons.client_hello import ParsedHello, parse_client_hello
 from citygate.proxy.hosts import strip_port
 
 # The most a client may send before its tunnel's start is complete. A ClientHello is at most a
@@ -54,7 +54,7 @@ class Kind(Enum):
 
 class Start(NamedTuple):
     kind: Kind
-    hello: ClientHello | None = None
+    hello: ParsedHello | None = None
     # True when the TLS record header is one mitmproxy itself recognizes (16 03 00..03): its
     # TLS layer takes the tunnel. Other versions are not TLS to mitmproxy, only to some servers.
     standard_record: bool = False
@@ -122,9 +122,8 @@ def _client_hello(message: bytearray, *, standard: bool) -> Start | None:
         return _malformed(f"a ClientHello of {size} bytes")
     if len(message) < size:
         return None
-    try:
-        hello = ClientHello(bytes(message[4:size]))
-    except Exception:  # the parser raises EOFError, ValueError and others
+    hello = parse_client_hello(bytes(message[4:size]))
+    if hello is None:
         return _malformed("a ClientHello that cannot be parsed")
     return Start(Kind.TLS, hello, standard)
 
@@ -143,13 +142,24 @@ def _http(data: bytes) -> Start:
     return _incomplete(data)
 
 
-def sni_readable(hello: ClientHello) -> bool:
+class AnyClientHello(Protocol):
+    """A ClientHello as `sni_readable` and `server_names` read it: ours from `classify` before the
+    tunnel's layer is chosen, or mitmproxy's `tls.ClientHello` in its `tls_clienthello` hook."""
+
+    @property
+    def extensions(self) -> list[tuple[int, bytes]]: ...
+
+    @property
+    def sni(self) -> str | None: ...
+
+
+def sni_readable(hello: AnyClientHello) -> bool:
     """Whether the ClientHello names its server the one way mitmproxy reads: one host name, or none."""
     extensions = sum(1 for kind, _ in hello.extensions if kind == _SERVER_NAME)
     return extensions == 0 or (extensions == 1 and hello.sni is not None)
 
 
-def server_names(hello: ClientHello) -> list[str]:
+def server_names(hello: AnyClientHello) -> list[str]:
     """The names a ClientHello asks for, as the most lenient server might read them.
 
     mitmproxy reads the SNI only when there is one server_name extension holding exactly one
