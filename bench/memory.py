@@ -1,22 +1,39 @@
-"""Does citygate's memory stay flat under sustained load?
+"""Does citygate's memory stay flat under sustained load, and do idle relayed tunnels close?
 
-Starts nginx and one `citygate run --workers 1` on the demo config (as bench/throughput.py
-does), then measures the proxy's resident memory (RSS) while it serves:
+Starts nginx and `citygate run --workers 1` on the demo config (as bench/throughput.py does),
+with the fast path on (`citygate_fast_path`, addons/fast_path.py) where it matters, and
+measures the proxy's resident memory (RSS) and file descriptors:
 
-1. at least --requests requests (200,000 by default) of the traffic that creates flows and
-   decisions: ordinary plain HTTP, denied social requests (block pages) and granted requests
-   inside an intercepted Facebook tunnel, three wrk clients at once; RSS is sampled after every
-   slice and the growth after the warm-up is compared with the target (20 MB);
+1. at least --requests requests (200,000 by default) of mixed traffic, the scenarios of
+   bench/throughput.py at once, 8 connections each: (a) plain HTTP, (b) ordinary HTTPS through
+   reused tunnels (wrk over socat) and (c) through a new tunnel per request (curl), both relayed
+   by the fast path, (d) denied social requests (block pages), (e) granted requests inside an
+   intercepted Facebook tunnel. RSS is sampled after every slice and its growth after the
+   warm-up compared with the target (20 MB); the requests of each kind are printed, and the
+   proxy's /metrics must show that the fast path relayed every tunnel of (b) and (c)
+   (`citygate_fast_path_connections_total{outcome="relayed"}`), or the run fails;
 2. 4 MiB downloads inside the intercepted tunnel (streamed: `stream_large_bodies`), through
    citygate and through bare mitmdump (same options): RSS after each round of 100;
-3. one WebSocket connection through the proxy carrying --ws-messages messages of 1 KiB, once
+3. one WebSocket connection through the proxy carrying --ws-messages messages of 4 KiB, once
    through citygate (MemoryGuard drops each message after the addons saw it) and once through
-   bare mitmdump (which keeps every message until the connection closes), for contrast.
+   bare mitmdump (which keeps every message until the connection closes), for contrast;
+4. 2,000 idle relayed tunnels: a proxy with the fast path and `tcp_timeout` 15 s, and a sink in
+   this process (accepts, reads, never answers or closes). 2,000 clients from 127.0.1.1 to
+   127.0.1.10 (200 each, under the 256 per address of `citygate_max_client_connections`) send
+   CONNECT www.example.org:<sink port>, then a real ClientHello, so each tunnel is relayed to
+   the sink. Prints the sink's accepted connections, the proxy's RSS and descriptors before and
+   with the 2,000 open, then how long until every client saw the close and the descriptors came
+   back; the target is within tcp_timeout + 15 s. This process and the proxy need about 4,000
+   descriptors each: the soft limit is raised to the hard one (the proxy inherits it).
 
-Reproduce (`make bench-memory`; nginx and wrk as for `make bench`):
+The exit status is non-zero when part 1 or part 4 misses its target; a part that fails (an
+unexpected answer, tunnels not relayed) stops the run.
+
+Reproduce (`make bench-memory`; nginx, wrk, socat and curl as for `make bench`):
 
     .venv/bin/python bench/memory.py                       # about 15 minutes on 2 cores
     .venv/bin/python bench/memory.py --requests 20000      # a quick look
+    .venv/bin/python bench/memory.py --parts 4             # the idle tunnels alone, under a minute
 """
 
 from __future__ import annotations
@@ -288,24 +305,27 @@ async def idle_tunnel(
 ) -> tuple[float, float]:
     """One tunnel: CONNECT, the 200, a ClientHello, then nothing until the proxy closes it.
     When the ClientHello was sent and when the close (EOF or reset) arrived, on time.monotonic()."""
-    async with opening:
-        reader, writer = await asyncio.open_connection(LOCALHOST, proxy_port, local_addr=(source, 0))
-        writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            raise RuntimeError(f"CONNECT {authority} from {source}: {head[:100]!r}")
-        writer.write(hello)
-        await writer.drain()
-    sent = time.monotonic()
-    counts["opened"] += 1
+    writer: asyncio.StreamWriter | None = None
     try:
-        while await reader.read(65536):
-            pass  # the sink never answers: nothing should come but the close
-    except ConnectionError:  # a reset: closed too
-        pass
-    closed = time.monotonic()
-    writer.close()
-    return sent, closed
+        async with opening:
+            reader, writer = await asyncio.open_connection(LOCALHOST, proxy_port, local_addr=(source, 0))
+            writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                raise RuntimeError(f"CONNECT {authority} from {source}: {head[:100]!r}")
+            writer.write(hello)
+            await writer.drain()
+        sent = time.monotonic()
+        counts["opened"] += 1
+        try:
+            while await reader.read(65536):
+                pass  # the sink never answers: nothing should come but the close
+        except ConnectionError:  # a reset: closed too
+            pass
+        return sent, time.monotonic()
+    finally:
+        if writer is not None:
+            writer.close()  # also when cancelled: a tunnel the proxy left open past the deadline
 
 
 async def client_connections(proxy: MitmProxy, expected: int) -> int:
