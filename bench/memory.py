@@ -57,6 +57,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from scaleout import metric_sum
@@ -105,24 +106,22 @@ def scenario(key: str) -> Scenario:
     return next(s for s in SCENARIOS if s.key == key)
 
 
+def run_load(key: str, proxy: MitmProxy, nginx: Nginx, relays: dict[str, Relay], seconds: float) -> Run:
+    """One scenario's load for `seconds`, LOAD_CONNECTIONS at once: (b) and (e) wrk over their socat
+    relay (tunnels reused), (c) curl with a new tunnel per request, (a) and (d) wrk at the proxy."""
+    served = scenario(key)
+    expected = expected_status(served, proxy)
+    if key in relays:
+        return wrk(relays[key].port, served, served.path, seconds, expected, True, LOAD_CONNECTIONS)
+    if served.new_tunnels:
+        return curl_new_tunnels(proxy.port, served, served.url(nginx), seconds, expected, LOAD_CONNECTIONS)
+    return wrk(proxy.port, served, served.url(nginx), seconds, expected, False, LOAD_CONNECTIONS)
+
+
 def mixed_load(proxy: MitmProxy, nginx: Nginx, relays: dict[str, Relay], seconds: float) -> Counter[str]:
-    """(a) to (e) at once for `seconds`, LOAD_CONNECTIONS each: the requests served, by scenario.
-
-    (b) and (e) run wrk over their socat relay (tunnels reused), (c) curl with a new tunnel per
-    request, (a) and (d) wrk against the proxy itself.
-    """
-
-    def load(key: str) -> Run:
-        served = scenario(key)
-        expected = expected_status(served, proxy)
-        if key in relays:
-            return wrk(relays[key].port, served, served.path, seconds, expected, True, LOAD_CONNECTIONS)
-        if served.new_tunnels:
-            target = served.url(nginx)
-            return curl_new_tunnels(proxy.port, served, target, seconds, expected, LOAD_CONNECTIONS)
-        return wrk(proxy.port, served, served.url(nginx), seconds, expected, False, LOAD_CONNECTIONS)
-
+    """(a) to (e) at once for `seconds`: the requests served, by scenario."""
     with ThreadPoolExecutor(len(MIXED)) as pool:
+        load = partial(run_load, proxy=proxy, nginx=nginx, relays=relays, seconds=seconds)
         runs = dict(zip(MIXED, pool.map(load, MIXED), strict=True))
     unexpected = {key: run.unexpected for key, run in runs.items() if run.unexpected}
     if unexpected:
@@ -142,21 +141,47 @@ def fast_path_outcomes(proxy: MitmProxy) -> tuple[int, int]:
     return int(relayed), int(handed_off)
 
 
-def check_relayed(proxy: MitmProxy, served: Counter[str], loads: int) -> str:
-    """Fail unless the fast path relayed every tunnel of (b) and (c); what it did, in words.
-
-    Each request of (c) opened a tunnel of its own, and each load's wrk opened LOAD_CONNECTIONS
-    tunnels of (b) through socat. More may have been relayed: curl's transfers cut short at the
-    end of a load are not counted as requests.
-    """
+def fast_path_since(proxy: MitmProxy, before: tuple[int, int]) -> tuple[int, int]:
+    """Connections relayed and handed to mitmproxy since fast_path_outcomes read `before`."""
     relayed, handed_off = fast_path_outcomes(proxy)
+    return relayed - before[0], handed_off - before[1]
+
+
+def check_fast_path(proxy: MitmProxy, nginx: Nginx, relays: dict[str, Relay], seconds: float) -> None:
+    """Run (b) and (c) alone: fail unless the fast path relayed every one of their tunnels and handed
+    none to mitmproxy. wrk opens LOAD_CONNECTIONS tunnels of (b) through socat; each request of (c)
+    opens its own (a few more may be relayed: curl's transfers cut short are not requests)."""
+    for key in "bc":
+        before = fast_path_outcomes(proxy)
+        run = run_load(key, proxy, nginx, relays, seconds)
+        relayed, handed_off = fast_path_since(proxy, before)
+        tunnels = LOAD_CONNECTIONS if key == "b" else run.requests
+        print(
+            f"   ({key}) alone for {seconds:g} s: {run.requests:,} requests, {tunnels:,} tunnels; the fast path "
+            f"relayed {relayed:,} and handed {handed_off:,} connections to mitmproxy"
+        )
+        if run.unexpected or not run.requests or relayed < tunnels or handed_off:
+            raise RuntimeError(
+                f"({key}): the fast path did not relay every tunnel ({run.unexpected:,} unexpected answers): "
+                "is citygate_fast_path on?"
+            )
+
+
+def relayed_during(proxy: MitmProxy, before: tuple[int, int], served: Counter[str], loads: int) -> str:
+    """Fail unless the fast path relayed at least the tunnels of (b) and (c) since `before` (what
+    fast_path_outcomes read then); what it did, in words. Each request of (c) opened a tunnel, and
+    each load's wrk LOAD_CONNECTIONS tunnels of (b)."""
+    relayed, handed_off = fast_path_since(proxy, before)
     expected = served["c"] + loads * LOAD_CONNECTIONS
     if relayed < expected:
         raise RuntimeError(
             f"the fast path relayed {relayed:,} tunnels, not the {expected:,} or more of (b) and (c) "
-            f"({handed_off:,} connections handed to mitmproxy): is citygate_fast_path on?"
+            f"({handed_off:,} connections handed to mitmproxy)"
         )
-    return f"{relayed:,} tunnels relayed (>= {expected:,} expected), {handed_off:,} connections handed to mitmproxy"
+    return (
+        f"{relayed:,} tunnels relayed (of (b) and (c): >= {expected:,}), "
+        f"{handed_off:,} connections handed to mitmproxy ((a), (d), (e))"
+    )
 
 
 def large_downloads(proxy: Server, nginx: Nginx, count: int) -> None:
@@ -369,7 +394,7 @@ async def idle_tunnels(proxy: MitmProxy, tunnels: int, tcp_timeout: float) -> bo
     sink_port = sink.sockets[0].getsockname()[1]
     authority = f"www.example.org:{sink_port}"  # ordinary: relayed, to 127.0.0.1 (upstream_redirect.py)
     hello = client_hello("www.example.org")  # the sink never answers, so one serves every tunnel
-    relayed_before, _ = fast_path_outcomes(proxy)
+    outcomes_before = fast_path_outcomes(proxy)
     fds_before, rss_before = open_fds(proxy), rss_mb(proxy)
 
     opening = asyncio.Semaphore(OPENING_AT_ONCE)
@@ -393,7 +418,7 @@ async def idle_tunnels(proxy: MitmProxy, tunnels: int, tcp_timeout: float) -> bo
             )
         await asyncio.sleep(0.05)
     all_open = time.monotonic()
-    relayed = fast_path_outcomes(proxy)[0] - relayed_before
+    relayed, _ = fast_path_since(proxy, outcomes_before)
     fds_open, rss_open = open_fds(proxy), rss_mb(proxy)
     early = sum(1 for task in tasks if task.done())
     clients_open = await client_connections(proxy, tunnels - early)
@@ -463,8 +488,9 @@ def part_mixed_load(folder: Path, args: argparse.Namespace) -> bool:
             )
             for key in "be"
         }
+        check_fast_path(proxy, nginx, relays, 2.0)
+        before = fast_path_outcomes(proxy)
         served = mixed_load(proxy, nginx, relays, min(args.slice, 5.0))  # warm-up
-        check_relayed(proxy, served, loads=1)  # before the long part: the fast path is on
         baseline = rss_mb(proxy)
         print(f"   warm-up: {served.total():,} requests, RSS {baseline:.1f} MB")
         load: Counter[str] = Counter()
@@ -483,7 +509,7 @@ def part_mixed_load(folder: Path, args: argparse.Namespace) -> bool:
         )
         for key in MIXED:
             print(f"   ({key}) {scenario(key).title:42} {load[key]:9,} requests")
-        print(f"   fast path: {check_relayed(proxy, served + load, loads=1 + slices)}")
+        print(f"   fast path: {relayed_during(proxy, before, served + load, loads=1 + slices)}")
     met = growth <= TARGET_GROWTH_MB
     print(f"   target: growth <= {TARGET_GROWTH_MB:g} MB: {'met' if met else 'MISSED'} ({growth:+.1f} MB)")
     return met
