@@ -31,7 +31,7 @@ unexpected answer, tunnels not relayed) stops the run.
 
 Reproduce (`make bench-memory`; nginx, wrk, socat and curl as for `make bench`):
 
-    .venv/bin/python bench/memory.py                       # about 15 minutes on 2 cores
+    .venv/bin/python bench/memory.py                       # about 6 minutes on 2 cores
     .venv/bin/python bench/memory.py --requests 20000      # a quick look
     .venv/bin/python bench/memory.py --parts 4             # the idle tunnels alone, under a minute
 """
