@@ -94,11 +94,12 @@ def decisions_through(balancer: Server, nginx: Nginx, rounds: int, checks: Check
 
 
 def metric_sum(port: int, name: str, labels: dict[str, str]) -> float:
+    """The sum of a metric's samples that have `labels` (all of them, for a metric without labels)."""
     with urllib.request.urlopen(f"http://{LOCALHOST}:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if not line.startswith(name + "{"):
+        if not line.startswith((name + "{", name + " ")):
             continue
         found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
         if all(found.get(key) == value for key, value in labels.items()):

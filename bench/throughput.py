@@ -264,14 +264,16 @@ def wrk(
     )
 
 
-def curl_new_tunnels(port: int, scenario: Scenario, target: str, duration: float, expected: int) -> Run:
-    """curl --parallel: every request opens its own CONNECT tunnel and TLS session.
+def curl_new_tunnels(
+    port: int, scenario: Scenario, target: str, duration: float, expected: int, parallel: int = CONNECTIONS
+) -> Run:
+    """curl --parallel: every request opens its own CONNECT tunnel and TLS session, `parallel` at once.
 
     `Connection: close` makes nginx end the TLS session after one answer, so the tunnel closes
     and curl's next transfer opens a new one (num_connects=1 on every line proves it). curl
     keeps its TLS session cache, as a browser does.
     """
-    command = ["stdbuf", "-oL", "curl", "-sk", "-Z", "--parallel-max", str(CONNECTIONS)]
+    command = ["stdbuf", "-oL", "curl", "-sk", "-Z", "--parallel-max", str(parallel)]
     command += ["--proxy", f"http://{LOCALHOST}:{port}", "-H", "Connection: close", "-o", "/dev/null"]
     if scenario.auth:
         command += ["--proxy-user", scenario.auth]
