@@ -33,6 +33,7 @@ from citygate.proxy.runtime.event_loop import (
     chosen_event_loop,
     loop_factory,
 )
+from citygate.proxy.runtime.open_files import raise_open_files_limit
 from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
 
@@ -157,6 +158,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"citygate: {exc}", file=sys.stderr)
         return 2
     workers = default_workers() if args.workers is None else args.workers
+    # Before the workers start, so that they inherit it; logged once the log is set up.
+    open_files = raise_open_files_limit()
     if workers > 1:
         # A supervisor: each of its workers comes back here with workers=1 (proxy/runtime/workers.py).
         return supervise(argparse.Namespace(**{**vars(args), "workers": workers}))
@@ -197,7 +200,11 @@ def run_command(args: argparse.Namespace) -> int:
         # lines and the audit chain-head anchors (INFO) would never reach the proxy log.
         logging.getLogger("citygate").setLevel(logging.INFO)
         _lighten_log_records()
-        logging.getLogger("citygate").info("citygate: running on the %s event loop", event_loop)
+        logging.getLogger("citygate").info(
+            "citygate: running on the %s event loop, with up to %d open files (connections; a relayed tunnel takes two)",
+            event_loop,
+            open_files,
+        )
         # GracefulStop first (a request is under way before any addon sees it), then the connection
         # limits (a request head stops its header timeout before the gate decides) and their
         # tunnel-start part after the gate (whose choice it waits for); flags before the access

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -417,3 +419,54 @@ def test_run_refuses_an_unknown_event_loop_in_the_environment(config_copy: Path,
 
     assert result.returncode == 2
     assert "CITYGATE_EVENT_LOOP='trio': the event loop is one of uvloop, asyncio" in result.stderr
+
+
+_QUICK: dict = {"capture_output": True, "text": True, "timeout": 20}
+
+
+# --- open files ---------------------------------------------------------------------------------
+
+
+def test_run_raises_its_open_files_limit_to_the_hard_limit(config_copy: Path, tmp_path: Path):
+    # Started as systemd and a login shell start it (soft 1,024): a relayed tunnel takes two
+    # descriptors, so without this the proxy refuses connections past about 500 tunnels.
+    port = _free_port()
+    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    command = [CITYGATE, "run", "--workers", "2", "--config", str(config_copy), "--listen-port", str(port)]
+    command += [
+        "--confdir",
+        str(tmp_path / "ca"),
+        "--set",
+        f"citygate_metrics_listen=127.0.0.1:{_free_port()}",
+    ]
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=low_soft_limit,
+    )
+    try:
+        wait_for_listener(port)
+        # An answer: a worker has started serving (and logged its start).
+        curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
+        answer = subprocess.run([*curl, "-w", "%{http_code}", "http://www.facebook.com/"], **_QUICK, env=env)
+        assert answer.stdout == "407"
+        workers = [
+            int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        ]
+        assert len(workers) == 2
+        for pid in (process.pid, *workers):
+            limits = Path(f"/proc/{pid}/limits").read_text()
+            assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert "with up to 4096 open files" in output
