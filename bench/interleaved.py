@@ -10,6 +10,8 @@ Reproduce (nginx and wrk as for `make bench`):
 
     .venv/bin/python bench/interleaved.py --only d --against no-fast-path   # ~1.5 min
     .venv/bin/python bench/interleaved.py --only a,d --against mitmdump
+    git worktree add /tmp/before 6fbeab6 && (cd /tmp/before && make .venv/.installed)
+    .venv/bin/python bench/interleaved.py --only d --against-checkout /tmp/before   # an older citygate
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="d", help="scenarios, e.g. a,d (default: %(default)s)")
     parser.add_argument("--against", choices=sorted(AGAINST), default="no-fast-path")
+    parser.add_argument(
+        "--against-checkout",
+        type=Path,
+        help="instead: `citygate run` of another checkout of citygate (its .venv), e.g. an older commit",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A B B A (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per run (default: %(default)s)")
     args = parser.parse_args()
@@ -48,7 +55,16 @@ def main() -> int:
         with ExitStack() as stack:
             nginx = stack.enter_context(Nginx(folder))
             citygate = stack.enter_context(MitmProxy(folder, "citygate"))
-            other = stack.enter_context(AGAINST[args.against](folder))
+            other = stack.enter_context(
+                MitmProxy(
+                    folder,
+                    "citygate",
+                    name="citygate before",
+                    bin_folder=args.against_checkout / ".venv" / "bin",
+                )
+                if args.against_checkout
+                else AGAINST[args.against](folder)
+            )
             print(
                 f"\n| scenario | {citygate.name} us/req | {other.name} us/req | {citygate.name} / {other.name} |"
             )

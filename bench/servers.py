@@ -434,9 +434,12 @@ class MitmProxy(Server):
         confdir: Path | None = None,
         extra: Sequence[str] = (),
         event_loop: str | None = None,
+        bin_folder: Path = BIN,
     ) -> None:
         assert kind in ("mitmdump", "citygate")
         self.kind = kind
+        # Where `citygate` and `mitmdump` are: this venv's, or another checkout's (bench/interleaved.py).
+        self.bin_folder = bin_folder
         self.workers = workers
         self.name = name or (kind if workers == 1 else f"{kind} x{workers}")
         self.folder = folder / self.name.replace(" ", "-")
@@ -459,10 +462,16 @@ class MitmProxy(Server):
         if self.kind == "mitmdump":
             # flow_detail=0: mitmdump's dumper prints nothing, like `citygate run` (no dumper).
             options |= {"allow_hosts": MITMDUMP_ALLOW_HOSTS, "flow_detail": "0"}
-            command = [str(BIN / "mitmdump"), "--listen-host", LOCALHOST, "--listen-port", str(self.port)]
+            command = [
+                str(self.bin_folder / "mitmdump"),
+                "--listen-host",
+                LOCALHOST,
+                "--listen-port",
+                str(self.port),
+            ]
             command += ["--set", f"confdir={self.confdir}"]
         else:
-            command = [str(BIN / "citygate"), "run", "--config", str(self.config)]
+            command = [str(self.bin_folder / "citygate"), "run", "--config", str(self.config)]
             command += ["--listen-host", LOCALHOST, "--listen-port", str(self.port)]
             command += ["--confdir", str(self.confdir)]
             if citygate_has_workers():
