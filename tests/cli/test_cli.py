@@ -250,6 +250,20 @@ def wait_for_listener(port: int, seconds: float = 20) -> None:
             time.sleep(0.1)
 
 
+def _environment_without_proxies() -> dict[str, str]:
+    """This environment without *_proxy variables: curl must talk to the proxy under test only."""
+    return {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+
+
+def _status_through(port: int, url: str, env: dict[str, str]) -> str:
+    """The HTTP status curl gets for `url` through the proxy on `port`."""
+    curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
+    answer = subprocess.run(
+        [*curl, "-w", "%{http_code}", url], capture_output=True, text=True, timeout=20, env=env
+    )
+    return answer.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -258,7 +272,7 @@ def _free_port() -> int:
 
 def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(config_copy: Path, tmp_path: Path):
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    env = _environment_without_proxies()
     moved_log = tmp_path / "moved-log"
     process = subprocess.Popen(
         [
@@ -281,26 +295,7 @@ def test_run_serves_the_demo_and_stops_cleanly_on_sigterm(config_copy: Path, tmp
     )
     try:
         wait_for_listener(port)
-        result = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "--noproxy",
-                "",
-                "-x",
-                f"http://127.0.0.1:{port}",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "http://www.facebook.com/",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env=env,
-        )
-        assert result.stdout == "407"
+        assert _status_through(port, "http://www.facebook.com/", env) == "407"
         assert (tmp_path / "ca" / "mitmproxy-ca-cert.pem").exists()
     finally:
         process.send_signal(signal.SIGTERM)
@@ -380,7 +375,7 @@ def test_run_serves_on_the_chosen_event_loop(
     config_copy: Path, tmp_path: Path, arguments: list[str], environment: dict[str, str], loop: str
 ):
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    env = _environment_without_proxies()
     env.pop("CITYGATE_EVENT_LOOP", None)
     command = [CITYGATE, "run", "--workers", "1", "--config", str(config_copy), "--listen-port", str(port)]
     command += ["--confdir", str(tmp_path / "ca"), *arguments]
@@ -389,15 +384,8 @@ def test_run_serves_on_the_chosen_event_loop(
     )
     try:
         wait_for_listener(port)
-        curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
-        answer = subprocess.run(
-            [*curl, "-w", "%{http_code}", "http://www.facebook.com/"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            env=env,
-        )
-        assert answer.stdout == "407"  # the proxy decides on this loop as on the other
+        # The proxy decides on this loop as on the other.
+        assert _status_through(port, "http://www.facebook.com/", env) == "407"
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=20)
@@ -421,9 +409,6 @@ def test_run_refuses_an_unknown_event_loop_in_the_environment(config_copy: Path,
     assert "CITYGATE_EVENT_LOOP='trio': the event loop is one of uvloop, asyncio" in result.stderr
 
 
-_QUICK: dict = {"capture_output": True, "text": True, "timeout": 20}
-
-
 # --- open files ---------------------------------------------------------------------------------
 
 
@@ -431,7 +416,7 @@ def test_run_raises_its_open_files_limit_to_the_hard_limit(config_copy: Path, tm
     # Started as systemd and a login shell start it (soft 1,024): a relayed tunnel takes two
     # descriptors, so without this the proxy refuses connections past about 500 tunnels.
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
+    env = _environment_without_proxies()
     command = [CITYGATE, "run", "--workers", "2", "--config", str(config_copy), "--listen-port", str(port)]
     command += [
         "--confdir",
@@ -455,9 +440,7 @@ def test_run_raises_its_open_files_limit_to_the_hard_limit(config_copy: Path, tm
     try:
         wait_for_listener(port)
         # An answer: a worker has started serving (and logged its start).
-        curl = ["curl", "-sS", "--noproxy", "", "-x", f"http://127.0.0.1:{port}", "-o", "/dev/null"]
-        answer = subprocess.run([*curl, "-w", "%{http_code}", "http://www.facebook.com/"], **_QUICK, env=env)
-        assert answer.stdout == "407"
+        assert _status_through(port, "http://www.facebook.com/", env) == "407"
         workers = [
             int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         ]
