@@ -210,12 +210,11 @@ class _Front(asyncio.Protocol):
         self._stop_timer()
         self._release()
 
-    def _release(self) -> str | None:
-        """Stop counting this connection here; the address it was counted under, if it was."""
+    def _release(self) -> None:
+        """Stop counting this connection here (once: closed, or handed to mitmproxy)."""
         address, self.address = self.address, None
         if address is not None:
             self.fast.release(address)
-        return address
 
     def _start_timer(self) -> None:
         """The header timeout mitmproxy's connections have (addons/connection_limits.py): for the
