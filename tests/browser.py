@@ -77,6 +77,15 @@ QUIET_FLAGS = (
 )
 
 
+#: A JavaScript expression: the text of the document, shadow roots included (WebUI pages such
+#: as chrome://policy render into them, where `innerText` does not look).
+DEEP_TEXT = (
+    "(function text(node) { let s = '';"
+    " for (const child of node.childNodes) s += child.nodeType === 3 ? child.textContent : text(child);"
+    " if (node.shadowRoot) s += text(node.shadowRoot); return s; })(document.body)"
+)
+
+
 def spki_of(cert_pem: Path) -> str:
     """The base64 SHA-256 of a PEM certificate's public key, as `--ignore-certificate-errors-spki-list` takes it."""
     cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
@@ -133,6 +142,8 @@ class Load:
     error: str | None  # Page.navigate's errorText (net::ERR_...), if any
     responses: list[Response]
     failures: list[dict[str, Any]]  # Network.loadingFailed events
+    ready: bool | None = None  # whether `open(wait_for=...)` came true (None: nothing to wait for)
+    value: str | None = None  # the value of `open(read=...)`
 
     def responses_for(self, url_prefix: str) -> list[Response]:
         return [response for response in self.responses if response.url.startswith(url_prefix)]
@@ -361,8 +372,15 @@ class Browser:
 
     # --- tabs ----------------------------------------------------------------------------------
 
-    def open(self, url: str, *, timeout: float = 20.0) -> Load:
-        """Open `url` in a new tab, wait for its `load` event (or a failure), and close the tab."""
+    def open(
+        self, url: str, *, timeout: float = 20.0, wait_for: str | None = None, read: str | None = None
+    ) -> Load:
+        """Open `url` in a new tab, wait for its `load` event (or a failure), and close the tab.
+
+        `wait_for` is a JavaScript expression the page must make true after its load (a page that
+        renders later, from scripts) before it is read; the wait ends at the same timeout. `read`
+        is an expression whose value (as a string) is kept in `Load.value`.
+        """
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -376,7 +394,10 @@ class Browser:
                 session=session,
             )
             navigated = self.send("Page.navigate", {"url": url}, session=session)
-            return self._collect(url, session, events, navigated, timeout)
+            load = self._collect(url, session, events, navigated, timeout, wait_for)
+            if read is not None:
+                load.value = self._evaluate(session, read)
+            return load
         finally:
             self.send("Target.closeTarget", {"targetId": target})
             for name in [name for name, queue_ in self._sessions.items() if queue_ is events]:
@@ -389,6 +410,7 @@ class Browser:
         events: queue.Queue[dict[str, Any]],
         navigated: dict[str, Any],
         timeout: float,
+        wait_for: str | None,
     ) -> Load:
         main_frame, error = navigated.get("frameId"), navigated.get("errorText") or None
         requests: dict[str, dict[str, Any]] = {}
@@ -428,6 +450,12 @@ class Browser:
                 )
             elif method == "Network.loadingFailed":
                 failures.append(params)
+        ready = None if wait_for is None else False
+        while wait_for and loaded and time.monotonic() < deadline:
+            ready = self._evaluate(session, f"Boolean({wait_for})") == "True"
+            if ready:
+                break
+            time.sleep(0.05)
         for response in responses:
             response.request_headers.update(extra_headers.get(response.request_id, {}))
         status = next(
@@ -437,7 +465,7 @@ class Browser:
         html = self._evaluate(session, "document.documentElement ? document.documentElement.outerHTML : ''")
         sessions = [name for name, queue_ in self._sessions.items() if queue_ is events]
         self._bodies.update({r.request_id: self._body(r, sessions) for r in responses})
-        return Load(url, loaded, status, text, html, error, responses, failures)
+        return Load(url, loaded, status, text, html, error, responses, failures, ready)
 
     def _evaluate(self, session: str, expression: str) -> str:
         result = self.send(
