@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -183,12 +183,14 @@ class Browser:
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        # Each tab's sessions (its page, its cross-site frames) and the queue of their events.
         self._sessions: dict[str, queue.Queue[dict[str, Any]]] = {}
         #: Every credentials challenge the browser met, in every tab, since it started.
         self.auth_challenges: list[AuthChallenge] = []
         #: Every JavaScript dialog (alert, confirm, prompt, beforeunload) a page opened.
         self.dialogs: list[dict[str, Any]] = []
         self._bodies: dict[str, bytes | None] = {}
+        self._stderr: BinaryIO | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -204,6 +206,7 @@ class Browser:
         if self._negotiate_policy:
             self._write_policy()
         self._profile = Path(tempfile.mkdtemp(prefix="citygate-chromium-"))
+        self._stderr = (self._profile / "chromium.log").open("wb")
         self._process = subprocess.Popen(
             [
                 str(CHROMIUM),
@@ -215,7 +218,7 @@ class Browser:
             env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=(self._profile / "chromium.log").open("wb"),
+            stderr=self._stderr,
         )
         try:
             self._ws = self._connection.enter_context(
@@ -231,23 +234,29 @@ class Browser:
         return self
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._connection.close()
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self._profile is not None:
-            shutil.rmtree(self._profile, ignore_errors=True)
-            self._profile = None
-        if self._policy_file is not None:
-            self._policy_file.unlink(missing_ok=True)
-            self._policy_file = None
+        try:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            if self._process is not None and self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+        finally:
+            # The policy applies to every Chromium on the machine: it must not outlive this one.
+            if self._policy_file is not None:
+                self._policy_file.unlink(missing_ok=True)
+                self._policy_file = None
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
+            if self._profile is not None:
+                shutil.rmtree(self._profile, ignore_errors=True)
+                self._profile = None
 
     def log(self) -> str:
         """Chromium's own stderr (for a failing test's message)."""
@@ -305,7 +314,9 @@ class Browser:
     def _post(self, method: str, params: Mapping[str, Any], session: str | None = None) -> None:
         """Send a command from the reader thread, without waiting for its answer."""
         assert self._ws is not None
-        message: dict[str, Any] = {"id": next(self._ids), "method": method, "params": dict(params)}
+        with self._lock:
+            message_id = next(self._ids)
+        message: dict[str, Any] = {"id": message_id, "method": method, "params": dict(params)}
         if session is not None:
             message["sessionId"] = session
         self._ws.send(json.dumps(message))
@@ -351,16 +362,17 @@ class Browser:
         elif method == "Page.javascriptDialogOpening":
             self.dialogs.append(params)
             self._post("Page.handleJavaScriptDialog", {"accept": False}, session)
-        elif method == "Target.attachedToTarget" and session in self._sessions:
-            self._attach_frame(params["sessionId"], self._sessions[session])
-        if session is not None:
-            events = self._sessions.get(session)
-            if events is not None:
-                events.put(message)
+        events = self._sessions.get(session) if session is not None else None
+        if events is None:
+            return
+        if method == "Target.attachedToTarget":
+            self._attach_frame(params["sessionId"], events)
+        events.put(message)
 
     def _attach_frame(self, child: str, events: queue.Queue[dict[str, Any]]) -> None:
         """Watch a cross-site frame's own process (site isolation) as part of its tab, then let it run."""
-        self._sessions[child] = events
+        with self._lock:
+            self._sessions[child] = events
         self._post(
             "Target.setAutoAttach",
             {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True},
@@ -384,7 +396,8 @@ class Browser:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._sessions[session] = events
+        with self._lock:
+            self._sessions[session] = events
         try:
             for domain in ("Page", "Network", "Runtime"):
                 self.send(f"{domain}.enable", session=session)
@@ -400,8 +413,9 @@ class Browser:
             return load
         finally:
             self.send("Target.closeTarget", {"targetId": target})
-            for name in [name for name, queue_ in self._sessions.items() if queue_ is events]:
-                del self._sessions[name]
+            for name in self._tab_sessions(events):
+                with self._lock:
+                    del self._sessions[name]
 
     def _collect(
         self,
@@ -463,9 +477,14 @@ class Browser:
         )
         text = self._evaluate(session, "document.body ? document.body.innerText : ''")
         html = self._evaluate(session, "document.documentElement ? document.documentElement.outerHTML : ''")
-        sessions = [name for name, queue_ in self._sessions.items() if queue_ is events]
+        sessions = self._tab_sessions(events)
         self._bodies.update({r.request_id: self._body(r, sessions) for r in responses})
         return Load(url, loaded, status, text, html, error, responses, failures, ready)
+
+    def _tab_sessions(self, events: queue.Queue[dict[str, Any]]) -> list[str]:
+        """The sessions of one tab: its page and its cross-site frames (they share its event queue)."""
+        with self._lock:
+            return [name for name, queue_ in self._sessions.items() if queue_ is events]
 
     def _evaluate(self, session: str, expression: str) -> str:
         result = self.send(

@@ -190,3 +190,19 @@ def test_without_a_dialog_free_sign_in_the_recorder_sees_the_proxy_challenge(sta
     assert [(c.source, c.scheme, c.realm) for c in browser.auth_challenges] == [
         ("Proxy", "basic", "citygate")
     ]
+
+
+def test_the_recorder_sees_the_challenges_of_embeds_too(start, browser_for):
+    # What the issue saw: without a dialog-free sign-in, each embed's CONNECT asks for credentials.
+    proxy, _ = start({})
+    browser = browser_for(proxy)
+
+    load = browser.open(PAGE_URL)
+
+    assert load.loaded and load.status == 200
+    # Chromium may hold requests waiting for the same proxy's credentials behind one challenge,
+    # so not every embed gets its own.
+    challenged = {challenge.url.split("/")[2] for challenge in browser.auth_challenges}
+    assert challenged
+    assert challenged <= {"www.youtube.com", "connect.facebook.net", "www.facebook.com"}
+    assert {challenge.source for challenge in browser.auth_challenges} == {"Proxy"}
