@@ -10,10 +10,10 @@ upstream: a tunnel's start is read whole first (addons/tunnel_start.py), so how 
 its bytes changes nothing. A social tunnel is decrypted, so that each request inside it is
 decided on its own host and path (a front end that serves several brands would otherwise serve
 any of them inside a granted tunnel), unless its catalog entry says `pass_through_when_granted`.
-A denial is a 403 whose body fits what the browser will do with it
-(addons/embeds.py): the block page for a page, a small panel for a frame, nothing for a script
-or a pixel. Ordinary tunnels, and all non-social traffic, pass through untouched. A request head that names
-its host ambiguously is refused with 400 (proxy/request_head.py), whatever its host.
+A denial is a 403 whose body fits what the browser will do with it (addons/embeds.py): the block
+page for a page, a small panel for a frame, nothing for a script or a pixel. Ordinary tunnels,
+and all non-social traffic, pass through untouched. A request head that names its host
+ambiguously is refused with 400 (proxy/request_head.py), whatever its host.
 """
 
 from __future__ import annotations
