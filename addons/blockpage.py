@@ -105,6 +105,32 @@ def _how_to_request(decision: Decision, approvers: list[Person], site_name: str)
     return steps + f"<p>Who can approve it:</p><ul>{items}</ul>"
 
 
+_PANEL_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:.75rem;
+background:#f4f5f7;color:#1d2330;border-left:4px solid #a4262c;font-size:.9rem}
+p{margin:0 0 .4rem}
+"""
+
+
+def render_embed_panel(decision: Decision, policy: Policy, url: str) -> str:
+    """The small page a blocked frame shows in place of an embedded social site (addons/embeds.py).
+
+    It fits in a video-sized frame: what is blocked and by whom, and a link that opens the
+    blocked address in a new tab, where the top-level navigation gets the full block page (the
+    reason, the policy, how to ask). Values are escaped as on the block page.
+    """
+    site_name = decision.match.site.name if decision.match else decision.host
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Blocked: {escape(site_name)}</title><style>{_PANEL_STYLE}</style></head>
+<body>
+<p><strong>Blocked by city policy: {escape(site_name)}</strong></p>
+<p>{escape(policy.city)} blocks this embedded content.
+<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">Why, and how to ask for access</a></p>
+</body></html>
+"""
+
+
 def render_refusal_page(decision: Decision, policy: Policy, url: str, event_id: str) -> str:
     """The page for a request refused before any grant was looked at (a malformed request head).
 

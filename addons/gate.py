@@ -10,8 +10,10 @@ upstream: a tunnel's start is read whole first (addons/tunnel_start.py), so how 
 its bytes changes nothing. A social tunnel is decrypted, so that each request inside it is
 decided on its own host and path (a front end that serves several brands would otherwise serve
 any of them inside a granted tunnel), unless its catalog entry says `pass_through_when_granted`.
-Ordinary tunnels, and all non-social traffic, pass through untouched. A request head that names
-its host ambiguously is refused with 400 (proxy/request_head.py), whatever its host.
+A denial is a 403 whose body fits what the browser will do with it (addons/embeds.py): the block
+page for a page, a small panel for a frame, nothing for a script or a pixel. Ordinary tunnels,
+and all non-social traffic, pass through untouched. A request head that names its host
+ambiguously is refused with 400 (proxy/request_head.py), whatever its host.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 
-from citygate.addons.blockpage import encode_page, render_block_page, render_refusal_page
+from citygate.addons.blockpage import encode_page, render_block_page, render_embed_panel, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.configuration import Configuration, Loaded
 from citygate.addons.credentials import REALM, strip_proxy_headers
+from citygate.addons.embeds import Form, refusal_form
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import Presented
 from citygate.addons.tunnel_start import AnyClientHello, Kind, classify, server_names, sni_readable
@@ -58,6 +61,8 @@ from citygate.proxy.wording import plain_reason
 log = logging.getLogger("citygate")
 _STARTED = "citygate.started"
 _BLOCK_PAGE_HEADERS = ((b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"))
+# A refused script, image or fetch: nothing to render, run or keep (mitmproxy adds Content-Length: 0).
+_EMPTY_REFUSAL_HEADERS = ((b"Cache-Control", b"no-store"),)
 # How long a tunnel's start (a ClientHello, a request head) may take to arrive whole. Checked
 # when bytes arrive; a client that sends nothing more is the idle timeout's business.
 START_SECONDS = 10.0
@@ -568,8 +573,21 @@ class CityGate:
         )
 
     async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """Refuse with 403, in the form the browser can use where the request came from (addons/embeds.py).
+
+        The decision is announced (logs, metrics) the same way whatever the form.
+        """
         event = await self._announce(flow, decision, Stage.REQUEST, 403)
         loaded = self._loaded()
+        headers = flow.request.headers
+        form = refusal_form(headers.get_all("Sec-Fetch-Dest"), headers.get_all("Sec-Fetch-Mode"))
+        if form is Form.EMPTY:
+            flow.response = http.Response.make(403, b"", http.Headers(_EMPTY_REFUSAL_HEADERS))
+            return
+        if form is Form.PANEL:
+            panel = render_embed_panel(decision, loaded.policy, event.url)
+            flow.response = http.Response.make(403, encode_page(panel), http.Headers(_BLOCK_PAGE_HEADERS))
+            return
         department = decision.evidence.employee_department
         candidates = await loaded.directory.members(loaded.policy.approver_groups) if department else []
         approvers = loaded.policy.approval.approvers_for(department, candidates)
