@@ -83,13 +83,12 @@ class NegotiateAcceptor:
             context = gssapi.SecurityContext(usage="accept", creds=credentials)
             context.step(token)
             if not context.complete:
-                result = Identity(
-                    "",
-                    NEGOTIATE,
-                    False,
-                    problem="the Negotiate handshake wanted another round (only Kerberos is accepted)",
-                )
-                return Outcome(result, "refused", time.perf_counter() - started)
+                # MIT krb5 answers a token whose ticket has expired, or whose authenticator is
+                # older than the clock skew allows, with an error token and "continue" (so that
+                # a client may retry with a fresh one), not with an error: one round is all
+                # Kerberos takes, so this token signs nobody in.
+                problem = "the Kerberos ticket has expired or the token is outside the allowed clock skew (the handshake did not complete in one round)"
+                return Outcome(Identity("", NEGOTIATE, False, problem=problem), "refused", time.perf_counter() - started)
             principal = str(context.initiator_name)
         except gssapi.exceptions.GSSError as exc:
             problem = refusal_reason(exc.gen_message())

@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.slapd import free_port
+from slapd import free_port
 
 REALM = "TEST.LAN"
 OTHER_REALM = "OTHER.LAN"
@@ -106,6 +106,8 @@ class Kdc:
             " rdns = false\n dns_canonicalize_hostname = false\n udp_preference_limit = 1\n"
             " permitted_enctypes = aes256-cts-hmac-sha1-96 aes128-cts-hmac-sha1-96 rc4-hmac\n"
             " allow_weak_crypto = false\n"
+            # Short, so that a token outlives its ticket within a test (the default is 300 s).
+            " clockskew = 2\n"
             "[realms]\n"
             f" {REALM} = {{\n  kdc = 127.0.0.1:{self.realm.port}\n }}\n"
             f" {OTHER_REALM} = {{\n  kdc = 127.0.0.1:{self.other.port}\n }}\n"
