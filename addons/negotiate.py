@@ -88,7 +88,9 @@ class NegotiateAcceptor:
                 # a client may retry with a fresh one), not with an error: one round is all
                 # Kerberos takes, so this token signs nobody in.
                 problem = "the Kerberos ticket has expired or the token is outside the allowed clock skew (the handshake did not complete in one round)"
-                return Outcome(Identity("", NEGOTIATE, False, problem=problem), "refused", time.perf_counter() - started)
+                return Outcome(
+                    Identity("", NEGOTIATE, False, problem=problem), "refused", time.perf_counter() - started
+                )
             principal = str(context.initiator_name)
         except gssapi.exceptions.GSSError as exc:
             problem = refusal_reason(exc.gen_message())

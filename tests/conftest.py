@@ -73,7 +73,12 @@ def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
 
 
 # Kerberos principals for the demo city's people (directory/demo.ldif), with test passwords.
-KERBEROS_USERS = {"jlee": "jlee-krb", "mnguyen": "mnguyen-krb", "bjones": "bjones-krb", "nobody": "nobody-krb"}
+KERBEROS_USERS = {
+    "jlee": "jlee-krb",
+    "mnguyen": "mnguyen-krb",
+    "bjones": "bjones-krb",
+    "nobody": "nobody-krb",
+}
 
 
 @pytest.fixture(scope="session")

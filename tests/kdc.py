@@ -140,18 +140,24 @@ class Kdc:
         realm.kadmin(f"addprinc {options} -pw {password} {principal}")
         return principal
 
-    def kinit(self, principal: str, password: str, ccache: Path, *, lifetime: str | None = None) -> dict[str, str]:
+    def kinit(
+        self, principal: str, password: str, ccache: Path, *, lifetime: str | None = None
+    ) -> dict[str, str]:
         """Get a ticket into `ccache`; the environment a client (curl) needs to use it."""
         if "@" not in principal:
             principal = f"{principal}@{REALM}"
         env = {**self.env, "KRB5CCNAME": f"FILE:{ccache}"}
         argv = ["kinit", *(["-l", lifetime] if lifetime else []), principal]
-        done = subprocess.run(argv, input=password + "\n", env=env, capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            argv, input=password + "\n", env=env, capture_output=True, text=True, timeout=30, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"kinit {principal} failed: {done.stderr.strip()}")
         return env
 
-    def service_keytab(self, principal: str, path: Path, *, enctypes: str | None = None, keep_kvno: bool = True) -> Path:
+    def service_keytab(
+        self, principal: str, path: Path, *, enctypes: str | None = None, keep_kvno: bool = True
+    ) -> Path:
         """Export `principal`'s keys to `path` (appended if it exists). `keep_kvno` exports the
         current keys (-norandkey) instead of making new ones, which would invalidate earlier keytabs."""
         realm = self.other if principal.endswith("@" + OTHER_REALM) else self.realm

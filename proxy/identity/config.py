@@ -122,13 +122,13 @@ class KerberosSettings:
 
 @dataclass(frozen=True, slots=True)
 class IdentitySettings:
-    # The schemes a 407 offers and the proxy accepts, in the order clients should prefer them.
-    sign_in: tuple[str, ...] = DEFAULT_SIGN_IN
-    kerberos: KerberosSettings | None = None
     issuers: tuple[IssuerSettings, ...] = ()
     # Most specific (longest prefix) first, so the first match is the one that applies.
     sources: tuple[SourceRule, ...] = ()
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    # The schemes a 407 offers and the proxy accepts, in the order clients should prefer them.
+    sign_in: tuple[str, ...] = DEFAULT_SIGN_IN
+    kerberos: KerberosSettings | None = None
     _by_issuer: dict[str, IssuerSettings] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

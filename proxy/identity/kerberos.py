@@ -43,7 +43,10 @@ _REASONS = (
     ("replay", "a replayed Negotiate token (the replay cache has seen it)"),
     ("ticket expired", "the Kerberos ticket has expired"),
     # Checked before the ticket's end: a token kept past its ticket's life says this too.
-    ("clock skew", "the token is outside the allowed clock skew (a stale token, or the client's clock is off)"),
+    (
+        "clock skew",
+        "the token is outside the allowed clock skew (a stale token, or the client's clock is off)",
+    ),
     ("not yet valid", "the Kerberos ticket is not yet valid (clock skew)"),
     ("cannot find key", "the keytab has no key for this ticket (wrong key version: export the keytab again)"),
     (

@@ -60,7 +60,9 @@ def start(proxy_runner_factory, redirect_addon, tmp_path, keytab):
     def start(sign_in: list[str]):
         identity = {"sign_in": sign_in, "kerberos": {"keytab": str(keytab), "principal": SERVICE}}
         config = write_config(tmp_path, identity)
-        return proxy_runner_factory([CityGate(), DecisionLog(), redirect_addon], {"citygate_config": str(config)})
+        return proxy_runner_factory(
+            [CityGate(), DecisionLog(), redirect_addon], {"citygate_config": str(config)}
+        )
 
     return start
 
@@ -73,7 +75,15 @@ def proxy(start):
 def negotiate_curl(proxy, url: str, env: dict[str, str], *more: str):
     """curl --proxy-negotiate to the proxy by its Kerberos host name (curl asks for HTTP@proxy.test.lan)."""
     port = proxy.port
-    args = ("--proxy-negotiate", "-U", ":", "-x", f"http://{PROXY_HOST}:{port}", "--resolve", f"{PROXY_HOST}:{port}:127.0.0.1")
+    args = (
+        "--proxy-negotiate",
+        "-U",
+        ":",
+        "-x",
+        f"http://{PROXY_HOST}:{port}",
+        "--resolve",
+        f"{PROXY_HOST}:{port}:127.0.0.1",
+    )
     return curl(proxy, url, extra_args=(*args, *more), env=env)
 
 
@@ -143,7 +153,9 @@ def test_the_407_offers_negotiate_bare_then_basic(proxy):
         response = connection.request(get(IN_SCOPE))
     assert response.status == 407
     head = response.raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    challenges = [line.partition(":")[2].strip() for line in head if line.lower().startswith("proxy-authenticate:")]
+    challenges = [
+        line.partition(":")[2].strip() for line in head if line.lower().startswith("proxy-authenticate:")
+    ]
     assert challenges == ["Negotiate", 'Basic realm="citygate"']
 
 

@@ -63,7 +63,7 @@ JLEE_PC = SourceRule(ipaddress.ip_network("10.40.2.17/32"), employee="jlee")
 
 def test_basic_only_by_default(directory, signer):
     resolver = IdentityResolver(directory)
-    assert resolver.challenges == ("Basic",)
+    assert resolver.challenges == ('Basic realm="citygate"',)
     assert resolve(resolver) is None
     assert resolve(resolver, basic("jlee", "jlee-pass")) == Identity("jlee", "basic")
     assert resolve(resolver, basic("jlee", "wrong")) == Identity(
@@ -76,7 +76,7 @@ def test_basic_only_by_default(directory, signer):
 
 def test_bearer_tokens_when_an_issuer_is_configured(directory, signer):
     resolver = IdentityResolver(directory, settings(signer))
-    assert resolver.challenges == ("Basic", "Bearer")
+    assert resolver.challenges == ('Basic realm="citygate"', 'Bearer realm="citygate"')
     assert resolve(resolver, "Bearer " + signer.token(claims())) == Identity("jlee", "bearer")
     assert resolve(resolver, "bearer  " + signer.token(claims())) == Identity("jlee", "bearer")
     expired = resolve(resolver, "Bearer " + signer.token(claims(exp=1)))
@@ -96,7 +96,7 @@ def test_two_authorization_headers_are_refused(directory, signer):
 
 def test_source_addresses_when_no_credentials_are_presented(directory):
     resolver = IdentityResolver(directory, settings(None, JLEE_PC, KIOSK))
-    assert resolver.challenges == ("Basic",)
+    assert resolver.challenges == ('Basic realm="citygate"',)
     assert resolve(resolver, client="10.40.2.17") == Identity("jlee", "source_ip")
     assert resolve(resolver, client="10.40.2.18") == Identity("library-kiosk", "source_ip", shared_role=True)
     assert resolve(resolver, client="10.40.3.1") is None
