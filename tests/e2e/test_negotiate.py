@@ -18,9 +18,11 @@ import pytest
 import yaml
 from harness import ProxyConnection, curl
 from kdc import OTHER_REALM, PROXY_HOST, SERVICE
+from test_metrics import scrape, values
 
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
+from citygate.addons.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 IN_SCOPE = "http://www.facebook.com/CityOfExampleParks"
@@ -51,18 +53,18 @@ def write_config(tmp_path: Path, identity: dict) -> Path:
     document = yaml.safe_load(config.read_text())
     document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
     document["identity"] = identity
+    document["metrics"] = {"listen": "127.0.0.1:0"}
     config.write_text(yaml.safe_dump(document))
     return config
 
 
 @pytest.fixture
 def start(proxy_runner_factory, redirect_addon, tmp_path, keytab):
-    def start(sign_in: list[str]):
+    def start(sign_in: list[str], *, metrics: Metrics | None = None):
         identity = {"sign_in": sign_in, "kerberos": {"keytab": str(keytab), "principal": SERVICE}}
         config = write_config(tmp_path, identity)
-        return proxy_runner_factory(
-            [CityGate(), DecisionLog(), redirect_addon], {"citygate_config": str(config)}
-        )
+        addons = [CityGate(), DecisionLog(), *([metrics] if metrics else []), redirect_addon]
+        return proxy_runner_factory(addons, {"citygate_config": str(config)})
 
     return start
 
@@ -285,3 +287,23 @@ def test_a_connect_retried_with_a_token_after_its_407_opens_the_tunnel(proxy, ti
         second = connection.request(connect + f"Proxy-Authorization: Negotiate {token}\r\n\r\n".encode())
     assert second.status == 200
     assert "user=jlee identity=negotiate" in proxy.wait_for_log("allow reason=granted")
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+def test_handshakes_are_counted_by_result_and_timed(start, tickets):
+    metrics = Metrics()
+    proxy = start(["negotiate", "basic"], metrics=metrics)
+    token = spnego_token(tickets("jlee"))
+    with ProxyConnection(proxy) as connection:
+        assert connection.request(get(IN_SCOPE, f"Negotiate {token}")).status == 200
+    refused(proxy, f"Negotiate {token}")  # replayed
+    refused(proxy, "Negotiate !!!")  # not base64: refused before any Kerberos work
+
+    assert metrics.server is not None
+    samples = scrape(metrics.server.url)
+    counted = values(samples, "citygate_negotiate_handshakes_total", "result")
+    assert (counted[("accepted",)], counted[("refused",)], counted.get(("error",), 0)) == (1, 2, 0)
+    [(_, count)] = samples["citygate_negotiate_seconds_count"]
+    assert count == 3
