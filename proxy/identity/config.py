@@ -317,6 +317,13 @@ def _kerberos(where: _Where, node: Node, line: int) -> KerberosSettings | None:
             else f"identity.kerberos.principal {principal!r} is not a service principal with a realm",
             "principal: HTTP/<the proxy's host name as browsers know it>@<REALM>, e.g. HTTP/proxy.city.example@CITY.EXAMPLE",
         )
+    if isinstance(keytab, str) and keytab.strip() and not where.file(keytab.strip()).is_file():
+        # Found now rather than at the first sign-in, like the issuers' key files.
+        where.error(
+            section.line_of("keytab"),
+            f"identity.kerberos.keytab {where.file(keytab.strip())} is not a file",
+            "export the proxy's keytab there (AD: ktpass, MIT Kerberos: kadmin ktadd), relative to the config file; citygate check then checks its keys",
+        )
     realms: tuple[str, ...] = ()
     if "realms" in section:
         realms = (

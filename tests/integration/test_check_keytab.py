@@ -47,8 +47,8 @@ def test_a_good_keytab_reports_its_key_versions_and_enctypes(kdc, tmp_path, caps
 def test_a_missing_keytab(kdc, tmp_path, capsys):
     status, _, err = check(write_config(tmp_path, tmp_path / "nowhere.keytab"), capsys)
 
-    assert status == 1
-    assert f"keytab {tmp_path / 'nowhere.keytab'} does not exist" in err
+    assert status == 1  # a configuration error, found when the configuration loads
+    assert f"identity.kerberos.keytab {tmp_path / 'nowhere.keytab'} is not a file" in err
     assert "ktpass" in err and "kadmin ktadd" in err
 
 
@@ -94,7 +94,9 @@ def test_a_file_that_is_no_keytab(kdc, tmp_path, capsys):
 
 @pytest.mark.parametrize("sign_in", [["basic"]])
 def test_no_keytab_check_when_negotiate_is_off(tmp_path, capsys, sign_in):
-    config = write_config(tmp_path, tmp_path / "nowhere.keytab")
+    unread = tmp_path / "unread.keytab"
+    unread.write_bytes(b"not a keytab: never read while Negotiate is off")
+    config = write_config(tmp_path, unread)
     document = yaml.safe_load(config.read_text())
     document["identity"]["sign_in"] = sign_in
     config.write_text(yaml.safe_dump(document))

@@ -34,6 +34,10 @@ def problems(policy_files, section: str, *, directory: str | None = None) -> lis
 
 
 def _config(policy_files, section: str, directory: str | None) -> str:
+    # The keytabs the sections name exist (their keys are `citygate check`'s business).
+    policy_files.root.mkdir(parents=True, exist_ok=True)
+    for name in ("proxy.keytab", "p.keytab"):
+        (policy_files.root / name).write_bytes(b"")
     config = policy_files.mini_config
     if directory is not None:
         config = config.split("directory:")[0] + directory
@@ -138,6 +142,12 @@ def test_the_active_directory_preset_without_kerberos_says_what_to_add(policy_fi
             "identity.kerberos must be a mapping of settings",
             "e.g. kerberos:",
         ),
+        (
+            "identity:\n  kerberos:\n    keytab: gone.keytab\n    principal: HTTP/p@CITY.EXAMPLE\n",
+            2,
+            "gone.keytab is not a file",
+            "AD: ktpass, MIT Kerberos: kadmin ktadd",
+        ),
     ],
     ids=[
         "negotiate-without-kerberos",
@@ -149,6 +159,7 @@ def test_the_active_directory_preset_without_kerberos_says_what_to_add(policy_fi
         "bad-principal",
         "unknown-key",
         "not-a-mapping",
+        "no-keytab-file",
     ],
 )
 def test_each_mistake_names_its_line_and_fix(policy_files, section, line, message, fix):
