@@ -307,3 +307,33 @@ def test_handshakes_are_counted_by_result_and_timed(start, tickets):
     assert (counted[("accepted",)], counted[("refused",)], counted.get(("error",), 0)) == (1, 2, 0)
     [(_, count)] = samples["citygate_negotiate_seconds_count"]
     assert count == 3
+
+
+def test_a_keytab_without_the_proxys_key_refuses_without_a_407_loop(
+    proxy_runner_factory, redirect_addon, tmp_path, kdc, tickets
+):
+    # The proxy's own fault, not the employee's: refused (fail closed) and logged, never a 407.
+    kdc.add_service("HTTP/elsewhere.test.lan@TEST.LAN")
+    wrong = kdc.service_keytab("HTTP/elsewhere.test.lan@TEST.LAN", tmp_path / "wrong.keytab")
+    identity = {"sign_in": ["negotiate"], "kerberos": {"keytab": str(wrong), "principal": SERVICE}}
+    proxy = proxy_runner_factory(
+        [CityGate(), DecisionLog(), redirect_addon],
+        {"citygate_config": str(write_config(tmp_path, identity))},
+    )
+
+    result = negotiate_curl(proxy, IN_SCOPE, tickets("jlee"))
+
+    assert result.status == 403
+    line = proxy.wait_for_log("deny reason=directory_unavailable")
+    assert f"the proxy cannot use its keytab {wrong} for {SERVICE}" in line
+    assert "run citygate check" in line
+
+
+def test_a_connect_on_a_signed_in_connection_uses_its_identity(proxy, tickets):
+    token = spnego_token(tickets("jlee"))
+    connect = b"CONNECT www.facebook.com:443 HTTP/1.1\r\nHost: www.facebook.com:443\r\n\r\n"
+    with ProxyConnection(proxy) as connection:
+        assert connection.request(get(IN_SCOPE, f"Negotiate {token}")).status == 200
+        proxy.clear_logs()
+        assert connection.request(connect).status == 200
+    assert "user=jlee identity=negotiate" in proxy.wait_for_log("stage=connect")
