@@ -71,14 +71,17 @@ class NegotiateAcceptor:
     def accept(self, token: bytes) -> Outcome:
         """One accept step (blocking: keytab and replay cache are files)."""
         started = time.perf_counter()
+        identity, result = self._step(token)
+        return Outcome(identity, result, time.perf_counter() - started)
+
+    def _step(self, token: bytes) -> tuple[Identity, str]:
         try:
             credentials = self._acceptor_credentials()
         except gssapi.exceptions.GSSError as exc:
             problem = f"the proxy cannot use its keytab {self.settings.keytab} for {self.settings.principal}: {_minor(exc)} (run citygate check)"
             log.error("citygate: %s", problem)
-            return Outcome(
-                Identity("", NEGOTIATE, None, problem=problem), "error", time.perf_counter() - started
-            )
+            # Not the employee's fault: refused as "could not verify", never a 407 to retry.
+            return Identity("", NEGOTIATE, None, problem=problem), "error"
         try:
             context = gssapi.SecurityContext(usage="accept", creds=credentials)
             context.step(token)
@@ -87,23 +90,17 @@ class NegotiateAcceptor:
                 # older than the clock skew allows, with an error token and "continue" (so that
                 # a client may retry with a fresh one), not with an error: one round is all
                 # Kerberos takes, so this token signs nobody in.
-                problem = "the Kerberos ticket has expired or the token is outside the allowed clock skew (the handshake did not complete in one round)"
-                return Outcome(
-                    Identity("", NEGOTIATE, False, problem=problem), "refused", time.perf_counter() - started
+                return _refused(
+                    "the Kerberos ticket has expired or the token is outside the allowed clock skew "
+                    "(the handshake did not complete in one round)"
                 )
             principal = str(context.initiator_name)
         except gssapi.exceptions.GSSError as exc:
-            problem = refusal_reason(exc.gen_message())
-            return Outcome(
-                Identity("", NEGOTIATE, False, problem=problem), "refused", time.perf_counter() - started
-            )
+            return _refused(refusal_reason(exc.gen_message()))
         try:
-            login = principal_login(principal, self.settings.realms)
+            return Identity(principal_login(principal, self.settings.realms), NEGOTIATE), "accepted"
         except PrincipalRefused as exc:
-            return Outcome(
-                Identity("", NEGOTIATE, False, problem=exc.reason), "refused", time.perf_counter() - started
-            )
-        return Outcome(Identity(login, NEGOTIATE), "accepted", time.perf_counter() - started)
+            return _refused(exc.reason)
 
     def _acceptor_credentials(self) -> gssapi.Credentials:
         # Acquired once: the keytab is named here, so the environment (KRB5_KTNAME) plays no part.
@@ -114,6 +111,10 @@ class NegotiateAcceptor:
                     usage="accept", name=name, store={"keytab": str(self.settings.keytab)}
                 )
             return self._credentials
+
+
+def _refused(problem: str) -> tuple[Identity, str]:
+    return Identity("", NEGOTIATE, False, problem=problem), "refused"
 
 
 def _decode(encoded: str) -> bytes | str:
