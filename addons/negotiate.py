@@ -26,7 +26,12 @@ import gssapi.exceptions
 
 from citygate.proxy.decision import Identity
 from citygate.proxy.identity.config import KerberosSettings
-from citygate.proxy.identity.kerberos import PrincipalRefused, principal_login, refusal_reason
+from citygate.proxy.identity.kerberos import (
+    PrincipalRefused,
+    principal_login,
+    refusal_reason,
+    replay_cache_problem,
+)
 
 log = logging.getLogger("citygate")
 
@@ -96,7 +101,12 @@ class NegotiateAcceptor:
                 )
             principal = str(context.initiator_name)
         except gssapi.exceptions.GSSError as exc:
-            return _refused(refusal_reason(exc.gen_message()))
+            message = exc.gen_message()
+            unwritable = replay_cache_problem(message)
+            if unwritable is not None:
+                log.error("citygate: %s", unwritable)
+                return Identity("", NEGOTIATE, None, problem=unwritable), "error"
+            return _refused(refusal_reason(message))
         try:
             return Identity(principal_login(principal, self.settings.realms), NEGOTIATE), "accepted"
         except PrincipalRefused as exc:

@@ -63,6 +63,20 @@ _REASONS = (
 )
 
 
+def replay_cache_problem(message: str) -> str | None:
+    """Why the replay cache could not be used, when that is what the GSSAPI error says; else None.
+
+    That is the proxy's fault, not the token's: every token fails the same way until it is fixed.
+    """
+    if ".rcache" not in message and "replay cache" not in message.casefold():
+        return None
+    detail = message.rpartition("Minor")[2].partition(":")[2].strip() or message
+    return (
+        f"the proxy cannot write its Kerberos replay cache ({detail}); set KRB5RCACHEDIR to a "
+        "directory the proxy's user can write (the default is /var/tmp)"
+    )
+
+
 def refusal_reason(message: str) -> str:
     """A plain, token-free reason for a refused token, from the GSSAPI error message."""
     lowered = message.casefold()

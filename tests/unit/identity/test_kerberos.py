@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from citygate.proxy.identity.config import IdentitySettings, KerberosSettings
-from citygate.proxy.identity.kerberos import PrincipalRefused, principal_login, refusal_reason
+from citygate.proxy.identity.kerberos import (
+    PrincipalRefused,
+    principal_login,
+    refusal_reason,
+    replay_cache_problem,
+)
 
 FIRST_LINE = 12  # MINI_CONFIG has 11 lines; the identity section starts after it
 KERBEROS = """\
@@ -224,3 +229,12 @@ def test_krb5_errors_become_plain_reasons(message, reason):
 def test_settings_realm_is_the_principals():
     settings = KerberosSettings(Path("k"), "HTTP/p.city.example@CITY.EXAMPLE", ("CITY.EXAMPLE",))
     assert settings.realm == "CITY.EXAMPLE"
+
+
+def test_an_unwritable_replay_cache_is_the_proxys_problem():
+    message = "Minor (100005): Permission denied (filename: /var/tmp/krb5_998.rcache2)"
+    problem = replay_cache_problem(message)
+    assert problem is not None
+    assert "Permission denied (filename: /var/tmp/krb5_998.rcache2)" in problem
+    assert "set KRB5RCACHEDIR" in problem
+    assert replay_cache_problem("Minor (100005): Request is a replay") is None
