@@ -6,6 +6,7 @@ what this reports is what Negotiate sign-in will find. Key material is never pri
 
 from __future__ import annotations
 
+import grp
 import os
 import stat
 from dataclasses import dataclass, field
@@ -54,10 +55,15 @@ def check_keytab(settings: KerberosSettings) -> KeytabReport:
         )
         return report
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if mode & 0o007:
         report.warnings.append(
-            f"{where} is readable or writable beyond its owner (mode {mode:04o}): whoever reads it can "
-            "pose as the proxy; chmod 0600 (or 0640 with a group only citygate is in), owned by the service user"
+            f"{where} is open to every user of this machine (mode {mode:04o}): whoever reads it can pose "
+            "as the proxy; chmod 0600, owned by the user citygate runs as"
+        )
+    elif mode & 0o070:
+        report.warnings.append(
+            f"{where} is open to the group {_group(info.st_gid)} (mode {mode:04o}): whoever reads it can pose "
+            "as the proxy; keep it only if that group holds nobody but citygate's user, else chmod 0600"
         )
     try:
         entries = _entries(path)
@@ -88,6 +94,13 @@ def _entries(path: os.PathLike[str]) -> list[tuple[str, int, int]]:
     context = krb5.init_context()
     keytab = krb5.kt_resolve(context, f"FILE:{os.fspath(path)}".encode())
     return [(str(entry.principal), entry.kvno, entry.key.enctype) for entry in keytab]
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _enctype_name(enctype: int) -> str:

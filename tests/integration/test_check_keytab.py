@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import shutil
 from pathlib import Path
 
@@ -61,13 +62,21 @@ def test_a_keytab_without_the_principal(kdc, tmp_path, capsys):
     assert "set identity.kerberos.principal" in err
 
 
-def test_a_group_readable_keytab_is_a_warning(kdc, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("mode", "warning"),
+    [
+        (0o644, "is open to every user of this machine (mode 0644)"),
+        (0o640, "is open to the group {group} (mode 0640)"),
+    ],
+)
+def test_a_keytab_others_can_read_is_a_warning(kdc, tmp_path, capsys, mode, warning):
     keytab = kdc.service_keytab(SERVICE, tmp_path / "proxy.keytab")
-    keytab.chmod(0o644)
+    keytab.chmod(mode)
     status, out, _ = check(write_config(tmp_path, keytab), capsys)
 
     assert status == 0
-    assert "mode 0644" in out and "chmod 0600" in out
+    group = grp.getgrgid(keytab.stat().st_gid).gr_name
+    assert warning.format(group=group) in out and "chmod 0600" in out
 
 
 def test_rc4_only_keys_are_flagged_with_the_ad_fix(kdc, tmp_path, capsys):
