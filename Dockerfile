@@ -13,6 +13,10 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # --- build: a virtualenv with citygate installed the way the Makefile and README do it --------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# gssapi and krb5 (Kerberos sign-in) compile against MIT krb5's headers.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libkrb5-dev gcc \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy proxy
@@ -27,6 +31,10 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="citygate" \
       org.opencontainers.image.description="Access-control forward proxy enforcing a city's social-media policy" \
       org.opencontainers.image.licenses="Apache-2.0"
+# MIT krb5's GSSAPI library, which gssapi and krb5 link against (Negotiate sign-in).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgssapi-krb5-2 libkrb5-3 \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --user-group --uid 10001 --create-home --home-dir /var/lib/citygate \
       --shell /usr/sbin/nologin citygate \
  && install -d -o citygate -g citygate -m 0700 /var/lib/citygate/.mitmproxy \

@@ -35,7 +35,7 @@ from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 from citygate.addons.blockpage import encode_page, render_block_page, render_embed_panel, render_refusal_page
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.configuration import Configuration, Loaded
-from citygate.addons.credentials import REALM, strip_proxy_headers
+from citygate.addons.credentials import strip_proxy_headers
 from citygate.addons.embeds import Form, refusal_form
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import Presented
@@ -298,12 +298,19 @@ class CityGate:
         presented = Presented(
             tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None
         )
+        identities = self._loaded().identities
         # Ordinary traffic is never asked for credentials and never costs a directory call; its
-        # credentials are kept for what the tunnel may turn out to carry (a social SNI or Host).
+        # credentials are kept for what the tunnel may turn out to carry (a social SNI or Host),
+        # and so is the connection's Negotiate sign-in when it presents none.
         if not self._social(hosts):
-            self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented)
+            held = None if presented.authorization else identities.held(flow.client_conn)
+            self.tunnels[flow.client_conn] = Tunnel(
+                flow.request.host, presented, held, resolved=held is not None
+            )
             return
-        identity = await self._loaded().identities.resolve_presented(presented)
+        # A CONNECT retried on its connection after a 407, now with a token (as Chromium does),
+        # is resolved like the first: the 407 left no tunnel behind.
+        identity = await identities.resolve_on(flow.client_conn, presented)
         decision = await self._decide(identity, hosts, None)
         # Report mode: a denial (or a missing sign-in) is announced as the denial it is, then
         # the tunnel opens as for an allowed decision: no 407, no block page.
@@ -559,11 +566,11 @@ class CityGate:
     async def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision, stage: Stage) -> None:
         await self._announce(flow, decision, stage, 407)
         site = decision.match.site.name if decision.match else "this site"
-        # One Proxy-Authenticate per scheme citygate accepts (Basic, and Bearer when SSO issuers
-        # are configured), so each client picks the one it can answer.
-        schemes = self._loaded().identities.challenges
+        # One Proxy-Authenticate per scheme citygate accepts (identity.sign_in, and Bearer when
+        # SSO issuers are configured), so each client picks the first one it can answer.
+        challenges = self._loaded().identities.challenges
         headers = http.Headers(
-            [(b"Proxy-Authenticate", f'{scheme} realm="{REALM}"'.encode()) for scheme in schemes]
+            [(b"Proxy-Authenticate", challenge.encode()) for challenge in challenges]
             + [(b"Content-Type", b"text/plain; charset=utf-8")]
         )
         flow.response = http.Response.make(

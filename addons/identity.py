@@ -1,11 +1,19 @@
 """Who is asking: the identity a request presents to the proxy, verified before it is believed.
 
-Three ways, tried in this order:
+Four ways:
 
-1. `Proxy-Authorization: Basic` (a directory password), checked by the directory.
-2. `Proxy-Authorization: Bearer <JWT>` (a token from the city's single sign-on), checked
+1. `Proxy-Authorization: Negotiate <token>` (Kerberos single sign-on), checked with the proxy's
+   keytab (addons/negotiate.py), when `identity.sign_in` offers it.
+2. `Proxy-Authorization: Basic` (a directory password), checked by the directory, unless
+   `identity.sign_in` leaves Basic out.
+3. `Proxy-Authorization: Bearer <JWT>` (a token from the city's single sign-on), checked
    against the configured issuers' keys (see proxy/identity/tokens.py for the checks, jwks.py for keys).
-3. The client's source address, for devices that cannot sign in (off unless configured).
+4. The client's source address, for devices that cannot sign in (off unless configured).
+
+Negotiate is connection-bound, as browsers use it: they send a token once on a connection,
+after a 407, and then nothing. A Negotiate identity is therefore held for its client connection
+(never another one) and stands for that connection's later requests that present no
+credentials. A request that presents credentials is resolved from them alone.
 
 Credentials, when presented, always win over the source address, even when they fail: the
 person at a shared or mapped device who signs in is accountable for what they do (their own
@@ -21,13 +29,15 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mitmproxy import http
+from mitmproxy import connection, http
 
-from citygate.addons.credentials import UnsupportedCredentials, basic_credentials
+from citygate.addons.credentials import REALM, UnsupportedCredentials, basic_credentials
 from citygate.addons.jwks import JwksKeys, KeysUnavailable
+from citygate.addons.negotiate import NEGOTIATE, NegotiateAcceptor
 from citygate.directory.gateway import DirectoryGateway
 from citygate.proxy.decision import Identity
 from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
@@ -111,10 +121,20 @@ class TokenVerifier:
 
 
 class IdentityResolver:
-    def __init__(self, directory: DirectoryGateway, settings: IdentitySettings | None = None) -> None:
+    def __init__(
+        self,
+        directory: DirectoryGateway,
+        settings: IdentitySettings | None = None,
+    ) -> None:
         self.directory = directory
         self.settings = settings if settings is not None else IdentitySettings()
         self.tokens = TokenVerifier(self.settings) if self.settings.bearer_enabled else None
+        kerberos = self.settings.kerberos
+        self.negotiate = (
+            NegotiateAcceptor(kerberos) if kerberos is not None and self.settings.negotiate_enabled else None
+        )
+        # The Negotiate identity each client connection signed in with (module docstring).
+        self._held: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
 
     def prefetch_keys(self) -> None:
         """Fetch the issuers' signing keys in the background now, not at the first token."""
@@ -123,8 +143,18 @@ class IdentityResolver:
 
     @property
     def challenges(self) -> tuple[str, ...]:
-        """The schemes a 407 offers, in the order clients should prefer them."""
-        return ("Basic", "Bearer") if self.tokens is not None else ("Basic",)
+        """The Proxy-Authenticate values a 407 offers, in the order clients should prefer them.
+
+        Negotiate goes bare: Chromium refuses a `Negotiate realm="..."` challenge.
+        """
+        offered = [
+            "Negotiate" if scheme == NEGOTIATE else f'Basic realm="{REALM}"'
+            for scheme in self.settings.sign_in
+            if scheme != NEGOTIATE or self.negotiate is not None
+        ]
+        if self.tokens is not None:
+            offered.append(f'Bearer realm="{REALM}"')
+        return tuple(offered)
 
     async def resolve(self, flow: http.HTTPFlow) -> Identity | None:
         """The identity the request presents; None when it presents none.
@@ -133,9 +163,30 @@ class IdentityResolver:
         so the decision says `credentials_invalid` rather than `credentials_required`.
         """
         peer = flow.client_conn.peername
-        return await self.resolve_presented(
-            Presented(tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None)
+        presented = Presented(
+            tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None
         )
+        return await self.resolve_on(flow.client_conn, presented)
+
+    def held(self, client: connection.Client) -> Identity | None:
+        """The Negotiate identity `client`'s connection signed in with, if any."""
+        return self._held.get(client)
+
+    async def resolve_on(self, client: connection.Client, presented: Presented) -> Identity | None:
+        """`resolve` for what a request on `client`'s connection presented: the connection's held
+        Negotiate identity when it presents no credentials; a successful Negotiate sign-in is held."""
+        if not presented.authorization:
+            held = self._held.get(client)
+            if held is not None:
+                return held
+        identity = await self.resolve_presented(presented)
+        if presented.authorization:
+            if identity is not None and identity.method == NEGOTIATE and identity.authenticated:
+                self._held[client] = identity
+            else:
+                # Credentials that fail end what the connection had: it signs in again.
+                self._held.pop(client, None)
+        return identity
 
     async def resolve_presented(self, presented: Presented) -> Identity | None:
         """`resolve` for credentials kept from an earlier request (a CONNECT's, for its tunnel)."""
@@ -147,6 +198,12 @@ class IdentityResolver:
         scheme, _, token = values[0].strip().partition(" ")
         if scheme.lower() == "bearer":
             return await self._by_token(token.strip())
+        if scheme.lower() == NEGOTIATE:
+            return await self._by_negotiate(token)
+        if not self.settings.basic_enabled and scheme.lower() == BASIC:
+            return self._unusable(
+                presented.client_ip, BASIC, "Basic sign-in is turned off (identity.sign_in)"
+            )
         try:
             credentials = basic_credentials(values[0])
         except UnsupportedCredentials as exc:
@@ -174,6 +231,13 @@ class IdentityResolver:
                 "", BEARER, False, problem=f"the token could not be checked ({type(exc).__name__})"
             )
         return Identity(employee, BEARER)
+
+    async def _by_negotiate(self, token: str) -> Identity:
+        if self.negotiate is None:
+            return Identity(
+                "", NEGOTIATE, False, problem="Negotiate sign-in is not turned on (identity.sign_in)"
+            )
+        return await self.negotiate.identity(token)
 
     def _by_source(self, client_ip: str | None) -> Identity | None:
         rule = self.settings.source_for(client_ip)

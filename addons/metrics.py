@@ -125,6 +125,9 @@ class Metrics:
             gateway.breaker_observer = self._breaker_event
             if gateway.breaker is not None:
                 metrics.set_breaker_state(gateway.breaker.state)
+            negotiate = config.current.identities.negotiate
+            if negotiate is not None:
+                negotiate.observer = self._negotiate_handshake
         fast = ctx.master.addons.get("fastpath")
         if isinstance(fast, FastPath):
             fast.observer = self._fast_path_connection
@@ -205,6 +208,12 @@ class Metrics:
             metrics.directory_duration.labels(operation).observe(seconds)
         except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
             log.exception("citygate: could not count a directory call")
+
+    def _negotiate_handshake(self, result: str, seconds: float) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.negotiate_handshakes.labels(result).inc()
+            metrics.negotiate_duration.observe(seconds)
 
     def _fast_path_connection(self, outcome: str) -> None:
         metrics = self.metrics

@@ -7,6 +7,7 @@ with every problem found. A policy is immutable: a reload builds a new one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -202,7 +203,13 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
     # problems are listed in that order.
     features = FeatureSettings(
         pac=_section(config_path, document, "pac", parse_pac_section, problems),
-        identity=_section(config_path, document, "identity", parse_identity_section, problems),
+        identity=_section(
+            config_path,
+            document,
+            "identity",
+            functools.partial(parse_identity_section, directory_preset=_preset(directory)),
+            problems,
+        ),
         audit=_section(config_path, document, "audit", parse_audit_section, problems),
         metrics=_section(config_path, document, "metrics", parse_metrics_section, problems),
         flags=_section(config_path, document, "flags", parse_flags_section, problems),
@@ -343,6 +350,14 @@ def _policy_text(path: Path, document: Node, problems: Problems) -> PolicyText:
         str(section.get("summary", "")).strip(),
         str(url) if url else None,
     )
+
+
+def _preset(directory: DirectorySettings) -> tuple[str, int | None] | None:
+    """The LDAP directory's preset and its line: it sets the default sign-in schemes."""
+    preset = directory.options.get("preset")
+    if directory.backend != "ldap" or not isinstance(preset, str):
+        return None
+    return preset, directory.line_of("preset")
 
 
 def _directory(path: Path, document: Node, problems: Problems) -> DirectorySettings:

@@ -4,6 +4,8 @@
   copy). Shared: never modify, stop or pause it.
 - `fresh_slapd`: a private instance for one test, free to modify, stop, pause or restart.
 - `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
+- `kdc`: MIT Kerberos KDCs for TEST.LAN and OTHER.LAN, one per session (see tests/kdc.py), with
+  principals for the demo city's people; it points this process's KRB5_CONFIG at its krb5.conf.
 
 Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
 `citygate run` would choose: uvloop by default, the standard loop under
@@ -14,10 +16,12 @@ same variable.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kdc import Kdc, kdc_available
 from slapd import Slapd, missing_tools
 
 from citygate.proxy.runtime.event_loop import chosen_event_loop
@@ -66,3 +70,44 @@ def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
 @pytest.fixture
 def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
     return slapd_factory()
+
+
+# Kerberos principals for the demo city's people (directory/demo.ldif), with test passwords.
+KERBEROS_USERS = {
+    "jlee": "jlee-krb",
+    "mnguyen": "mnguyen-krb",
+    "bjones": "bjones-krb",
+    "nobody": "nobody-krb",
+}
+
+
+@pytest.fixture(scope="session")
+def kdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kdc]:
+    if not kdc_available():
+        pytest.fail(
+            "MIT Kerberos tools missing; run tools/system-deps (make test does) or "
+            "apt-get install krb5-kdc krb5-admin-server krb5-user",
+            pytrace=False,
+        )
+    root = tmp_path_factory.mktemp("kdc")
+    kdc = Kdc(root)
+    kdc.start()
+    for name, password in KERBEROS_USERS.items():
+        kdc.add_user(name, password)
+    # Somebody of the trusted realm whose name is also a granted employee's: refused for the realm.
+    kdc.add_user("jlee", "other-jlee-krb", other_realm=True)
+    # The proxy runs in this process: the GSSAPI library reads KRB5_CONFIG from its environment,
+    # and keeps its replay cache in KRB5RCACHEDIR.
+    saved = {name: os.environ.get(name) for name in ("KRB5_CONFIG", "KRB5RCACHEDIR")}
+    os.environ["KRB5_CONFIG"] = str(kdc.krb5_conf)
+    (root / "rcache").mkdir()
+    os.environ["KRB5RCACHEDIR"] = str(root / "rcache")
+    try:
+        yield kdc
+    finally:
+        kdc.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -16,6 +16,7 @@ from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.directory.problems import ConfigError
 from citygate.proxy.cli import audit, pac, reports
 from citygate.proxy.cli.commands import Commands, command
+from citygate.proxy.cli.keytab import check_keytab
 from citygate.proxy.decision import (
     Decision,
     Identity,
@@ -288,8 +289,9 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: valid: {len(policy.catalog.sites)} sites, {len(policy.grants)} grants in {files} grant file(s)"
     )
+    keytab_ok = _check_keytab(policy)
     if args.no_directory:
-        return 0
+        return 0 if keytab_ok else 1
     try:
         failing = _grants_not_working(policy, directory, datetime.now(policy.timezone))
     except DirectoryUnavailable as exc:
@@ -308,7 +310,22 @@ def _check(args: argparse.Namespace) -> int:
         print(f"citygate: {len(failing)} grant(s) would not work now", file=sys.stderr)
         return 1
     print("every grant would work now against the directory")
-    return 0
+    return 0 if keytab_ok else 1
+
+
+def _check_keytab(policy: Policy) -> bool:
+    """Check the Kerberos keytab when Negotiate sign-in is on; whether it has no errors."""
+    identity = policy.features.identity
+    if identity.kerberos is None or not identity.negotiate_enabled:
+        return True
+    report = check_keytab(identity.kerberos)
+    for line in report.keys:
+        print(f"  keytab {identity.kerberos.keytab}: {line}")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
+    for error in report.errors:
+        print(f"citygate: {error}", file=sys.stderr)
+    return not report.errors
 
 
 # Grants that have not started or have ended are reported as warnings when the files load;

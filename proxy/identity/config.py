@@ -1,7 +1,10 @@
-"""The `identity:` config section: SSO token issuers and the source-address map.
+"""The `identity:` config section: sign-in schemes, Kerberos, SSO token issuers, the source-address map.
 
-Both are optional and off by default: without this section, social-media requests are signed
-in with directory passwords (Basic) only. The section is parsed when the config loads (and by
+`sign_in` lists the schemes a 407 offers (Negotiate, Basic). Without this section, social-media
+requests are signed in with directory passwords (Basic) only, except under the
+`active-directory` directory preset, whose default is Negotiate then Basic and which therefore
+needs `kerberos:` (the proxy's keytab and service principal). Issuers and source addresses are
+optional and off by default. The section is parsed when the config loads (and by
 `citygate check`); every mistake names the file, the line and the fix. PEM key files and shared
 secrets are read here too, so a bad key stops the proxy from starting instead of failing on the
 first token.
@@ -44,7 +47,14 @@ DEFAULT_JWKS_REFRESH_SECONDS = 60
 DEFAULT_JWKS_MAX_AGE_SECONDS = 3600
 DEFAULT_JWKS_TIMEOUT_SECONDS = 5
 
-SECTION_KEYS = ("issuers", "source_addresses", "max_token_bytes")
+SECTION_KEYS = ("sign_in", "kerberos", "issuers", "source_addresses", "max_token_bytes")
+NEGOTIATE, BASIC = "negotiate", "basic"
+SIGN_IN_SCHEMES = (NEGOTIATE, BASIC)
+DEFAULT_SIGN_IN = (BASIC,)
+ACTIVE_DIRECTORY_SIGN_IN = (NEGOTIATE, BASIC)
+KERBEROS_KEYS = ("keytab", "principal", "realms")
+_SIGN_IN_FIX = "use sign_in: [negotiate], [negotiate, basic] or [basic]"
+_KERBEROS_FIX = "add identity.kerberos.keytab and principal, or set identity.sign_in: [basic]"
 ISSUER_KEYS = (
     "issuer",
     "audience",
@@ -97,11 +107,28 @@ class SourceRule:
 
 
 @dataclass(frozen=True, slots=True)
+class KerberosSettings:
+    """The proxy's Kerberos service identity, for Negotiate sign-in."""
+
+    keytab: Path
+    principal: str  # e.g. HTTP/proxy.city.example@CITY.EXAMPLE
+    realms: tuple[str, ...]  # the realms whose users may sign in (default: the principal's)
+    location: str = ""  # file:line of the section, for `citygate check`
+
+    @property
+    def realm(self) -> str:
+        return self.principal.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
 class IdentitySettings:
     issuers: tuple[IssuerSettings, ...] = ()
     # Most specific (longest prefix) first, so the first match is the one that applies.
     sources: tuple[SourceRule, ...] = ()
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
+    # The schemes a 407 offers and the proxy accepts, in the order clients should prefer them.
+    sign_in: tuple[str, ...] = DEFAULT_SIGN_IN
+    kerberos: KerberosSettings | None = None
     _by_issuer: dict[str, IssuerSettings] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +137,14 @@ class IdentitySettings:
     @property
     def bearer_enabled(self) -> bool:
         return bool(self.issuers)
+
+    @property
+    def negotiate_enabled(self) -> bool:
+        return NEGOTIATE in self.sign_in and self.kerberos is not None
+
+    @property
+    def basic_enabled(self) -> bool:
+        return BASIC in self.sign_in
 
     def issuer(self, name: str | None) -> IssuerSettings | None:
         return self._by_issuer.get(name) if name is not None else None
@@ -132,12 +167,29 @@ class IdentitySettings:
 
 
 def parse_identity_section(
-    config_path: Path, node: Node | None, line: int, problems: Problems
+    config_path: Path,
+    node: Node | None,
+    line: int,
+    problems: Problems,
+    *,
+    directory_preset: tuple[str, int | None] | None = None,
 ) -> IdentitySettings:
-    """The `identity:` section's settings; defaults (Basic only) when the section is absent."""
-    if node is None:
-        return IdentitySettings()
+    """The `identity:` section's settings; defaults when the section is absent.
+
+    `directory_preset` is the directory's preset and its line: `active-directory` makes the
+    default sign-in Negotiate then Basic.
+    """
     where = _Where(config_path, problems)
+    active_directory = directory_preset is not None and directory_preset[0] == "active-directory"
+    if node is None:
+        if active_directory:
+            assert directory_preset is not None
+            where.error(
+                directory_preset[1],
+                "the active-directory preset signs employees in with Kerberos (Negotiate) by default, and identity.kerberos is missing",
+                _KERBEROS_FIX,
+            )
+        return IdentitySettings()
     for key in sorted(set(node) - set(SECTION_KEYS)):
         where.error(
             node.line_of(key),
@@ -184,7 +236,117 @@ def parse_identity_section(
     )
     # Fewest addresses first: a device's own entry wins over its network's.
     sources.sort(key=lambda rule: rule.network.num_addresses)
-    return IdentitySettings(tuple(issuers), tuple(sources), int(max_bytes))
+    sign_in = _sign_in(where, node, ACTIVE_DIRECTORY_SIGN_IN if active_directory else DEFAULT_SIGN_IN)
+    kerberos = _kerberos(where, node, line) if "kerberos" in node else None
+    if NEGOTIATE in sign_in and kerberos is None and "kerberos" not in node:
+        explicit = "sign_in" in node
+        where.error(
+            node.line_of("sign_in") if explicit else line,
+            "sign_in offers negotiate (Kerberos), and identity.kerberos is missing"
+            if explicit
+            else "the active-directory preset signs employees in with Kerberos (Negotiate) by default, and identity.kerberos is missing",
+            _KERBEROS_FIX,
+        )
+    return IdentitySettings(
+        sign_in=sign_in,
+        kerberos=kerberos,
+        issuers=tuple(issuers),
+        sources=tuple(sources),
+        max_token_bytes=int(max_bytes),
+    )
+
+
+def _sign_in(where: _Where, node: Node, default: tuple[str, ...]) -> tuple[str, ...]:
+    if "sign_in" not in node:
+        return default
+    value = node.get("sign_in")
+    line = node.line_of("sign_in")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        where.error(line, "identity.sign_in must be a list of schemes", _SIGN_IN_FIX)
+        return default
+    schemes = [v.strip().casefold() for v in value]
+    unknown = [v for v in schemes if v not in SIGN_IN_SCHEMES]
+    if unknown:
+        where.error(line, f"identity.sign_in: unknown scheme {unknown[0]!r}", _SIGN_IN_FIX)
+        return default
+    if len(set(schemes)) != len(schemes):
+        where.error(line, "identity.sign_in lists a scheme twice", _SIGN_IN_FIX)
+        return default
+    if schemes == [BASIC, NEGOTIATE]:
+        # Clients pick the first scheme they can answer: Basic first would make every
+        # browser ask for a password instead of signing in silently.
+        where.error(line, "identity.sign_in offers basic before negotiate", "use sign_in: [negotiate, basic]")
+        return default
+    return tuple(schemes)
+
+
+def _kerberos(where: _Where, node: Node, line: int) -> KerberosSettings | None:
+    """The `kerberos:` entry; None when it has any problem (every one reported)."""
+    section = node.get("kerberos")
+    section_line = node.line_of("kerberos") or line
+    example = (
+        "e.g. kerberos: {keytab: /etc/citygate/proxy.keytab, principal: HTTP/proxy.city.example@CITY.EXAMPLE}"
+    )
+    if not isinstance(section, Node):
+        where.error(section_line, "identity.kerberos must be a mapping of settings", example)
+        return None
+    errors_before = len(where.problems.errors)
+    for key in sorted(set(section) - set(KERBEROS_KEYS)):
+        where.error(
+            section.line_of(key),
+            f'unknown setting "identity.kerberos.{key}"',
+            f"known settings: {', '.join(KERBEROS_KEYS)}",
+        )
+    keytab = section.get("keytab")
+    if not isinstance(keytab, str) or not keytab.strip():
+        where.error(
+            section.line_of("keytab") or section_line,
+            "identity.kerberos.keytab is missing"
+            if keytab is None
+            else "identity.kerberos.keytab must be a file name",
+            "keytab: the proxy's keytab file (exported with ktpass or kadmin), relative to the config file",
+        )
+    principal = section.get("principal")
+    if not isinstance(principal, str) or not _service_principal(principal.strip()):
+        where.error(
+            section.line_of("principal") or section_line,
+            "identity.kerberos.principal is missing"
+            if principal is None
+            else f"identity.kerberos.principal {principal!r} is not a service principal with a realm",
+            "principal: HTTP/<the proxy's host name as browsers know it>@<REALM>, e.g. HTTP/proxy.city.example@CITY.EXAMPLE",
+        )
+    if isinstance(keytab, str) and keytab.strip() and not where.file(keytab.strip()).is_file():
+        # Found now rather than at the first sign-in, like the issuers' key files.
+        where.error(
+            section.line_of("keytab"),
+            f"identity.kerberos.keytab {where.file(keytab.strip())} is not a file",
+            "export the proxy's keytab there (AD: ktpass, MIT Kerberos: kadmin ktadd), relative to the config file; citygate check then checks its keys",
+        )
+    realms: tuple[str, ...] = ()
+    if "realms" in section:
+        realms = (
+            _strings(where, section, "realms", "identity.kerberos.realms", "e.g. realms: [CITY.EXAMPLE]")
+            or ()
+        )
+    if len(where.problems.errors) > errors_before:
+        return None
+    assert isinstance(keytab, str) and isinstance(principal, str)
+    principal = principal.strip()
+    return KerberosSettings(
+        keytab=where.file(keytab.strip()),
+        principal=principal,
+        realms=realms or (principal.rpartition("@")[2],),
+        location=f"{where.path}:{section_line}",
+    )
+
+
+def _service_principal(name: str) -> bool:
+    service, at, realm = name.rpartition("@")
+    return bool(
+        at and realm and "/" in service and service.split("/", 1)[1] and not any(c.isspace() for c in name)
+    )
 
 
 # --- helpers --------------------------------------------------------------------------------

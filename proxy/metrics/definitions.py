@@ -28,6 +28,12 @@ from citygate.proxy.grants import Grant
 CONNECTION_CLOSE_REASONS = ("header_timeout", "idle_timeout", "client_limit")
 # How the fast path (addons/fast_path.py) ended with a connection.
 FAST_PATH_OUTCOMES = ("relayed", "handed_off")
+# How a Negotiate (Kerberos) handshake ended: a principal accepted, a token refused (replayed,
+# expired, malformed, another realm), or the proxy's own keytab unusable.
+NEGOTIATE_RESULTS = ("accepted", "refused", "error")
+# A Kerberos accept takes ~0.1 ms warm, a few ms for the first in a process; waiting for a
+# free worker thread is included.
+NEGOTIATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 UNKNOWN = "unknown"  # no department known: nobody signed in, or the directory has none
 OTHER = "other"  # a department beyond max_departments (the cardinality bound)
@@ -195,6 +201,21 @@ class MetricSet:
         )
         for outcome in FAST_PATH_OUTCOMES:
             self.fast_path.labels(outcome)
+        self.negotiate_handshakes = Counter(
+            "citygate_negotiate_handshakes_total",
+            "Negotiate (Kerberos) sign-in handshakes, by result: accepted, refused (a replayed, "
+            "expired, malformed or other-realm token), error (the proxy's keytab is unusable).",
+            ["result"],
+            registry=r,
+        )
+        for result in NEGOTIATE_RESULTS:
+            self.negotiate_handshakes.labels(result)
+        self.negotiate_duration = Histogram(
+            "citygate_negotiate_seconds",
+            "Time a Negotiate token took to check, waiting for a worker thread included.",
+            buckets=NEGOTIATE_BUCKETS,
+            registry=r,
+        )
         # --- end of issue 17's fast-path block -------------------------------------------------
         self.flags = Counter(
             "citygate_nonbusiness_flags_total",

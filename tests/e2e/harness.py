@@ -1025,8 +1025,11 @@ def curl(
     proxy_user: str | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 10,
+    env: Mapping[str, str] | None = None,
 ) -> CurlResult:
     """Fetch ``url`` through the proxy with the real curl binary.
+
+    ``env`` adds to curl's environment (KRB5CCNAME and KRB5_CONFIG for --proxy-negotiate).
 
     More URLs may follow in ``extra_args`` (curl then reuses its connection); their results are
     in ``write_outs`` (one %{json} dict per URL, ``url`` first) and their bodies in ``stdout``.
@@ -1061,7 +1064,9 @@ def curl(
             cmd += ["--proxy-user", proxy_user]
         # ``url`` first: "-o" applies to it; further URLs in extra_args print to stdout.
         cmd += [url, *extra_args]
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout + 5, env=_clean_env(), check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, timeout=timeout + 5, env={**_clean_env(), **(env or {})}, check=False
+        )
         heads = head_file.read_text("latin-1") if head_file.exists() else ""
         body = body_file.read_bytes().decode("utf-8", "replace") if body_file.exists() else ""
     stdout = proc.stdout.decode("utf-8", "replace")

@@ -51,6 +51,8 @@ def write_config(folder: Path, server: Slapd, preset: str = "openldap") -> Path:
         "approval": {"director_groups": ["directors"], "executive_groups": ["city-managers"]},
         "directory": {"backend": "ldap", **directory_options(server, folder, preset)},
     }
+    if preset == "active-directory":
+        config["identity"] = {"sign_in": ["basic"]}  # no keytab here: passwords only
     path = folder / "citygate.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -240,7 +240,8 @@ identity:
     )
     config = policy_files.config
     assert (
-        f'{config}:{FIRST_LINE + 1}: unknown setting "identity.issuer"; known settings: issuers' in found[0]
+        f'{config}:{FIRST_LINE + 1}: unknown setting "identity.issuer"; known settings: sign_in, kerberos, issuers'
+        in found[0]
     )
     assert any(p.startswith(f'{config}:{FIRST_LINE + 5}: issuer "x" is configured twice') for p in found)
 
