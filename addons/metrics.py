@@ -123,6 +123,8 @@ class Metrics:
             gateway = config.current.directory  # a reload may bring a new gateway
             gateway.observer = self._directory_call
             gateway.breaker_observer = self._breaker_event
+            gateway.bind_observer = self._bind
+            gateway.refusal_observer = self._bind_refusal
             if gateway.breaker is not None:
                 metrics.set_breaker_state(gateway.breaker.state)
         fast = ctx.master.addons.get("fastpath")
@@ -205,6 +207,16 @@ class Metrics:
             metrics.directory_duration.labels(operation).observe(seconds)
         except Exception:  # the gateway calls this inside its own bookkeeping: never raise there
             log.exception("citygate: could not count a directory call")
+
+    def _bind(self, result: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.binds.labels(result).inc()
+
+    def _bind_refusal(self, reason: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.bind_refusals.labels(reason).inc()
 
     def _fast_path_connection(self, outcome: str) -> None:
         metrics = self.metrics

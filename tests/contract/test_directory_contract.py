@@ -5,7 +5,7 @@ The cast is directory/demo.ldif; every password there is "<uid>-pass".
 
 import pytest
 
-from citygate.directory.model import Person
+from citygate.directory.model import AccountState, Person
 
 DIRECTORS = {"ahernandez", "rpatel", "lgarcia", "pkim"}
 EVERYONE = {
@@ -73,7 +73,7 @@ def test_person_fields_for_an_employee(directory):
         department="Parks",
         title="Social Media Coordinator",
         groups=frozenset(),
-        disabled=False,
+        state=AccountState.ACTIVE,
         mail="jlee@city.example",
     )
 
