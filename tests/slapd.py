@@ -348,6 +348,9 @@ class Slapd:
             "overlay memberof",
             "overlay ppolicy",
             f'ppolicy_default "cn=default,ou=policies,{SUFFIX}"',
+            # Without it slapd answers a locked account's bind with a plain invalidCredentials
+            # and an empty policy control: citygate could not tell "locked" from a wrong password.
+            "ppolicy_use_lockout",
             # Like a real directory: password hashes are for binding only.
             "access to attrs=userPassword",
             "  by self write",

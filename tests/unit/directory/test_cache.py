@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache
 from citygate.directory.breaker import GuardSettings
+from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache
 from citygate.directory.gateway import DirectoryGateway, Verification
 from citygate.directory.model import BindOutcome, DirectoryUnavailable
 from citygate.directory.static import StaticDirectory
