@@ -18,11 +18,11 @@ import pytest
 from slapd import Slapd, directory_options
 from tcp_relay import TcpRelay
 
-from citygate.directory.model import BindOutcome
 from citygate.directory.backends import open_directory
 from citygate.directory.breaker import GuardSettings, State
 from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
 
 GUARD = GuardSettings(call_timeout=0.5, check_interval=1.0, failures=3, backoff=0.25)

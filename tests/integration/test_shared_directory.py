@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from slapd import SERVICE_PASSWORD, Slapd, directory_options, person_dn
 
-from citygate.directory.model import BindOutcome
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
 from citygate.directory.shared import (
     FILE_NAME,
