@@ -8,7 +8,9 @@ which it sends only when the bind asked for it; its value is BER, decoded here w
 
 Both also show in an account's attributes, which is what `lookup` (and so `citygate explain`)
 reads: OpenLDAP's `pwdAccountLockedTime` and `pwdReset`, AD's `userAccountControl`,
-`lockoutTime`, `pwdLastSet` and `accountExpires`.
+`msDS-User-Account-Control-Computed` (or `lockoutTime`), `pwdLastSet`, `accountExpires` and
+`logonHours`. AD's workstation restriction (531) depends on the computer signing in, so only
+the bind can tell it.
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ PERMANENT_LOCK = "000001010000Z"
 # AD's "never" for accountExpires (0 means never as well).
 _AD_NEVER = 0x7FFF_FFFF_FFFF_FFFF
 _UF_ACCOUNTDISABLE = 0x2
+_UF_LOCKOUT = 0x10
 _UF_PASSWORD_EXPIRED = 0x80_0000
+_HOURS_A_WEEK = 7 * 24
 _FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 
 
@@ -154,13 +158,37 @@ def ad_state(attributes: Mapping[str, Sequence[str]], now: datetime) -> AccountS
     expires = _integer(attributes, "accountexpires")
     if expires not in (None, 0, _AD_NEVER) and _filetime(expires) <= now:
         return AccountState.ACCOUNT_EXPIRED
-    if (_integer(attributes, "lockouttime") or 0) > 0:
+    computed = _integer(attributes, "msds-user-account-control-computed")
+    if computed is not None:
+        # AD computes these live (a lock whose duration has passed is no lock).
+        control |= computed
+    elif (_integer(attributes, "lockouttime") or 0) > 0:
+        control |= _UF_LOCKOUT
+    if control & _UF_LOCKOUT:
         return AccountState.LOCKED
-    if control & _UF_PASSWORD_EXPIRED:
-        return AccountState.PASSWORD_EXPIRED
+    # Before the expiry flag: AD flags a password that must be changed (pwdLastSet 0) as expired too.
     if _integer(attributes, "pwdlastset") == 0:
         return AccountState.MUST_CHANGE_PASSWORD
+    if control & _UF_PASSWORD_EXPIRED:
+        return AccountState.PASSWORD_EXPIRED
+    if not _within_logon_hours(attributes, now):
+        return AccountState.NOT_PERMITTED_NOW
     return AccountState.ACTIVE
+
+
+def _within_logon_hours(attributes: Mapping[str, Sequence[str]], now: datetime) -> bool:
+    """Whether AD's `logonHours` (hex text of its 21 bytes: one bit per hour of the week in UTC,
+    Sunday 00:00 first, low bit first) allows `now`; no (or an unreadable) value allows all."""
+    values = attributes.get("logonhours") or ()
+    try:
+        hours = bytes.fromhex(values[0]) if values else b""
+    except ValueError:
+        return True
+    if len(hours) * 8 != _HOURS_A_WEEK:
+        return True
+    moment = now.astimezone(UTC)
+    hour = ((moment.weekday() + 1) % 7) * 24 + moment.hour  # weekday(): Monday 0; AD: Sunday 0
+    return bool(hours[hour // 8] >> (hour % 8) & 1)
 
 
 def combined_outcome(bound: BindOutcome, known: AccountState) -> BindOutcome:

@@ -82,7 +82,14 @@ _INVALID_CREDENTIALS = 49
 # The account attributes each way of marking accounts reads (see bind_answers.py).
 _STATE_ATTRIBUTES = {
     "ppolicy": ("pwdAccountLockedTime", "pwdReset"),
-    "user-account-control": ("userAccountControl", "lockoutTime", "pwdLastSet", "accountExpires"),
+    "user-account-control": (
+        "userAccountControl",
+        "msDS-User-Account-Control-Computed",  # AD's live lockout and password-expiry flags
+        "lockoutTime",
+        "pwdLastSet",
+        "accountExpires",
+        "logonHours",
+    ),
 }
 
 DISABLED_MARKERS = ("ppolicy", "user-account-control", "filter")
@@ -239,15 +246,19 @@ def parse_server_url(url: str) -> _Address:
     return _Address(url.strip(), parts.hostname, port, scheme == "ldaps")
 
 
+# Binary attributes, kept as hexadecimal text rather than decoded as UTF-8.
+_BINARY_ATTRIBUTES = frozenset({"logonhours"})
+
+
 def _attributes(entry: dict[str, Any]) -> dict[str, list[str]]:
     raw = entry.get("raw_attributes") or {}
-    return {
-        name.lower(): [
-            value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-            for value in values
-        ]
-        for name, values in raw.items()
-    }
+    return {name.lower(): [_text(name.lower(), value) for value in values] for name, values in raw.items()}
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, bytes):
+        return str(value)
+    return value.hex() if name in _BINARY_ATTRIBUTES else value.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,31 @@ FUTURE = str(
         ({"useraccountcontrol": ["512"], "lockouttime": ["0"]}, AccountState.ACTIVE),
         ({"useraccountcontrol": ["8389120"]}, AccountState.PASSWORD_EXPIRED),  # 0x800000 | 512
         ({"useraccountcontrol": ["512"], "pwdlastset": ["0"]}, AccountState.MUST_CHANGE_PASSWORD),
+        # AD's computed flags outrank lockoutTime, which outlives a lock's duration.
+        (
+            {
+                "useraccountcontrol": ["512"],
+                "lockouttime": ["133"],
+                "msds-user-account-control-computed": ["0"],
+            },
+            AccountState.ACTIVE,
+        ),
+        ({"useraccountcontrol": ["512"], "msds-user-account-control-computed": ["16"]}, AccountState.LOCKED),
+        (
+            {"useraccountcontrol": ["512"], "msds-user-account-control-computed": ["8388608"]},
+            AccountState.PASSWORD_EXPIRED,
+        ),
+        (
+            {
+                "useraccountcontrol": ["512"],
+                "pwdlastset": ["0"],
+                "msds-user-account-control-computed": ["8388608"],
+            },
+            AccountState.MUST_CHANGE_PASSWORD,  # as AD (and Samba) flag it: expired too
+        ),
+        ({"useraccountcontrol": ["512"], "logonhours": ["ff" * 21]}, AccountState.ACTIVE),
+        ({"useraccountcontrol": ["512"], "logonhours": ["00" * 21]}, AccountState.NOT_PERMITTED_NOW),
+        ({"useraccountcontrol": ["512"], "logonhours": ["zz"]}, AccountState.ACTIVE),
     ],
 )
 def test_ad_attributes(attributes, state):
@@ -134,3 +159,17 @@ def test_an_account_the_attributes_disable_stays_disabled():
         combined_outcome(BindOutcome.MUST_CHANGE_PASSWORD, AccountState.ACTIVE)
         is BindOutcome.MUST_CHANGE_PASSWORD
     )
+
+
+def test_logon_hours_are_read_in_utc_from_sunday():
+    # NOW is Monday 2026-12-07 00:00 UTC: hour 24 of AD's week, bit 0 of byte 3.
+    monday_midnight = bytearray(21)
+    monday_midnight[3] = 0x01
+    assert (
+        ad_state({"useraccountcontrol": ["512"], "logonhours": [monday_midnight.hex()]}, NOW)
+        is AccountState.ACTIVE
+    )
+    sunday_midnight = bytearray(21)
+    sunday_midnight[0] = 0x01
+    refused = ad_state({"useraccountcontrol": ["512"], "logonhours": [sunday_midnight.hex()]}, NOW)
+    assert refused is AccountState.NOT_PERMITTED_NOW
