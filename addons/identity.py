@@ -213,8 +213,7 @@ def password_identity(user: str, verification: Verification) -> Identity:
         return Identity(
             user, BASIC, authenticated=False, problem=f"the password was not accepted{remembered}"
         )
-    words = state.value.replace("_", " ")
-    problem = f"the directory refused the sign-in: the account is {words}{remembered}"
+    problem = f"the directory refused the sign-in: {state.described}{remembered}"
     return Identity(user, BASIC, authenticated=False, problem=problem, state=state)
 
 

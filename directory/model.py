@@ -29,6 +29,22 @@ class AccountState(StrEnum):
     # Outside the account's logon hours, or from a workstation it may not use (AD 530, 531).
     NOT_PERMITTED_NOW = "not_permitted_now"
 
+    @property
+    def described(self) -> str:
+        """The state in a few plain words, for logs and `explain` ("the account is locked")."""
+        return _DESCRIBED[self]
+
+
+_DESCRIBED = {
+    AccountState.ACTIVE: "the account may sign in",
+    AccountState.DISABLED: "the account is disabled",
+    AccountState.LOCKED: "the account is locked",
+    AccountState.ACCOUNT_EXPIRED: "the account has expired",
+    AccountState.PASSWORD_EXPIRED: "the password has expired",
+    AccountState.MUST_CHANGE_PASSWORD: "the password must be changed first",
+    AccountState.NOT_PERMITTED_NOW: "the account may not sign in at this time or from this computer",
+}
+
 
 class BindOutcome(StrEnum):
     """What the directory answered to a password: the `authenticate` result of every backend."""
@@ -81,8 +97,14 @@ class Person:
 
     @property
     def disabled(self) -> bool:
-        """Whether the account may not sign in now (disabled, locked, expired, ...)."""
-        return self.state is not AccountState.ACTIVE
+        """Whether the account is disabled or expired: no longer an employee in good standing, so
+        the grants they approved stop counting. A lock, a password to change or logon hours
+        keep them from signing in (`can_sign_in`), not from being an approver."""
+        return self.state in (AccountState.DISABLED, AccountState.ACCOUNT_EXPIRED)
+
+    @property
+    def can_sign_in(self) -> bool:
+        return self.state is AccountState.ACTIVE
 
 
 class DirectoryUnavailable(Exception):

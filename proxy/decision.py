@@ -302,7 +302,7 @@ def _unverified(identity: Identity, host_name: str, match: SiteMatch) -> Decisio
     if not identity.authenticated and identity.state not in (None, AccountState.ACTIVE):
         # Another 407 would only make the browser ask again (or retry a saved password) for an
         # account that cannot sign in whatever is typed: a page naming the state ends it.
-        detail = identity.problem or f"the account is {identity.state.value.replace('_', ' ')}"
+        detail = identity.problem or identity.state.described
         return _deny(identity, host_name, match, STATE_REASONS[identity.state], detail)
     if not identity.authenticated:
         evidence = Evidence(employee=user, identity_method=method, detail=identity.problem or "")
@@ -326,8 +326,8 @@ def _not_an_employee(
     employee = people[user]
     if employee is None:
         return _deny(identity, host_name, match, Reason.UNKNOWN_EMPLOYEE, "no such account in the directory")
-    if employee.disabled:
-        detail = f"the employee's account is {employee.state.value.replace('_', ' ')}"
+    if not employee.can_sign_in:
+        detail = employee.state.described
         return _deny(identity, host_name, match, STATE_REASONS[employee.state], detail, employee.department)
     return None
 

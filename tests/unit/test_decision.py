@@ -210,6 +210,19 @@ CASES = [
     pytest.param(
         Case(
             (DENY, Reason.APPROVER_NOT_AUTHORIZED),
+            people={"ahernandez": replace(ANA, state=AccountState.ACCOUNT_EXPIRED)},
+            detail="disabled",
+        ),
+        id="approver-expired",
+    ),
+    pytest.param(
+        # A director who mistyped a password (or must change it) is still a director.
+        Case((ALLOW, Reason.GRANTED), people={"ahernandez": replace(ANA, state=AccountState.LOCKED)}),
+        id="approver-locked-still-approves",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.APPROVER_NOT_AUTHORIZED),
             grants=[grant(approved_by="mnguyen")],
             detail="not a Director or higher",
         ),
@@ -260,7 +273,7 @@ CASES = [
         Case(
             (DENY, Reason.ACCOUNT_LOCKED),
             identity=Identity("jlee", "basic", False, state=AccountState.LOCKED),
-            detail="locked",
+            detail=AccountState.LOCKED.described,
         ),
         id="account_locked-from-the-bind",
     ),
@@ -274,7 +287,7 @@ CASES = [
         Case(
             (DENY, Reason.ACCOUNT_EXPIRED),
             identity=Identity("jlee", "basic", False, state=AccountState.ACCOUNT_EXPIRED),
-            detail="account expired",
+            detail=AccountState.ACCOUNT_EXPIRED.described,
         ),
         id="account_expired-from-the-bind",
     ),
@@ -289,7 +302,7 @@ CASES = [
         Case(
             (DENY, Reason.PASSWORD_EXPIRED),
             identity=Identity("jlee", "basic", False, state=AccountState.PASSWORD_EXPIRED),
-            detail="password expired",
+            detail=AccountState.PASSWORD_EXPIRED.described,
         ),
         id="password_expired-from-the-bind",
     ),
@@ -304,7 +317,7 @@ CASES = [
         Case(
             (DENY, Reason.PASSWORD_MUST_CHANGE),
             identity=Identity("jlee", "basic", False, state=AccountState.MUST_CHANGE_PASSWORD),
-            detail="must change password",
+            detail=AccountState.MUST_CHANGE_PASSWORD.described,
         ),
         id="password_must_change-from-the-bind",
     ),
@@ -319,7 +332,7 @@ CASES = [
         Case(
             (DENY, Reason.LOGON_NOT_PERMITTED),
             identity=Identity("jlee", "basic", False, state=AccountState.NOT_PERMITTED_NOW),
-            detail="not permitted now",
+            detail=AccountState.NOT_PERMITTED_NOW.described,
         ),
         id="logon_not_permitted-from-the-bind",
     ),
@@ -331,7 +344,7 @@ CASES = [
         Case(
             (DENY, Reason.EMPLOYEE_DISABLED),
             identity=Identity("jlee", "basic", False, state=AccountState.DISABLED),
-            detail="disabled",
+            detail=AccountState.DISABLED.described,
         ),
         id="employee_disabled-from-the-bind",
     ),
