@@ -43,3 +43,10 @@ class BindRate:
             while len(self._binds) > self._max:
                 self._binds.popitem(last=False)
             return 0.0
+
+    def give_back(self, user: str) -> None:
+        """Uncount `user`'s latest bind: it never got an answer (the directory was unavailable)."""
+        with self._lock:
+            binds = self._binds.get(user)
+            if binds:
+                binds.pop()

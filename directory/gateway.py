@@ -393,7 +393,14 @@ class DirectoryGateway:
                 self._count(self.refusal_observer, RATE_LIMITED)
                 return Verification(BindOutcome.RATE_LIMITED, retry_after=wait)
             started = self._clock()
-            outcome = await self._call(self.backend.authenticate, uid, password)
+            try:
+                outcome = await self._call(self.backend.authenticate, uid, password)
+            except DirectoryUnavailable:
+                # Not counted against the account: an outage (or an open breaker) must give
+                # `directory_unavailable`, not "too many attempts", once it is over.
+                if self._bind_rate is not None:
+                    self._bind_rate.give_back(key)
+                raise
             self._count(self.bind_observer, outcome.value)
             if outcome is BindOutcome.OK:
                 self._credentials.remember(key, password, started)

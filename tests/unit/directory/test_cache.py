@@ -359,6 +359,20 @@ def test_binds_per_account_are_rate_limited(backend, clock):
         gateway.close()
 
 
+def test_checks_the_directory_could_not_answer_do_not_count_against_the_rate(backend, clock):
+    gateway = DirectoryGateway(
+        backend, CacheSettings(), clock=clock, guard=GuardSettings(bind_rate=2, failures=1000)
+    )
+    try:
+        backend.down = True
+        for _ in range(5):
+            assert run(gateway.authenticate("jlee", "jlee-pass")) == UNAVAILABLE
+        backend.down = False
+        assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    finally:
+        gateway.close()
+
+
 def test_password_check_with_the_directory_down(backend, clock):
     gateway = gateway_for(backend, clock, credentials_ttl=30, grace=300)
     backend.down = True
