@@ -11,7 +11,7 @@ from html import escape
 from urllib.parse import quote
 
 from citygate.directory.model import Person
-from citygate.proxy.decision import Decision, Reason
+from citygate.proxy.decision import STATE_REASONS, Decision, Reason
 from citygate.proxy.policy import Policy
 from citygate.proxy.wording import plain_reason
 
@@ -88,6 +88,12 @@ def _how_to_request(decision: Decision, approvers: list[Person], site_name: str)
         return "<p>Sign in to the proxy with your City account; your browser will ask for it.</p>"
     if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR, Reason.AUDIT_LOG_UNAVAILABLE):
         return "<p>This is a temporary problem. If it persists, contact the IT service desk.</p>"
+    if decision.reason in STATE_REASONS.values():
+        # Nothing a grant can change: the account itself cannot sign in until it is fixed.
+        return (
+            "<p>No grant helps while your account cannot sign in. Call the IT service desk and "
+            "give them the reference below; once your account is fixed, sign in again.</p>"
+        )
     steps = (
         "<p>Ask a Director (or higher) of your department to grant you access. The request must "
         "<strong>name each site</strong> you need and <strong>state the business purpose</strong>; "

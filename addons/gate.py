@@ -573,9 +573,16 @@ class CityGate:
             [(b"Proxy-Authenticate", challenge.encode()) for challenge in challenges]
             + [(b"Content-Type", b"text/plain; charset=utf-8")]
         )
+        # The decision's detail says what was wrong with credentials that were given (a password
+        # not accepted, too many attempts); it never holds a password or a token.
+        why = (
+            f"{plain_reason(decision.reason)} ({decision.evidence.detail})\n"
+            if decision.reason is Reason.CREDENTIALS_INVALID and decision.evidence.detail
+            else ""
+        )
         flow.response = http.Response.make(
             407,
-            f"Proxy authentication required: {site} is social media; sign in with your City account.\n",
+            f"Proxy authentication required: {site} is social media; sign in with your City account.\n{why}",
             headers,
         )
 

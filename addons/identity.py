@@ -22,12 +22,15 @@ downgraded to whatever the address stands for.
 
 A rejected credential gives an unauthenticated Identity whose `problem` says why in plain words
 (never the password or the token); the core turns it into `credentials_invalid` and the
-decision log prints the problem.
+decision log prints the problem. A password the directory refused because of the account's
+state (disabled, locked, expired, must be changed) carries that state instead, and the core
+denies with a reason naming it: a 403 page, not another 407.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -38,7 +41,8 @@ from mitmproxy import connection, http
 from citygate.addons.credentials import REALM, UnsupportedCredentials, basic_credentials
 from citygate.addons.jwks import JwksKeys, KeysUnavailable
 from citygate.addons.negotiate import NEGOTIATE, NegotiateAcceptor
-from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.gateway import DirectoryGateway, Verification
+from citygate.directory.model import BindOutcome
 from citygate.proxy.decision import Identity
 from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
 from citygate.proxy.identity.tokens import (
@@ -208,9 +212,8 @@ class IdentityResolver:
             credentials = basic_credentials(values[0])
         except UnsupportedCredentials as exc:
             return self._unusable(presented.client_ip, BASIC, str(exc))
-        verified = await self.directory.authenticate(credentials.user, credentials.password)
-        problem = "the directory did not accept the password" if verified is False else None
-        return Identity(credentials.user, BASIC, authenticated=verified, problem=problem)
+        verification = await self.directory.authenticate(credentials.user, credentials.password)
+        return password_identity(credentials.user, verification)
 
     async def _by_token(self, token: str) -> Identity:
         if self.tokens is None:
@@ -252,6 +255,30 @@ class IdentityResolver:
     def _unusable(client_ip: str | None, method: str, problem: str) -> Identity:
         log.info("citygate: unusable proxy credentials from %s: %s", client_ip or "-", problem)
         return Identity("", method, authenticated=False, problem=problem)
+
+
+def password_identity(user: str, verification: Verification) -> Identity:
+    """The identity a password check gives: verified, refused (saying why), or unverifiable."""
+    outcome = verification.outcome
+    if outcome is BindOutcome.OK:
+        return Identity(user, BASIC)
+    if outcome is BindOutcome.UNAVAILABLE:
+        return Identity(user, BASIC, authenticated=None)
+    remembered = " (remembered: not sent to the directory again)" if verification.remembered else ""
+    if outcome is BindOutcome.RATE_LIMITED:
+        # A 407, not a 403 page: a browser shown a 403 keeps sending the same credentials and
+        # never asks again, while a 407 asks, so the employee can type the right password once
+        # the minute is over. The 407 costs the directory nothing meanwhile (no bind is made).
+        wait = math.ceil(verification.retry_after)
+        problem = f"too many sign-in attempts for this account; try again in {wait} s"
+        return Identity(user, BASIC, authenticated=False, problem=problem)
+    state = outcome.state
+    if state is None:
+        return Identity(
+            user, BASIC, authenticated=False, problem=f"the password was not accepted{remembered}"
+        )
+    problem = f"the directory refused the sign-in: {state.described}{remembered}"
+    return Identity(user, BASIC, authenticated=False, problem=problem, state=state)
 
 
 class Presented(NamedTuple):

@@ -123,6 +123,8 @@ class Metrics:
             gateway = config.current.directory  # a reload may bring a new gateway
             gateway.observer = self._directory_call
             gateway.breaker_observer = self._breaker_event
+            gateway.bind_observer = self._bind
+            gateway.refusal_observer = self._bind_refusal
             if gateway.breaker is not None:
                 metrics.set_breaker_state(gateway.breaker.state)
             negotiate = config.current.identities.negotiate
@@ -214,6 +216,16 @@ class Metrics:
         if metrics is not None:
             metrics.negotiate_handshakes.labels(result).inc()
             metrics.negotiate_duration.observe(seconds)
+
+    def _bind(self, result: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.binds.labels(result).inc()
+
+    def _bind_refusal(self, reason: str) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.bind_refusals.labels(reason).inc()
 
     def _fast_path_connection(self, outcome: str) -> None:
         metrics = self.metrics

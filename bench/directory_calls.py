@@ -33,6 +33,7 @@ from slapd import PEOPLE_BASE, Slapd, directory_options  # noqa: E402
 
 from citygate.directory.backends import open_directory  # noqa: E402
 from citygate.directory.gateway import DirectoryGateway  # noqa: E402
+from citygate.directory.model import BindOutcome  # noqa: E402
 from citygate.directory.shared import FILE_NAME, SharedAnswers, scope_of  # noqa: E402
 from citygate.proxy.decision import Identity, decide_request, people_involved  # noqa: E402
 from citygate.proxy.policy import Policy, load_policy  # noqa: E402
@@ -90,7 +91,8 @@ def write_config(folder: Path, server: Slapd, users: int) -> Path:
 
 
 async def one_request(gateway: DirectoryGateway, policy: Policy, user: str) -> bool:
-    verified = await gateway.authenticate(user, f"{user}-pass")
+    verification = await gateway.authenticate(user, f"{user}-pass")
+    verified = verification.outcome is BindOutcome.OK
     identity = Identity(user, "basic", authenticated=verified)
     people = await gateway.people(people_involved(policy, user if verified else None, HOSTS))
     at = datetime.now(policy.timezone)

@@ -41,12 +41,15 @@ class GuardSettings:
     for a hung directory).
     failures: failed calls in a row that open the breaker.
     backoff: the first wait after the breaker opens; it doubles up to check_interval.
+    bind_rate: the most password checks (binds) one account may cost the directory per minute
+    (see bind_rate.py).
     """
 
     call_timeout: float = 2.0
     check_interval: float = 5.0
     failures: int = 3
     backoff: float = 0.5
+    bind_rate: int = 5
 
 
 class Breaker:

@@ -5,7 +5,9 @@ not see each of them. Answers are kept for `ttl` seconds (a "no such person" for
 `negative_ttl`); when the directory cannot answer, an answer younger than `grace` is still
 used. Successful password checks are remembered for `credentials_ttl` as an HMAC-SHA256 of the
 password, keyed by a random per-process key and salted per entry, and compared in constant time:
-a memory dump does not reveal passwords, and a wrong password is always checked by the directory.
+a memory dump does not reveal passwords. Refused passwords are remembered the same way, with the
+directory's answer, for `failed_credentials_ttl`: a browser retrying a stale password costs the
+directory one bind, not one per request, so it cannot lock the account.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from citygate.directory.model import BindOutcome
 from citygate.directory.problems import ConfigError, Problems
 
-CACHE_KEYS = ("ttl", "negative_ttl", "grace", "max_entries", "credentials_ttl")
+CACHE_KEYS = ("ttl", "negative_ttl", "grace", "max_entries", "credentials_ttl", "failed_credentials_ttl")
 _DAY = 86_400
 
 
@@ -34,6 +37,8 @@ class CacheSettings:
     grace: float = 300.0
     max_entries: int = 50_000
     credentials_ttl: float = 300.0
+    # How long a refused (user, password) is answered from memory instead of binding again.
+    failed_credentials_ttl: float = 300.0
 
 
 def cache_settings(section: object, config_path: str | Path) -> CacheSettings:
@@ -47,7 +52,8 @@ def cache_settings(section: object, config_path: str | Path) -> CacheSettings:
             path,
             getattr(section, "line", None),
             "directory.cache must be a mapping of settings",
-            "e.g. cache: {ttl: 60, negative_ttl: 30, grace: 300, max_entries: 50000, credentials_ttl: 300}",
+            "e.g. cache: {ttl: 60, negative_ttl: 30, grace: 300, max_entries: 50000, credentials_ttl: 300, "
+            "failed_credentials_ttl: 300}",
         )
         raise ConfigError(problems)
     line_of = getattr(section, "line_of", None)
@@ -144,14 +150,14 @@ class CredentialCache:
         self._key = secrets.token_bytes(32)  # per process: nothing stored survives a restart
         self._entries: TtlCache[str, _Verified] = TtlCache(max_entries, clock)
 
-    def _digest(self, salt: bytes, user: str, password: str) -> bytes:
+    def digest(self, salt: bytes, user: str, password: str) -> bytes:
         user_bytes = user.encode("utf-8", "surrogatepass")
         message = len(user_bytes).to_bytes(4, "big") + user_bytes + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, salt + message, hashlib.sha256).digest()
 
     def remember(self, user: str, password: str, at: float | None = None) -> None:
         salt = secrets.token_bytes(16)
-        self._entries.put(user, _Verified(salt, self._digest(salt, user, password)), at)
+        self._entries.put(user, _Verified(salt, self.digest(salt, user, password)), at)
 
     def verified(self, user: str, password: str, max_age: float) -> bool:
         """Whether this password was accepted for this user less than `max_age` seconds ago."""
@@ -161,14 +167,60 @@ class CredentialCache:
         stored, age = entry
         if age >= max_age:
             return False
-        return hmac.compare_digest(stored.digest, self._digest(stored.salt, user, password))
+        return hmac.compare_digest(stored.digest, self.digest(stored.salt, user, password))
 
     def flight_key(self, user: str, password: str) -> bytes:
         """A key that identifies (user, password) among checks in progress, without the password."""
-        return self._digest(b"in-flight", user, password)
+        return self.digest(b"in-flight", user, password)
 
     def forget(self, user: str) -> None:
         self._entries.discard(user)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+#: Refused passwords remembered per user: enough for a browser cycling through a few stale ones.
+FAILURES_PER_USER = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    salt: bytes
+    digest: bytes
+    outcome: BindOutcome
+
+    def __repr__(self) -> str:
+        return f"_Refused(***, {self.outcome})"
+
+
+class FailedCredentials:
+    """Passwords the directory refused recently, per user, as salted keyed hashes with its answer."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self._hashes = CredentialCache(1, clock)  # only its per-process key and digest are used
+        self._entries: TtlCache[str, tuple[_Refused, ...]] = TtlCache(max_entries, clock)
+        self._clock = clock
+
+    def remember(self, user: str, password: str, outcome: BindOutcome, at: float | None = None) -> None:
+        salt = secrets.token_bytes(16)
+        refused = _Refused(salt, self._hashes.digest(salt, user, password), outcome)
+        # The entry's age is its newest refusal's: each refusal is kept until the user's last
+        # one is max_age old, which errs on the side of asking the directory less.
+        kept = self._entries.get(user)
+        earlier = kept[0][-(FAILURES_PER_USER - 1) :] if kept is not None else ()
+        self._entries.put(user, (*earlier, refused), at)
+
+    def refused(self, user: str, password: str, max_age: float) -> BindOutcome | None:
+        """The directory's answer when it refused this password less than `max_age` s ago."""
+        entry = self._entries.get(user)
+        if entry is None or entry[1] >= max_age:
+            return None
+        found = None
+        for refused in entry[0]:  # every entry compared, so timing does not tell which matched
+            if hmac.compare_digest(refused.digest, self._hashes.digest(refused.salt, user, password)):
+                found = refused.outcome
+        return found
+
+    def forget(self, user: str) -> None:
+        self._entries.discard(user)

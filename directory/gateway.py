@@ -17,6 +17,11 @@ contacting the server (cached answers within their grace still serve). A checker
 the directory every `check_interval` while it answers, and probes it with exponential backoff
 while it does not; `available()` (for /readyz) is the breaker's state, so readiness follows the
 directory within one check without a directory call per request.
+
+Password checks of a network directory are also kept from locking accounts: a refused
+(user, password) is answered from memory for `failed_credentials_ttl` without a bind, and
+binds per account are limited to `bind_rate` a minute (bind_rate.py); both in this process's
+memory only (each worker of `citygate run --workers N` has its own).
 """
 
 from __future__ import annotations
@@ -30,11 +35,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from citygate.directory.bind_rate import BindRate
 from citygate.directory.breaker import Breaker, GuardSettings, State
-from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache, cache_settings
-from citygate.directory.model import Directory, DirectoryUnavailable, Person
+from citygate.directory.cache import (
+    CacheSettings,
+    CredentialCache,
+    FailedCredentials,
+    TtlCache,
+    cache_settings,
+)
+from citygate.directory.model import BindOutcome, Directory, DirectoryUnavailable, Person
 
 if TYPE_CHECKING:
     from citygate.directory.settings import DirectorySettings
@@ -45,6 +57,17 @@ T = TypeVar("T")
 
 #: Worker threads for directory calls; a hung server holds one per call for at most its timeout.
 DEFAULT_WORKERS = 8
+
+REMEMBERED_FAILURE, RATE_LIMITED = "remembered_failure", "rate_limited"
+
+
+class Verification(NamedTuple):
+    """The answer to a password: the outcome, and for RATE_LIMITED the seconds until a bind is
+    allowed again. `remembered` marks a refusal answered from memory, without a bind."""
+
+    outcome: BindOutcome
+    retry_after: float = 0.0
+    remembered: bool = False
 
 
 class DirectoryGateway:
@@ -64,6 +87,7 @@ class DirectoryGateway:
         self._people: TtlCache[str, Person | None] = TtlCache(size, clock)
         self._groups: TtlCache[str, list[Person]] = TtlCache(size, clock)
         self._credentials = CredentialCache(size, clock)
+        self._failures = FailedCredentials(size, clock)
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
         self._executor = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="citygate-directory")
@@ -87,6 +111,12 @@ class DirectoryGateway:
         #: "probe_failed", "rejected" (a call failed fast). It runs on the event loop or on the
         #: checker thread, so it must only count, thread-safely.
         self.breaker_observer: Callable[[str, State], None] | None = None
+        self._bind_rate = BindRate(self.guard.bind_rate, clock, size) if self.guard is not None else None
+        #: Told of every bind's outcome (a BindOutcome value; "unavailable" for no answer), and
+        #: of every password refused without a bind ("remembered_failure", "rate_limited").
+        #: Both run on the event loop, so they must only count.
+        self.bind_observer: Callable[[str], None] | None = None
+        self.refusal_observer: Callable[[str], None] | None = None
         self._checker: threading.Thread | None = None
         self._checker_lock = threading.Lock()
         self._closed = threading.Event()
@@ -336,35 +366,68 @@ class DirectoryGateway:
 
     # --- passwords ---------------------------------------------------------------------------
 
-    async def authenticate(self, uid: str, password: str) -> bool | None:
-        """Whether the password is right; None when the directory could not say."""
+    async def authenticate(self, uid: str, password: str) -> Verification:
+        """What the directory says to this password (UNAVAILABLE: it could not say).
+
+        For a network directory, a password accepted within `credentials_ttl` is accepted and a
+        password refused within `failed_credentials_ttl` is refused again, both without a bind;
+        past `bind_rate` binds a minute for the account, RATE_LIMITED without a bind.
+        """
         if self._executor is None:
             try:
-                return await self._call(self.backend.authenticate, uid, password)
+                return Verification(await self._call(self.backend.authenticate, uid, password))
             except DirectoryUnavailable as exc:
                 log.warning("directory unavailable verifying a password for %s: %s", uid, exc)
-                return None
+                return Verification(BindOutcome.UNAVAILABLE)
         key = uid.casefold()
         if self._credentials.verified(key, password, self.cache.credentials_ttl):
-            return True
+            return Verification(BindOutcome.OK)
+        refused = self._failures.refused(key, password, self.cache.failed_credentials_ttl)
+        if refused is not None:
+            self._count(self.refusal_observer, REMEMBERED_FAILURE)
+            return Verification(refused, remembered=True)
 
-        async def check() -> bool:
+        async def check() -> Verification:
+            wait = self._bind_rate.take(key) if self._bind_rate is not None else 0.0
+            if wait > 0:
+                self._count(self.refusal_observer, RATE_LIMITED)
+                return Verification(BindOutcome.RATE_LIMITED, retry_after=wait)
             started = self._clock()
-            accepted = await self._call(self.backend.authenticate, uid, password)
-            if accepted is True:  # only successes are remembered
+            try:
+                outcome = await self._call(self.backend.authenticate, uid, password)
+            except DirectoryUnavailable:
+                # Not counted against the account: an outage (or an open breaker) must give
+                # `directory_unavailable`, not "too many attempts", once it is over.
+                if self._bind_rate is not None:
+                    self._bind_rate.give_back(key)
+                raise
+            self._count(self.bind_observer, outcome.value)
+            if outcome is BindOutcome.OK:
                 self._credentials.remember(key, password, started)
-            return accepted is True
+            else:
+                self._failures.remember(key, password, outcome, started)
+            return Verification(outcome)
 
         try:
             return await self._shared(("password", key, self._credentials.flight_key(key, password)), check)
         except DirectoryUnavailable as exc:
+            self._count(self.bind_observer, BindOutcome.UNAVAILABLE.value)
             if self._credentials.verified(key, password, max(self.cache.grace, self.cache.credentials_ttl)):
                 log.warning(
                     "directory unavailable verifying a password for %s; accepted recently: %s", uid, exc
                 )
-                return True
+                return Verification(BindOutcome.OK)
             log.warning("directory unavailable verifying a password for %s: %s", uid, exc)
-            return None
+            return Verification(BindOutcome.UNAVAILABLE)
+
+    @staticmethod
+    def _count(observer: Callable[[str], None] | None, label: str) -> None:
+        if observer is None:
+            return
+        try:
+            observer(label)
+        except Exception:  # counting must never break a password check
+            log.exception("citygate: could not count a password check")
 
     # --- groups ------------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ Safety rules this module keeps:
 - passwords are checked by binding as the person's DN (found by a search as the service
   account) on a separate connection: password hashes are never read; an empty password is
   refused without binding (an empty password makes an unauthenticated bind, which succeeds);
+  the bind asks for OpenLDAP's password policy control and reads AD's sub-code, so a refusal
+  says whether the password was wrong or the account is disabled, locked, expired, ...
+  (bind_answers.py); a wrong password never reveals the account's state;
 - everything that means "the directory could not answer" (refused or timed-out connections,
   TLS failures, a refused service account, busy servers, missing bases) raises
   DirectoryUnavailable, never "no such person";
@@ -33,6 +36,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -41,8 +45,16 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
+from citygate.directory.bind_answers import (
+    PPOLICY_OID,
+    ad_bind_outcome,
+    ad_state,
+    combined_outcome,
+    ppolicy_bind_outcome,
+    ppolicy_state,
+)
 from citygate.directory.breaker import GuardSettings
-from citygate.directory.model import DirectoryUnavailable, Person
+from citygate.directory.model import AccountState, BindOutcome, DirectoryUnavailable, Person
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +78,19 @@ _REFUSED_BINDS = {
 }
 _ACCEPTED_SEARCHES = {0, 4}  # success, sizeLimitExceeded (we asked for a limit)
 _NO_SUCH_OBJECT = 32
-# AD's userAccountControl flag ACCOUNTDISABLE.
-_UF_ACCOUNTDISABLE = 0x2
+_INVALID_CREDENTIALS = 49
+# The account attributes each way of marking accounts reads (see bind_answers.py).
+_STATE_ATTRIBUTES = {
+    "ppolicy": ("pwdAccountLockedTime", "pwdReset"),
+    "user-account-control": (
+        "userAccountControl",
+        "msDS-User-Account-Control-Computed",  # AD's live lockout and password-expiry flags
+        "lockoutTime",
+        "pwdLastSet",
+        "accountExpires",
+        "logonHours",
+    ),
+}
 
 DISABLED_MARKERS = ("ppolicy", "user-account-control", "filter")
 GROUP_MODES = ("memberof", "search")
@@ -223,15 +246,19 @@ def parse_server_url(url: str) -> _Address:
     return _Address(url.strip(), parts.hostname, port, scheme == "ldaps")
 
 
+# Binary attributes, kept as hexadecimal text rather than decoded as UTF-8.
+_BINARY_ATTRIBUTES = frozenset({"logonhours"})
+
+
 def _attributes(entry: dict[str, Any]) -> dict[str, list[str]]:
     raw = entry.get("raw_attributes") or {}
-    return {
-        name.lower(): [
-            value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-            for value in values
-        ]
-        for name, values in raw.items()
-    }
+    return {name.lower(): [_text(name.lower(), value) for value in values] for name, values in raw.items()}
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, bytes):
+        return str(value)
+    return value.hex() if name in _BINARY_ATTRIBUTES else value.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,10 +296,7 @@ class LdapDirectory:
         ]
         if settings.groups == "memberof":
             wanted.append(settings.member_of_attribute)
-        if settings.disabled == "ppolicy":
-            wanted.append("pwdAccountLockedTime")
-        elif settings.disabled == "user-account-control":
-            wanted.append("userAccountControl")
+        wanted += _STATE_ATTRIBUTES.get(settings.disabled, ())
         self._person_attributes = list(dict.fromkeys(wanted))
         self._group_base_key = _dn_key(settings.group_base)
 
@@ -291,23 +315,24 @@ class LdapDirectory:
 
         return self._run(find, f"looking up {uid!r}")
 
-    def authenticate(self, uid: str, password: str) -> bool:
+    def authenticate(self, uid: str, password: str) -> BindOutcome:
         if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
-            return False
+            return BindOutcome.WRONG_PASSWORD
         if not acceptable_login(uid):
-            return False
+            return BindOutcome.WRONG_PASSWORD
 
-        def find(connection: Connection) -> tuple[str, bool] | None:
+        def find(connection: Connection) -> tuple[str, AccountState] | None:
             found = self._find(connection, uid)
-            return None if found is None else (found.dn, self._disabled(connection, found))
+            return None if found is None else (found.dn, self._state(connection, found))
 
         account = self._run(find, f"looking up {uid!r} to verify a password")
         if account is None:
-            return False
-        dn, disabled = account
-        if disabled:
-            return False
-        return self._bind_as(dn, password)
+            return BindOutcome.WRONG_PASSWORD
+        dn, known = account
+        # Bound even when the attributes say the account cannot sign in: only the right
+        # password may learn its state (combined_outcome), and binding a disabled or locked
+        # account counts no failure against it.
+        return combined_outcome(self._bind_as(dn, password), known)
 
     def group_members(self, group: str) -> list[Person]:
         name = group.strip() if isinstance(group, str) else ""
@@ -377,7 +402,7 @@ class LdapDirectory:
             department=department,
             title=first(s.title_attribute),
             groups=self._groups(connection, found),
-            disabled=self._disabled(connection, found),
+            state=self._state(connection, found),
             mail=first(s.mail_attribute),
         )
 
@@ -417,24 +442,25 @@ class LdapDirectory:
         values = _attributes(entries[0]).get(s.group_name_attribute.lower(), []) if entries else []
         return values[0] if values else None
 
-    def _disabled(self, connection: Connection, found: _Found) -> bool:
+    def _state(self, connection: Connection, found: _Found) -> AccountState:
         s = self.settings
-        disabled = False
+        state = AccountState.ACTIVE
         if s.disabled == "ppolicy":
-            disabled = bool(found.attributes.get("pwdaccountlockedtime"))
+            state = ppolicy_state(found.attributes)
         elif s.disabled == "user-account-control":
-            values = found.attributes.get("useraccountcontrol", [])
-            try:
-                disabled = bool(int(values[0]) & _UF_ACCOUNTDISABLE)
-            except (IndexError, ValueError):
-                # Unreadable (an ACL?) or garbage: an account citygate cannot vouch for.
+            state = ad_state(found.attributes, datetime.now(UTC))
+            if not found.attributes.get("useraccountcontrol"):
+                # Unreadable (an ACL?): an account citygate cannot vouch for (ad_state: disabled).
                 log.warning(
                     "directory: %s has no usable userAccountControl; treating it as disabled", found.dn
                 )
-                disabled = True
-        if not disabled and s.disabled_filter:
-            disabled = bool(self._search(connection, found.dn, s.disabled_filter, ["1.1"], scope=BASE))
-        return disabled
+        if (
+            state is AccountState.ACTIVE
+            and s.disabled_filter
+            and self._search(connection, found.dn, s.disabled_filter, ["1.1"], scope=BASE)
+        ):
+            state = AccountState.DISABLED
+        return state
 
     def _members(self, connection: Connection, name: str) -> list[Person]:
         s = self.settings
@@ -684,8 +710,8 @@ class LdapDirectory:
             self._release(index, connection)
             return result
 
-    def _bind_as(self, dn: str, password: str) -> bool:
-        """Whether `password` binds as `dn`, on a connection of its own (never pooled)."""
+    def _bind_as(self, dn: str, password: str) -> BindOutcome:
+        """What binding as `dn` with `password` answers, on a connection of its own (never pooled)."""
         order, probing = self._plan("a password check")
         try:
             failures: list[str] = []
@@ -694,11 +720,12 @@ class LdapDirectory:
                 connection: Connection | None = None
                 try:
                     connection = self._connect(index, dn, password)
-                    accepted = connection.bind(read_server_info=False)
-                    code = (connection.result or {}).get("result")
-                    if accepted or code in _REFUSED_BINDS:
+                    # Not critical: a server without ppolicy (AD) ignores it.
+                    accepted = connection.bind(read_server_info=False, controls=[(PPOLICY_OID, False, None)])
+                    result = connection.result or {}
+                    if accepted or result.get("result") in _REFUSED_BINDS:
                         self._mark(index, ok=True)
-                        return bool(accepted)
+                        return _bind_outcome(bool(accepted), result)
                     raise _Unanswered(f"bind answered {(connection.result or {}).get('description')}")
                 except (LDAPException, OSError, _Unanswered) as exc:
                     self._mark(index, ok=False, failure=exc)
@@ -711,6 +738,22 @@ class LdapDirectory:
         finally:
             if probing:
                 self._probe.release()
+
+
+def _bind_outcome(accepted: bool, result: dict[str, Any]) -> BindOutcome:
+    """A bind's answer as an outcome: the policy control's error (OpenLDAP), the sub-code of
+    the message (AD), else accepted or wrong password."""
+    control = (result.get("controls") or {}).get(PPOLICY_OID) or {}
+    value = control.get("value")
+    # ppolicy accepts the bind of an account that must change its password and says so only here.
+    stated = ppolicy_bind_outcome(value if isinstance(value, bytes) else None)
+    if stated is not None:
+        return stated
+    if accepted:
+        return BindOutcome.OK
+    if result.get("result") == _INVALID_CREDENTIALS:
+        return ad_bind_outcome(result.get("message")) or BindOutcome.WRONG_PASSWORD
+    return BindOutcome.WRONG_PASSWORD
 
 
 def _timed_out(exc: BaseException) -> bool:

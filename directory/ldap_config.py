@@ -68,6 +68,7 @@ LDAP_KEYS = (
     "check_interval",
     "breaker_failures",
     "breaker_backoff",
+    "bind_rate",
     *_ATTRIBUTE_KEYS,
     *_FILTER_KEYS,
     "groups",
@@ -301,11 +302,15 @@ class _Reader:
                 f"{backoff:g} s is longer than check_interval ({check_interval:g} s), the longest backoff",
                 f"e.g. breaker_backoff: {min(defaults.backoff, check_interval):g}, or a longer check_interval",
             )
+        bind_rate = self.number(
+            "bind_rate", defaults.bind_rate, 1, 1000, whole=True, unit="binds per account per minute"
+        )
         return GuardSettings(
             call_timeout=call_timeout,
             check_interval=check_interval,
             failures=int(failures),
             backoff=min(backoff, check_interval),
+            bind_rate=int(bind_rate),
         )
 
     def servers(self) -> list[tuple[str, str, bool]]:

@@ -9,7 +9,74 @@ contract tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
+
+
+class AccountState(StrEnum):
+    """Whether an account may sign in now, as the directory says; anything but ACTIVE refuses it.
+
+    Read from the account's attributes by `lookup` (so `citygate explain` sees it without a
+    password) and from the answer to a bind (AD's sub-codes, OpenLDAP's ppolicy control).
+    """
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    LOCKED = "locked"
+    ACCOUNT_EXPIRED = "account_expired"
+    PASSWORD_EXPIRED = "password_expired"  # noqa: S105 (a state's name, not a password)
+    MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 (a state's name, not a password)
+    # Outside the account's logon hours, or from a workstation it may not use (AD 530, 531).
+    NOT_PERMITTED_NOW = "not_permitted_now"
+
+    @property
+    def described(self) -> str:
+        """The state in a few plain words, for logs and `explain` ("the account is locked")."""
+        return _DESCRIBED[self]
+
+
+_DESCRIBED = {
+    AccountState.ACTIVE: "the account may sign in",
+    AccountState.DISABLED: "the account is disabled",
+    AccountState.LOCKED: "the account is locked",
+    AccountState.ACCOUNT_EXPIRED: "the account has expired",
+    AccountState.PASSWORD_EXPIRED: "the password has expired",
+    AccountState.MUST_CHANGE_PASSWORD: "the password must be changed first",
+    AccountState.NOT_PERMITTED_NOW: "the account may not sign in at this time or from this computer",
+}
+
+
+class BindOutcome(StrEnum):
+    """What the directory answered to a password: the `authenticate` result of every backend."""
+
+    OK = "ok"
+    # A wrong password and an unknown account look the same, so a guess learns nothing.
+    WRONG_PASSWORD = "wrong_password"  # noqa: S105 (a state's name, not a password)
+    DISABLED = "disabled"
+    LOCKED = "locked"
+    ACCOUNT_EXPIRED = "account_expired"
+    PASSWORD_EXPIRED = "password_expired"  # noqa: S105 (a state's name, not a password)
+    MUST_CHANGE_PASSWORD = "must_change_password"  # noqa: S105 (a state's name, not a password)
+    NOT_PERMITTED_NOW = "not_permitted_now"
+    # The directory could not say (the gateway's answer; backends raise DirectoryUnavailable).
+    UNAVAILABLE = "unavailable"
+    # The gateway's answer: too many binds for this account lately, so none was made.
+    RATE_LIMITED = "rate_limited"
+
+    @property
+    def state(self) -> AccountState | None:
+        """The account state this outcome reports, or None (accepted, wrong, or no answer)."""
+        return _STATES.get(self)
+
+    @classmethod
+    def of_state(cls, state: AccountState) -> BindOutcome:
+        """The outcome that reports `state` (ACTIVE: OK)."""
+        return cls.OK if state is AccountState.ACTIVE else cls(state.value)
+
+
+_STATES = {
+    outcome: AccountState(outcome.value) for outcome in BindOutcome if outcome.value in set(AccountState)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +92,19 @@ class Person:
     department: str | None
     title: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
-    disabled: bool = False
+    state: AccountState = AccountState.ACTIVE
     mail: str | None = None
+
+    @property
+    def disabled(self) -> bool:
+        """Whether the account is disabled or expired: no longer an employee in good standing, so
+        the grants they approved stop counting. A lock, a password to change or logon hours
+        keep them from signing in (`can_sign_in`), not from being an approver."""
+        return self.state in (AccountState.DISABLED, AccountState.ACCOUNT_EXPIRED)
+
+    @property
+    def can_sign_in(self) -> bool:
+        return self.state is AccountState.ACTIVE
 
 
 class DirectoryUnavailable(Exception):
@@ -50,11 +128,13 @@ class Directory(Protocol):
         """
         ...
 
-    def authenticate(self, uid: str, password: str) -> bool:
-        """Whether this password is the person's current password.
+    def authenticate(self, uid: str, password: str) -> BindOutcome:
+        """What the directory says to this password for this person.
 
-        False for a wrong password, an unknown or disabled account, and an empty password.
-        Raises DirectoryUnavailable when the directory cannot answer.
+        OK only for the current password of an account that may sign in; WRONG_PASSWORD for a
+        wrong or empty password and for an unknown account; the account's state (DISABLED,
+        LOCKED, ...) when the directory reports one. Never UNAVAILABLE or RATE_LIMITED: raises
+        DirectoryUnavailable when the directory cannot answer.
         """
         ...
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citygate.directory.cache import CacheSettings
-from citygate.directory.model import Directory, Person
+from citygate.directory.model import AccountState, BindOutcome, Directory, Person
 
 if TYPE_CHECKING:
     from citygate.directory.settings import DirectorySettings
@@ -124,7 +124,7 @@ class SharedAnswers:
         self._write("group", key, [_fields(person) for person in people])
         return people
 
-    def authenticate(self, uid: str, password: str) -> bool:
+    def authenticate(self, uid: str, password: str) -> BindOutcome:
         self._count("authenticate")
         return self.backend.authenticate(uid, password)
 
@@ -227,7 +227,7 @@ def _fields(person: Person) -> dict[str, object]:
         "department": person.department,
         "title": person.title,
         "groups": sorted(person.groups),
-        "disabled": person.disabled,
+        "state": person.state.value,
         "mail": person.mail,
     }
 
@@ -249,6 +249,6 @@ def _person(fields: object) -> Person:
         fields["department"],
         title=fields["title"],
         groups=frozenset(fields["groups"]),
-        disabled=fields["disabled"],
+        state=AccountState(fields["state"]),
         mail=fields["mail"],
     )

@@ -2,7 +2,9 @@
 
 For demos, tests and small sites without LDAP. It reads the same LDIF a real OpenLDAP is
 seeded with and follows LDAP's rules where they matter to a security decision: uids match
-case-insensitively, ppolicy-locked accounts are disabled, only salted hashes log in.
+case-insensitively, ppolicy-locked accounts cannot sign in (a permanent lock, 000001010000Z,
+is a disabled account; other lock times are locks, `pwdReset: TRUE` a forced password
+change), only salted hashes log in.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
+from citygate.directory.bind_answers import ppolicy_state
 from citygate.directory.ldif import LdifEntry, LdifError, read_ldif
-from citygate.directory.model import Person
+from citygate.directory.model import BindOutcome, Person
 from citygate.directory.passwords import verify_password
 
 log = logging.getLogger(__name__)
@@ -88,14 +91,17 @@ class StaticDirectory:
         account = self._accounts.get(uid.casefold())
         return account.person if account else None
 
-    def authenticate(self, uid: str, password: str) -> bool:
+    def authenticate(self, uid: str, password: str) -> BindOutcome:
         account = self._accounts.get(uid.casefold())
-        if account is None or account.person.disabled or not password:
-            return False
+        if account is None or not password:
+            return BindOutcome.WRONG_PASSWORD
         # A list, not any(): compare against every stored hash so timing does not depend on
         # which one (if any) matched.
         results = [verify_password(stored, password) for stored in account.password_hashes]
-        return any(results)
+        if not any(results):
+            return BindOutcome.WRONG_PASSWORD
+        # Only the right password learns the account's state, as from a directory.
+        return BindOutcome.of_state(account.person.state)
 
     def group_members(self, group: str) -> list[Person]:
         return list(self._groups.get(group.strip().lower(), []))
@@ -208,7 +214,7 @@ def _account(path: str, entry: LdifEntry) -> _Account:
         name=_first(entry, "displayname") or _first(entry, "cn") or uid,
         department=department,
         title=_first(entry, "title"),
-        disabled="pwdaccountlockedtime" in entry.attributes,
+        state=ppolicy_state(entry.attributes),
         mail=_first(entry, "mail"),
     )
     return _Account(person=person, password_hashes=hashes)

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from citygate.directory.model import Person
+from citygate.directory.model import AccountState, Person
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.grants import Grant, normalize_path, path_in_scope
 from citygate.proxy.hosts import normalize_host
@@ -37,6 +37,12 @@ class Reason(StrEnum):
     APPROVER_NOT_AUTHORIZED = "approver_not_authorized"
     SELF_APPROVAL = "self_approval"
     EMPLOYEE_DISABLED = "employee_disabled"
+    # The account cannot sign in now, for the reason named (the directory's account state).
+    ACCOUNT_LOCKED = "account_locked"
+    ACCOUNT_EXPIRED = "account_expired"
+    PASSWORD_EXPIRED = "password_expired"  # noqa: S105 (a state's name, not a password)
+    PASSWORD_MUST_CHANGE = "password_must_change"  # noqa: S105 (a state's name, not a password)
+    LOGON_NOT_PERMITTED = "logon_not_permitted"
     UNKNOWN_EMPLOYEE = "unknown_employee"
     PATH_OUT_OF_SCOPE = "path_out_of_scope"
     DIRECTORY_UNAVAILABLE = "directory_unavailable"
@@ -65,6 +71,16 @@ _DENIAL_PRECEDENCE = (
 )
 _DENIAL_RANK = {reason: rank for rank, reason in enumerate(_DENIAL_PRECEDENCE)}
 
+#: The denial for each account state that refuses a sign-in.
+STATE_REASONS = {
+    AccountState.DISABLED: Reason.EMPLOYEE_DISABLED,
+    AccountState.LOCKED: Reason.ACCOUNT_LOCKED,
+    AccountState.ACCOUNT_EXPIRED: Reason.ACCOUNT_EXPIRED,
+    AccountState.PASSWORD_EXPIRED: Reason.PASSWORD_EXPIRED,
+    AccountState.MUST_CHANGE_PASSWORD: Reason.PASSWORD_MUST_CHANGE,
+    AccountState.NOT_PERMITTED_NOW: Reason.LOGON_NOT_PERMITTED,
+}
+
 
 class Identity(NamedTuple):
     """Who the proxy believes is asking, and how it came to believe it.
@@ -73,6 +89,9 @@ class Identity(NamedTuple):
     the directory (or the token issuer's keys) could not be had to verify them. `problem` says
     why in plain words, for the log; it never holds a password or a token. `shared_role` marks
     a source-address role such as a library kiosk: not a person, so it never holds a grant.
+    `state` is set (with authenticated False) when the directory refused the password because
+    of the account's state (disabled, locked, ...): that is a denial naming the state, not a
+    request to sign in again.
     """
 
     user: str
@@ -80,6 +99,7 @@ class Identity(NamedTuple):
     authenticated: bool | None = True
     problem: str | None = None
     shared_role: bool = False
+    state: AccountState | None = None
 
 
 # Identity, Evidence and Decision are named tuples rather than frozen dataclasses: just as
@@ -279,6 +299,11 @@ def _unverified(identity: Identity, host_name: str, match: SiteMatch) -> Decisio
         detail = identity.problem or "the directory could not verify the password"
         evidence = Evidence(employee=user, identity_method=method, detail=detail)
         return Decision(Result.DENY, Reason.DIRECTORY_UNAVAILABLE, host_name, match, evidence=evidence)
+    if not identity.authenticated and identity.state not in (None, AccountState.ACTIVE):
+        # Another 407 would only make the browser ask again (or retry a saved password) for an
+        # account that cannot sign in whatever is typed: a page naming the state ends it.
+        detail = identity.problem or identity.state.described
+        return _deny(identity, host_name, match, STATE_REASONS[identity.state], detail)
     if not identity.authenticated:
         evidence = Evidence(employee=user, identity_method=method, detail=identity.problem or "")
         return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_INVALID, host_name, match, evidence=evidence)
@@ -301,9 +326,9 @@ def _not_an_employee(
     employee = people[user]
     if employee is None:
         return _deny(identity, host_name, match, Reason.UNKNOWN_EMPLOYEE, "no such account in the directory")
-    if employee.disabled:
-        detail = "the employee's account is disabled"
-        return _deny(identity, host_name, match, Reason.EMPLOYEE_DISABLED, detail, employee.department)
+    if not employee.can_sign_in:
+        detail = employee.state.described
+        return _deny(identity, host_name, match, STATE_REASONS[employee.state], detail, employee.department)
     return None
 
 

@@ -60,15 +60,24 @@ POLICY_DENIALS = frozenset(
         "path_out_of_scope",
     }
 )
-ALL_REASONS = POLICY_DENIALS | {
-    "credentials_required",
-    "credentials_invalid",
-    "directory_unavailable",
-    "internal_error",
-    "audit_log_unavailable",
-    "malformed_request",
-    "unrecognized_protocol",
-}
+# An account that cannot sign in (locked, expired, ...) says nothing about the employee's use
+# either: the directory refused the sign-in before any site was judged.
+ACCOUNT_STATE_DENIALS = frozenset(
+    {"account_locked", "account_expired", "password_expired", "password_must_change", "logon_not_permitted"}
+)
+ALL_REASONS = (
+    POLICY_DENIALS
+    | ACCOUNT_STATE_DENIALS
+    | {
+        "credentials_required",
+        "credentials_invalid",
+        "directory_unavailable",
+        "internal_error",
+        "audit_log_unavailable",
+        "malformed_request",
+        "unrecognized_protocol",
+    }
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")

@@ -17,7 +17,26 @@ PLAIN_REASONS: dict[Reason, str] = {
         "so the grant is not in force."
     ),
     Reason.SELF_APPROVAL: "A grant cannot be approved by the person it is for.",
-    Reason.EMPLOYEE_DISABLED: "Your City account is disabled.",
+    Reason.EMPLOYEE_DISABLED: "Your City account is disabled. Call the IT service desk if you think it should not be.",
+    Reason.ACCOUNT_LOCKED: (
+        "Your City account is locked after too many wrong passwords. Call the IT service desk to "
+        "unlock it, or wait until the lock ends, then sign in again."
+    ),
+    Reason.ACCOUNT_EXPIRED: (
+        "Your City account has expired. Call the IT service desk (or ask your manager) to have it extended."
+    ),
+    Reason.PASSWORD_EXPIRED: (
+        "Your City password has expired. Change it (sign in to a City computer, or call the IT "
+        "service desk), then sign in to the proxy with the new password."
+    ),
+    Reason.PASSWORD_MUST_CHANGE: (
+        "Your City password was reset and must be changed before you can use it. Change it (sign "
+        "in to a City computer, or call the IT service desk), then sign in with the new password."
+    ),
+    Reason.LOGON_NOT_PERMITTED: (
+        "Your City account may not sign in at this time or from this device (its logon hours or "
+        "allowed computers). Call the IT service desk if you need access now."
+    ),
     Reason.UNKNOWN_EMPLOYEE: "Your account was not found in the City directory.",
     Reason.PATH_OUT_OF_SCOPE: "Your grant covers only certain pages of this site, and this page is not one of them.",
     Reason.DIRECTORY_UNAVAILABLE: (

@@ -6,7 +6,10 @@ installs them), never ldap3's MOCK strategy. One instance starts in well under a
 What an instance has:
 - suffix dc=city,dc=example on an mdb database, with the `memberof` overlay (entries are
   loaded with ldapadd after start, so memberOf is filled) and `ppolicy` with a default policy
-  whose `pwdLockout: TRUE` makes slapd refuse a bind for a `pwdAccountLockedTime` account;
+  whose `pwdLockout: TRUE` makes slapd refuse a bind for a `pwdAccountLockedTime` account
+  (`ppolicy_use_lockout`: the refusal's policy control says accountLocked), and a stricter
+  policy, LOCKOUT_POLICY_DN, for people added with `add_person`: locked after
+  LOCKOUT_FAILURES wrong passwords, and `pwdReset: TRUE` means "change your password first";
 - directory/demo.ldif itself (ou=people / ou=groups), plus an Active-Directory-flavoured copy
   of the same people under ou=ad (sAMAccountName, userAccountControl 514 for the disabled
   account, `department`, objectClass user/group from a small test schema with Microsoft's OIDs);
@@ -86,6 +89,10 @@ objectclass ( 1.2.840.113556.1.5.8 NAME 'group' SUP top AUXILIARY
   MAY ( sAMAccountName $ objectCategory ) )
 """
 
+# Like AD's default lockout threshold, small: the tests show the proxy never reaches it.
+LOCKOUT_FAILURES = 3
+LOCKOUT_POLICY_DN = f"cn=lockout,ou=policies,{SUFFIX}"
+
 # Loaded after demo.ldif: the ppolicy default policy (without pwdLockout a locked account
 # still binds) and citygate's service account.
 POLICIES_LDIF = f"""\
@@ -99,6 +106,15 @@ objectClass: pwdPolicy
 cn: default
 pwdAttribute: userPassword
 pwdLockout: TRUE
+
+dn: {LOCKOUT_POLICY_DN}
+objectClass: device
+objectClass: pwdPolicy
+cn: lockout
+pwdAttribute: userPassword
+pwdLockout: TRUE
+pwdMaxFailure: {LOCKOUT_FAILURES}
+pwdMustChange: TRUE
 
 dn: ou=services,{SUFFIX}
 objectClass: organizationalUnit
@@ -348,6 +364,9 @@ class Slapd:
             "overlay memberof",
             "overlay ppolicy",
             f'ppolicy_default "cn=default,ou=policies,{SUFFIX}"',
+            # Without it slapd answers a locked account's bind with a plain invalidCredentials
+            # and an empty policy control: citygate could not tell "locked" from a wrong password.
+            "ppolicy_use_lockout",
             # Like a real directory: password hashes are for binding only.
             "access to attrs=userPassword",
             "  by self write",
@@ -505,6 +524,49 @@ class Slapd:
     def lock(self, dn: str) -> None:
         """Lock an account the OpenLDAP way (ppolicy refuses its binds from now on)."""
         self.replace(dn, "pwdAccountLockedTime", "000001010000Z")
+
+    def add_person(self, uid: str, password: str, *extra: str) -> str:
+        """Add a person under LOCKOUT_POLICY_DN (extra: more LDIF lines); their DN."""
+        dn = person_dn(uid)
+        lines = [
+            f"dn: {dn}",
+            "objectClass: inetOrgPerson",
+            f"uid: {uid}",
+            f"cn: {uid}",
+            f"sn: {uid}",
+            "departmentNumber: Parks",
+            f"userPassword: {password}",
+            f"pwdPolicySubentry: {LOCKOUT_POLICY_DN}",
+            *extra,
+        ]
+        self.add("\n".join(lines) + "\n")
+        return dn
+
+    def locked_out(self, dn: str) -> bool:
+        """Whether ppolicy has locked the account (pwdAccountLockedTime set), read as the administrator."""
+        result = subprocess.run(
+            [
+                "ldapsearch",
+                "-x",
+                "-LLL",
+                "-H",
+                self.url,
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+                "-b",
+                dn,
+                "-s",
+                "base",
+                "(objectClass=*)",
+                "pwdAccountLockedTime",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return "pwdAccountLockedTime:" in result.stdout
 
     def unlock(self, dn: str) -> None:
         self.modify(dn, [("delete", "pwdAccountLockedTime", [])])

@@ -7,8 +7,9 @@ in one process (the tests) keep separate counts.
 No label names an employee. Labels take values from bounded sets only: site ids (the catalog),
 departments (the directory's, capped by `max_departments`; the rest are counted as "other"),
 decisions and reasons (fixed lists), flag rule ids (the configuration), directory operations and
-results (fixed lists). The largest metric, citygate_decisions_total, has at most
-sites x (max_departments + 2) x 15 reason/decision pairs series; README "Dashboards" states it.
+results, bind outcomes and refusals (fixed lists). The largest metric, citygate_decisions_total,
+has at most sites x (max_departments + 2) x 20 reason/decision pairs series; README "Dashboards"
+states it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from citygate.directory.breaker import State
+from citygate.directory.gateway import RATE_LIMITED, REMEMBERED_FAILURE
+from citygate.directory.model import BindOutcome
 from citygate.proxy.flags import expires_within
 from citygate.proxy.grants import Grant
 
@@ -152,6 +155,28 @@ class MetricSet:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # --- password checks kept from locking accounts (directory/gateway.py) ---------------
+        self.binds = Counter(
+            "citygate_directory_binds_total",
+            "Password checks that reached the directory (binds), by outcome: ok, wrong_password, "
+            "disabled, locked, account_expired, password_expired, must_change_password, "
+            "not_permitted_now, unavailable (no answer).",
+            ["result"],
+            registry=r,
+        )
+        self.bind_refusals = Counter(
+            "citygate_bind_refusals_total",
+            "Passwords refused without a bind, by reason: remembered_failure (refused within "
+            "directory.cache.failed_credentials_ttl), rate_limited (over directory.bind_rate binds "
+            "a minute for the account). Counted per worker process.",
+            ["reason"],
+            registry=r,
+        )
+        for bound in BindOutcome:
+            if bound is not BindOutcome.RATE_LIMITED:
+                self.binds.labels(bound.value)
+        for refusal in (REMEMBERED_FAILURE, RATE_LIMITED):
+            self.bind_refusals.labels(refusal)
         self.config_reloads = Counter(
             "citygate_config_reloads_total",
             "Configuration loads, the start-up one included, by result (success, failure).",

@@ -5,7 +5,7 @@ The cast is directory/demo.ldif; every password there is "<uid>-pass".
 
 import pytest
 
-from citygate.directory.model import Person
+from citygate.directory.model import AccountState, BindOutcome, Person
 
 DIRECTORS = {"ahernandez", "rpatel", "lgarcia", "pkim"}
 EVERYONE = {
@@ -73,7 +73,7 @@ def test_person_fields_for_an_employee(directory):
         department="Parks",
         title="Social Media Coordinator",
         groups=frozenset(),
-        disabled=False,
+        state=AccountState.ACTIVE,
         mail="jlee@city.example",
     )
 
@@ -122,11 +122,11 @@ def test_separated_employee_is_disabled(directory):
 
 @pytest.mark.parametrize("uid", sorted(EVERYONE - {"bjones"}))
 def test_authenticate_with_the_right_password(directory, uid):
-    assert directory.authenticate(uid, f"{uid}-pass") is True
+    assert directory.authenticate(uid, f"{uid}-pass") is BindOutcome.OK
 
 
 def test_authenticate_uid_is_case_insensitive(directory):
-    assert directory.authenticate("JLee", "jlee-pass") is True
+    assert directory.authenticate("JLee", "jlee-pass") is BindOutcome.OK
 
 
 @pytest.mark.parametrize(
@@ -139,12 +139,15 @@ def test_authenticate_uid_is_case_insensitive(directory):
         ("jlee", "", "empty password"),
         ("nobody", "nobody-pass", "unknown user"),
         ("", "", "empty everything"),
-        ("bjones", "bjones-pass", "disabled user with the right password"),
         *[(uid, "jlee-pass", f"hostile uid {uid!r}") for uid in HOSTILE_UIDS],
     ],
 )
 def test_authenticate_refuses(directory, uid, password, why):
-    assert directory.authenticate(uid, password) is False, why
+    assert directory.authenticate(uid, password) is BindOutcome.WRONG_PASSWORD, why
+
+
+def test_a_disabled_account_with_the_right_password_is_told_disabled(directory):
+    assert directory.authenticate("bjones", "bjones-pass") is BindOutcome.DISABLED
 
 
 @pytest.mark.parametrize("group", ["directors", "Directors", "DIRECTORS"])
@@ -181,4 +184,4 @@ def test_group_members_are_the_people_lookup_returns(directory):
 
 def test_unknown_non_ascii_names_are_none(directory):
     assert directory.lookup("jlée") is None
-    assert directory.authenticate("jlée", "jlee-pass") is False
+    assert directory.authenticate("jlée", "jlee-pass") is BindOutcome.WRONG_PASSWORD

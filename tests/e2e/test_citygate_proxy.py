@@ -171,7 +171,7 @@ def test_granted_employee_blocked_on_a_site_outside_the_grant(proxy, plain_upstr
 def test_disabled_account_cannot_sign_in(proxy, plain_upstream):
     result = curl(proxy, "http://www.reddit.com/", proxy_user=BJONES)
 
-    assert result.status == 407
+    assert result.status == 403 and "<dd>employee_disabled</dd>" in result.body
     assert not plain_upstream.contacted
 
 

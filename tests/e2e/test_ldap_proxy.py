@@ -86,8 +86,10 @@ def test_disabled_employee_is_refused(proxy, fresh_slapd):
 
     fresh_slapd.lock(person_dn("jlee"))
 
-    # A locked account can no longer bind, so the proxy asks for credentials again.
-    assert wait_for(407, proxy, IN_SCOPE, JLEE).status == 407
+    # A disabled account gets a page saying so, never another request for credentials.
+    refused = wait_for(403, proxy, IN_SCOPE, JLEE)
+    assert refused.status == 403
+    assert "<dd>employee_disabled</dd>" in refused.body
 
 
 def test_directory_down_fails_social_media_closed_and_recovers_without_restart(
@@ -118,4 +120,4 @@ def test_active_directory_preset_end_to_end(proxy_runner_factory, redirect_addon
 
     assert allowed.status == 200
     assert no_grant.status == 403 and "Ana Hernandez" in no_grant.body
-    assert disabled.status == 407
+    assert disabled.status == 403 and "<dd>employee_disabled</dd>" in disabled.body

@@ -22,6 +22,7 @@ from citygate.directory.backends import open_directory
 from citygate.directory.breaker import GuardSettings, State
 from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
 
 GUARD = GuardSettings(call_timeout=0.5, check_interval=1.0, failures=3, backoff=0.25)
@@ -159,13 +160,13 @@ def test_cached_answers_serve_within_grace_while_the_breaker_is_open(fresh_slapd
     gateway.start()
     try:
         assert asyncio.run(gateway.people(["jlee"]))["jlee"] is not None
-        assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")) is True
+        assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.OK
         fresh_slapd.stop()
         assert wait_until(lambda: not gateway.available(), GUARD.check_interval + SLACK) is not None
         before = len(relay.arrivals())
         time.sleep(0.3)  # past the TTL: the answers are stale, but within grace
         assert asyncio.run(gateway.people(["jlee"]))["jlee"].department == "Parks"
-        assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")) is True
+        assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.OK
         assert asyncio.run(gateway.people(["mnguyen"])) == {}  # never seen: unavailable
         # Served from the cache without contacting the directory (probes aside).
         assert len(relay.arrivals()) - before <= 1

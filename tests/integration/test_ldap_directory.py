@@ -32,7 +32,7 @@ from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.ldap_config import ldap_settings
-from citygate.directory.model import DirectoryUnavailable
+from citygate.directory.model import AccountState, BindOutcome, DirectoryUnavailable
 from citygate.directory.settings import DirectorySettings
 from citygate.proxy.decision import Identity, Reason, Result, decide_request, people_involved
 from citygate.proxy.policy import Policy, load_policy
@@ -84,24 +84,24 @@ FACEBOOK = ("www.facebook.com", "/CityOfExampleParks")
 
 def test_right_and_wrong_passwords(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path)
-    assert directory.authenticate("jlee", "jlee-pass") is True
-    assert directory.authenticate("JLee", "jlee-pass") is True
-    assert directory.authenticate("jlee", "jlee-pass2") is False
-    assert directory.authenticate("jlee", "mnguyen-pass") is False
-    assert directory.authenticate("nobody", "x") is False
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.OK
+    assert directory.authenticate("JLee", "jlee-pass") is BindOutcome.OK
+    assert directory.authenticate("jlee", "jlee-pass2") is BindOutcome.WRONG_PASSWORD
+    assert directory.authenticate("jlee", "mnguyen-pass") is BindOutcome.WRONG_PASSWORD
+    assert directory.authenticate("nobody", "x") is BindOutcome.WRONG_PASSWORD
 
 
 def test_an_empty_password_never_reaches_the_directory(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path)
     before = slapd.binds(person_dn("jlee"))
-    assert directory.authenticate("jlee", "") is False
+    assert directory.authenticate("jlee", "") is BindOutcome.WRONG_PASSWORD
     assert slapd.binds(person_dn("jlee")) == before
 
 
 def test_passwords_are_checked_by_binding_never_by_reading_hashes(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path)
     before = slapd.binds(person_dn("mnguyen"))
-    assert directory.authenticate("mnguyen", "mnguyen-pass") is True
+    assert directory.authenticate("mnguyen", "mnguyen-pass") is BindOutcome.OK
     assert slapd.binds(person_dn("mnguyen")) == before + 1
     requested = [line for line in slapd.log_text().splitlines() if " SRCH attr=" in line]
     assert requested
@@ -110,18 +110,20 @@ def test_passwords_are_checked_by_binding_never_by_reading_hashes(slapd, tmp_pat
 
 def test_a_ppolicy_locked_account_is_disabled_and_cannot_log_in(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path)
-    assert directory.lookup("bjones").disabled is True
-    assert directory.authenticate("bjones", "bjones-pass") is False
-    # Even if citygate did not look at the lock, slapd's ppolicy refuses the bind.
+    assert directory.lookup("bjones").state is AccountState.DISABLED  # locked for good: 000001010000Z
+    assert directory.authenticate("bjones", "bjones-pass") is BindOutcome.DISABLED
+    # Even if citygate did not look at the lock, slapd's ppolicy refuses the bind, and its
+    # password policy control says why.
     unaware = open_ldap(slapd, tmp_path, disabled="filter", disabled_filter="(title=nobody)")
     assert unaware.lookup("bjones").disabled is False
-    assert unaware.authenticate("bjones", "bjones-pass") is False
+    assert unaware.authenticate("bjones", "bjones-pass") is BindOutcome.LOCKED
 
 
 def test_an_ad_disabled_account_is_refused_by_citygate_itself(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path, "active-directory")
-    assert directory.lookup("bjones").disabled is True
-    assert directory.authenticate("bjones", "bjones-pass") is False
+    assert directory.lookup("bjones").state is AccountState.DISABLED
+    assert directory.authenticate("bjones", "bjones-pass") is BindOutcome.DISABLED
+    assert directory.authenticate("bjones", "wrong") is BindOutcome.WRONG_PASSWORD
     # This test directory (unlike AD) would accept his bind: userAccountControl 514 is what refuses.
     raw = Connection(Server(slapd.url), user=f"cn=Blake Jones,{AD_USERS_BASE}", password="bjones-pass")
     assert raw.bind()
@@ -130,8 +132,8 @@ def test_an_ad_disabled_account_is_refused_by_citygate_itself(slapd, tmp_path):
 
 def test_a_configured_disabled_filter(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path, disabled_filter="(title=*Coordinator*)")
-    assert directory.lookup("jlee").disabled is True
-    assert directory.authenticate("jlee", "jlee-pass") is False
+    assert directory.lookup("jlee").state is AccountState.DISABLED
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.DISABLED
     assert directory.lookup("mnguyen").disabled is False
     assert directory.lookup("bjones").disabled is True  # the ppolicy marker still counts
 
@@ -143,7 +145,7 @@ def test_a_configured_disabled_filter(slapd, tmp_path):
 def test_filter_injection_is_neutralized(slapd, tmp_path, name):
     directory = open_ldap(slapd, tmp_path)
     assert directory.lookup(name) is None
-    assert directory.authenticate(name, "jlee-pass") is False
+    assert directory.authenticate(name, "jlee-pass") is BindOutcome.WRONG_PASSWORD
     assert directory.group_members(name) == []
     log = slapd.log_text()
     assert "(uid=*)" not in log and "(uid=*" not in log.replace("\\2A", "")
@@ -154,7 +156,7 @@ def test_impossible_names_are_refused_without_a_query(slapd, tmp_path, name):
     directory = open_ldap(slapd, tmp_path)
     searches = slapd.searches()
     assert directory.lookup(name) is None
-    assert directory.authenticate(name, "jlee-pass") is False
+    assert directory.authenticate(name, "jlee-pass") is BindOutcome.WRONG_PASSWORD
     assert directory.group_members(name) == []
     assert slapd.searches() == searches
 
@@ -167,7 +169,7 @@ def test_names_with_filter_characters_find_exactly_their_account(fresh_slapd, tm
     )
     directory = open_ldap(fresh_slapd, tmp_path)
     assert directory.lookup("o(brien)*").name == "Pat O'Brien"
-    assert directory.authenticate("o(brien)*", "obrien-pass") is True
+    assert directory.authenticate("o(brien)*", "obrien-pass") is BindOutcome.OK
     for near in ("o*", "o(brien)", "o(*"):
         assert directory.lookup(near) is None
 
@@ -184,8 +186,8 @@ def test_non_ascii_names_and_passwords(fresh_slapd, tmp_path):
     person = directory.lookup("JOSÉ")
     assert (person.uid, person.name, person.department) == ("josé", "José Núñez", "Bibliothèque")
     assert "directors" in person.groups
-    assert directory.authenticate("josé", "contraseña-ñandú") is True
-    assert directory.authenticate("josé", "contrasena-nandu") is False
+    assert directory.authenticate("josé", "contraseña-ñandú") is BindOutcome.OK
+    assert directory.authenticate("josé", "contrasena-nandu") is BindOutcome.WRONG_PASSWORD
     assert directory.lookup("jose") is None
     assert "josé" in {p.uid for p in directory.group_members("directors")}
 
@@ -221,7 +223,7 @@ def test_a_disabled_employee_loses_access_within_the_ttl(fresh_slapd, tmp_path, 
     clock.advance(10)
     decision = decide_for(policy, gateway, "jlee", *FACEBOOK)
     assert (decision.result, decision.reason) == (Result.DENY, Reason.EMPLOYEE_DISABLED)
-    assert directory.authenticate("jlee", "jlee-pass") is False
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.DISABLED
 
 
 # --- the directory fails ----------------------------------------------------------------------
@@ -251,10 +253,10 @@ def test_slapd_stopped_mid_run_fails_closed_then_recovers(fresh_slapd, tmp_path,
     decision = decide_for(policy, gateway, "jlee", *FACEBOOK)
     assert (decision.result, decision.reason) == (Result.DENY, Reason.DIRECTORY_UNAVAILABLE)
     assert decide_for(policy, gateway, "jlee", "www.example.org").reason is Reason.NOT_SOCIAL_MEDIA
-    assert asyncio.run(gateway.authenticate("mnguyen", "mnguyen-pass")) is None
+    assert asyncio.run(gateway.authenticate("mnguyen", "mnguyen-pass")).outcome is BindOutcome.UNAVAILABLE
     fresh_slapd.start()  # same port, same data; same directory object and gateway
     assert decide_for(policy, gateway, "jlee", *FACEBOOK).allowed
-    assert asyncio.run(gateway.authenticate("mnguyen", "mnguyen-pass")) is True
+    assert asyncio.run(gateway.authenticate("mnguyen", "mnguyen-pass")).outcome is BindOutcome.OK
 
 
 def test_grace_keeps_recent_answers_while_the_directory_is_down(fresh_slapd, tmp_path, policy):
@@ -277,7 +279,7 @@ def test_restart_recovers_without_a_new_directory_object(fresh_slapd, tmp_path):
     fresh_slapd.restart()
     # The pooled connection died with the old process; the very next call still answers.
     assert directory.lookup("jlee") is not None
-    assert directory.authenticate("jlee", "jlee-pass") is True
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.OK
 
 
 def test_a_hung_server_costs_at_most_the_receive_timeout(fresh_slapd, tmp_path):
@@ -416,7 +418,7 @@ def test_no_retries_means_one_server_per_call(slapd_factory, tmp_path):
 def test_ldaps_with_the_ca_file(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path, servers=[slapd.ldaps_url], ca_file=str(slapd.ca_file))
     assert directory.lookup("jlee").department == "Parks"
-    assert directory.authenticate("jlee", "jlee-pass") is True
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.OK
 
 
 def test_start_tls_with_the_ca_file(slapd, tmp_path):
@@ -424,7 +426,7 @@ def test_start_tls_with_the_ca_file(slapd, tmp_path):
     directory = open_ldap(slapd, tmp_path, servers=[server], start_tls=True, ca_file=str(slapd.ca_file))
     mark = len(slapd.log_text())
     assert directory.lookup("jlee").department == "Parks"
-    assert directory.authenticate("jlee", "jlee-pass") is True
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.OK
     log = slapd.log_text()[mark:]
     assert log.count("oid=1.3.6.1.4.1.1466.20037") == 2  # StartTLS, for the service and for jlee
     binds = [line for line in log.splitlines() if "mech=SIMPLE" in line]
@@ -453,17 +455,18 @@ def test_tls_refuses_a_certificate_for_another_name(slapd, tmp_path):
 
 
 def test_a_cached_password_needs_no_second_bind(fresh_slapd, tmp_path):
-    gateway = DirectoryGateway(open_ldap(fresh_slapd, tmp_path), CacheSettings(credentials_ttl=60))
+    settings = CacheSettings(credentials_ttl=60, failed_credentials_ttl=0)
+    gateway = DirectoryGateway(open_ldap(fresh_slapd, tmp_path), settings)
     binds = fresh_slapd.binds(person_dn("jlee"))
-    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")) is True
-    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")) is True
+    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.OK
+    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.OK
     assert fresh_slapd.binds(person_dn("jlee")) == binds + 1
-    assert asyncio.run(gateway.authenticate("jlee", "wrong")) is False
-    assert asyncio.run(gateway.authenticate("jlee", "wrong")) is False
+    assert asyncio.run(gateway.authenticate("jlee", "wrong")).outcome is BindOutcome.WRONG_PASSWORD
+    assert asyncio.run(gateway.authenticate("jlee", "wrong")).outcome is BindOutcome.WRONG_PASSWORD
     assert fresh_slapd.binds(person_dn("jlee")) == binds + 3  # failures are asked every time
     fresh_slapd.stop()
-    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")) is True
-    assert asyncio.run(gateway.authenticate("jlee", "other")) is None
+    assert asyncio.run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.OK
+    assert asyncio.run(gateway.authenticate("jlee", "other")).outcome is BindOutcome.UNAVAILABLE
 
 
 class RecordingLdapDirectory(LdapDirectory):
@@ -493,7 +496,7 @@ def test_no_directory_call_runs_on_the_event_loop_thread(slapd, tmp_path, policy
 
     async def requests():
         for user in ("jlee", "kwilliams", "mnguyen"):
-            assert await gateway.authenticate(user, f"{user}-pass") is True
+            assert (await gateway.authenticate(user, f"{user}-pass")).outcome is BindOutcome.OK
             await gateway.people(people_involved(policy, user, ["www.facebook.com"]))
         await gateway.members(policy.approver_groups)
         return threading.current_thread()

@@ -17,6 +17,7 @@ from slapd import SERVICE_PASSWORD, Slapd, directory_options, person_dn
 from citygate.directory.backends import open_directory
 from citygate.directory.cache import CacheSettings
 from citygate.directory.gateway import DirectoryGateway
+from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
 from citygate.directory.shared import (
     FILE_NAME,
@@ -103,8 +104,8 @@ def test_passwords_are_checked_by_each_worker_and_never_written_to_the_shared_fi
     clock = WallClock()
     first, second = worker(fresh_slapd, tmp_path, clock), worker(fresh_slapd, tmp_path, clock)
 
-    assert first.authenticate("jlee", "jlee-pass") is True
-    assert second.authenticate("jlee", "jlee-pass") is True
+    assert first.authenticate("jlee", "jlee-pass") is BindOutcome.OK
+    assert second.authenticate("jlee", "jlee-pass") is BindOutcome.OK
     first.lookup("jlee")
 
     assert first.directory_calls["authenticate"] == second.directory_calls["authenticate"] == 1

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citygate.directory.model import Person
+from citygate.directory.model import AccountState, Person
 from citygate.proxy.decision import (
     Decision,
     Evidence,
@@ -202,10 +202,23 @@ CASES = [
     pytest.param(
         Case(
             (DENY, Reason.APPROVER_NOT_AUTHORIZED),
-            people={"ahernandez": replace(ANA, disabled=True)},
+            people={"ahernandez": replace(ANA, state=AccountState.DISABLED)},
             detail="disabled",
         ),
         id="approver-disabled",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.APPROVER_NOT_AUTHORIZED),
+            people={"ahernandez": replace(ANA, state=AccountState.ACCOUNT_EXPIRED)},
+            detail="disabled",
+        ),
+        id="approver-expired",
+    ),
+    pytest.param(
+        # A director who mistyped a password (or must change it) is still a director.
+        Case((ALLOW, Reason.GRANTED), people={"ahernandez": replace(ANA, state=AccountState.LOCKED)}),
+        id="approver-locked-still-approves",
     ),
     pytest.param(
         Case(
@@ -226,7 +239,7 @@ CASES = [
     pytest.param(
         Case(
             (DENY, Reason.APPROVER_NOT_AUTHORIZED),
-            people={"tsmith": replace(TAYLOR, disabled=True)},
+            people={"tsmith": replace(TAYLOR, state=AccountState.DISABLED)},
             grants=[grant(approved_by="tsmith")],
             detail="disabled",
         ),
@@ -249,8 +262,91 @@ CASES = [
         id="director-self-approval",
     ),
     pytest.param(
-        Case((DENY, Reason.EMPLOYEE_DISABLED), people={"jlee": replace(JLEE, disabled=True)}),
+        Case((DENY, Reason.EMPLOYEE_DISABLED), people={"jlee": replace(JLEE, state=AccountState.DISABLED)}),
         id="employee-disabled",
+    ),
+    pytest.param(
+        Case((DENY, Reason.ACCOUNT_LOCKED), people={"jlee": replace(JLEE, state=AccountState.LOCKED)}),
+        id="account_locked-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.ACCOUNT_LOCKED),
+            identity=Identity("jlee", "basic", False, state=AccountState.LOCKED),
+            detail=AccountState.LOCKED.described,
+        ),
+        id="account_locked-from-the-bind",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.ACCOUNT_EXPIRED), people={"jlee": replace(JLEE, state=AccountState.ACCOUNT_EXPIRED)}
+        ),
+        id="account_expired-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.ACCOUNT_EXPIRED),
+            identity=Identity("jlee", "basic", False, state=AccountState.ACCOUNT_EXPIRED),
+            detail=AccountState.ACCOUNT_EXPIRED.described,
+        ),
+        id="account_expired-from-the-bind",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.PASSWORD_EXPIRED),
+            people={"jlee": replace(JLEE, state=AccountState.PASSWORD_EXPIRED)},
+        ),
+        id="password_expired-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.PASSWORD_EXPIRED),
+            identity=Identity("jlee", "basic", False, state=AccountState.PASSWORD_EXPIRED),
+            detail=AccountState.PASSWORD_EXPIRED.described,
+        ),
+        id="password_expired-from-the-bind",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.PASSWORD_MUST_CHANGE),
+            people={"jlee": replace(JLEE, state=AccountState.MUST_CHANGE_PASSWORD)},
+        ),
+        id="password_must_change-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.PASSWORD_MUST_CHANGE),
+            identity=Identity("jlee", "basic", False, state=AccountState.MUST_CHANGE_PASSWORD),
+            detail=AccountState.MUST_CHANGE_PASSWORD.described,
+        ),
+        id="password_must_change-from-the-bind",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.LOGON_NOT_PERMITTED),
+            people={"jlee": replace(JLEE, state=AccountState.NOT_PERMITTED_NOW)},
+        ),
+        id="logon_not_permitted-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.LOGON_NOT_PERMITTED),
+            identity=Identity("jlee", "basic", False, state=AccountState.NOT_PERMITTED_NOW),
+            detail=AccountState.NOT_PERMITTED_NOW.described,
+        ),
+        id="logon_not_permitted-from-the-bind",
+    ),
+    pytest.param(
+        Case((DENY, Reason.EMPLOYEE_DISABLED), people={"jlee": replace(JLEE, state=AccountState.DISABLED)}),
+        id="employee_disabled-from-the-directory",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.EMPLOYEE_DISABLED),
+            identity=Identity("jlee", "basic", False, state=AccountState.DISABLED),
+            detail=AccountState.DISABLED.described,
+        ),
+        id="employee_disabled-from-the-bind",
     ),
     pytest.param(
         Case((DENY, Reason.UNKNOWN_EMPLOYEE), people={"jlee": None}),
@@ -474,7 +570,7 @@ def test_to_dict_is_json_ready(scoped_tunnel_json, keys, expected):
             id="approver-promoted-to-executive",
         ),
         pytest.param(
-            {"jlee": replace(JLEE, disabled=True)},
+            {"jlee": replace(JLEE, state=AccountState.DISABLED)},
             Reason.EMPLOYEE_DISABLED,
             id="employee-disabled",
         ),

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citygate.directory.model import Person
+from citygate.directory.model import AccountState, Person
 from citygate.directory.problems import ConfigError, Severity
 from citygate.directory.static import StaticDirectory
 from citygate.proxy.decision import Identity, Reason, decide, people_involved
@@ -129,7 +129,7 @@ def test_approvers_for_lists_own_directors_then_executives(policy_files):
     people = [
         Person("zed", "Zed", "Parks", groups=frozenset({"directors"})),
         Person("amy", "Amy", "Parks", groups=frozenset({"directors"})),
-        Person("off", "Off", "Parks", groups=frozenset({"directors"}), disabled=True),
+        Person("off", "Off", "Parks", groups=frozenset({"directors"}), state=AccountState.DISABLED),
         Person("other", "Other", "Police", groups=frozenset({"directors"})),
         Person("boss", "Boss", "City Manager", groups=frozenset({"city-managers"})),
         Person("clerk", "Clerk", "Parks"),

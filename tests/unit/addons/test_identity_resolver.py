@@ -68,7 +68,7 @@ def test_basic_only_by_default(directory, signer):
     assert resolve(resolver) is None
     assert resolve(resolver, basic("jlee", "jlee-pass")) == Identity("jlee", "basic")
     assert resolve(resolver, basic("jlee", "wrong")) == Identity(
-        "jlee", "basic", False, problem="the directory did not accept the password"
+        "jlee", "basic", False, problem="the password was not accepted"
     )
     assert resolve(resolver, "Bearer " + signer.token(claims())) == Identity(
         "", "bearer", False, problem="Bearer tokens are not accepted: no issuer is configured"

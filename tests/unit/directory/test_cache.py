@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from citygate.directory.breaker import GuardSettings
 from citygate.directory.cache import CacheSettings, CredentialCache, TtlCache
-from citygate.directory.gateway import DirectoryGateway
-from citygate.directory.model import DirectoryUnavailable
+from citygate.directory.gateway import DirectoryGateway, Verification
+from citygate.directory.model import BindOutcome, DirectoryUnavailable
 from citygate.directory.static import StaticDirectory
 
 DEMO = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
@@ -262,50 +263,128 @@ def test_static_backend_is_answered_directly_and_not_cached(clock):
     static = StaticDirectory.from_ldif(DEMO)
     gateway = DirectoryGateway(static, clock=clock)
     assert run(gateway.people(["jlee"]))["jlee"].uid == "jlee"
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    assert run(gateway.authenticate("bjones", "bjones-pass")) == Verification(BindOutcome.DISABLED)
     assert len(gateway._people) == 0 and len(gateway._credentials) == 0
 
 
 # --- passwords --------------------------------------------------------------------------------
 
 
+OK = Verification(BindOutcome.OK)
+WRONG = Verification(BindOutcome.WRONG_PASSWORD)
+REMEMBERED = Verification(BindOutcome.WRONG_PASSWORD, remembered=True)
+UNAVAILABLE = Verification(BindOutcome.UNAVAILABLE)
+
+
 def test_a_verified_password_is_not_checked_again_within_the_ttl(backend, clock):
     gateway = gateway_for(backend, clock, credentials_ttl=30)
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
     clock.advance(29)
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
-    assert run(gateway.authenticate("JLEE", "jlee-pass")) is True
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    assert run(gateway.authenticate("JLEE", "jlee-pass")) == OK
     assert backend.count("authenticate") == 1
     clock.advance(1)
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
     assert backend.count("authenticate") == 2
 
 
 def test_failures_are_never_cached_as_successes(backend, clock):
-    gateway = gateway_for(backend, clock)
-    assert run(gateway.authenticate("jlee", "wrong")) is False
-    assert run(gateway.authenticate("jlee", "wrong")) is False
+    gateway = gateway_for(backend, clock, failed_credentials_ttl=0)
+    assert run(gateway.authenticate("jlee", "wrong")) == WRONG
+    assert run(gateway.authenticate("jlee", "wrong")) == WRONG
     assert backend.count("authenticate") == 2
     run(gateway.authenticate("jlee", "jlee-pass"))
     # A cached success for jlee does not vouch for any other password, or for anyone else.
-    assert run(gateway.authenticate("jlee", "wrong")) is False
-    assert run(gateway.authenticate("jlee", "")) is False
-    assert run(gateway.authenticate("mnguyen", "jlee-pass")) is False
+    assert run(gateway.authenticate("jlee", "wrong")) == WRONG
+    assert run(gateway.authenticate("jlee", "")) == WRONG
+    assert run(gateway.authenticate("mnguyen", "jlee-pass")) == WRONG
     assert backend.count("authenticate") == 6
+
+
+def test_a_refused_password_is_not_sent_again_within_failed_credentials_ttl(backend, clock):
+    gateway = gateway_for(backend, clock, failed_credentials_ttl=300)
+    refusals: list[str] = []
+    gateway.refusal_observer = refusals.append
+    assert run(gateway.authenticate("jlee", "wrong")) == WRONG
+    for _ in range(19):
+        assert run(gateway.authenticate("JLee", "wrong")) == REMEMBERED
+    assert backend.count("authenticate") == 1
+    assert refusals == ["remembered_failure"] * 19
+    # Another wrong password, the right one, another user: each asks the directory.
+    assert run(gateway.authenticate("jlee", "wrong2")) == WRONG
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    assert run(gateway.authenticate("mnguyen", "wrong")) == WRONG
+    assert backend.count("authenticate") == 4
+    # The account's state is remembered with the refusal, and forgotten after the ttl.
+    assert run(gateway.authenticate("bjones", "bjones-pass")) == Verification(BindOutcome.DISABLED)
+    assert run(gateway.authenticate("bjones", "bjones-pass")) == Verification(
+        BindOutcome.DISABLED, remembered=True
+    )
+    clock.advance(300)
+    assert run(gateway.authenticate("jlee", "wrong")) == WRONG
+    assert backend.count("authenticate") == 6
+
+
+def test_nothing_about_a_refused_password_is_kept_in_clear(backend, clock):
+    gateway = gateway_for(backend, clock)
+    run(gateway.authenticate("jlee", "s3cret-wrong"))
+    assert "s3cret-wrong" not in repr(gateway._failures._entries._entries)
+
+
+def test_binds_per_account_are_rate_limited(backend, clock):
+    gateway = DirectoryGateway(
+        backend, CacheSettings(failed_credentials_ttl=300), clock=clock, guard=GuardSettings(bind_rate=3)
+    )
+    binds: list[str] = []
+    gateway.bind_observer = binds.append
+    try:
+        # A browser cycling through stale passwords: three binds, then none for a minute.
+        assert [run(gateway.authenticate("jlee", f"stale-{i}")).outcome for i in range(3)] == [
+            BindOutcome.WRONG_PASSWORD
+        ] * 3
+        limited = run(gateway.authenticate("jlee", "stale-3"))
+        assert limited.outcome is BindOutcome.RATE_LIMITED
+        assert 59 <= limited.retry_after <= 60
+        # Even the right password waits: it would cost a bind too.
+        assert run(gateway.authenticate("jlee", "jlee-pass")).outcome is BindOutcome.RATE_LIMITED
+        # Someone else is not affected, and a remembered failure costs no bind at all.
+        assert run(gateway.authenticate("mnguyen", "mnguyen-pass")) == OK
+        assert run(gateway.authenticate("jlee", "stale-0")) == REMEMBERED
+        assert backend.count("authenticate") == 4
+        assert binds == ["wrong_password"] * 3 + ["ok"]
+        clock.advance(60)
+        assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    finally:
+        gateway.close()
+
+
+def test_checks_the_directory_could_not_answer_do_not_count_against_the_rate(backend, clock):
+    gateway = DirectoryGateway(
+        backend, CacheSettings(), clock=clock, guard=GuardSettings(bind_rate=2, failures=1000)
+    )
+    try:
+        backend.down = True
+        for _ in range(5):
+            assert run(gateway.authenticate("jlee", "jlee-pass")) == UNAVAILABLE
+        backend.down = False
+        assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    finally:
+        gateway.close()
 
 
 def test_password_check_with_the_directory_down(backend, clock):
     gateway = gateway_for(backend, clock, credentials_ttl=30, grace=300)
     backend.down = True
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is None
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == UNAVAILABLE
     backend.down = False
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
     backend.down = True
     clock.advance(100)  # past credentials_ttl, within grace
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is True
-    assert run(gateway.authenticate("jlee", "wrong")) is None
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == OK
+    assert run(gateway.authenticate("jlee", "wrong")) == UNAVAILABLE
     clock.advance(200)
-    assert run(gateway.authenticate("jlee", "jlee-pass")) is None
+    assert run(gateway.authenticate("jlee", "jlee-pass")) == UNAVAILABLE
 
 
 def test_concurrent_checks_of_the_same_password_share_one_call(backend, clock):
@@ -319,7 +398,7 @@ def test_concurrent_checks_of_the_same_password_share_one_call(backend, clock):
         backend.gate.set()
         return await asyncio.gather(*tasks)
 
-    assert run(many()) == [True] * 10 + [False]
+    assert run(many()) == [OK] * 10 + [WRONG]
     assert backend.count("authenticate") == 2
 
 

@@ -161,6 +161,15 @@ def test_password_from_the_environment(tmp_path, secret, monkeypatch):
         ({"breaker_failures": 2.5}, ["directory.breaker_failures"]),
         ({"breaker_backoff": 10}, ["directory.breaker_backoff", "longer than check_interval (5 s)"]),
         ({"start_tls": "yes"}, ["true or false"]),
+        (
+            {"bind_rate": 0},
+            [
+                "directory.bind_rate",
+                "whole number of binds per account per minute from 1 to 1000",
+                "e.g. bind_rate: 5",
+            ],
+        ),
+        ({"bind_rate": 2.5}, ["directory.bind_rate", "not 2.5"]),
         ({"server": "ldaps://x"}, ['unknown setting "server"', "servers"]),
     ],
 )
@@ -238,7 +247,12 @@ def test_unknown_backend_lists_ldap(tmp_path):
 
 def test_cache_defaults():
     assert cache_settings(None, "c.yaml") == CacheSettings(
-        ttl=60, negative_ttl=30, grace=300, max_entries=50_000, credentials_ttl=300
+        ttl=60,
+        negative_ttl=30,
+        grace=300,
+        max_entries=50_000,
+        credentials_ttl=300,
+        failed_credentials_ttl=300,
     )
 
 
@@ -256,6 +270,11 @@ def test_cache_settings_are_read():
         ({"max_entries": 1.5}, "directory.cache.max_entries"),
         ({"credentials_ttl": True}, "directory.cache.credentials_ttl"),
         ({"grace": 10**9}, "directory.cache.grace"),
+        (
+            {"failed_credentials_ttl": -1},
+            "directory.cache.failed_credentials_ttl must be a number of seconds",
+        ),
+        ({"failed_credentials_ttl": "5m"}, "e.g. failed_credentials_ttl: 300"),
         ({"tll": 5}, 'unknown setting "tll"'),
         ([60], "directory.cache must be a mapping"),
     ],
@@ -284,6 +303,7 @@ def test_guard_defaults_and_overrides(tmp_path, secret):
     assert ldap_settings(options(secret), tmp_path, "c.yaml").guard == GuardSettings(2, 5, 3, 0.5)
     section = options(secret, call_timeout=0.5, check_interval=1, breaker_failures=5, breaker_backoff=0.25)
     assert ldap_settings(section, tmp_path, "c.yaml").guard == GuardSettings(0.5, 1, 5, 0.25)
+    assert ldap_settings(options(secret, bind_rate=2), tmp_path, "c.yaml").guard.bind_rate == 2
     # The default first backoff (0.5 s) is capped by a shorter check_interval, not refused.
     assert ldap_settings(options(secret, check_interval=0.2), tmp_path, "c.yaml").guard.backoff == 0.2
 
@@ -310,3 +330,25 @@ def test_an_ldap_gateway_is_guarded_and_a_static_one_is_not(tmp_path, secret):
     ldif = Path(__file__).resolve().parents[3] / "directory" / "demo.ldif"
     static = DirectorySettings("static", {"ldif": str(ldif)}, tmp_path)
     assert directory_gateway(open_directory(static, "c.yaml"), static, "c.yaml").breaker is None
+
+
+def test_a_bind_rate_mistake_names_its_line(tmp_path, secret):
+    config = tmp_path / "citygate.yaml"
+    settings = DirectorySettings("ldap", {**options(secret), "bind_rate": 0}, tmp_path, {"bind_rate": 31})
+    with pytest.raises(ConfigError) as caught:
+        open_directory(settings, str(config))
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{config}:31: directory.bind_rate: must be a whole number of binds per account per minute from 1 "
+        "to 1000, not 0; e.g. bind_rate: 5"
+    ]
+
+
+def test_an_ldap_gateway_limits_binds_and_remembers_failures_as_configured(tmp_path, secret):
+    section = options(secret, bind_rate=2, cache={"failed_credentials_ttl": 60})
+    ldap = DirectorySettings("ldap", section, tmp_path)
+    gateway = directory_gateway(open_directory(ldap, "c.yaml"), ldap, "c.yaml")
+    try:
+        assert gateway._bind_rate is not None and gateway._bind_rate.limit == 2
+        assert gateway.cache.failed_credentials_ttl == 60
+    finally:
+        gateway.close()

@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from citygate.directory.model import AccountState, BindOutcome
 from citygate.directory.passwords import hash_password
 from citygate.directory.static import DirectoryConfigError, StaticDirectory, normalize_dn
 
@@ -77,13 +78,13 @@ def test_ldif_syntax_errors_become_config_errors(tmp_path):
 def test_person_without_password_never_authenticates(tmp_path):
     _, directory = load(tmp_path, person("jlee"))
     assert directory.lookup("jlee") is not None
-    assert directory.authenticate("jlee", "anything") is False
+    assert directory.authenticate("jlee", "anything") is BindOutcome.WRONG_PASSWORD
 
 
 def test_cleartext_password_never_authenticates_and_is_logged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         path, directory = load(tmp_path, person("jlee", "userPassword: jlee-pass"))
-    assert directory.authenticate("jlee", "jlee-pass") is False
+    assert directory.authenticate("jlee", "jlee-pass") is BindOutcome.WRONG_PASSWORD
     assert f"{path}:1: userPassword of 'jlee'" in caplog.text
 
 
@@ -96,9 +97,9 @@ def test_any_of_several_stored_hashes_authenticates(tmp_path):
             f"userPassword: {hash_password('new', '{SSHA256}')}",
         ),
     )
-    assert directory.authenticate("jlee", "old")
-    assert directory.authenticate("jlee", "new")
-    assert not directory.authenticate("jlee", "other")
+    assert directory.authenticate("jlee", "old") is BindOutcome.OK
+    assert directory.authenticate("jlee", "new") is BindOutcome.OK
+    assert directory.authenticate("jlee", "other") is BindOutcome.WRONG_PASSWORD
 
 
 def test_name_falls_back_to_cn_and_optional_fields_to_none(tmp_path):
@@ -150,3 +151,20 @@ def test_normalize_dn(a, b):
 
 def test_normalize_dn_keeps_different_dns_apart():
     assert normalize_dn("uid=jlee,dc=city") != normalize_dn("uid=jlee2,dc=city")
+
+
+@pytest.mark.parametrize(
+    ("lines", "state"),
+    [
+        ((), AccountState.ACTIVE),
+        (("pwdAccountLockedTime: 000001010000Z",), AccountState.DISABLED),  # OpenLDAP's "disabled"
+        (("pwdAccountLockedTime: 20261207120000Z",), AccountState.LOCKED),
+        (("pwdReset: TRUE",), AccountState.MUST_CHANGE_PASSWORD),
+    ],
+)
+def test_account_states_are_told_only_to_the_right_password(tmp_path, lines, state):
+    _, directory = load(tmp_path, person("jlee", f"userPassword: {hash_password('right')}", *lines))
+    assert directory.lookup("jlee").state is state
+    assert directory.authenticate("jlee", "right") is BindOutcome.of_state(state)
+    assert directory.authenticate("jlee", "wrong") is BindOutcome.WRONG_PASSWORD
+    assert directory.authenticate("nobody", "right") is BindOutcome.WRONG_PASSWORD
