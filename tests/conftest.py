@@ -4,6 +4,9 @@
   copy). Shared: never modify, stop or pause it.
 - `fresh_slapd`: a private instance for one test, free to modify, stop, pause or restart.
 - `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
+- `samba_ad`: a real Active Directory (Samba AD DC, see tests/samba_ad.py), one per session,
+  started only when a test asks for it. Shared: change account states only on accounts the
+  test creates or restores.
 
 Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
 `citygate run` would choose: uvloop by default, the standard loop under
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from samba_ad import ActiveDirectory, SambaDC, SambaError, cache_root
 from slapd import Slapd, missing_tools
 
 from citygate.proxy.runtime.event_loop import chosen_event_loop
@@ -66,3 +70,17 @@ def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
 @pytest.fixture
 def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
     return slapd_factory()
+
+
+@pytest.fixture(scope="session")
+def samba_ad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveDirectory]:
+    server = SambaDC(tmp_path_factory.mktemp("samba-ad"), cache=cache_root())
+    try:
+        domain = server.start()
+    except SambaError as exc:
+        server.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield domain
+    finally:
+        server.stop()

@@ -8,10 +8,12 @@ CITY.TEST holds the demo city (directory/demo.ldif) as Active Directory holds pe
   demo; bjones (locked in the demo) is disabled (userAccountControl 514);
 - the demo's groups (directors, city-managers) under OU=Groups, plus a nested one:
   deputy-city-managers (member ewhite) is itself a member of city-managers;
-- accounts in every state a sign-in meets (`STATE_USERS`): disabled, locked (locked by real
-  failed binds when the DC starts, through a fine-grained password policy with a lockout
-  threshold of 3, so the rest of the domain never locks), must change password (pwdLastSet 0),
-  account expired (accountExpires in the past), outside logon hours;
+- accounts in every state a sign-in meets (`STATE_USERS`): disabled, locked (by real failed
+  binds when the DC starts: a fine-grained password policy with a lockout threshold of 3
+  applies to the accounts `lock()` is given, and only to them), must change password
+  (pwdLastSet 0), account expired (accountExpires in the past), outside logon hours;
+- a lockout threshold of 999 for every person, so the DC counts wrong passwords
+  (`bad_password_count`) without locking anybody a test did not mean to lock;
 - a service account for citygate's directory reads (`bind_dn`, `bind_password_file`) and one for
   the proxy's Kerberos keytab: SPN HTTP/proxy.city.test with msDS-SupportedEncryptionTypes 24,
   exported with `samba-tool domain exportkeytab` (AES keys; without the attribute Samba
@@ -77,6 +79,8 @@ PROXY_SPN = "HTTP/proxy.city.test"
 SERVICE_PRINCIPAL = f"{PROXY_SPN}@{REALM}"
 LOCKOUT_POLICY_DN = f"CN=lockout-after-3,CN=Password Settings Container,CN=System,{BASE_DN}"
 LOCKOUT_THRESHOLD = 3
+COUNTING_POLICY_DN = f"CN=count-wrong-passwords,CN=Password Settings Container,CN=System,{BASE_DN}"
+COUNTING_THRESHOLD = 999  # AD's highest
 
 #: Which account is in which state when the DC has started.
 STATE_USERS: Mapping[str, str] = {
@@ -98,7 +102,9 @@ _UF_DONT_EXPIRE_PASSWD = 0x10000
 _NEVER = "-9223372036854775808"
 _TEN_HOURS = str(-10 * 3600 * 10_000_000)
 # accountExpires is a FILETIME (100 ns since 1601-01-01); 2020-01-01 is long past.
-_EXPIRED_2020 = str((int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()) + 11_644_473_600) * 10_000_000)
+_EXPIRED_2020 = str(
+    (int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()) + 11_644_473_600) * 10_000_000
+)
 
 # The extra people beyond the demo: (uid, full name, department, title).
 _EXTRA_PEOPLE = (
@@ -135,12 +141,15 @@ def _utf16_password(password: str) -> bytes:
 # --- addresses -------------------------------------------------------------------------------
 
 
-def _ports_free(address: str) -> list[str]:
+def ports_taken(address: str) -> list[str]:
     """The ports of `address` Samba needs that something else holds (empty when all are free)."""
     taken = []
     for kind, ports in ((socket.SOCK_STREAM, TCP_PORTS), (socket.SOCK_DGRAM, UDP_PORTS)):
         for port in ports:
             with socket.socket(socket.AF_INET, kind) as sock:
+                if kind == socket.SOCK_STREAM:
+                    # As Samba binds: connections in TIME_WAIT do not hold a port, a listener does.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind((address, port))
                 except OSError:
@@ -153,7 +162,7 @@ def free_loopback_address(attempts: int = 20) -> str:
     tried = []
     for _ in range(attempts):
         address = f"127.{random.randrange(1, 255)}.{random.randrange(0, 256)}.{random.randrange(2, 255)}"
-        taken = _ports_free(address)
+        taken = ports_taken(address)
         if not taken:
             return address
         tried.append(f"{address} ({', '.join(taken)})")
@@ -263,9 +272,11 @@ class ActiveDirectory:
 
     # -- citygate configuration --
 
-    def directory_options(self, folder: Path | None = None, **overrides: object) -> dict[str, object]:
-        """A citygate `directory:` section (without `backend`) with preset active-directory."""
-        del folder  # the password file is the session's; kept for symmetry with tests/slapd.py
+    def directory_options(self, **overrides: object) -> dict[str, object]:
+        """A citygate `directory:` section (without `backend`) with preset active-directory.
+
+        The whole domain is searched (base_dn only), as a city would configure it.
+        """
         options: dict[str, object] = {
             "preset": "active-directory",
             "servers": [self.ldaps_url],
@@ -342,8 +353,9 @@ class ActiveDirectory:
         dn = self.user_dn(uid)
         with self.admin() as connection:
             connection.search(dn, "(objectClass=*)", search_scope="BASE", attributes=list(attributes))
-            entry = connection.response[0]
-            return {name: [str(v) for v in values] for name, values in entry["raw_attributes"].items()}
+            entry = (connection.response or [])[0]
+            raw = entry["raw_attributes"].items()
+            return {name: [value.decode("utf-8", "replace") for value in values] for name, values in raw}
 
     def bad_password_count(self, uid: str) -> int:
         """badPwdCount as the DC counts it: wrong passwords it really received for `uid`."""
@@ -373,7 +385,8 @@ class ActiveDirectory:
         dn = self.user_dn(uid)
         with self.admin() as connection:
             connection.search(LOCKOUT_POLICY_DN, "(objectClass=*)", "BASE", attributes=["msDS-PSOAppliesTo"])
-            applies = {str(v).lower() for v in connection.response[0]["raw_attributes"]["msDS-PSOAppliesTo"]}
+            policy = (connection.response or [])[0]["raw_attributes"]
+            applies = {value.decode().lower() for value in policy.get("msDS-PSOAppliesTo", [])}
             if dn.lower() not in applies and not connection.modify(
                 LOCKOUT_POLICY_DN, {"msDS-PSOAppliesTo": [(MODIFY_ADD, [dn])]}
             ):
@@ -382,7 +395,9 @@ class ActiveDirectory:
             self.bind_result(dn, "not-" + password_of(uid))
         code, message = self.bind_result(dn, password_of(uid))
         if "data 775" not in message:
-            raise SambaError(f"{uid} is not locked after {LOCKOUT_THRESHOLD} wrong passwords: {code} {message}")
+            raise SambaError(
+                f"{uid} is not locked after {LOCKOUT_THRESHOLD} wrong passwords: {code} {message}"
+            )
 
     def unlock(self, uid: str) -> None:
         self.modify(uid, "lockoutTime", 0)
@@ -402,7 +417,9 @@ def _set(connection: Connection, dn: str, **attributes: object) -> None:
         raise SambaError(f"changing {dn}: {connection.result}")
 
 
-def _add_user(connection: Connection, dn: str, uid: str, password: str, attributes: dict[str, object]) -> None:
+def _add_user(
+    connection: Connection, dn: str, uid: str, password: str, attributes: dict[str, object]
+) -> None:
     _add(
         connection,
         dn,
@@ -422,7 +439,11 @@ def _load_city(connection: Connection) -> None:
         _add(connection, ou, ["top", "organizationalUnit"], {})
 
     dn_of: dict[str, str] = {}
-    people = [entry for entry in read_ldif(DEMO_LDIF) if "inetorgperson" in map(str.lower, entry.attributes.get("objectclass", []))]
+    people = [
+        entry
+        for entry in read_ldif(DEMO_LDIF)
+        if "inetorgperson" in map(str.lower, entry.attributes.get("objectclass", []))
+    ]
     for entry in people:
         a = entry.attributes
         uid, cn = a["uid"][0], a["cn"][0]
@@ -457,9 +478,19 @@ def _load_city(connection: Connection) -> None:
             continue
         name = entry.attributes["cn"][0]
         members = [dn_of[m.lower()] for m in entry.attributes.get("member", [])]
-        _add(connection, f"CN={name},{GROUPS_BASE}", ["top", "group"], {"sAMAccountName": name, "member": members})
+        _add(
+            connection,
+            f"CN={name},{GROUPS_BASE}",
+            ["top", "group"],
+            {"sAMAccountName": name, "member": members},
+        )
     deputies = f"CN=deputy-city-managers,{GROUPS_BASE}"
-    _add(connection, deputies, ["top", "group"], {"sAMAccountName": "deputy-city-managers", "member": [extra["ewhite"]]})
+    _add(
+        connection,
+        deputies,
+        ["top", "group"],
+        {"sAMAccountName": "deputy-city-managers", "member": [extra["ewhite"]]},
+    )
     if not connection.modify(f"CN=city-managers,{GROUPS_BASE}", {"member": [(MODIFY_ADD, [deputies])]}):
         raise SambaError(f"nesting {deputies}: {connection.result}")
 
@@ -476,23 +507,31 @@ def _load_city(connection: Connection) -> None:
     )
     _set(connection, proxy_dn, userAccountControl=_UF_NORMAL_ACCOUNT | _UF_DONT_EXPIRE_PASSWD)
 
-    _add(
-        connection,
-        LOCKOUT_POLICY_DN,
-        ["msDS-PasswordSettings"],
-        {
-            "msDS-PasswordSettingsPrecedence": 1,
-            "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
-            "msDS-PasswordHistoryLength": 0,
-            "msDS-PasswordComplexityEnabled": "FALSE",
-            "msDS-MinimumPasswordLength": 0,
-            "msDS-MinimumPasswordAge": 0,
-            "msDS-MaximumPasswordAge": _NEVER,
-            "msDS-LockoutThreshold": LOCKOUT_THRESHOLD,
-            "msDS-LockoutObservationWindow": _TEN_HOURS,
-            "msDS-LockoutDuration": _TEN_HOURS,
-        },
-    )
+    # AD counts wrong passwords (badPwdCount) only where a lockout threshold applies: a high
+    # one for everybody makes the count visible to tests without locking anyone in practice.
+    people_dns = [*dn_of.values(), *extra.values()]
+    for dn, precedence, threshold, applies_to in (
+        (LOCKOUT_POLICY_DN, 1, LOCKOUT_THRESHOLD, []),
+        (COUNTING_POLICY_DN, 2, COUNTING_THRESHOLD, people_dns),
+    ):
+        _add(
+            connection,
+            dn,
+            ["msDS-PasswordSettings"],
+            {
+                "msDS-PasswordSettingsPrecedence": precedence,
+                "msDS-PasswordReversibleEncryptionEnabled": "FALSE",
+                "msDS-PasswordHistoryLength": 0,
+                "msDS-PasswordComplexityEnabled": "FALSE",
+                "msDS-MinimumPasswordLength": 0,
+                "msDS-MinimumPasswordAge": 0,
+                "msDS-MaximumPasswordAge": _NEVER,
+                "msDS-LockoutThreshold": threshold,
+                "msDS-LockoutObservationWindow": _TEN_HOURS,
+                "msDS-LockoutDuration": _TEN_HOURS,
+                **({"msDS-PSOAppliesTo": applies_to} if applies_to else {}),
+            },
+        )
 
 
 def _people() -> tuple[str, ...]:
@@ -551,7 +590,9 @@ class SambaDC:
         began = time.monotonic()
         result = subprocess.run(
             [
-                "samba-tool", "domain", "provision",
+                "samba-tool",
+                "domain",
+                "provision",
                 f"--targetdir={dc}",
                 f"--realm={REALM}",
                 f"--domain={NETBIOS_DOMAIN}",
@@ -565,9 +606,11 @@ class SambaDC:
             capture_output=True,
             text=True,
             check=False,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
-            raise SambaError(f"samba-tool domain provision failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+            raise SambaError(
+                f"samba-tool domain provision failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
         self.timings["provision"] = time.monotonic() - began
         ad = self._launch(dc, 60.0)
         loaded = time.monotonic()
@@ -575,12 +618,19 @@ class SambaDC:
             _load_city(connection)
         self.timings["load"] = time.monotonic() - loaded
         result = subprocess.run(
-            ["samba-tool", "domain", "exportkeytab", str(dc / "proxy.keytab"), f"--principal={PROXY_SPN}",
-             "-s", str(dc / "etc" / "smb.conf")],
+            [
+                "samba-tool",
+                "domain",
+                "exportkeytab",
+                str(dc / "proxy.keytab"),
+                f"--principal={PROXY_SPN}",
+                "-s",
+                str(dc / "etc" / "smb.conf"),
+            ],
             capture_output=True,
             text=True,
             check=False,
-        )  # fmt: skip
+        )
         if result.returncode != 0:
             raise SambaError(f"samba-tool domain exportkeytab failed: {result.stderr}")
         self.stop(remove=False)
@@ -636,7 +686,9 @@ class SambaDC:
             except Exception as exc:  # not listening yet, or the directory still opening
                 if time.monotonic() > deadline:
                     self.stop(remove=False)
-                    raise SambaError(f"samba did not answer ldaps within {timeout} s ({exc}):\n{self.log_tail(dc)}") from exc
+                    raise SambaError(
+                        f"samba did not answer ldaps within {timeout} s ({exc}):\n{self.log_tail(dc)}"
+                    ) from exc
                 time.sleep(0.1)
         self.timings["start"] = time.monotonic() - began
         return ad
