@@ -11,7 +11,8 @@ CITY.TEST holds the demo city (directory/demo.ldif) as Active Directory holds pe
 - accounts in every state a sign-in meets (`STATE_USERS`): disabled, locked (by real failed
   binds when the DC starts: a fine-grained password policy with a lockout threshold of 3
   applies to the accounts `lock()` is given, and only to them), must change password
-  (pwdLastSet 0), account expired (accountExpires in the past), outside logon hours;
+  (pwdLastSet 0), password expired (set five days ago, under a policy of two days: libfaketime
+  dates it), account expired (accountExpires in the past), outside logon hours;
 - a lockout threshold of 999 for every person, so the DC counts wrong passwords
   (`bad_password_count`) without locking anybody a test did not mean to lock;
 - a service account for citygate's directory reads (`bind_dn`, `bind_password_file`) and one for
@@ -79,6 +80,7 @@ PROXY_SPN = "HTTP/proxy.city.test"
 SERVICE_PRINCIPAL = f"{PROXY_SPN}@{REALM}"
 LOCKOUT_POLICY_DN = f"CN=lockout-after-3,CN=Password Settings Container,CN=System,{BASE_DN}"
 LOCKOUT_THRESHOLD = 3
+EXPIRY_POLICY_DN = f"CN=passwords-last-2-days,CN=Password Settings Container,CN=System,{BASE_DN}"
 COUNTING_POLICY_DN = f"CN=count-wrong-passwords,CN=Password Settings Container,CN=System,{BASE_DN}"
 COUNTING_THRESHOLD = 999  # AD's highest
 
@@ -87,6 +89,7 @@ STATE_USERS: Mapping[str, str] = {
     "disabled": "bjones",
     "locked": "lockeduser",
     "must_change_password": "mustchange",
+    "password_expired": "oldpassword",
     "account_expired": "expireduser",
     "logon_hours": "nightshift",
 }
@@ -101,6 +104,7 @@ _UF_DONT_EXPIRE_PASSWD = 0x10000
 # Interval attributes are negative counts of 100 ns; this one means "never".
 _NEVER = "-9223372036854775808"
 _TEN_HOURS = str(-10 * 3600 * 10_000_000)
+_TWO_DAYS = str(-2 * 86400 * 10_000_000)  # Samba treats a maximum password age under a day as none
 # accountExpires is a FILETIME (100 ns since 1601-01-01); 2020-01-01 is long past.
 _EXPIRED_2020 = str(
     (int(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC).timestamp()) + 11_644_473_600) * 10_000_000
@@ -111,6 +115,7 @@ _EXTRA_PEOPLE = (
     ("ewhite", "Evelyn White", "City Manager", "Deputy City Manager"),
     ("lockeduser", "Lou Locke", "Parks", "Park Ranger"),
     ("mustchange", "Morgan Change", "Parks", "Groundskeeper"),
+    ("oldpassword", "Olive Oldham", "Parks", "Park Naturalist"),
     ("expireduser", "Erin Expired", "Parks", "Seasonal Lifeguard"),
     ("nightshift", "Nico Knight", "Police", "Dispatcher"),
 )
@@ -121,7 +126,7 @@ class SambaError(RuntimeError):
 
 
 def missing_tools() -> list[str]:
-    tools = ["samba", "samba-tool", "kinit", "klist"]
+    tools = ["samba", "samba-tool", "kinit", "klist", "kvno", "faketime"]
     return [tool for tool in tools if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
 
 
@@ -510,9 +515,10 @@ def _load_city(connection: Connection) -> None:
     # AD counts wrong passwords (badPwdCount) only where a lockout threshold applies: a high
     # one for everybody makes the count visible to tests without locking anyone in practice.
     people_dns = [*dn_of.values(), *extra.values()]
-    for dn, precedence, threshold, applies_to in (
-        (LOCKOUT_POLICY_DN, 1, LOCKOUT_THRESHOLD, []),
-        (COUNTING_POLICY_DN, 2, COUNTING_THRESHOLD, people_dns),
+    for dn, precedence, threshold, max_age, applies_to in (
+        (EXPIRY_POLICY_DN, 1, 0, _TWO_DAYS, [extra["oldpassword"]]),
+        (LOCKOUT_POLICY_DN, 2, LOCKOUT_THRESHOLD, _NEVER, []),
+        (COUNTING_POLICY_DN, 3, COUNTING_THRESHOLD, _NEVER, people_dns),
     ):
         _add(
             connection,
@@ -525,13 +531,40 @@ def _load_city(connection: Connection) -> None:
                 "msDS-PasswordComplexityEnabled": "FALSE",
                 "msDS-MinimumPasswordLength": 0,
                 "msDS-MinimumPasswordAge": 0,
-                "msDS-MaximumPasswordAge": _NEVER,
+                "msDS-MaximumPasswordAge": max_age,
                 "msDS-LockoutThreshold": threshold,
                 "msDS-LockoutObservationWindow": _TEN_HOURS,
                 "msDS-LockoutDuration": _TEN_HOURS,
                 **({"msDS-PSOAppliesTo": applies_to} if applies_to else {}),
             },
         )
+
+
+def _set_password_days_ago(dc: Path, uid: str, days: int) -> None:
+    """Set `uid`'s password as if `days` ago, so that its two-day maximum age has run out.
+
+    AD lets nobody write pwdLastSet but 0 or -1, so the password is set by samba-tool on the
+    domain's database directly, under libfaketime's clock.
+    """
+    result = subprocess.run(
+        [
+            "faketime",
+            "-f",
+            f"-{days}d",
+            "samba-tool",
+            "user",
+            "setpassword",
+            uid,
+            f"--newpassword={password_of(uid)}",
+            "-H",
+            f"tdb://{dc / 'private' / 'sam.ldb'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SambaError(f"setting {uid}'s password {days} days ago failed: {result.stderr[-2000:]}")
 
 
 def _people() -> tuple[str, ...]:
@@ -563,7 +596,7 @@ class SambaDC:
         if missing:
             raise SambaError(
                 f"Samba AD tools missing ({', '.join(missing)}); run tools/system-deps "
-                "(make test does) or apt-get install samba-ad-dc winbind krb5-user ldb-tools"
+                "(make test does) or apt-get install samba-ad-dc winbind krb5-user ldb-tools faketime"
             )
         if os.geteuid() != 0:
             raise SambaError("the Samba AD DC must run as root (it binds ports 88, 389, 464 and 636)")
@@ -616,6 +649,7 @@ class SambaDC:
         loaded = time.monotonic()
         with ad.admin() as connection:
             _load_city(connection)
+        _set_password_days_ago(dc, STATE_USERS["password_expired"], 5)
         self.timings["load"] = time.monotonic() - loaded
         result = subprocess.run(
             [

@@ -123,7 +123,9 @@ def test_a_disabled_account_is_reported_disabled(samba_ad, tmp_path):
     assert samba_ad.bind_result("bjones", "bjones-pass") == (49, REFUSED.format("533"))
 
 
-@pytest.mark.parametrize("state", ["locked", "must_change_password", "account_expired", "logon_hours"])
+@pytest.mark.parametrize(
+    "state", ["locked", "must_change_password", "password_expired", "account_expired", "logon_hours"]
+)
 def test_accounts_ad_refuses_cannot_sign_in(samba_ad, tmp_path, state):
     directory = open_ad(samba_ad, tmp_path)
     uid = STATE_USERS[state]
@@ -140,6 +142,7 @@ def test_accounts_ad_refuses_cannot_sign_in(samba_ad, tmp_path, state):
         ("bjones", "wrong-pass", "52e"),  # a state shows only with the right password
         ("lockeduser", "lockeduser-pass", "775"),  # locked out
         ("mustchange", "mustchange-pass", "773"),  # must change password (pwdLastSet 0)
+        ("oldpassword", "oldpassword-pass", "532"),  # password expired
         ("expireduser", "expireduser-pass", "701"),  # account expired
         ("nightshift", "nightshift-pass", "530"),  # outside logon hours
     ],
@@ -203,6 +206,16 @@ def test_an_employee_gets_a_ticket(samba_ad, tmp_path):
     ).stdout
     proxy_ticket = tickets[tickets.index(samba_ad.service_principal) :]
     assert "aes256-cts-hmac-sha1-96" in proxy_ticket.splitlines()[1]
+    # The proxy's keytab decrypts that ticket: its keys are the ones the KDC uses.
+    verified = subprocess.run(
+        ["kvno", "-k", str(samba_ad.keytab), samba_ad.service_principal],
+        env=samba_ad.kerberos_env(ccache),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert "keytab entry valid" in verified.stdout
 
 
 @pytest.mark.parametrize(
@@ -211,6 +224,9 @@ def test_an_employee_gets_a_ticket(samba_ad, tmp_path):
         ("bjones", "bjones-pass", "Client's credentials have been revoked"),  # disabled
         ("lockeduser", "lockeduser-pass", "Client's credentials have been revoked"),  # locked
         ("expireduser", "expireduser-pass", "Client's credentials have been revoked"),
+        # kinit then asks for a new password, and finds none on its input.
+        ("oldpassword", "oldpassword-pass", "Password expired.  You must change it now."),
+        ("mustchange", "mustchange-pass", "Password expired.  You must change it now."),
         ("jlee", "wrong-pass", "Password incorrect"),
         ("nobody", "x-pass", "not found in Kerberos database"),
     ],
@@ -218,7 +234,7 @@ def test_an_employee_gets_a_ticket(samba_ad, tmp_path):
 def test_kinit_is_refused(samba_ad, tmp_path, uid, password, message):
     result = samba_ad.kinit(uid, tmp_path / "ccache", password)
     assert result.returncode != 0
-    assert message in result.stderr
+    assert message in result.stdout + result.stderr
 
 
 def test_the_proxy_keytab_holds_aes_keys_only(samba_ad):
