@@ -33,7 +33,7 @@ folder (default /var/tmp/citygate-samba); `CITYGATE_SAMBA_CACHE=off` provisions 
 Typical use (the session fixture `samba_ad` in tests/conftest.py)::
 
     def test_something(samba_ad, tmp_path):
-        options = samba_ad.directory_options(tmp_path)          # citygate `directory:` section
+        options = samba_ad.directory_options()        # a citygate `directory:` section
         assert samba_ad.kinit("jlee", tmp_path / "cc").returncode == 0
         samba_ad.bind_result("bjones", "bjones-pass")  # (49, '... data 533, v1db1')
 """
@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ldap3 import MODIFY_ADD, MODIFY_REPLACE, NONE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
 from slapd import DEMO_LDIF, write_pki
 
 from citygate.directory.ldif import read_ldif
@@ -180,7 +182,8 @@ def free_loopback_address(attempts: int = 20) -> str:
 # --- configuration files ---------------------------------------------------------------------
 
 
-def _smb_conf(folder: Path, address: str, pki: tuple[Path, Path, Path] | None) -> str:
+def _smb_conf(folder: Path, address: str, pki: tuple[Path, Path, Path]) -> str:
+    ca, cert, key = pki
     lines = [
         "[global]",
         f"netbios name = {DC_NAME.upper()}",
@@ -203,10 +206,11 @@ def _smb_conf(folder: Path, address: str, pki: tuple[Path, Path, Path] | None) -
         "logging = file",
         f"log file = {folder / 'log' / 'samba.log'}",
         "log level = 1",
+        "tls enabled = yes",
+        f"tls cafile = {ca}",
+        f"tls certfile = {cert}",
+        f"tls keyfile = {key}",
     ]
-    if pki is not None:
-        ca, cert, key = pki
-        lines += ["tls enabled = yes", f"tls cafile = {ca}", f"tls certfile = {cert}", f"tls keyfile = {key}"]
     return "\n\t".join(lines) + "\n"
 
 
@@ -221,7 +225,7 @@ def krb5_conf(address: str) -> str:
         "\tdns_canonicalize_hostname = false\n"
         "\tudp_preference_limit = 1\n"
         "[realms]\n"
-        f"\t{REALM} = {{\n\t\tkdc = {address}:88\n\t\tadmin_server = {address}\n\t}}\n"
+        f"\t{REALM} = {{\n\t\tkdc = {address}:88\n\t}}\n"
         "[domain_realm]\n"
         f"\t.{DNS_DOMAIN} = {REALM}\n"
         f"\t{DNS_DOMAIN} = {REALM}\n"
@@ -267,7 +271,7 @@ class ActiveDirectory:
 
     def user_dn(self, uid: str) -> str:
         with self.admin() as connection:
-            connection.search(STAFF_BASE, f"(sAMAccountName={uid})", attributes=["1.1"])
+            connection.search(STAFF_BASE, f"(sAMAccountName={escape_filter_chars(uid)})", attributes=["1.1"])
             if len(connection.entries) != 1:
                 raise SambaError(f"no single account {uid!r} under {STAFF_BASE}")
             return str(connection.entries[0].entry_dn)
@@ -717,7 +721,7 @@ class SambaDC:
             try:
                 with ad.admin():
                     break
-            except Exception as exc:  # not listening yet, or the directory still opening
+            except (LDAPException, OSError, SambaError) as exc:  # not listening yet, or still opening
                 if time.monotonic() > deadline:
                     self.stop(remove=False)
                     raise SambaError(
