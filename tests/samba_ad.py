@@ -27,8 +27,9 @@ sessions running side by side do not collide. Its TLS certificate (from a throw-
 
 Provisioning and loading the directory take most of the time (tens of seconds on a busy
 machine), so the loaded domain is built once into a cache folder keyed by the Samba version
-and this file's text, and each session starts a copy. `CITYGATE_SAMBA_CACHE` names the cache
-folder (default /var/tmp/citygate-samba); `CITYGATE_SAMBA_CACHE=off` provisions every time.
+and this file's text, and each session starts a copy (a domain unused for a day is removed).
+`CITYGATE_SAMBA_CACHE` names the cache folder (default /var/tmp/citygate-samba);
+`CITYGATE_SAMBA_CACHE=off` provisions every time.
 
 Typical use (the session fixture `samba_ad` in tests/conftest.py)::
 
@@ -379,12 +380,6 @@ class ActiveDirectory:
     def enable(self, uid: str) -> None:
         self.modify(uid, "userAccountControl", _UF_NORMAL_ACCOUNT)
 
-    def require_password_change(self, uid: str) -> None:
-        self.modify(uid, "pwdLastSet", 0)
-
-    def expire_account(self, uid: str) -> None:
-        self.modify(uid, "accountExpires", _EXPIRED_2020)
-
     def lock(self, uid: str) -> None:
         """Lock the account the way AD does: wrong passwords until the lockout policy trips.
 
@@ -609,10 +604,7 @@ class SambaDC:
         if self.cache is None:
             self._build(dc)
         else:
-            cached = _cached_domain(self.cache, self.timings)
-            copied = time.monotonic()
-            shutil.copytree(cached, dc, symlinks=True)
-            self.timings["copy"] = time.monotonic() - copied
+            _copy_cached_domain(self.cache, dc, self.timings)
         self.ad = self._launch(dc, timeout)
         locked = time.monotonic()
         self.ad.lock(STATE_USERS["locked"])
@@ -754,12 +746,6 @@ class SambaDC:
                 text += path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:]) or "(no log)"
 
-    def __enter__(self) -> ActiveDirectory:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 # --- the cache of loaded domains -------------------------------------------------------------
 
@@ -775,12 +761,17 @@ def _cache_key() -> str:
     return hashlib.sha256(recipe).hexdigest()[:16]
 
 
-def _cached_domain(root: Path, timings: dict[str, float]) -> Path:
-    """The loaded domain for this Samba and this recipe, built first if missing."""
+def _copy_cached_domain(root: Path, target: Path, timings: dict[str, float]) -> None:
+    """Copy the loaded domain for this Samba and this recipe to `target`, built first if missing.
+
+    Everything happens under one lock, so a session never copies a domain another is building
+    or pruning. Domains of other recipes (other checkouts, other Samba versions) are kept a day
+    after their last use, so checkouts that alternate do not rebuild each time.
+    """
     root.mkdir(parents=True, exist_ok=True)
     ready = root / _cache_key()
     with (root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and reuse its domain
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not (ready / "private" / "sam.ldb").exists():
             building = root / f"{ready.name}.building"
             shutil.rmtree(building, ignore_errors=True)
@@ -790,10 +781,12 @@ def _cached_domain(root: Path, timings: dict[str, float]) -> Path:
             finally:
                 builder.stop(remove=False)
             timings.update(builder.timings)
-            # Older recipes and Samba versions are of no further use.
-            for stale in root.iterdir():
-                if stale.is_dir() and stale != building:
-                    shutil.rmtree(stale, ignore_errors=True)
             (building / "dc").rename(ready)
             shutil.rmtree(building)
-    return ready
+        os.utime(ready)
+        for stale in root.iterdir():
+            if stale.is_dir() and stale != ready and time.time() - stale.stat().st_mtime > 86_400:
+                shutil.rmtree(stale, ignore_errors=True)
+        copied = time.monotonic()
+        shutil.copytree(ready, target, symlinks=True)
+        timings["copy"] = time.monotonic() - copied
