@@ -6,6 +6,9 @@
 - `slapd_factory`: `slapd_factory(tls=False)` starts more private instances (failover tests).
 - `kdc`: MIT Kerberos KDCs for TEST.LAN and OTHER.LAN, one per session (see tests/kdc.py), with
   principals for the demo city's people; it points this process's KRB5_CONFIG at its krb5.conf.
+- `samba_ad`: a real Active Directory (Samba AD DC, see tests/samba_ad.py), one per session,
+  started only when a test asks for it. Shared: change account states only on accounts the
+  test creates or restores.
 
 Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
 `citygate run` would choose: uvloop by default, the standard loop under
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from kdc import Kdc, kdc_available
+from samba_ad import ActiveDirectory, SambaDC, SambaError, cache_root
 from slapd import Slapd, missing_tools
 
 from citygate.proxy.runtime.event_loop import chosen_event_loop
@@ -111,3 +115,17 @@ def kdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kdc]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def samba_ad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ActiveDirectory]:
+    server = SambaDC(tmp_path_factory.mktemp("samba-ad"), cache=cache_root())
+    try:
+        domain = server.start()
+    except SambaError as exc:
+        server.stop()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield domain
+    finally:
+        server.stop()

@@ -239,8 +239,10 @@ def ad_flavoured_ldif(demo: str) -> str:
 # --- TLS -------------------------------------------------------------------------------------
 
 
-def _write_pki(folder: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a server certificate for localhost / 127.0.0.1: (ca, cert, key)."""
+def write_pki(
+    folder: Path, dns_names: tuple[str, ...] = ("localhost",), addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for these names and addresses: (ca, cert, key)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "citygate test LDAP CA")])
@@ -261,7 +263,7 @@ def _write_pki(folder: Path) -> tuple[Path, Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -269,7 +271,10 @@ def _write_pki(folder: Path) -> tuple[Path, Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    *(x509.DNSName(name) for name in dns_names),
+                    *(x509.IPAddress(ipaddress.ip_address(address)) for address in addresses),
+                ]
             ),
             critical=False,
         )
@@ -308,7 +313,7 @@ class Slapd:
         (folder / "ad.schema").write_text(AD_SCHEMA, encoding="utf-8")
         self.ca_file: Path | None = None
         if tls:
-            self.ca_file, self._cert, self._key = _write_pki(folder)
+            self.ca_file, self._cert, self._key = write_pki(folder)
         self.config = folder / "slapd.conf"
 
     # -- addresses --

@@ -121,3 +121,25 @@ def test_active_directory_preset_end_to_end(proxy_runner_factory, redirect_addon
     assert allowed.status == 200
     assert no_grant.status == 403 and "Ana Hernandez" in no_grant.body
     assert disabled.status == 403 and "<dd>employee_disabled</dd>" in disabled.body
+
+
+def test_active_directory_preset_against_a_real_domain_controller(
+    proxy_runner_factory, redirect_addon, samba_ad, tmp_path
+):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = tmp_path / "config" / "citygate.yaml"
+    document = yaml.safe_load(config.read_text())
+    document["directory"] = {"backend": "ldap", **samba_ad.directory_options()}
+    document["identity"] = {
+        "sign_in": ["basic"]
+    }  # Kerberos sign-in against AD: test_negotiate_active_directory.py
+    config.write_text(yaml.safe_dump(document))
+    proxy = proxy_runner_factory([CityGate(), redirect_addon], {"citygate_config": str(config)})
+
+    allowed = curl(proxy, IN_SCOPE, proxy_user=JLEE)
+    no_grant = curl(proxy, "http://www.facebook.com/", proxy_user="mnguyen:mnguyen-pass")
+    wrong = curl(proxy, IN_SCOPE, proxy_user="jlee:not-jlee-pass")
+
+    assert allowed.status == 200
+    assert no_grant.status == 403 and "Ana Hernandez" in no_grant.body
+    assert wrong.status == 407

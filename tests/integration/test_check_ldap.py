@@ -15,7 +15,15 @@ from citygate.proxy.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(folder: Path, server: Slapd, preset: str = "openldap") -> Path:
+def write_config(
+    folder: Path,
+    server: Slapd | None,
+    preset: str = "openldap",
+    *,
+    directory: dict | None = None,
+    identity: dict | None = None,
+) -> Path:
+    """A citygate.yaml with three grants, reading `server` (or the `directory` options given)."""
     today = datetime.now(ZoneInfo("America/Los_Angeles")).date()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "grants").mkdir(exist_ok=True)
@@ -49,9 +57,11 @@ def write_config(folder: Path, server: Slapd, preset: str = "openldap") -> Path:
         "catalog": str(REPO / "config" / "sites.yaml"),
         "grants": "grants",
         "approval": {"director_groups": ["directors"], "executive_groups": ["city-managers"]},
-        "directory": {"backend": "ldap", **directory_options(server, folder, preset)},
+        "directory": {"backend": "ldap", **(directory or directory_options(server, folder, preset))},
     }
-    if preset == "active-directory":
+    if identity is not None:
+        config["identity"] = identity
+    elif preset == "active-directory":
         config["identity"] = {"sign_in": ["basic"]}  # no keytab here: passwords only
     path = folder / "citygate.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -63,6 +73,23 @@ def test_check_passes_when_every_grant_works(slapd, tmp_path, capsys, preset):
     config = write_config(tmp_path, slapd, preset)
     assert main(["check", "--config", str(config)]) == 0
     assert "every grant would work now against the directory" in capsys.readouterr().out
+
+
+def test_check_against_a_real_active_directory(samba_ad, tmp_path, capsys):
+    # The preset's default sign-in, Kerberos then Basic, with the keytab AD exported for the proxy.
+    kerberos = {"keytab": str(samba_ad.keytab), "principal": samba_ad.service_principal}
+    config = write_config(tmp_path, None, directory=samba_ad.directory_options(), identity={"kerberos": kerberos})
+    assert main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "every grant would work now against the directory" in out
+    assert f"{samba_ad.service_principal} key version 2: aes256-cts-hmac-sha1-96, aes128-cts-hmac-sha1-96" in out
+    samba_ad.disable("kwilliams")
+    try:
+        assert main(["check", "--config", str(config)]) == 1
+    finally:
+        samba_ad.enable("kwilliams")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "would not work now" in line]
+    assert len(lines) == 2 and all("employee_disabled" in line for line in lines), lines
 
 
 def test_check_lists_each_grant_the_directory_would_refuse(fresh_slapd, tmp_path, capsys):
