@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from embedded_page import page_server as _serve_page
 from harness import PlainUpstream, ProxyRunner, RedirectToUpstream, TestPKI, TlsUpstream
 
 from citygate.addons.fast_path import OPTION as FAST_PATH_OPTION
@@ -114,3 +115,10 @@ def proxy_runner_factory(pki: TestPKI, _mitm_confdir: Path) -> Iterator[StartPro
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def page_server() -> Iterator[tuple[str, int]]:
+    """The city's own web server, with an ordinary page that embeds social content (embedded_page.py)."""
+    with _serve_page() as address:
+        yield address

@@ -15,64 +15,20 @@ key (mitmproxy signs every leaf with it) for the intercepted social tunnels.
 
 from __future__ import annotations
 
-import json
 import shutil
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from browser import Browser, spki_of
-from harness import LOCALHOST, RedirectToUpstream
+from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, denials
+from harness import RedirectToUpstream
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
-from citygate.proxy.audit.files import expand, open_log
 
 REPO = Path(__file__).resolve().parents[2]
-PAGE_URL = "http://www.example.org/parks/summer-events"
-IFRAME = "https://www.youtube.com/embed/x"
-SCRIPT = "https://connect.facebook.net/en_US/sdk.js"
-PIXEL = "https://www.facebook.com/tr?id=1"
-PAGE = f"""<!DOCTYPE html>
-<html><head><title>Summer events</title>
-<script src="{SCRIPT}"></script></head>
-<body><h1>Summer events in our parks</h1>
-<iframe src="{IFRAME}" width="560" height="315"></iframe>
-<img src="{PIXEL}" width="1" height="1" alt="">
-</body></html>
-""".encode()
-
-
-class _PageHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = PAGE if self.path.startswith("/parks/") else b"not here\n"
-        self.send_response(200 if body is PAGE else 404)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def page_server() -> Iterator[tuple[str, int]]:
-    """The city's own web server, with an ordinary page that embeds social content."""
-    server = ThreadingHTTPServer((LOCALHOST, 0), _PageHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield (LOCALHOST, server.server_address[1])
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -110,20 +66,6 @@ def browser_for():
     yield launch
     for browser in browsers:
         browser.close()
-
-
-def denials(log_dir: Path, count: int, timeout: float = 5.0) -> list[dict]:
-    """The access log's denials of requests, once `count` of them are written."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = []
-        for path in expand([log_dir]):
-            with open_log(path) as handle:
-                records += [json.loads(line) for line in handle]
-        found = [r for r in records if r["event.action"] == "http-request" and r["event.type"] == "denied"]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 MNGUYEN_AT_THIS_DEVICE = {"source_addresses": [{"address": "127.0.0.1", "employee": "mnguyen"}]}
