@@ -29,6 +29,7 @@ from citygate.addons.gate import CityGate
 REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {"jlee": "jlee-krb", "mnguyen": "mnguyen-krb"}
 GRANTED = "https://www.facebook.com/CityOfExampleParks"
+WARM_UP = "http://www.facebook.com/CityOfExampleParks/events"
 
 
 class ChallengeRecorder:
@@ -99,6 +100,14 @@ def browser_for(kdc, tmp_path):
             env=env,
         ).start()
         browsers.append(browser)
+        if user is not None:
+            # Chromium 156 on Linux refuses Negotiate for its first proxy CONNECT (the handler is
+            # not created: ERR_PROXY_AUTH_UNSUPPORTED, no ticket asked for) unless it has answered
+            # a Negotiate challenge for a plain-HTTP request before; seen on most launches here,
+            # never after such a request. A plain-HTTP page through the proxy first, signed in
+            # the same way, so the tests see the tunnels as a browser that has been in use does.
+            warm_up = browser.open(WARM_UP)
+            assert warm_up.loaded and warm_up.status in (200, 403), (warm_up.error, browser.log())
         return browser
 
     yield launch
@@ -111,7 +120,7 @@ def negotiate_lines(proxy, user: str) -> list[str]:
 
 
 def test_a_granted_employee_signs_in_silently_and_reaches_the_site(start, browser_for):
-    proxy, log_dir, recorder = start(["negotiate"])
+    proxy, _, recorder = start(["negotiate"])
     browser = browser_for(proxy, "jlee")
 
     load = browser.open(GRANTED)
