@@ -226,6 +226,8 @@ class MetricSet:
         )
         for outcome in FAST_PATH_OUTCOMES:
             self.fast_path.labels(outcome)
+        # --- end of issue 17's fast-path block -------------------------------------------------
+        # Kerberos (Negotiate) sign-in: how many tokens were checked, and what a check costs.
         self.negotiate_handshakes = Counter(
             "citygate_negotiate_handshakes_total",
             "Negotiate (Kerberos) sign-in handshakes, by result: accepted, refused (a replayed, "
@@ -241,7 +243,6 @@ class MetricSet:
             buckets=NEGOTIATE_BUCKETS,
             registry=r,
         )
-        # --- end of issue 17's fast-path block -------------------------------------------------
         self.flags = Counter(
             "citygate_nonbusiness_flags_total",
             "Non-business-use flags raised, by site, department and rule id. Windowed rules "

@@ -191,3 +191,14 @@ def test_a_page_with_social_embeds_loads_silently_and_the_embeds_are_blocked(sta
         assert record["user.name"] == "mnguyen"
         assert record["citygate.identity_method"] == "negotiate"
         assert record["event.reason"] == "no_grant"
+
+
+def test_with_negotiate_alone_a_browser_without_a_ticket_gets_an_error_and_no_dialog(start, browser_for):
+    proxy, _, recorder = start(["negotiate"])
+    browser = browser_for(proxy, None)
+
+    load = browser.open(GRANTED)
+
+    assert load.error == "net::ERR_PROXY_AUTH_UNSUPPORTED" and load.status is None, load
+    assert browser.auth_challenges == [] and browser.dialogs == []
+    assert recorder.challenges and set(recorder.challenges) == {("Negotiate",)}
