@@ -130,6 +130,27 @@ def test_a_granted_employee_with_a_domain_ticket_is_allowed(proxy, plain_upstrea
     assert "user=jlee identity=negotiate department=Parks" in line
 
 
+def test_a_principal_in_another_case_is_the_same_employee(proxy, plain_upstream, samba_ad, tmp_path):
+    # AD matches sAMAccountName without case, and a Windows logon keeps the name as typed
+    # (JLee@CITY.TEST is the client's principal here): still jlee, with jlee's grant.
+    ccache = tmp_path / "typed.ccache"
+    signed_in = subprocess.run(
+        ["kinit", f"JLee@{samba_ad.realm}"],
+        input=samba_ad.password("jlee") + "\n",
+        env=samba_ad.kerberos_env(ccache),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert signed_in.returncode == 0, signed_in.stderr
+
+    result = negotiate_curl(proxy, IN_SCOPE, samba_ad.kerberos_env(ccache))
+
+    assert result.status == 200, result.stderr
+    assert "user=jlee identity=negotiate" in proxy.wait_for_log("allow reason=granted")
+
+
 def test_an_ungranted_employee_gets_the_block_page_naming_her_director(proxy, plain_upstream, tickets):
     result = negotiate_curl(proxy, SOCIAL, tickets("mnguyen"))
 
