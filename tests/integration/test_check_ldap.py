@@ -78,11 +78,15 @@ def test_check_passes_when_every_grant_works(slapd, tmp_path, capsys, preset):
 def test_check_against_a_real_active_directory(samba_ad, tmp_path, capsys):
     # The preset's default sign-in, Kerberos then Basic, with the keytab AD exported for the proxy.
     kerberos = {"keytab": str(samba_ad.keytab), "principal": samba_ad.service_principal}
-    config = write_config(tmp_path, None, directory=samba_ad.directory_options(), identity={"kerberos": kerberos})
+    config = write_config(
+        tmp_path, None, directory=samba_ad.directory_options(), identity={"kerberos": kerberos}
+    )
     assert main(["check", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "every grant would work now against the directory" in out
-    assert f"{samba_ad.service_principal} key version 2: aes256-cts-hmac-sha1-96, aes128-cts-hmac-sha1-96" in out
+    assert (
+        f"{samba_ad.service_principal} key version 2: aes256-cts-hmac-sha1-96, aes128-cts-hmac-sha1-96" in out
+    )
     samba_ad.disable("kwilliams")
     try:
         assert main(["check", "--config", str(config)]) == 1
