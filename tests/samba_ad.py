@@ -322,6 +322,47 @@ class ActiveDirectory:
             check=False,
         )
 
+    def add_service(self, account: str, spn: str, *, encryption_types: int | None = None) -> str:
+        """A new service account `account` holding `spn`; its DN.
+
+        `encryption_types` is msDS-SupportedEncryptionTypes (24: AES); left out, as an
+        administrator who runs `setspn` alone leaves it, the domain keys the SPN with RC4 only.
+        """
+        dn = f"CN={account},{SERVICES_BASE}"
+        attributes: dict[str, object] = {"servicePrincipalName": [spn]}
+        if encryption_types is not None:
+            attributes["msDS-SupportedEncryptionTypes"] = encryption_types
+        with self.admin() as connection:
+            _add_user(connection, dn, account, "svc-" + os.urandom(16).hex(), attributes)
+        return dn
+
+    def change_service_password(self, dn: str) -> None:
+        """A new random password for a service account: its key version goes up by one."""
+        with self.admin() as connection:
+            _set(connection, dn, unicodePwd=_utf16_password("svc-" + os.urandom(16).hex()))
+
+    def export_keytab(self, spn: str, path: Path) -> Path:
+        """`samba-tool domain exportkeytab` of `spn`'s current keys into `path` (mode 0600)."""
+        result = subprocess.run(
+            [
+                "samba-tool",
+                "domain",
+                "exportkeytab",
+                str(path),
+                f"--principal={spn}",
+                "-s",
+                str(self.folder / "etc" / "smb.conf"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SambaError(f"samba-tool domain exportkeytab {spn} failed: {result.stderr[-2000:]}")
+        path.chmod(0o600)
+        return path
+
     # -- LDAP as the administrator --
 
     def _server(self) -> Server:

@@ -113,3 +113,18 @@ def test_no_keytab_check_when_negotiate_is_off(tmp_path, capsys, sign_in):
 
     assert status == 0
     assert "key version" not in out
+
+
+def test_an_rc4_only_keytab_from_active_directory_names_the_attribute_to_set(samba_ad, tmp_path, capsys):
+    # An SPN given to an account without msDS-SupportedEncryptionTypes, as `setspn` alone leaves
+    # it: Samba, like Windows AD, exports (and seals tickets with) RC4 keys only.
+    spn = "HTTP/rc4.city.test"
+    samba_ad.add_service("svc-rc4-proxy", spn)
+    keytab = samba_ad.export_keytab(spn, tmp_path / "rc4.keytab")
+    status, out, err = check(write_config(tmp_path, keytab, f"{spn}@{samba_ad.realm}"), capsys)
+
+    assert status == 1
+    # Key version 2: the account's password was set once after it was created.
+    assert f"{spn}@{samba_ad.realm} key version 2: arcfour-hmac\n" in out
+    assert "RC4 or DES only" in err
+    assert "msDS-SupportedEncryptionTypes: 24" in err
