@@ -15,7 +15,8 @@ import krb5
 
 from citygate.proxy.identity.config import KerberosSettings
 
-# RC4 (arcfour-hmac, arcfour-hmac-exp) and single DES: deprecated, refused by current clients.
+# RC4 (arcfour-hmac, arcfour-hmac-exp) and single DES: deprecated (RFC 8429, RFC 6649) and being
+# turned off in Active Directory; a keytab with nothing stronger is refused before it stops working.
 _WEAK_ENCTYPES = frozenset({1, 2, 3, 23, 24})
 _EXPORT_FIX = (
     "export the keytab again with AES keys: in Active Directory set msDS-SupportedEncryptionTypes: 24 "
