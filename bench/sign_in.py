@@ -366,7 +366,7 @@ def report(cells: dict[str, Cell], connections: int) -> None:
     checked = [run for run in cells["negotiate, new conn"].runs if run.token_checks]
     if checked:
         print(
-            f"\nA token check in the proxy ({NEGOTIATE_CHECK} mean, thread wait included):"
+            f"\nA token check in the proxy ({NEGOTIATE_CHECK} mean, timed in its thread):"
             f" {statistics.median(run.token_us for run in checked):,.0f} us"
         )
 
