@@ -6,13 +6,14 @@
 #   make lint    ruff and mypy
 #   make bench   citygate vs bare mitmdump vs Squid, side by side (BENCHMARKS.md);
 #                also bench-capped, bench-quick, bench-core, bench-memory, bench-scaleout
+#   make bench-signin   Kerberos (Negotiate) sign-in against Basic, side by side (bench/sign_in.py)
 
 PYTHON ?= $(shell tools/find-python)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-site test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-deps
+.PHONY: demo demo-site test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-deps
 
 $(STAMP): pyproject.toml
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
@@ -77,6 +78,11 @@ bench-memory: $(STAMP) bench-deps
 
 bench-scaleout: $(STAMP) bench-deps
 	$(BIN)/python bench/scaleout.py $(BENCH_ARGS)
+
+# Negotiate against Basic, reused and new connections, interleaved: about 2 minutes. The private
+# KDC's packages come from tools/system-deps, nginx from tools/bench-deps.
+bench-signin: $(STAMP) system-deps bench-deps
+	$(BIN)/python bench/sign_in.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv.lock .pytest_cache .mypy_cache
