@@ -81,7 +81,7 @@ bench-scaleout: $(STAMP) bench-deps
 
 # Negotiate against Basic, reused and new connections, interleaved: about 2 minutes. The private
 # KDC's packages come from tools/system-deps, nginx from tools/bench-deps.
-bench-signin: $(STAMP) system-deps bench-deps
+bench-signin: $(STAMP) bench-deps
 	$(BIN)/python bench/sign_in.py $(BENCH_ARGS)
 
 clean:

@@ -239,7 +239,8 @@ class MetricSet:
             self.negotiate_handshakes.labels(result)
         self.negotiate_duration = Histogram(
             "citygate_negotiate_seconds",
-            "Time a Negotiate token took to check, waiting for a worker thread included.",
+            "Time a Negotiate token took to check, timed in its worker thread (the wait for a free "
+            "thread is not included; citygate_decision_duration_seconds has the whole decision).",
             buckets=NEGOTIATE_BUCKETS,
             registry=r,
         )
