@@ -72,3 +72,16 @@ def denials(log_dir: Path, count: int, timeout: float = 5.0) -> list[dict]:
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+#: Where the page's three embeds go, as the access log records them: (host, path).
+EMBED_TARGETS = frozenset(
+    {("www.youtube.com", "/embed/x"), ("connect.facebook.net", "/en_US/sdk.js"), ("www.facebook.com", "/tr")}
+)
+
+
+def embed_denials(log_dir: Path) -> list[dict]:
+    """The access log's denials of the page's three embeds (asserted: all three are there)."""
+    seen = {(record["url.domain"], record["url.path"]): record for record in denials(log_dir, 3)}
+    assert set(seen) >= EMBED_TARGETS, sorted(seen)
+    return [seen[target] for target in sorted(EMBED_TARGETS)]

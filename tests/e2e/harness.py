@@ -1303,3 +1303,25 @@ def probe(url: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
     except (urllib.error.URLError, ConnectionError) as error:
         return 0, {"error": str(error)}  # not listening yet: callers ask again
+
+
+def citygate_explain(config: Path, user: str, url: str) -> dict[str, Any]:
+    """`citygate explain --json` for `user` and `url`, run as an admin would (it exits 1 on a denial)."""
+    answer = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "citygate"),
+            "explain",
+            "--config",
+            str(config),
+            "--json",
+            user,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.returncode in (0, 1), answer.stderr
+    result: dict[str, Any] = json.loads(answer.stdout)
+    return result

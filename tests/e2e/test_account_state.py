@@ -11,16 +11,13 @@ live proxy gave.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import curl
+from harness import citygate_explain, curl
 from slapd import LOCKOUT_FAILURES, directory_options
 
 from citygate.addons.decision_log import DecisionLog
@@ -28,7 +25,6 @@ from citygate.addons.gate import CityGate
 from citygate.addons.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
-CITYGATE = str(Path(sys.executable).parent / "citygate")
 SOCIAL = "http://www.facebook.com/"
 # Below the lockout threshold, as the README advises: then stale passwords can never lock.
 BIND_RATE = LOCKOUT_FAILURES - 1
@@ -62,18 +58,6 @@ def setup(proxy_runner_factory, redirect_addon, fresh_slapd, tmp_path):
     return proxy, config, metrics.server.url
 
 
-def explain(config: Path, user: str) -> dict:
-    answer = subprocess.run(
-        [CITYGATE, "explain", "--config", str(config), "--json", user, SOCIAL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert answer.returncode in (0, 1), answer.stderr
-    return json.loads(answer.stdout)
-
-
 @pytest.mark.parametrize(
     ("uid", "extra", "reason", "words"),
     [
@@ -96,7 +80,7 @@ def test_an_account_that_cannot_sign_in_gets_a_page_naming_its_state(
     assert words in refused.body and "service desk" in refused.body
     line = proxy.wait_for_log(f"reason={reason}")
     assert f"user={uid}" in line
-    assert explain(config, uid)["reason"] == reason
+    assert citygate_explain(config, uid, SOCIAL)["reason"] == reason
 
 
 def test_a_disabled_account_gets_403_not_407_and_explain_agrees(setup):
@@ -104,7 +88,7 @@ def test_a_disabled_account_gets_403_not_407_and_explain_agrees(setup):
     refused = curl(proxy, SOCIAL, proxy_user="bjones:bjones-pass")
     assert refused.status == 403
     assert "<dd>employee_disabled</dd>" in refused.body and "disabled" in refused.body
-    assert explain(config, "bjones")["reason"] == "employee_disabled"
+    assert citygate_explain(config, "bjones", SOCIAL)["reason"] == "employee_disabled"
 
 
 def test_a_disabled_account_inside_a_tunnel_gets_the_block_page(setup):

@@ -9,24 +9,21 @@ HTTP/proxy.city.test. Clients are real: `kinit` against the DC's KDC, then
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from harness import CurlResult, ProxyConnection, ProxyRunner, curl
+from harness import CurlResult, ProxyConnection, ProxyRunner, citygate_explain, curl
 from samba_ad import ActiveDirectory
 
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 
 REPO = Path(__file__).resolve().parents[2]
-CITYGATE = str(Path(sys.executable).parent / "citygate")
 PROXY_HOST = "proxy.city.test"
 IN_SCOPE = "http://www.facebook.com/CityOfExampleParks"
 SOCIAL = "http://www.facebook.com/"
@@ -105,18 +102,6 @@ def negotiate_curl(proxy: ProxyRunner, url: str, env: dict[str, str], host: str 
     return curl(proxy, url, extra_args=(*args, "--resolve", f"{host}:{proxy.port}:127.0.0.1"), env=env)
 
 
-def explain(config: Path, user: str) -> dict:
-    answer = subprocess.run(
-        [CITYGATE, "explain", "--config", str(config), "--json", user, SOCIAL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert answer.returncode in (0, 1), answer.stderr
-    return json.loads(answer.stdout)
-
-
 # --- signed in with a ticket from the domain -----------------------------------------------------
 
 
@@ -175,7 +160,7 @@ def test_a_ticket_from_before_the_account_was_disabled_is_refused_by_its_live_st
     samba_ad.disable("jlee")
     try:
         result = negotiate_curl(proxy, IN_SCOPE, env)
-        reason = explain(config, "jlee")["reason"]
+        reason = citygate_explain(config, "jlee", SOCIAL)["reason"]
         # The DC itself refuses a disabled account new service tickets: curl sends no token.
         unticketed = negotiate_curl(proxy, IN_SCOPE, without)
     finally:
