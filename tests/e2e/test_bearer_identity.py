@@ -7,20 +7,18 @@ on a real JWKS server on 127.0.0.1; the keys are generated here. curl presents t
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
+from demo_config import demo_config
 from harness import curl, tunnel_peer_certificate
 from sso import AUDIENCE, DOMAIN, ISSUER, Signer, b64, claims, hmac_token, jwks_server, unsigned_token
 
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 
-REPO = Path(__file__).resolve().parents[2]
 IN_SCOPE = "http://www.facebook.com/CityOfExampleParks"
 MAX_TOKEN_BYTES = 4096
 BOTH_CHALLENGES = 'Basic realm="citygate", Bearer realm="citygate"'
@@ -49,13 +47,7 @@ def jwks(key_a):
 
 
 def write_config(tmp_path: Path, identity: dict) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    config = tmp_path / "config" / "citygate.yaml"
-    document = yaml.safe_load(config.read_text())
-    document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
-    document["identity"] = identity
-    config.write_text(yaml.safe_dump(document))
-    return config
+    return demo_config(tmp_path, identity=identity)
 
 
 def issuer_entry(jwks_url: str) -> dict:

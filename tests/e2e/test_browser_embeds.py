@@ -15,12 +15,9 @@ key (mitmproxy signs every leaf with it) for the intercepted social tunnels.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-import yaml
 from browser import Browser, spki_of
+from demo_config import demo_config
 from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, embed_denials
 from harness import RedirectToUpstream
 
@@ -28,21 +25,13 @@ from citygate.addons.audit import AuditLog
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
 def start(proxy_runner_factory, page_server, tls_upstream, tmp_path):
     """start(identity) -> (proxy, log folder): citygate on the demo config with `identity:` set."""
 
     def start(identity: dict):
-        shutil.copytree(REPO / "config", tmp_path / "config")
-        config = tmp_path / "config" / "citygate.yaml"
-        document = yaml.safe_load(config.read_text())
-        document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
-        if identity:
-            document["identity"] = identity
-        config.write_text(yaml.safe_dump(document))
+        config = demo_config(tmp_path, **({"identity": identity} if identity else {}))
         log_dir = tmp_path / "log"
         redirect = RedirectToUpstream(page_server, tls_upstream.address)
         proxy = proxy_runner_factory(

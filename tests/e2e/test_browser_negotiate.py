@@ -11,12 +11,11 @@ dialog.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from browser import Browser, spki_of
+from demo_config import demo_config
 from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, embed_denials
 from harness import RedirectToUpstream
 from kdc import PROXY_HOST, SERVICE
@@ -26,7 +25,6 @@ from citygate.addons.audit import AuditLog
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {"jlee": "jlee-krb", "mnguyen": "mnguyen-krb"}
 GRANTED = "https://www.facebook.com/CityOfExampleParks"
 WARM_UP = "http://www.facebook.com/CityOfExampleParks/events"
@@ -59,12 +57,8 @@ def start(proxy_runner_factory, page_server, tls_upstream, tmp_path, keytab):
     """start(sign_in) -> (proxy, access-log folder, 407 recorder): the demo city with Kerberos sign-in."""
 
     def start(sign_in: list[str]):
-        shutil.copytree(REPO / "config", tmp_path / "config")
-        config = tmp_path / "config" / "citygate.yaml"
-        document = yaml.safe_load(config.read_text())
-        document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
-        document["identity"] = {"sign_in": sign_in, "kerberos": {"keytab": str(keytab), "principal": SERVICE}}
-        config.write_text(yaml.safe_dump(document))
+        kerberos = {"keytab": str(keytab), "principal": SERVICE}
+        config = demo_config(tmp_path, identity={"sign_in": sign_in, "kerberos": kerberos})
         log_dir = tmp_path / "log"
         recorder = ChallengeRecorder()
         proxy = proxy_runner_factory(

@@ -9,13 +9,12 @@ connection) a raw connection carrying tokens made by the GSSAPI library, as a br
 from __future__ import annotations
 
 import base64
-import shutil
 import time
 from pathlib import Path
 
 import gssapi
 import pytest
-import yaml
+from demo_config import demo_config
 from harness import ProxyConnection, curl
 from kdc import OTHER_REALM, PROXY_HOST, SERVICE
 from test_metrics import scrape, values
@@ -24,7 +23,6 @@ from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
 from citygate.addons.metrics import Metrics
 
-REPO = Path(__file__).resolve().parents[2]
 IN_SCOPE = "http://www.facebook.com/CityOfExampleParks"
 SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
 PASSWORDS = {"jlee": "jlee-krb", "mnguyen": "mnguyen-krb", "bjones": "bjones-krb"}
@@ -48,14 +46,7 @@ def tickets(kdc, tmp_path):
 
 
 def write_config(tmp_path: Path, identity: dict) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    config = tmp_path / "config" / "citygate.yaml"
-    document = yaml.safe_load(config.read_text())
-    document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
-    document["identity"] = identity
-    document["metrics"] = {"listen": "127.0.0.1:0"}
-    config.write_text(yaml.safe_dump(document))
-    return config
+    return demo_config(tmp_path, identity=identity, metrics={"listen": "127.0.0.1:0"})
 
 
 @pytest.fixture

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import grp
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from demo_config import demo_config
 from kdc import SERVICE
 
 from citygate.proxy.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def write_config(tmp_path: Path, keytab: Path, principal: str = SERVICE) -> Path:
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    config = tmp_path / "config" / "citygate.yaml"
-    document = yaml.safe_load(config.read_text())
-    document["directory"]["ldif"] = str(REPO / "directory" / "demo.ldif")
-    document["identity"] = {
-        "sign_in": ["negotiate", "basic"],
-        "kerberos": {"keytab": str(keytab), "principal": principal},
-    }
-    config.write_text(yaml.safe_dump(document))
-    return config
+    kerberos = {"keytab": str(keytab), "principal": principal}
+    return demo_config(tmp_path, identity={"sign_in": ["negotiate", "basic"], "kerberos": kerberos})
 
 
 def check(config: Path, capsys) -> tuple[int, str, str]:
