@@ -190,12 +190,7 @@ def parse_identity_section(
                 _KERBEROS_FIX,
             )
         return IdentitySettings()
-    for key in sorted(set(node) - set(SECTION_KEYS)):
-        where.error(
-            node.line_of(key),
-            f'unknown setting "identity.{key}"',
-            f"known settings: {', '.join(SECTION_KEYS)}",
-        )
+    where.unknown_keys(node, SECTION_KEYS, 'setting "identity.{key}"')
     max_bytes = _number(
         where,
         node,
@@ -293,12 +288,7 @@ def _kerberos(where: _Where, node: Node, line: int) -> KerberosSettings | None:
         where.error(section_line, "identity.kerberos must be a mapping of settings", example)
         return None
     errors_before = len(where.problems.errors)
-    for key in sorted(set(section) - set(KERBEROS_KEYS)):
-        where.error(
-            section.line_of(key),
-            f'unknown setting "identity.kerberos.{key}"',
-            f"known settings: {', '.join(KERBEROS_KEYS)}",
-        )
+    where.unknown_keys(section, KERBEROS_KEYS, 'setting "identity.kerberos.{key}"')
     keytab = section.get("keytab")
     if not isinstance(keytab, str) or not keytab.strip():
         where.error(
@@ -359,6 +349,15 @@ class _Where:
 
     def error(self, line: int | None, message: str, fix: str) -> None:
         self.problems.error(self.path, line, message, fix)
+
+    def unknown_keys(self, node: Node, known: tuple[str, ...], described: str) -> None:
+        """An error for each key of `node` not in `known`; `described` names one, with `{key}` in it."""
+        for key in sorted(set(node) - set(known)):
+            self.error(
+                node.line_of(key),
+                f"unknown {described.format(key=key)}",
+                f"known settings: {', '.join(known)}",
+            )
 
     def file(self, value: str) -> Path:
         return self.path.parent / value
@@ -463,10 +462,7 @@ _REQUIRED_CLAIMS_FIX = "e.g. required_claims: [exp, iat, tid]"
 def _issuer(where: _Where, entry: Node, line: int) -> IssuerSettings | None:
     """One `issuers:` entry; None when it has any problem (every one of them reported)."""
     errors_before = len(where.problems.errors)
-    for key in sorted(set(entry) - set(ISSUER_KEYS)):
-        where.error(
-            entry.line_of(key), f'unknown issuer setting "{key}"', f"known settings: {', '.join(ISSUER_KEYS)}"
-        )
+    where.unknown_keys(entry, ISSUER_KEYS, 'issuer setting "{key}"')
     name = _issuer_name(where, entry, line)
     if name is None:
         return None
@@ -808,12 +804,7 @@ def _secret(where: _Where, entry: Node, label: str, algorithms: list[str]) -> by
 
 def _source(where: _Where, entry: Node, line: int) -> SourceRule | None:
     fix = "e.g. {address: 10.40.2.17, employee: jlee} or {address: 10.40.2.0/28, role: library-kiosk}"
-    for key in sorted(set(entry) - set(SOURCE_KEYS)):
-        where.error(
-            entry.line_of(key),
-            f'unknown source_addresses setting "{key}"',
-            f"known settings: {', '.join(SOURCE_KEYS)}",
-        )
+    where.unknown_keys(entry, SOURCE_KEYS, 'source_addresses setting "{key}"')
     address = entry.get("address")
     if not isinstance(address, str) or not address.strip():
         where.error(line, "a source_addresses entry needs address: an IP address or network", fix)
