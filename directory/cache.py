@@ -143,21 +143,28 @@ class _Verified:
         return "_Verified(***)"
 
 
-class CredentialCache:
-    """Passwords the directory accepted recently, as salted keyed hashes, one per user."""
+class _PasswordDigest:
+    """HMAC-SHA256 of (salt, user, password) under a random key of this object's own."""
 
-    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+    def __init__(self) -> None:
         self._key = secrets.token_bytes(32)  # per process: nothing stored survives a restart
-        self._entries: TtlCache[str, _Verified] = TtlCache(max_entries, clock)
 
-    def digest(self, salt: bytes, user: str, password: str) -> bytes:
+    def __call__(self, salt: bytes, user: str, password: str) -> bytes:
         user_bytes = user.encode("utf-8", "surrogatepass")
         message = len(user_bytes).to_bytes(4, "big") + user_bytes + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, salt + message, hashlib.sha256).digest()
 
+
+class CredentialCache:
+    """Passwords the directory accepted recently, as salted keyed hashes, one per user."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self._digest = _PasswordDigest()
+        self._entries: TtlCache[str, _Verified] = TtlCache(max_entries, clock)
+
     def remember(self, user: str, password: str, at: float | None = None) -> None:
         salt = secrets.token_bytes(16)
-        self._entries.put(user, _Verified(salt, self.digest(salt, user, password)), at)
+        self._entries.put(user, _Verified(salt, self._digest(salt, user, password)), at)
 
     def verified(self, user: str, password: str, max_age: float) -> bool:
         """Whether this password was accepted for this user less than `max_age` seconds ago."""
@@ -167,11 +174,11 @@ class CredentialCache:
         stored, age = entry
         if age >= max_age:
             return False
-        return hmac.compare_digest(stored.digest, self.digest(stored.salt, user, password))
+        return hmac.compare_digest(stored.digest, self._digest(stored.salt, user, password))
 
     def flight_key(self, user: str, password: str) -> bytes:
         """A key that identifies (user, password) among checks in progress, without the password."""
-        return self.digest(b"in-flight", user, password)
+        return self._digest(b"in-flight", user, password)
 
     def forget(self, user: str) -> None:
         self._entries.discard(user)
@@ -198,13 +205,12 @@ class FailedCredentials:
     """Passwords the directory refused recently, per user, as salted keyed hashes with its answer."""
 
     def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
-        self._hashes = CredentialCache(1, clock)  # only its per-process key and digest are used
+        self._digest = _PasswordDigest()
         self._entries: TtlCache[str, tuple[_Refused, ...]] = TtlCache(max_entries, clock)
-        self._clock = clock
 
     def remember(self, user: str, password: str, outcome: BindOutcome, at: float | None = None) -> None:
         salt = secrets.token_bytes(16)
-        refused = _Refused(salt, self._hashes.digest(salt, user, password), outcome)
+        refused = _Refused(salt, self._digest(salt, user, password), outcome)
         # The entry's age is its newest refusal's: each refusal is kept until the user's last
         # one is max_age old, which errs on the side of asking the directory less.
         kept = self._entries.get(user)
@@ -218,7 +224,7 @@ class FailedCredentials:
             return None
         found = None
         for refused in entry[0]:  # every entry compared, so timing does not tell which matched
-            if hmac.compare_digest(refused.digest, self._hashes.digest(refused.salt, user, password)):
+            if hmac.compare_digest(refused.digest, self._digest(refused.salt, user, password)):
                 found = refused.outcome
         return found
 
