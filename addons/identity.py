@@ -139,26 +139,23 @@ class IdentityResolver:
         )
         # The Negotiate identity each client connection signed in with (module docstring).
         self._held: weakref.WeakKeyDictionary[connection.Client, Identity] = weakref.WeakKeyDictionary()
+        #: The Proxy-Authenticate values a 407 offers, in the order clients should prefer them.
+        #: Negotiate goes bare: Chromium refuses a `Negotiate realm="..."` challenge.
+        self.challenges: tuple[str, ...] = (
+            *("Negotiate" if scheme == NEGOTIATE else f'Basic realm="{REALM}"' for scheme in self._offered()),
+            *((f'Bearer realm="{REALM}"',) if self.tokens is not None else ()),
+        )
+
+    def _offered(self) -> list[str]:
+        """The schemes of `identity.sign_in` that can be answered (Negotiate needs its acceptor)."""
+        return [
+            scheme for scheme in self.settings.sign_in if scheme != NEGOTIATE or self.negotiate is not None
+        ]
 
     def prefetch_keys(self) -> None:
         """Fetch the issuers' signing keys in the background now, not at the first token."""
         if self.tokens is not None:
             self.tokens.prefetch()
-
-    @property
-    def challenges(self) -> tuple[str, ...]:
-        """The Proxy-Authenticate values a 407 offers, in the order clients should prefer them.
-
-        Negotiate goes bare: Chromium refuses a `Negotiate realm="..."` challenge.
-        """
-        offered = [
-            "Negotiate" if scheme == NEGOTIATE else f'Basic realm="{REALM}"'
-            for scheme in self.settings.sign_in
-            if scheme != NEGOTIATE or self.negotiate is not None
-        ]
-        if self.tokens is not None:
-            offered.append(f'Bearer realm="{REALM}"')
-        return tuple(offered)
 
     async def resolve(self, flow: http.HTTPFlow) -> Identity | None:
         """The identity the request presents; None when it presents none.
