@@ -34,8 +34,8 @@ FAST_PATH_OUTCOMES = ("relayed", "handed_off")
 # How a Negotiate (Kerberos) handshake ended: a principal accepted, a token refused (replayed,
 # expired, malformed, another realm), or the proxy's own keytab unusable.
 NEGOTIATE_RESULTS = ("accepted", "refused", "error")
-# A Kerberos accept takes ~0.1 ms warm, a few ms for the first in a process; waiting for a
-# free worker thread is included.
+# A Kerberos accept takes ~0.1 ms warm, a few ms for the first in a process (timed in its
+# worker thread; a busy proxy adds the wait for the interpreter lock).
 NEGOTIATE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 UNKNOWN = "unknown"  # no department known: nobody signed in, or the directory has none
