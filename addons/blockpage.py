@@ -158,3 +158,34 @@ def render_refusal_page(decision: Decision, policy: Policy, url: str, event_id: 
 </dl><p>Use of City systems carries no expectation of privacy; access decisions are logged.</p></footer>
 </main></body></html>
 """
+
+
+def render_sign_in_page(decision: Decision, policy: Policy, target: str, retry: str, password: bool) -> str:
+    """The sign-in page's 407 body: what the browser shows when it could not sign in, or the
+    employee cancelled the password dialog (proxy/identity/sign_in_page.py).
+
+    `password` says whether Basic is offered, so the page only mentions a password prompt when
+    there is one. Values are escaped as on the block page.
+    """
+    site_name = decision.match.site.name if decision.match else decision.host
+    detail = f"<p>{escape(decision.evidence.detail)}</p>" if decision.evidence.detail else ""
+    ways = (
+        "with your Windows sign-in on a City computer, or, where that is not possible, with the City "
+        "user name and password your browser asks for"
+        if password
+        else "with your Windows sign-in (Kerberos) on a City computer joined to the City's domain"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in: {escape(site_name)}</title><style>{_STYLE}</style></head>
+<body><main>
+<h1>Sign in to continue to {escape(site_name)}</h1>
+<p class="site">{escape(target)}</p>
+<div class="reason"><strong>Why:</strong> {escape(plain_reason(decision.reason))}{detail}</div>
+<p>Your browser signs in to the {escape(policy.city)} proxy {ways}.</p>
+<p><a href="{escape(retry, quote=True)}">Try again</a>. If this page comes back, call the IT service
+desk: your computer may not be signed in to the City's network.</p>
+<footer><p>Use of City systems carries no expectation of privacy; access decisions are logged.</p></footer>
+</main></body></html>
+"""

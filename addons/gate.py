@@ -32,13 +32,20 @@ from mitmproxy.proxy import commands, context, events, layer, layers
 from mitmproxy.proxy.layers.http import HTTPMode
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 
-from citygate.addons.blockpage import encode_page, render_block_page, render_embed_panel, render_refusal_page
+from citygate.addons.blockpage import (
+    encode_page,
+    render_block_page,
+    render_embed_panel,
+    render_refusal_page,
+    render_sign_in_page,
+)
 from citygate.addons.chain import trigger_where_handled
 from citygate.addons.configuration import Configuration, Loaded
 from citygate.addons.credentials import strip_proxy_headers
 from citygate.addons.embeds import Form, refusal_form
 from citygate.addons.events import CitygateDecisionHook, DecisionEvent, Stage, Veto
 from citygate.addons.identity import Presented
+from citygate.addons.signed_in import SignedInClients
 from citygate.addons.tunnel_start import AnyClientHello, Kind, classify, server_names, sni_readable
 from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.record import shown_url
@@ -54,6 +61,14 @@ from citygate.proxy.decision import (
 )
 from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
+from citygate.proxy.identity.sign_in_page import (
+    SIGN_IN_PATH,
+    Target,
+    TargetProblem,
+    is_browser,
+    read_target,
+    sign_in_location,
+)
 from citygate.proxy.outcomes import passes_through
 from citygate.proxy.request_head import head_problem
 from citygate.proxy.wording import plain_reason
@@ -83,6 +98,9 @@ class Tunnel:
     presented: Presented
     identity: Identity | None = None
     resolved: bool = False
+    #: A browser's social tunnel opened without an identity, so that only a top-level navigation
+    #: inside it asks for sign-in (proxy/identity/sign_in_page.py).
+    signing_in: bool = False
 
 
 class CityGate:
@@ -91,6 +109,8 @@ class CityGate:
         self.tunnels: weakref.WeakKeyDictionary[connection.Client, Tunnel] = weakref.WeakKeyDictionary()
         # When each tunnel still waiting for its whole start (next_layer) sent its first bytes.
         self._starts: weakref.WeakKeyDictionary[connection.Client, float] = weakref.WeakKeyDictionary()
+        # Kept across reloads: a reload must not send every signed-in browser to sign in again.
+        self.signed_in = SignedInClients.for_this_process()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -135,6 +155,7 @@ class CityGate:
 
     def done(self) -> None:
         self.config.close()
+        self.signed_in.close()
 
     def running(self) -> None:
         if self.config.current is None:
@@ -278,6 +299,18 @@ class CityGate:
             log.exception("citygate: error deciding a TLS handshake for %s", hosts)
             data.ignore_connection = not self._might_be_social(hosts)
 
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        """Speak HTTP/1.1 in a tunnel opened for signing in, so that it can be closed after its answer.
+
+        The browser keeps a tunnel for later requests to the same host; one without an identity
+        must not serve the requests that follow the sign-in. HTTP/1.1's `Connection: close`
+        ends it; HTTP/2 has no such answer for one stream. Runs after mitmproxy's tlsconfig,
+        which made the connection; choosing the protocol is a dictionary write.
+        """
+        tunnel = self.tunnels.get(data.context.client)
+        if tunnel is not None and tunnel.signing_in and data.ssl_conn is not None:
+            data.ssl_conn.get_app_data()["client_alpn"] = b"http/1.1"
+
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
         # Every host the request names: where mitmproxy sends it, its Host (or HTTP/2 :authority),
@@ -294,10 +327,7 @@ class CityGate:
     async def _on_connect(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
         if await self._refused_as_malformed(flow, hosts, Stage.CONNECT):
             return
-        peer = flow.client_conn.peername
-        presented = Presented(
-            tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None
-        )
+        presented = _presented(flow)
         identities = self._loaded().identities
         # Ordinary traffic is never asked for credentials and never costs a directory call; its
         # credentials are kept for what the tunnel may turn out to carry (a social SNI or Host),
@@ -311,13 +341,17 @@ class CityGate:
         # A CONNECT retried on its connection after a 407, now with a token (as Chromium does),
         # is resolved like the first: the 407 left no tunnel behind.
         identity = await identities.resolve_on(flow.client_conn, presented)
+        await self._remember_sign_in(presented, identity)
         decision = await self._decide(identity, hosts, None)
         # Report mode: a denial (or a missing sign-in) is announced as the denial it is, then
         # the tunnel opens as for an allowed decision: no 407, no block page.
         report = self._report_only(decision)
+        signing_in = False
         if decision.result is Result.AUTH_REQUIRED and not report:
-            await self._respond_auth_required(flow, decision, Stage.CONNECT)
-            return
+            signing_in = await self._signs_in_by_navigation(flow, identity)
+            if not signing_in:
+                await self._respond_auth_required(flow, decision, Stage.CONNECT)
+                return
         event = await self._announce(flow, decision, Stage.CONNECT, None, would_deny=report)
         # A veto (the audit log cannot be written) is honoured in report mode too: it is not
         # about the decision but about serving a request without its record, so it fails closed.
@@ -326,7 +360,26 @@ class CityGate:
             return
         # Allowed or denied, the tunnel opens: a denial is shown as a block page inside it,
         # because browsers display nothing for a refused CONNECT.
-        self.tunnels[flow.client_conn] = Tunnel(flow.request.host, presented, identity, resolved=True)
+        self.tunnels[flow.client_conn] = Tunnel(
+            flow.request.host, presented, identity, resolved=True, signing_in=signing_in
+        )
+
+    async def _signs_in_by_navigation(self, flow: http.HTTPFlow, identity: Identity | None) -> bool:
+        """Whether a social CONNECT that needs a sign-in opens a tunnel without one (sign_in_page.py).
+
+        Yes for a browser that presented nothing, from an address that has not signed in
+        recently; everything else (curl, agents, wrong credentials, a browser that signed in)
+        gets the 407.
+        """
+        if identity is not None or not is_browser(flow.request.headers.get_all("User-Agent")):
+            return False
+        peer = flow.client_conn.peername
+        return not await self.signed_in.recently(peer[0] if peer else None)
+
+    async def _remember_sign_in(self, presented: Presented, identity: Identity | None) -> None:
+        """Remember the address of a client whose credentials were accepted (sign_in_page.py)."""
+        if presented.authorization and identity is not None and identity.authenticated:
+            await self.signed_in.remember(presented.client_ip, identity.method)
 
     async def _on_request(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
         if flow.error is not None:
@@ -334,17 +387,21 @@ class CityGate:
             return
         if await self._refused_as_malformed(flow, hosts, Stage.REQUEST):
             return
+        tunnel = self.tunnels.get(flow.client_conn)
+        in_tunnel = tunnel is not None or flow.client_conn.tls_established
+        if not in_tunnel and self._is_sign_in_page(flow):
+            await self._on_sign_in_page(flow)
+            return
         if not self._social(hosts):
             strip_proxy_headers(flow.request.headers)
             return
-        tunnel = self.tunnels.get(flow.client_conn)
-        in_tunnel = tunnel is not None or flow.client_conn.tls_established
         # Inside a tunnel only the CONNECT's credentials count: a Proxy-Authorization header
         # sent inside it is meant for nobody and is removed like any other.
         if tunnel is not None:
             identity = await self._tunnel_identity(tunnel)
         else:
             identity = await self._loaded().identities.resolve(flow)
+            await self._remember_sign_in(_presented(flow), identity)
         strip_proxy_headers(flow.request.headers)
         decision = await self._decide(identity, hosts, flow.request.path)
         # Report mode: announced as the denial it is, then forwarded as if allowed; an audit
@@ -356,8 +413,89 @@ class CityGate:
                 await self._respond_blocked(flow, _vetoed(decision, event.veto))
         elif decision.result is Result.AUTH_REQUIRED and not in_tunnel:
             await self._respond_auth_required(flow, decision, Stage.REQUEST)
+        elif tunnel is not None and tunnel.signing_in:
+            await self._respond_sign_in_needed(flow, decision)
         else:
             await self._respond_blocked(flow, decision)
+
+    # --- the sign-in page (proxy/identity/sign_in_page.py) ---------------------------------
+
+    def _is_sign_in_page(self, flow: http.HTTPFlow) -> bool:
+        host = normalize_host(flow.request.host)
+        return host is not None and host.name == self._loaded().identities.settings.sign_in_host
+
+    async def _on_sign_in_page(self, flow: http.HTTPFlow) -> None:
+        """Sign a browser in (407 until it has), then send it back to the social page it wanted.
+
+        Never forwarded. The page it returns to must be a social one, so the page cannot be used
+        to send anyone anywhere else. A sign-in the directory refuses for the account's state
+        (disabled, locked, ...) or cannot check gets its 403 page here: sending the browser back
+        would only bring it here again.
+        """
+        request = flow.request
+        try:
+            target = _sign_in_target(request, self._social)
+        except TargetProblem as exc:
+            flow.response = http.Response.make(
+                400,
+                f"citygate sign-in: {exc}. Open the social media page again to get a new sign-in link.\n",
+                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+            )
+            return
+        identity = await self._loaded().identities.resolve(flow)
+        presented = _presented(flow)
+        strip_proxy_headers(request.headers)
+        decision = await self._decide(identity, [target.host], target.path)
+        if decision.result is Result.AUTH_REQUIRED:
+            await self._respond_auth_required(flow, decision, Stage.REQUEST, url=target.url)
+            assert flow.response is not None
+            # Shown by the browser when it could not sign in or the password dialog was cancelled.
+            loaded = self._loaded()
+            page = render_sign_in_page(
+                decision,
+                loaded.policy,
+                target.url,
+                request.pretty_url,
+                loaded.identities.settings.basic_enabled,
+            )
+            flow.response.content = encode_page(page)
+            flow.response.headers["Content-Type"] = "text/html; charset=utf-8"
+            flow.response.headers["Cache-Control"] = "no-store"
+            return
+        if identity is not None and identity.authenticated:
+            await self._remember_sign_in(presented, identity)
+            log.info(
+                "citygate: %s signed in (%s) from %s; back to %s",
+                identity.user,
+                identity.method,
+                presented.client_ip or "-",
+                shown_url(target.url),
+            )
+            flow.response = http.Response.make(
+                302, b"", {"Location": target.url, "Cache-Control": "no-store"}
+            )
+            return
+        await self._respond_blocked(flow, decision, url=target.url)
+
+    async def _respond_sign_in_needed(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """Answer a request in a tunnel opened for signing in, then close the tunnel.
+
+        A top-level navigation goes to the sign-in page (302); an embed is refused quietly, as
+        for an employee without a grant (addons/embeds.py). The tunnel is closed after either
+        answer (HTTP/1.1, see `tls_start_client`), so that the browser's next request to the
+        host opens a new CONNECT, which the 407 answers once it has signed in.
+        """
+        headers = flow.request.headers
+        form = refusal_form(headers.get_all("Sec-Fetch-Dest"), headers.get_all("Sec-Fetch-Mode"))
+        if form is not Form.PAGE:
+            await self._respond_blocked(flow, decision)
+        else:
+            await self._announce(flow, decision, Stage.REQUEST, 302)
+            settings = self._loaded().identities.settings
+            location = sign_in_location(settings.sign_in_host, flow.request.pretty_url)
+            flow.response = http.Response.make(302, b"", {"Location": location, "Cache-Control": "no-store"})
+        assert flow.response is not None
+        flow.response.headers["Connection"] = "close"
 
     async def _refused_as_malformed(self, flow: http.HTTPFlow, hosts: Sequence[str], stage: Stage) -> bool:
         """Answer 400 to a head that names its host ambiguously (RFC 9112 §3.2), and record it."""
@@ -513,6 +651,7 @@ class CityGate:
         status: int | None,
         *,
         would_deny: bool = False,
+        url: str | None = None,
     ) -> DecisionEvent:
         """Tell the recorders (logs, metrics) about a decision, before the proxy acts on it.
 
@@ -526,7 +665,7 @@ class CityGate:
             stage,
             client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
             method=flow.request.method,
-            url=shown_url(flow.request.pretty_url),
+            url=shown_url(url if url is not None else flow.request.pretty_url),
             status=status,
             would_deny=would_deny,
             started=started,
@@ -563,8 +702,10 @@ class CityGate:
         await trigger_where_handled(ctx.master.addons, CitygateDecisionHook(event))
         return event
 
-    async def _respond_auth_required(self, flow: http.HTTPFlow, decision: Decision, stage: Stage) -> None:
-        await self._announce(flow, decision, stage, 407)
+    async def _respond_auth_required(
+        self, flow: http.HTTPFlow, decision: Decision, stage: Stage, *, url: str | None = None
+    ) -> None:
+        await self._announce(flow, decision, stage, 407, url=url)
         site = decision.match.site.name if decision.match else "this site"
         # One Proxy-Authenticate per scheme citygate accepts (identity.sign_in, and Bearer when
         # SSO issuers are configured), so each client picks the first one it can answer.
@@ -586,12 +727,15 @@ class CityGate:
             headers,
         )
 
-    async def _respond_blocked(self, flow: http.HTTPFlow, decision: Decision) -> None:
+    async def _respond_blocked(
+        self, flow: http.HTTPFlow, decision: Decision, *, url: str | None = None
+    ) -> None:
         """Refuse with 403, in the form the browser can use where the request came from (addons/embeds.py).
 
-        The decision is announced (logs, metrics) the same way whatever the form.
+        The decision is announced (logs, metrics) the same way whatever the form. `url` is the
+        page the decision is about, when it is not the request's own (the sign-in page's).
         """
-        event = await self._announce(flow, decision, Stage.REQUEST, 403)
+        event = await self._announce(flow, decision, Stage.REQUEST, 403, url=url)
         loaded = self._loaded()
         headers = flow.request.headers
         form = refusal_form(headers.get_all("Sec-Fetch-Dest"), headers.get_all("Sec-Fetch-Mode"))
@@ -617,6 +761,22 @@ class CityGate:
             f"citygate refused this connection: {plain_reason(decision.reason)}\n",
             {"Content-Type": "text/plain; charset=utf-8"},
         )
+
+
+def _sign_in_target(request: http.Request, social: Callable[[Sequence[str]], bool]) -> Target:
+    """The social page a request to the sign-in page returns to; TargetProblem when there is none."""
+    path = request.path.partition("?")[0]
+    if path != SIGN_IN_PATH:
+        raise TargetProblem(f"there is no page at {path}; the sign-in page is {SIGN_IN_PATH}")
+    target = read_target(request.query.get_all("to"))
+    if not social([target.host]):
+        raise TargetProblem("the page to return to is not a social media site")
+    return target
+
+
+def _presented(flow: http.HTTPFlow) -> Presented:
+    peer = flow.client_conn.peername
+    return Presented(tuple(flow.request.headers.get_all("Proxy-Authorization")), peer[0] if peer else None)
 
 
 def _tunnel_hosts(context: context.Context, hello: AnyClientHello | None) -> list[str]:

@@ -28,6 +28,14 @@ class PacSettings:
     direct_networks: tuple[ipaddress.IPv4Network, ...] = ()
     fallback_direct: bool = False
 
+    def direct_domain_for(self, host: str) -> str | None:
+        """The `direct_domains` entry that sends `host` around the proxy, as the PAC file matches it."""
+        for domain in self.direct_domains:
+            name = domain.lower()
+            if host == name.removeprefix(".") or (name.startswith(".") and host.endswith(name)):
+                return domain
+        return None
+
 
 def parse_pac_section(path: Path, node: Node | None, line: int, problems: Problems) -> PacSettings:
     if node is None:

@@ -215,6 +215,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         flags=_section(config_path, document, "flags", parse_flags_section, problems),
     )
 
+    _check_sign_in_host_is_proxied(config_path, document, features, problems)
     if problems.errors:
         raise ConfigError(problems)
     index: dict[tuple[str, str], list[Grant]] = {}
@@ -236,6 +237,30 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         enforcement=enforcement,
         _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
         read_files=MappingProxyType(loader.read),
+    )
+
+
+def _check_sign_in_host_is_proxied(
+    path: Path, document: Node, features: FeatureSettings, problems: Problems
+) -> None:
+    """The sign-in page is answered by the proxy: browsers the PAC file sends around it never see it."""
+    host = features.identity.sign_in_host
+    domain = features.pac.direct_domain_for(host)
+    if domain is None:
+        return
+    identity, pac = document.get("identity"), document.get("pac")
+    line = (
+        identity.line_of("sign_in_host")
+        if isinstance(identity, Node) and "sign_in_host" in identity
+        else pac.line_of("direct_domains")
+        if isinstance(pac, Node)
+        else None
+    )
+    problems.error(
+        path,
+        line,
+        f"the sign-in page's host {host} is in pac.direct_domains ({domain}), so browsers would not send it to the proxy",
+        "set identity.sign_in_host to a host outside pac.direct_domains, e.g. sign-in.citygate.invalid",
     )
 
 

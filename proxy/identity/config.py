@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from citygate.directory.problems import Problems
+from citygate.proxy.hosts import normalize_host
+from citygate.proxy.identity.sign_in_page import DEFAULT_SIGN_IN_HOST
 from citygate.proxy.identity.tokens import (
     ASYMMETRIC_ALGORITHMS,
     DEFAULT_ALGORITHMS,
@@ -47,7 +49,7 @@ DEFAULT_JWKS_REFRESH_SECONDS = 60
 DEFAULT_JWKS_MAX_AGE_SECONDS = 3600
 DEFAULT_JWKS_TIMEOUT_SECONDS = 5
 
-SECTION_KEYS = ("sign_in", "kerberos", "issuers", "source_addresses", "max_token_bytes")
+SECTION_KEYS = ("sign_in", "kerberos", "issuers", "source_addresses", "max_token_bytes", "sign_in_host")
 NEGOTIATE, BASIC = "negotiate", "basic"
 SIGN_IN_SCHEMES = (NEGOTIATE, BASIC)
 DEFAULT_SIGN_IN = (BASIC,)
@@ -129,6 +131,8 @@ class IdentitySettings:
     # The schemes a 407 offers and the proxy accepts, in the order clients should prefer them.
     sign_in: tuple[str, ...] = DEFAULT_SIGN_IN
     kerberos: KerberosSettings | None = None
+    # Where the proxy answers a browser's sign-in itself (proxy/identity/sign_in_page.py).
+    sign_in_host: str = DEFAULT_SIGN_IN_HOST
     _by_issuer: dict[str, IssuerSettings] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -244,6 +248,7 @@ def parse_identity_section(
         )
     return IdentitySettings(
         sign_in=sign_in,
+        sign_in_host=_sign_in_host(where, node),
         kerberos=kerberos,
         issuers=tuple(issuers),
         sources=tuple(sources),
@@ -275,6 +280,22 @@ def _sign_in(where: _Where, node: Node, default: tuple[str, ...]) -> tuple[str, 
         where.error(line, "identity.sign_in offers basic before negotiate", "use sign_in: [negotiate, basic]")
         return default
     return tuple(schemes)
+
+
+def _sign_in_host(where: _Where, node: Node) -> str:
+    if "sign_in_host" not in node:
+        return DEFAULT_SIGN_IN_HOST
+    value = node.get("sign_in_host")
+    host = normalize_host(value) if isinstance(value, str) and ":" not in value else None
+    if host is None or host.ip is not None or "." not in host.name:
+        where.error(
+            node.line_of("sign_in_host"),
+            f"identity.sign_in_host {value!r} is not a host name with a dot",
+            "name a host that browsers send through the proxy (not in pac.direct_domains), e.g. "
+            f"sign_in_host: sign-in.city.example, or leave it out for {DEFAULT_SIGN_IN_HOST}",
+        )
+        return DEFAULT_SIGN_IN_HOST
+    return host.name
 
 
 def _kerberos(where: _Where, node: Node, line: int) -> KerberosSettings | None:

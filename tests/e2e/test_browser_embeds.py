@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 from browser import Browser, spki_of
 from demo_config import demo_config
-from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, embed_denials
+from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, denials, embed_denials
 from harness import RedirectToUpstream
 
 from citygate.addons.audit import AuditLog
@@ -105,28 +105,48 @@ def test_a_top_level_navigation_to_the_social_site_gets_the_full_block_page(star
     assert browser.auth_challenges == []
 
 
-def test_without_a_dialog_free_sign_in_the_recorder_sees_the_proxy_challenge(start, browser_for):
-    proxy, _ = start({})
+def test_without_a_dialog_free_sign_in_a_top_level_navigation_asks_for_sign_in(start, browser_for):
+    proxy, log_dir = start({})
     browser = browser_for(proxy)
 
-    browser.open("https://www.facebook.com/")
+    load = browser.open("https://www.facebook.com/CityOfExampleParks")
 
+    # The navigation inside the social tunnel was sent to the proxy's sign-in page, whose 407
+    # opened the one credentials dialog (cancelled here: the 407's page is shown).
     assert [(c.source, c.scheme, c.realm) for c in browser.auth_challenges] == [
         ("Proxy", "basic", "citygate")
     ]
+    [challenge] = browser.auth_challenges
+    assert challenge.url.startswith(
+        "http://sign-in.citygate.invalid/sign-in?to=https%3A%2F%2Fwww.facebook.com"
+    )
+    assert load.status == 407 and "Sign in to continue to Facebook" in load.text
+    assert "user name and password your browser asks for" in load.text
+    # The navigation is in the access log twice, as refused for want of a sign-in: sent to the
+    # sign-in page (302), and asked for credentials there (407), both about the page it wanted.
+    records = [r for r in denials(log_dir, 2) if r["url.path"] == "/CityOfExampleParks"]
+    assert sorted(r["http.response.status_code"] for r in records) == [302, 407]
+    assert {r["event.reason"] for r in records} == {"credentials_required"}
+    assert {r["url.domain"] for r in records} == {"www.facebook.com"}
 
 
-def test_the_recorder_sees_the_challenges_of_embeds_too(start, browser_for):
-    # What the issue saw: without a dialog-free sign-in, each embed's CONNECT asks for credentials.
-    proxy, _ = start({})
+def test_without_a_dialog_free_sign_in_embeds_are_blocked_quietly(start, browser_for):
+    # What the issue saw: each embed's CONNECT asked for credentials, on a page that had
+    # nothing to do with social media. Now the embeds are refused and nothing asks.
+    proxy, log_dir = start({})
     browser = browser_for(proxy)
 
     load = browser.open(PAGE_URL)
 
-    assert load.loaded and load.status == 200
-    # Chromium may hold requests waiting for the same proxy's credentials behind one challenge,
-    # so not every embed gets its own.
-    challenged = {challenge.url.split("/")[2] for challenge in browser.auth_challenges}
-    assert challenged
-    assert challenged <= {"www.youtube.com", "connect.facebook.net", "www.facebook.com"}
-    assert {challenge.source for challenge in browser.auth_challenges} == {"Proxy"}
+    assert load.loaded and load.status == 200, browser.log()
+    assert "Summer events in our parks" in load.text
+    assert browser.auth_challenges == [] and browser.dialogs == []
+    statuses = {url: [r.status for r in load.responses_for(url)] for url in (IFRAME, SCRIPT, PIXEL)}
+    assert statuses == {IFRAME: [403], SCRIPT: [403], PIXEL: [403]}
+    [frame] = load.responses_for(IFRAME)
+    assert "Blocked by city policy: YouTube" in (browser.body(frame) or b"").decode()
+    records = embed_denials(log_dir)
+    for record in records:
+        assert record["event.reason"] == "credentials_required"
+        assert record["http.response.status_code"] == 403
+        assert record["user.name"] is None

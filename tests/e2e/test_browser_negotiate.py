@@ -24,10 +24,11 @@ from mitmproxy import http
 from citygate.addons.audit import AuditLog
 from citygate.addons.decision_log import DecisionLog
 from citygate.addons.gate import CityGate
+from citygate.proxy.identity.sign_in_page import DEFAULT_SIGN_IN_HOST, sign_in_location
 
 PASSWORDS = {"jlee": "jlee-krb", "mnguyen": "mnguyen-krb"}
 GRANTED = "https://www.facebook.com/CityOfExampleParks"
-WARM_UP = "http://www.facebook.com/CityOfExampleParks/events"
+WARM_UP = "https://www.facebook.com/CityOfExampleParks/events"
 
 
 class ChallengeRecorder:
@@ -95,13 +96,15 @@ def browser_for(kdc, tmp_path):
         ).start()
         browsers.append(browser)
         if user is not None:
-            # Chromium 156 on Linux refuses Negotiate for its first proxy CONNECT (the handler is
-            # not created: ERR_PROXY_AUTH_UNSUPPORTED, no ticket asked for) unless it has answered
-            # a Negotiate challenge for a plain-HTTP request before; seen on most launches here,
-            # never after such a request. A plain-HTTP page through the proxy first, signed in
-            # the same way, so the tests see the tunnels as a browser that has been in use does.
-            warm_up = browser.open(WARM_UP)
-            assert warm_up.loaded and warm_up.status in (200, 403), (warm_up.error, browser.log())
+            # Chromium 156 on Linux creates no Negotiate handler for the first challenge of its
+            # session (net log: AUTH_HANDLER_CREATE_RESULT -339, ERR_UNSUPPORTED_AUTH_SCHEME; no
+            # ticket asked for), and does for every later one. The tests see the browser as one
+            # that has been in use: its first challenge is met on the sign-in page, on its own.
+            warm_up = browser.open(sign_in_location(DEFAULT_SIGN_IN_HOST, WARM_UP))
+            assert warm_up.loaded, (warm_up.error, browser.log())
+            # Where Basic is offered too, that failed first challenge falls back to a password
+            # dialog (cancelled): part of the warm-up, not of what a test measures.
+            browser.auth_challenges.clear()
         return browser
 
     yield launch
@@ -165,6 +168,8 @@ def test_a_browser_without_a_ticket_is_asked_for_a_password_only_when_basic_is_o
 def test_a_page_with_social_embeds_loads_silently_and_the_embeds_are_blocked(start, browser_for):
     proxy, log_dir, recorder = start(["negotiate"])
     browser = browser_for(proxy, "mnguyen")
+    # Signed in once, by the employee's own visit to a social site (the block page).
+    assert browser.open("https://www.facebook.com/").status == 403
 
     load = browser.open(PAGE_URL)
 
@@ -180,12 +185,32 @@ def test_a_page_with_social_embeds_loads_silently_and_the_embeds_are_blocked(sta
         assert record["event.reason"] == "no_grant"
 
 
-def test_with_negotiate_alone_a_browser_without_a_ticket_gets_an_error_and_no_dialog(start, browser_for):
+def test_before_its_first_sign_in_a_browser_s_embeds_are_blocked_quietly_as_not_signed_in(start, browser_for):
+    # The proxy cannot tell which browsers hold a ticket until one signs in: until then, embeds
+    # get no 407 (it would open a dialog in a browser without one) and are refused quietly.
+    proxy, log_dir, recorder = start(["negotiate", "basic"])
+    browser = browser_for(proxy, "mnguyen")
+
+    load = browser.open(PAGE_URL)
+
+    assert load.loaded and load.status == 200, browser.log()
+    assert browser.auth_challenges == [] and browser.dialogs == []
+    assert recorder.challenges == [("Negotiate", 'Basic realm="citygate"')]  # the warm-up's only
+    statuses = {url: [r.status for r in load.responses_for(url)] for url in (IFRAME, SCRIPT, PIXEL)}
+    assert statuses == {IFRAME: [403], SCRIPT: [403], PIXEL: [403]}
+    assert {record["event.reason"] for record in embed_denials(log_dir)} == {"credentials_required"}
+
+
+def test_with_negotiate_alone_a_browser_without_a_ticket_gets_the_sign_in_page_and_no_dialog(
+    start, browser_for
+):
     proxy, _, recorder = start(["negotiate"])
     browser = browser_for(proxy, None)
 
     load = browser.open(GRANTED)
 
-    assert load.error == "net::ERR_PROXY_AUTH_UNSUPPORTED" and load.status is None, load
+    assert load.loaded and load.status == 407, load
+    assert "Sign in to continue to Facebook" in load.text
+    assert "Windows sign-in (Kerberos)" in load.text and "password" not in load.text
     assert browser.auth_challenges == [] and browser.dialogs == []
     assert recorder.challenges and set(recorder.challenges) == {("Negotiate",)}

@@ -360,3 +360,43 @@ def test_a_source_address_listed_twice(policy_files):
     assert found == [
         f"{policy_files.config}:{FIRST_LINE + 3}: address 10.0.0.1/32 is listed twice; keep one entry per address or network"
     ]
+
+
+def test_the_sign_in_page_host_defaults_to_a_reserved_name_and_can_be_named(policy_files):
+    assert identity(policy_files, "").sign_in_host == "sign-in.citygate.invalid"
+    named = identity(policy_files, "identity:\n  sign_in_host: Sign-In.City.Example.\n")
+    assert named.sign_in_host == "sign-in.city.example"
+
+
+@pytest.mark.parametrize("value", ["localhost", "10.1.2.3", "sign-in.city.example:8080", "[x]", "42"])
+def test_a_sign_in_host_that_is_not_a_dotted_name_is_refused_with_the_fix(policy_files, value):
+    found = problems(policy_files, f"identity:\n  sign_in_host: '{value}'\n")
+    config = policy_files.config
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{config}:{FIRST_LINE + 1}: identity.sign_in_host ")
+    assert "is not a host name with a dot" in found[0]
+    assert "not in pac.direct_domains" in found[0] and "sign-in.citygate.invalid" in found[0]
+
+
+def test_a_sign_in_host_the_pac_file_sends_around_the_proxy_is_refused(policy_files):
+    found = problems(
+        policy_files,
+        "identity:\n  sign_in_host: sign-in.city.example\npac:\n  direct_domains: ['.city.example']\n",
+    )
+    assert found == [
+        f"{policy_files.config}:{FIRST_LINE + 1}: the sign-in page's host sign-in.city.example is in "
+        "pac.direct_domains (.city.example), so browsers would not send it to the proxy; set "
+        "identity.sign_in_host to a host outside pac.direct_domains, e.g. sign-in.citygate.invalid"
+    ]
+    assert problems(
+        policy_files, "pac:\n  direct_domains: ['.city.example', 'sign-in.citygate.invalid']\n"
+    ) == [
+        f"{policy_files.config}:{FIRST_LINE + 1}: the sign-in page's host sign-in.citygate.invalid is in "
+        "pac.direct_domains (sign-in.citygate.invalid), so browsers would not send it to the proxy; set "
+        "identity.sign_in_host to a host outside pac.direct_domains, e.g. sign-in.citygate.invalid"
+    ]
+    # Only the name itself, or a dotted domain above it, sends it around the proxy.
+    settings = policy_files.load(
+        config=policy_files.mini_config + "pac:\n  direct_domains: [citygate.invalid]\n"
+    )
+    assert settings.features.identity.sign_in_host == "sign-in.citygate.invalid"
