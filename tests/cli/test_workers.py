@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import http.server
@@ -360,3 +361,34 @@ def test_workers_relay_ordinary_tunnels_on_the_fast_path_unless_it_is_off(start,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def browser_connect(port: int) -> int:
+    """A browser's CONNECT to a social host without credentials, on a new connection: its status."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"CONNECT www.facebook.com:443 HTTP/1.1\r\nHost: www.facebook.com:443\r\n"
+            b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0\r\n\r\n"
+        )
+        return int(sock.makefile("rb").readline().split()[1])
+
+
+def test_a_sign_in_on_one_worker_is_known_to_every_worker(start):
+    # The kernel spreads a browser's connections over the workers: after signing in on one,
+    # its CONNECTs must get the 407 from all of them, or some would be sent to sign in again.
+    service = start("--workers", "2")
+    port = service.port
+    assert {browser_connect(port) for _ in range(20)} == {200}  # not signed in: tunnels, no 407
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    credentials = base64.b64encode(b"jlee:jlee-pass").decode()
+    connection.request(
+        "GET",
+        "http://sign-in.citygate.invalid/sign-in?to=https%3A%2F%2Fwww.facebook.com%2F",
+        headers={"Proxy-Authorization": f"Basic {credentials}"},
+    )
+    signed_in = connection.getresponse()
+    assert (signed_in.status, signed_in.getheader("Location")) == (302, "https://www.facebook.com/")
+    connection.close()
+
+    assert {browser_connect(port) for _ in range(20)} == {407}
