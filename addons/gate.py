@@ -439,7 +439,11 @@ class CityGate:
             flow.response = http.Response.make(
                 400,
                 f"citygate sign-in: {exc}. Open the social media page again to get a new sign-in link.\n",
-                {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+                {
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "Cache-Control": "no-store",
+                    "X-Content-Type-Options": "nosniff",  # it quotes the request's path
+                },
             )
             return
         identity = await self._loaded().identities.resolve(flow)
