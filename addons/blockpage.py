@@ -94,6 +94,11 @@ def _how_to_request(decision: Decision, approvers: list[Person], site_name: str)
             "<p>No grant helps while your account cannot sign in. Call the IT service desk and "
             "give them the reference below; once your account is fixed, sign in again.</p>"
         )
+    if decision.reason is Reason.OUTSIDE_HOURS:
+        return (
+            "<p>Your grant is in force, at its hours only: come back when access resumes (above). "
+            "If your work needs other hours, ask the Director who approved it to change them.</p>"
+        )
     steps = (
         "<p>Ask a Director (or higher) of your department to grant you access. The request must "
         "<strong>name each site</strong> you need and <strong>state the business purpose</strong>; "

@@ -24,7 +24,7 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from mitmproxy import connection, ctx, exceptions, hooks, http, tls
 from mitmproxy.addonmanager import Loader
@@ -111,6 +111,8 @@ class CityGate:
         self._starts: weakref.WeakKeyDictionary[connection.Client, float] = weakref.WeakKeyDictionary()
         # Kept across reloads: a reload must not send every signed-in browser to sign in again.
         self.signed_in = SignedInClients.for_this_process()
+        #: The time decisions are made at, in the city's time zone (tests set another clock).
+        self.clock: Callable[[tzinfo], datetime] = datetime.now
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -600,7 +602,7 @@ class CityGate:
         # A shared role (source address) is nobody in the directory: nothing to look up.
         user = identity.user if identity and identity.authenticated and not identity.shared_role else None
         people = await directory.people(people_involved(policy, user, hosts))
-        return decide_request(identity, hosts, path, datetime.now(policy.timezone), policy, people)
+        return decide_request(identity, hosts, path, self.clock(policy.timezone), policy, people)
 
     async def _guarded(
         self,

@@ -17,6 +17,7 @@ from citygate.directory.model import AccountState, Person
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.grants import Grant, normalize_path, path_in_scope
 from citygate.proxy.hosts import normalize_host
+from citygate.proxy.hours import Hours
 from citygate.proxy.policy import Policy, Role
 
 
@@ -45,6 +46,8 @@ class Reason(StrEnum):
     LOGON_NOT_PERMITTED = "logon_not_permitted"
     UNKNOWN_EMPLOYEE = "unknown_employee"
     PATH_OUT_OF_SCOPE = "path_out_of_scope"
+    # The grant's `hours:` do not include now (city time).
+    OUTSIDE_HOURS = "outside_hours"
     DIRECTORY_UNAVAILABLE = "directory_unavailable"
     # Set by the proxy shell, never by `decide`: a hook failed, so the request is refused.
     INTERNAL_ERROR = "internal_error"
@@ -63,6 +66,7 @@ class Reason(StrEnum):
 # one that tells the employee (and security staff) the most; transient failures come first.
 _DENIAL_PRECEDENCE = (
     Reason.DIRECTORY_UNAVAILABLE,
+    Reason.OUTSIDE_HOURS,
     Reason.PATH_OUT_OF_SCOPE,
     Reason.APPROVER_NOT_AUTHORIZED,
     Reason.SELF_APPROVAL,
@@ -165,6 +169,7 @@ class Decision(NamedTuple):
                 "valid_from": grant.valid_from.isoformat(),
                 "valid_until": grant.valid_until.isoformat(),
                 "paths": {site: list(paths) for site, paths in grant.paths.items()},
+                "hours": grant.hours.text if grant.hours else None,
                 "source": grant.location,
             },
             "evidence": self.evidence._asdict(),
@@ -406,7 +411,24 @@ def _judge_grant(
     approval = _judge_approval(grant, employee, policy, people)
     if approval.reason is not Reason.GRANTED:
         return approval
+    if grant.hours is not None:
+        if not grant.hours.contains(at):
+            return _Verdict(
+                Reason.OUTSIDE_HOURS, grant, _outside(grant.hours, at), approval.approver, approval.role
+            )
+        if path is None:
+            # A tunnel outlives the window it opened in: look inside it and decide each request.
+            verdict = _judge_path(approval, match, path)
+            return verdict._replace(
+                needs_path=True, detail=verdict.detail or f"limited to {grant.hours.text}"
+            )
     return _judge_path(approval, match, path)
+
+
+def _outside(hours: Hours, at: datetime) -> str:
+    resumes = hours.resumes(at)
+    when = f"; access resumes {resumes:%a %Y-%m-%d %H:%M}" if resumes else ""
+    return f"outside the grant's hours ({hours.text}){when}"
 
 
 def _judge_approval(

@@ -58,6 +58,7 @@ POLICY_DENIALS = frozenset(
         "employee_disabled",
         "unknown_employee",
         "path_out_of_scope",
+        "outside_hours",
     }
 )
 # An account that cannot sign in (locked, expired, ...) says nothing about the employee's use

@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 
 from citygate.directory.problems import Problem, Problems, Severity
 from citygate.proxy.catalog import Catalog
+from citygate.proxy.hours import EXAMPLE as HOURS_EXAMPLE
+from citygate.proxy.hours import Hours, HoursProblem, parse_hours
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
 GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -34,6 +36,7 @@ GRANT_KEYS = (
     "expires",
     "start",
     "paths",
+    "hours",
 )
 # The last dates whose day-after can still be computed (valid_until is the day after expiry).
 _EARLIEST, _LATEST = date.min, date.max - timedelta(days=2)
@@ -56,6 +59,8 @@ class Grant:
     # The grant file's `department:`, as the director wrote it (None when the file has none).
     # Metrics and reports group grants by it without asking the directory about each employee.
     department: str | None = None
+    # When in the week the grant may be used (city time); None: at any hour.
+    hours: Hours | None = None
 
     @property
     def location(self) -> str:
@@ -231,6 +236,7 @@ class GrantLoader:
         start = self._date(path, entry, "start") if "start" in entry else None
         expires = self._date(path, entry, "expires")
         paths = self._paths(path, entry, sites)
+        hours = self._hours(path, entry) if "hours" in entry else None
         self._check_period(path, entry, grant_id, approved_on, start, expires)
         if employee and employee == approver:
             problems.warning(
@@ -255,6 +261,7 @@ class GrantLoader:
             source=path,
             line=line,
             department=department,
+            hours=hours,
         )
 
     def _fail(self, path: Path, entry: Node, key: str, message: str, fix: str) -> None:
@@ -468,6 +475,13 @@ class GrantLoader:
                 scopes[site_id] = tuple(cleaned)
         return scopes
 
+    def _hours(self, path: Path, entry: Node) -> Hours | None:
+        try:
+            return parse_hours(entry.get("hours"))
+        except HoursProblem as exc:
+            self._fail(path, entry, "hours", f"hours: {exc}", f"write {HOURS_EXAMPLE}")
+            return None
+
     def _start_of(self, day: date) -> datetime:
         return datetime.combine(day, time.min, tzinfo=self.timezone)
 
@@ -486,6 +500,9 @@ _KEY_ALIASES = {
     "expiration": "expires",
     "until": "expires",
     "path": "paths",
+    "schedule": "hours",
+    "times": "hours",
+    "window": "hours",
 }
 
 _REQUIRED_FIX = {

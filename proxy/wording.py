@@ -39,6 +39,10 @@ PLAIN_REASONS: dict[Reason, str] = {
     ),
     Reason.UNKNOWN_EMPLOYEE: "Your account was not found in the City directory.",
     Reason.PATH_OUT_OF_SCOPE: "Your grant covers only certain pages of this site, and this page is not one of them.",
+    Reason.OUTSIDE_HOURS: (
+        "Your grant for this site allows access only at set hours, and this is outside them. "
+        "The details below say when access resumes."
+    ),
     Reason.DIRECTORY_UNAVAILABLE: (
         "The City directory could not be reached to confirm your grant, so access is refused "
         "for now. Try again in a few minutes."

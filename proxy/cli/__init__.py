@@ -440,11 +440,16 @@ def _parse_time(text: str, policy: Policy) -> datetime | None:
 
 def _tunnel_handling(tunnel: Decision) -> str:
     if tunnel.result is Result.AUTH_REQUIRED:
-        return "refused with 407 until the employee signs in"
+        return (
+            "refused with 407 until the employee signs in (a browser that has not signed in yet gets "
+            "a tunnel in which the page goes to the sign-in page and embeds are refused quietly)"
+        )
     if not tunnel.is_social:
         return "passed through without decryption"
     if tunnel.allowed and not tunnel.needs_path:
         return "passed through without decryption"
+    if tunnel.allowed and tunnel.grant is not None and tunnel.grant.hours is not None:
+        return "decrypted so each request is checked against the grant's pages and hours"
     if tunnel.allowed:
         return "decrypted so each request's path can be checked against the grant"
     return "decrypted so the block page can be shown"
@@ -482,6 +487,8 @@ def _print_explanation(
         rows.append(("purpose", grant.purpose))
         last_day = (grant.valid_until - timedelta(days=1)).date()
         rows.append(("valid", f"{grant.valid_from:%Y-%m-%d} through {last_day} ({grant.valid_until.tzinfo})"))
+        if grant.hours is not None:
+            rows.append(("hours", f"{grant.hours.text} (city time)"))
     if evidence.approver:
         role = f"{evidence.approver_role or 'no approving role'}"
         rows.append(

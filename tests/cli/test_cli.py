@@ -453,3 +453,17 @@ def test_run_raises_its_open_files_limit_to_the_hard_limit(config_copy: Path, tm
         output, _ = process.communicate(timeout=20)
     assert process.returncode == 0, output
     assert "with up to 4096 open files" in output
+
+
+def test_explain_at_shows_a_grant_s_hours_inside_and_outside():
+    # police-2026-002: dbrown, YouTube, Mon-Fri 07:00-18:00; 2026-06-01 is a Monday.
+    morning = citygate("explain", "dbrown", "https://www.youtube.com/watch?v=1", "--at", "2026-06-01T10:00")
+    evening = citygate("explain", "dbrown", "https://www.youtube.com/watch?v=1", "--at", "2026-06-01T20:00")
+
+    assert morning.returncode == 0, morning.stdout + morning.stderr
+    assert "granted" in morning.stdout and "police-2026-002" in morning.stdout
+    assert "hours:    Mon-Fri 07:00-18:00 (city time)" in morning.stdout
+    assert "each request is checked against the grant's pages and hours" in morning.stdout
+    assert evening.returncode == 1
+    assert "outside_hours" in evening.stdout
+    assert "access resumes Tue 2026-06-02 07:00" in evening.stdout

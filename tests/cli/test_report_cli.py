@@ -202,7 +202,7 @@ def test_the_csv_report_has_every_figure_per_department_and_employee(known):
     dbrown = rows[("employee", "Police", "dbrown")]
     assert (dbrown["requests"], dbrown["unused_grant_ids"], dbrown["expiring_grant_ids"]) == (
         "0",
-        "police-2026-001",
+        "police-2026-001;police-2026-002",
         "police-2026-001",
     )
 
@@ -213,7 +213,7 @@ def test_the_csv_report_has_every_figure_per_department_and_employee(known):
         "4",
         "1",
     )
-    assert rows[("department", "Police", "")]["grants_unused"] == "1"
+    assert rows[("department", "Police", "")]["grants_unused"] == "2"
     assert not [key for key in rows if key[2] == "" and key[0] == "employee"]  # nobody signed in: left out
 
 
@@ -289,7 +289,9 @@ def test_grants_review_lists_each_directors_grants_with_last_use(known, tmp_path
 
     assert result.returncode == 0, result.stderr
     rows = {row["grant"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
-    assert set(rows) == {"parks-2026-001", "comms-2026-001", "police-2026-001"}
+    assert set(rows) == {"parks-2026-001", "comms-2026-001", "police-2026-001", "police-2026-002"}
+    assert rows["police-2026-002"]["hours"] == "Mon-Fri 07:00-18:00"
+    assert rows["parks-2026-001"]["hours"] == ""
     parks = rows["parks-2026-001"]
     assert (parks["approver"], parks["employee"], parks["department"], parks["sites"]) == (
         "ahernandez",

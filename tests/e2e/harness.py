@@ -60,6 +60,7 @@ DEFAULT_SERVER_NAMES: tuple[str, ...] = (
     "static.xx.fbcdn.net",
     "www.instagram.com",
     "www.linkedin.com",
+    "www.youtube.com",
     "localhost",
 )
 

@@ -439,6 +439,47 @@ CASES = [
         ),
         id="directory-no-answer-for-approver",
     ),
+    # Time windows (NOW is Monday 10:00 in Los Angeles).
+    pytest.param(
+        Case((ALLOW, Reason.GRANTED), grants=[grant(hours="Mon-Fri 07:00-18:00")], grant_id="g1"),
+        id="inside-hours",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.OUTSIDE_HOURS),
+            grants=[grant(hours="Mon-Fri 07:00-18:00")],
+            at=datetime(2026, 6, 15, 20, 0, tzinfo=LA),
+            detail="outside the grant's hours (Mon-Fri 07:00-18:00); access resumes Tue 2026-06-16 07:00",
+        ),
+        id="outside-hours-evening",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.OUTSIDE_HOURS),
+            grants=[grant(hours="Mon-Fri 07:00-18:00")],
+            at=datetime(2026, 6, 16, 3, 0, tzinfo=UTC),  # Monday 20:00 in Los Angeles
+            detail="access resumes Tue 2026-06-16 07:00",
+        ),
+        id="outside-hours-seen-from-utc",
+    ),
+    pytest.param(
+        Case(
+            (ALLOW, Reason.GRANTED),
+            grants=[grant(hours="Mon-Fri 07:00-18:00")],
+            path=None,
+            needs_path=True,
+            detail="limited to Mon-Fri 07:00-18:00",
+        ),
+        id="hours-tunnel-looked-into",
+    ),
+    pytest.param(
+        Case(
+            (DENY, Reason.OUTSIDE_HOURS),
+            grants=[grant(hours=["Sat,Sun 10:00-14:00"]), grant("g2", expires="2026-06-01")],
+            detail="access resumes Sat 2026-06-20 10:00",
+        ),
+        id="outside-hours-told-before-expired",
+    ),
 ]
 
 

@@ -105,6 +105,12 @@ def test_grants_for_after_loading(good_policy, good_grant, employee, site_id, fo
     assert good_policy.grants_for(employee, site_id) == ((good_grant,) if found else ())
 
 
+def test_hours_are_read_once_at_load(policy_files):
+    policy = policy_files.load({"parks.yaml": grant_text(extra=('hours: "Mon-Fri 07:00-18:00"',))})
+    assert policy.grants[0].hours is not None
+    assert policy.grants[0].hours.text == "Mon-Fri 07:00-18:00"
+
+
 def test_start_sets_valid_from(policy_files):
     policy = policy_files.load({"p.yaml": grant_text(extra=("start: 2026-07-01",))})
     assert policy.grants[0].valid_from == datetime(2026, 7, 1, tzinfo=LA)
@@ -324,6 +330,27 @@ GRANT_ERRORS = [
         'unknown top-level key "owner"',
         'use "grants:"',
         id="unknown-top-level-key",
+    ),
+    pytest.param(
+        grant_text(extra=('hours: "Mon-Fri 7am-6pm"',)),
+        9,
+        "hours: 'Mon-Fri 7am-6pm' is not days and a time range",
+        'write hours: "Mon-Fri 07:00-18:00"',
+        id="hours-unreadable",
+    ),
+    pytest.param(
+        grant_text(extra=('hours: ["Mon-Fri 07:00-18:00", "Sat 12:00-12:00"]',)),
+        9,
+        "starts and ends at the same time, so it never matches",
+        "(or a list",
+        id="hours-never-match",
+    ),
+    pytest.param(
+        grant_text(extra=('schedule: "Mon-Fri 07:00-18:00"',)),
+        9,
+        'unknown key "schedule" in a grant',
+        'did you mean "hours"?',
+        id="hours-alias",
     ),
     pytest.param(
         grant_text(approved_by="ahernandez: yes"),

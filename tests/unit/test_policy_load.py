@@ -36,7 +36,7 @@ def demo_policy() -> Policy:
         pytest.param(lambda p: p.directory.options["ldif"], "../directory/demo.ldif", id="directory-ldif"),
         pytest.param(
             lambda p: {g.id for g in p.grants},
-            {"comms-2026-001", "parks-2026-001", "police-2026-001"},
+            {"comms-2026-001", "parks-2026-001", "police-2026-001", "police-2026-002"},
             id="grant-ids",
         ),
     ],
