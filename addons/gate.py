@@ -57,6 +57,7 @@ from citygate.proxy.decision import (
     Reason,
     Result,
     decide_request,
+    facts_needed,
     people_involved,
 )
 from citygate.proxy.enforcement import Mode
@@ -602,7 +603,17 @@ class CityGate:
         # A shared role (source address) is nobody in the directory: nothing to look up.
         user = identity.user if identity and identity.authenticated and not identity.shared_role else None
         people = await directory.people(people_involved(policy, user, hosts))
-        return decide_request(identity, hosts, path, self.clock(policy.timezone), policy, people)
+        groups: dict[str, frozenset[str]] = {}
+        person = people.get(user) if user is not None else None
+        if person is not None:
+            # The grants of the person's department and groups, and who approved them.
+            facts = facts_needed(policy, person, hosts)
+            missing = facts.uids - people.keys()
+            if missing:
+                people |= await directory.people(missing)
+            if facts.groups:
+                groups = await directory.group_departments(facts.groups)
+        return decide_request(identity, hosts, path, self.clock(policy.timezone), policy, people, groups)
 
     async def _guarded(
         self,

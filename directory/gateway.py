@@ -455,6 +455,23 @@ class DirectoryGateway:
                 found.setdefault(person.uid, person)
         return list(found.values())
 
+    async def group_departments(self, groups: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The departments of each group's members ("" for a member with none), for approving a
+        group grant; groups the directory could not list are left out."""
+        answers: dict[str, frozenset[str]] = {}
+        for group in dict.fromkeys(groups):
+            if self._executor is None:
+                try:
+                    people: list[Person] | None = await self._call(self.backend.group_members, group)
+                except DirectoryUnavailable as exc:
+                    log.warning("directory unavailable listing group %s: %s", group, exc)
+                    continue
+            else:
+                people = self._fresh_group(group.strip().lower()) or await self._group(group)
+            if people is not None:
+                answers[group] = frozenset(person.department or "" for person in people)
+        return answers
+
     def _fresh_group(self, key: str) -> list[Person] | None:
         cached = self._groups.get(key)
         return cached[0] if cached is not None and cached[1] < self.cache.ttl else None

@@ -1,9 +1,10 @@
 """The decision: may this person reach this host, on this path, now, under this policy?
 
 `decide` is the one place a decision is made. It is pure: it reads only its arguments (the
-identity, the host, the path, the time, the loaded policy and a snapshot of directory facts)
-and returns a `Decision` carrying the result, a machine-readable reason, the grant used and the
-evidence. The proxy, the CLI, logs and metrics are adapters around it.
+identity, the host, the path, the time, the loaded policy and a snapshot of directory facts:
+people, and the departments of groups' members) and returns a `Decision` carrying the result, a
+machine-readable reason, the grant used and the evidence. The proxy, the CLI, logs and metrics
+are adapters around it; `facts_needed` tells them which directory facts to fetch first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import NamedTuple
 
 from citygate.directory.model import AccountState, Person
 from citygate.proxy.catalog import SiteMatch
-from citygate.proxy.grants import Grant, normalize_path, path_in_scope
+from citygate.proxy.grants import Grant, GrantKind, PurposeKind, normalize_path, path_in_scope
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.hours import Hours
 from citygate.proxy.policy import Policy, Role
@@ -163,6 +164,9 @@ class Decision(NamedTuple):
             if grant is None
             else {
                 "id": grant.id,
+                "kind": grant.kind.value,
+                "for": grant.whom,
+                "purpose_kind": grant.purpose_kind.value,
                 "purpose": grant.purpose,
                 "approved_by": grant.approved_by,
                 "approved_on": grant.approved_on.isoformat(),
@@ -188,25 +192,58 @@ class _Verdict(NamedTuple):
 
 
 def people_involved(policy: Policy, user: str | None, hosts: Iterable[str]) -> set[str]:
-    """Every uid `decide` may consult for this request: the employee and their approvers.
+    """The uids `decide` needs first: the employee, the approvers of their personal grants and of
+    the sites' city-wide allowances (those apply to someone not signed in too).
 
-    The shell fetches these (off the event loop, through a cache) before calling `decide`.
+    The shell fetches these (off the event loop, through a cache), then `facts_needed` for the
+    person it found, before calling `decide`.
     """
-    if user is None:
-        return set()
-    uids = {user}
+    uids = {user} if user is not None else set()
+    for site_id in _site_ids(policy, hosts):
+        for grant in policy.city_grants(site_id):
+            uids.add(grant.approved_by)
+        if user is not None:
+            for grant in policy.grants_for(user, site_id):
+                uids.add(grant.approved_by)
+    return uids
+
+
+class Facts(NamedTuple):
+    """Directory facts `decide` needs beyond `people_involved`, once the employee is known."""
+
+    uids: frozenset[str]  # approvers of the department and group grants that apply
+    groups: frozenset[str]  # groups whose members' departments say who may approve their grants
+
+
+def facts_needed(policy: Policy, person: Person, hosts: Iterable[str]) -> Facts:
+    """What to fetch for the grants that apply to `person` through their department and groups."""
+    uids: set[str] = set()
+    groups: set[str] = set()
+    for site_id in _site_ids(policy, hosts):
+        for grant in policy.grants_applying(person, site_id):
+            if grant.kind is not GrantKind.PERSONAL:
+                uids.add(grant.approved_by)
+            if grant.kind is GrantKind.GROUP:
+                groups.add(grant.audience)
+    return Facts(frozenset(uids), frozenset(groups))
+
+
+def _site_ids(policy: Policy, hosts: Iterable[str]) -> list[str]:
     # A request names its host up to three times, usually alike: look each one up once.
     seen: set[str] = set()
+    site_ids: list[str] = []
     for raw in hosts:
         host = normalize_host(raw)
         if host is None or host.name in seen:
             continue
         seen.add(host.name)
         match = policy.catalog.match(host)
-        if match is not None:
-            for grant in policy.grants_for(user, match.site.id):
-                uids.add(grant.approved_by)
-    return uids
+        if match is not None and match.site.id not in site_ids:
+            site_ids.append(match.site.id)
+    return site_ids
+
+
+_NO_GROUPS: Mapping[str, frozenset[str]] = {}
 
 
 def decide_request(
@@ -216,6 +253,7 @@ def decide_request(
     at: datetime,
     policy: Policy,
     people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]] = _NO_GROUPS,
 ) -> Decision:
     """Decide for every host a request names (CONNECT authority, SNI, Host header): the strictest wins.
 
@@ -231,8 +269,8 @@ def decide_request(
         normalized = normalize_host(host)
         distinct.setdefault(host if normalized is None else normalized.name, host)
     if len(distinct) == 1:
-        return decide(identity, hosts[0], path, at, policy, people)
-    decisions = [decide(identity, host, path, at, policy, people) for host in distinct.values()]
+        return decide(identity, hosts[0], path, at, policy, people, groups)
+    decisions = [decide(identity, host, path, at, policy, people, groups) for host in distinct.values()]
     return min(decisions, key=_strictness)
 
 
@@ -253,12 +291,14 @@ def decide(
     at: datetime,
     policy: Policy,
     people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]] = _NO_GROUPS,
 ) -> Decision:
     """The decision for one host.
 
     `path` is None when only the tunnel is known (CONNECT, TLS SNI). `people` maps lower-case
     uids to the directory's answer (None: no such account); a uid that is absent means the
-    directory could not be asked, and the request is refused rather than guessed at.
+    directory could not be asked, and the request is refused rather than guessed at. `groups`
+    maps a group grant's group to its members' departments, likewise (absent: not asked).
 
     Below, the policy's steps in their order: a step that cannot vouch for the request ends it
     with a refusal (fail closed), so what reaches the grants is a verified, enabled employee.
@@ -270,9 +310,9 @@ def decide(
     if match is None:
         return Decision(Result.ALLOW, Reason.NOT_SOCIAL_MEDIA, host_name)
 
-    # 2. Someone signed in, with credentials that verified.
+    # 2. Someone signed in, with credentials that verified; or a page every visitor may see.
     if identity is None:
-        return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_REQUIRED, host_name, match)
+        return _not_signed_in(host_name, match, path, at, policy, people)
     refusal = _unverified(identity, host_name, match)
     if refusal is not None:
         return refusal
@@ -284,17 +324,53 @@ def decide(
     employee = people[identity.user]
     assert employee is not None, "_not_an_employee refused an unknown account"
 
-    # 4. A grant for the site...
-    grants = policy.grants_for(identity.user, match.site.id)
+    # 4. A grant for the site: the employee's own, their department's, a group's, the city's...
+    grants = policy.grants_applying(employee, match.site.id)
     if not grants:
         detail = f"no grant for {match.site.name}"
         return _deny(identity, host_name, match, Reason.NO_GRANT, detail, employee.department)
 
-    # 5. ... in force now, approved by someone entitled to approve it, covering the path.
-    verdict = _best_verdict(grants, employee, match, path, at, policy, people)
+    # 5. ... in force now, approved by someone entitled to approve it, covering the path and hour.
+    verdict = _best_verdict(grants, employee, match, path, at, policy, people, groups)
     result = Result.ALLOW if verdict.reason is Reason.GRANTED else Result.DENY
     evidence = _evidence(identity, employee, verdict)
     return Decision(result, verdict.reason, host_name, match, verdict.grant, evidence, verdict.needs_path)
+
+
+def _not_signed_in(
+    host_name: str,
+    match: SiteMatch,
+    path: str | None,
+    at: datetime,
+    policy: Policy,
+    people: Mapping[str, Person | None],
+) -> Decision:
+    """Someone who has not signed in: allowed only on the pages of a city-wide allowance.
+
+    A whole-site allowance (a personal-use window) still identifies who uses it; a page-scoped
+    one is for every visitor, so that an ordinary page embedding the City's own videos loads for
+    everyone. Anything else asks for a sign-in, which may bring the person's own grants.
+    """
+    scoped = [
+        grant for grant in policy.city_grants(match.site.id) if grant.scope_for(match.site.id) is not None
+    ]
+    for grant in scoped:
+        verdict = _judge_grant(grant, None, match, path, at, policy, people, _NO_GROUPS)
+        if verdict.reason is Reason.GRANTED:
+            approver, role = verdict.approver, verdict.role
+            evidence = Evidence(
+                None,
+                None,
+                grant.approved_by,
+                role.value if role else None,
+                approver.department if approver else None,
+                None,
+                verdict.detail,
+            )
+            return Decision(
+                Result.ALLOW, Reason.GRANTED, host_name, match, grant, evidence, verdict.needs_path
+            )
+    return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_REQUIRED, host_name, match)
 
 
 def _unverified(identity: Identity, host_name: str, match: SiteMatch) -> Decision | None:
@@ -358,8 +434,9 @@ def _best_verdict(
     at: datetime,
     policy: Policy,
     people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]],
 ) -> _Verdict:
-    """The verdict that decides, among those of every grant the employee holds for the site.
+    """The verdict that decides, among those of every grant that applies to the employee.
 
     Every grant is judged until one allows the request without looking inside the tunnel (so it
     can stay encrypted end to end); otherwise the first that allows it with a path check wins,
@@ -368,7 +445,7 @@ def _best_verdict(
     allowed: _Verdict | None = None
     refused: _Verdict | None = None
     for grant in grants:
-        verdict = _judge_grant(grant, employee, match, path, at, policy, people)
+        verdict = _judge_grant(grant, employee, match, path, at, policy, people, groups)
         if verdict.reason is Reason.GRANTED:
             if not verdict.needs_path:
                 return verdict
@@ -396,19 +473,23 @@ def _evidence(identity: Identity, employee: Person, verdict: _Verdict) -> Eviden
 
 def _judge_grant(
     grant: Grant,
-    employee: Person,
+    employee: Person | None,
     match: SiteMatch,
     path: str | None,
     at: datetime,
     policy: Policy,
     people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]],
 ) -> _Verdict:
-    """What one grant says: in force at `at`, approved by someone entitled to, covering the path."""
+    """What one grant says: in force at `at`, approved by someone entitled to, covering the path.
+
+    `employee` is None for someone not signed in (only city-wide allowances are judged then).
+    """
     if at < grant.valid_from:
         return _Verdict(Reason.GRANT_NOT_YET_VALID, grant, f"grant starts {grant.valid_from:%Y-%m-%d}")
     if at >= grant.valid_until:
         return _Verdict(Reason.GRANT_EXPIRED, grant, f"grant ended {grant.valid_until:%Y-%m-%d}")
-    approval = _judge_approval(grant, employee, policy, people)
+    approval = _judge_approval(grant, employee, policy, people, groups)
     if approval.reason is not Reason.GRANTED:
         return approval
     if grant.hours is not None:
@@ -432,39 +513,89 @@ def _outside(hours: Hours, at: datetime) -> str:
 
 
 def _judge_approval(
-    grant: Grant, employee: Person, policy: Policy, people: Mapping[str, Person | None]
+    grant: Grant,
+    employee: Person | None,
+    policy: Policy,
+    people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]],
 ) -> _Verdict:
-    """Whether the grant's approver may approve it (now, by the directory): GRANTED when so."""
+    """Whether the grant's approver may approve it (now, by the directory): GRANTED when so.
+
+    Who may approve depends on whom the grant is for: a Director of the employee's department
+    (personal), of the department (department), of the one department all the group's members
+    are in (group), or an executive; only an executive for a city-wide allowance and for any
+    personal-use allowance. Nobody approves a grant they use themselves.
+    """
     approver_uid = grant.approved_by
-    if approver_uid == employee.uid.casefold():
+    if employee is not None and approver_uid == employee.uid.casefold() and grant.kind is not GrantKind.CITY:
         return _Verdict(Reason.SELF_APPROVAL, grant, "the employee approved their own grant")
     if approver_uid not in people:
         return _Verdict(
             Reason.DIRECTORY_UNAVAILABLE, grant, "the directory could not be asked about the approver"
         )
-
     approver = people[approver_uid]
     if approver is None:
         return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, "the approver is not in the directory")
     role = policy.approval.role_of(approver)
-    why_not = _why_not_entitled(approver, role, employee)
+    if grant.kind is GrantKind.GROUP and role is Role.DIRECTOR and grant.audience not in groups:
+        detail = f"the directory could not be asked about group {grant.audience}"
+        return _Verdict(Reason.DIRECTORY_UNAVAILABLE, grant, detail, approver, role)
+    why_not = _why_not_entitled(approver, role, grant, employee, groups)
     if why_not is not None:
         return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, why_not, approver, role)
     return _Verdict(Reason.GRANTED, grant, "", approver, role)
 
 
-def _why_not_entitled(approver: Person, role: Role | None, employee: Person) -> str | None:
-    """Why the approver may not approve the employee's grants; None when they may."""
+def approval_problem(
+    grant: Grant,
+    policy: Policy,
+    people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]],
+) -> tuple[Reason, str] | None:
+    """Why the grant's approver may not approve it now (`citygate check`); None when they may.
+
+    For a grant that is not one person's: whoever uses it, this is what they would be told.
+    """
+    verdict = _judge_approval(grant, None, policy, people, groups)
+    return None if verdict.reason is Reason.GRANTED else (verdict.reason, verdict.detail)
+
+
+def _why_not_entitled(
+    approver: Person,
+    role: Role | None,
+    grant: Grant,
+    employee: Person | None,
+    groups: Mapping[str, frozenset[str]],
+) -> str | None:
+    """Why the approver may not approve this grant; None when they may."""
     if approver.disabled:
         return "the approver's account is disabled"
     if role is None:
         return "the approver is not a Director or higher"
+    if role is Role.EXECUTIVE:
+        return None
+    if grant.kind is GrantKind.CITY:
+        return "a city-wide allowance must be approved by an executive (a City Manager), not a Director"
+    if grant.purpose_kind is PurposeKind.PERSONAL:
+        return "a personal-use allowance must be approved by an executive (a City Manager), not a Director"
+    directs = approver.department or "no department"
     # An unknown department matches nothing, not even another unknown department.
-    if role is Role.DIRECTOR and (approver.department is None or approver.department != employee.department):
-        return (
-            f"the approver directs {approver.department or 'no department'}, "
-            f"not {employee.department or 'the employee'}'s department"
-        )
+    if grant.kind is GrantKind.DEPARTMENT:
+        if approver.department is None or approver.department.casefold() != grant.audience.casefold():
+            return f"the approver directs {directs}, not {grant.audience}"
+        return None
+    if grant.kind is GrantKind.GROUP:
+        departments = groups[grant.audience]
+        if len(departments) != 1:
+            spans = ", ".join(sorted(d or "no department" for d in departments)) or "no members"
+            return f"group {grant.audience} spans {spans}: a group across departments needs an executive's approval"
+        [department] = departments
+        if approver.department is None or approver.department != department:
+            return f"the approver directs {directs}, not {department or 'no department'} (group {grant.audience})"
+        return None
+    assert employee is not None, "a personal grant is judged for its employee"
+    if approver.department is None or approver.department != employee.department:
+        return f"the approver directs {directs}, not {employee.department or 'the employee'}'s department"
     return None
 
 

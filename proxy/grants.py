@@ -1,9 +1,23 @@
-"""Directors' grants: one employee, named sites, a business purpose, an approver, an expiry.
+"""Directors' grants: who, named sites, a business purpose, an approver, an expiry.
+
+Who is one of (`GrantKind`):
+- `employee: jlee`: one person (a personal grant);
+- `group: communications-team`: the members of a directory group, as the directory resolves
+  membership (nested groups where the preset does, e.g. AD's LDAP_MATCHING_RULE_IN_CHAIN);
+- `department: Parks`: everyone whose directory department is Parks;
+- `city: true`: everyone, a city-wide allowance. It must name the pages it allows (`paths:`)
+  for every site, never a whole site, unless it is a personal-use window (`purpose_kind:
+  personal` with `hours:`). Page-scoped city allowances apply to people who have not signed in.
+
+`purpose_kind: personal` marks an allowance for personal use where a city's policy permits it
+(El Paso's "when the employee is not required to be performing any duties"): only on
+department or city grants, always with `hours:`. Everything else is `business`.
 
 Grant files are written by hand, so the loader checks everything it can without the
 directory and reports each mistake as `file:line: problem; fix`. Whether the approver really
-is a Director of the employee's department is not decided here: that depends on the live
-directory and is checked by the decision core on every request.
+may approve (a Director of the right department, an executive for city-wide and personal-use
+allowances) is not decided here: that depends on the live directory and is checked by the
+decision core on every request.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import re
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import unquote
@@ -29,6 +44,9 @@ GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 GRANT_KEYS = (
     "id",
     "employee",
+    "group",
+    "department",
+    "city",
     "sites",
     "purpose",
     "approved_by",
@@ -37,16 +55,44 @@ GRANT_KEYS = (
     "start",
     "paths",
     "hours",
+    "purpose_kind",
 )
 # The last dates whose day-after can still be computed (valid_until is the day after expiry).
 _EARLIEST, _LATEST = date.min, date.max - timedelta(days=2)
-REQUIRED_KEYS = ("id", "employee", "sites", "purpose", "approved_by", "approved_on", "expires")
+REQUIRED_KEYS = ("id", "sites", "purpose", "approved_by", "approved_on", "expires")
+WHO_KEYS = ("employee", "group", "department", "city")
+
+
+class GrantKind(StrEnum):
+    """Whom a grant is for; metrics and logs label by it (never by a group's or person's name)."""
+
+    PERSONAL = "personal"
+    GROUP = "group"
+    DEPARTMENT = "department"
+    CITY = "city"
+
+
+class PurposeKind(StrEnum):
+    BUSINESS = "business"
+    PERSONAL = "personal"
+
+
+_WHO_KIND = {
+    "employee": GrantKind.PERSONAL,
+    "group": GrantKind.GROUP,
+    "department": GrantKind.DEPARTMENT,
+    "city": GrantKind.CITY,
+}
+_WHO_FIX = (
+    "name whom the grant is for with one of: employee: jlee, group: communications-team, "
+    "department: Parks, city: true"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
     id: str
-    employee: str
+    employee: str  # the login name, for a personal grant; "" for the other kinds
     sites: tuple[str, ...]
     purpose: str
     approved_by: str
@@ -61,6 +107,19 @@ class Grant:
     department: str | None = None
     # When in the week the grant may be used (city time); None: at any hour.
     hours: Hours | None = None
+    kind: GrantKind = GrantKind.PERSONAL
+    # The group's name (casefolded cn) for a group grant, the department for a department grant.
+    audience: str = ""
+    purpose_kind: PurposeKind = PurposeKind.BUSINESS
+
+    @property
+    def whom(self) -> str:
+        """Whom the grant is for, in words: "jlee", "group communications-team", "everyone"."""
+        if self.kind is GrantKind.PERSONAL:
+            return self.employee
+        if self.kind is GrantKind.CITY:
+            return "everyone"
+        return f"{self.kind.value} {self.audience}"
 
     @property
     def location(self) -> str:
@@ -228,7 +287,8 @@ class GrantLoader:
         errors_before = len(problems.errors)
         self._check_keys(path, entry)
         grant_id = self._grant_id(path, entry)
-        employee = _text(entry.get("employee")).casefold()
+        kind, audience = self._whom(path, entry)
+        employee = audience.casefold() if kind is GrantKind.PERSONAL else ""
         approver = _text(entry.get("approved_by")).casefold()
         purpose = self._purpose(path, entry)
         sites = self._sites(path, entry)
@@ -237,6 +297,18 @@ class GrantLoader:
         expires = self._date(path, entry, "expires")
         paths = self._paths(path, entry, sites)
         hours = self._hours(path, entry) if "hours" in entry else None
+        purpose_kind = self._purpose_kind(path, entry, kind, hours)
+        if kind is GrantKind.CITY and not (purpose_kind is PurposeKind.PERSONAL and hours):
+            for site_id in sites:
+                if site_id not in paths:
+                    self._fail(
+                        path,
+                        entry,
+                        "paths" if "paths" in entry else "city",
+                        f'a city-wide allowance must name the pages it allows on "{site_id}", never the whole site',
+                        f"add paths: {{{site_id}: [/CityOfExample]}}, or make it a personal-use window "
+                        "(purpose_kind: personal with hours:)",
+                    )
         self._check_period(path, entry, grant_id, approved_on, start, expires)
         if employee and employee == approver:
             problems.warning(
@@ -262,6 +334,9 @@ class GrantLoader:
             line=line,
             department=department,
             hours=hours,
+            kind=kind,
+            audience=audience if kind is not GrantKind.PERSONAL else employee,
+            purpose_kind=purpose_kind,
         )
 
     def _fail(self, path: Path, entry: Node, key: str, message: str, fix: str) -> None:
@@ -475,6 +550,59 @@ class GrantLoader:
                 scopes[site_id] = tuple(cleaned)
         return scopes
 
+    def _whom(self, path: Path, entry: Node) -> tuple[GrantKind, str]:
+        """Whom the grant is for: exactly one of employee, group, department, city."""
+        named = [key for key in WHO_KEYS if key in entry]
+        if len(named) != 1:
+            message = (
+                'grant is missing "employee" (or "group", "department", "city")'
+                if not named
+                else f"grant names {' and '.join(named)}: a grant is for one of them"
+            )
+            self._fail(path, entry, named[1] if len(named) > 1 else "employee", message, _WHO_FIX)
+            return GrantKind.PERSONAL, ""
+        key = named[0]
+        value = entry.get(key)
+        if key == "city":
+            if value is not True:
+                self._fail(path, entry, key, f"city: {value!r} is not true", "write city: true for everyone")
+            return GrantKind.CITY, ""
+        text = _text(value)
+        if key == "group" and "=" in text:
+            text = _group_cn(text)
+        if not text or isinstance(value, (list, dict, bool)):
+            self._fail(path, entry, key, f"{key} must be one name, not {value!r}", _WHO_FIX)
+            return _WHO_KIND[key], ""
+        return _WHO_KIND[key], text.casefold() if key == "group" else text
+
+    def _purpose_kind(self, path: Path, entry: Node, kind: GrantKind, hours: Hours | None) -> PurposeKind:
+        raw = _text(entry.get("purpose_kind")).lower() or PurposeKind.BUSINESS.value
+        try:
+            purpose_kind = PurposeKind(raw)
+        except ValueError:
+            self._fail(
+                path, entry, "purpose_kind", f"purpose_kind {raw!r} is not known", "use business or personal"
+            )
+            return PurposeKind.BUSINESS
+        if purpose_kind is PurposeKind.PERSONAL:
+            if kind not in (GrantKind.CITY, GrantKind.DEPARTMENT):
+                self._fail(
+                    path,
+                    entry,
+                    "purpose_kind",
+                    "personal use is allowed only city-wide or department-wide",
+                    "make it a city: true or department: grant, approved by an executive, or drop purpose_kind",
+                )
+            elif hours is None:
+                self._fail(
+                    path,
+                    entry,
+                    "purpose_kind",
+                    "a personal-use allowance must be limited by hours:",
+                    "add the times personal use is allowed, e.g. hours: Mon-Fri 12:00-13:00",
+                )
+        return purpose_kind
+
     def _hours(self, path: Path, entry: Node) -> Hours | None:
         try:
             return parse_hours(entry.get("hours"))
@@ -507,13 +635,19 @@ _KEY_ALIASES = {
 
 _REQUIRED_FIX = {
     "id": 'add a unique id, e.g. "id: parks-2026-001"',
-    "employee": 'add the employee\'s login name, e.g. "employee: jlee"',
     "sites": 'list the site ids the grant allows, e.g. "sites: [facebook]"',
     "purpose": 'state the business purpose, e.g. "purpose: Post park closures on the Parks page"',
     "approved_by": 'add the approving Director\'s login name, e.g. "approved_by: ahernandez"',
     "approved_on": 'add the approval date, e.g. "approved_on: 2026-01-15"',
     "expires": 'add an expiry date, e.g. "expires: 2026-12-31"',
 }
+
+
+def _group_cn(dn: str) -> str:
+    """A group named by its DN is matched by its cn (the first RDN's value), as memberships are."""
+    first = dn.split(",", 1)[0]
+    attribute, _, value = first.partition("=")
+    return value.strip() if attribute.strip().lower() == "cn" else ""
 
 
 def _text(value: object) -> str:

@@ -24,7 +24,7 @@ from citygate.proxy.audit.config import AuditSettings, parse_audit_section
 from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
 from citygate.proxy.flags import FlagSettings, parse_flags_section
-from citygate.proxy.grants import Grant, GrantLoader, ReadFile
+from citygate.proxy.grants import Grant, GrantKind, GrantLoader, ReadFile
 from citygate.proxy.identity.config import IdentitySettings, parse_identity_section
 from citygate.proxy.metrics.config import MetricsSettings, parse_metrics_section
 from citygate.proxy.pac import PacSettings, parse_pac_section
@@ -106,6 +106,38 @@ class FeatureSettings:
 SECTION_NAMES = tuple(f.name for f in fields(FeatureSettings))
 
 
+_Keyed = Mapping[tuple[str, str], tuple[Grant, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantIndex:
+    """The grants by whom they are for and site, built once per load: lookups only per request."""
+
+    personal: _Keyed  # (login, site)
+    groups: _Keyed  # (casefolded group cn, site)
+    departments: _Keyed  # (casefolded department, site)
+    city: Mapping[str, tuple[Grant, ...]]  # site
+
+    @classmethod
+    def of(cls, grants: Iterable[Grant]) -> GrantIndex:
+        keyed: dict[GrantKind, dict[tuple[str, str], list[Grant]]] = {kind: {} for kind in GrantKind}
+        for grant in grants:
+            whom = grant.employee if grant.kind is GrantKind.PERSONAL else grant.audience.casefold()
+            for site_id in grant.sites:
+                keyed[grant.kind].setdefault((whom, site_id), []).append(grant)
+
+        def frozen(kind: GrantKind) -> _Keyed:
+            return MappingProxyType({key: tuple(value) for key, value in keyed[kind].items()})
+
+        city = {site_id: grants for (_, site_id), grants in frozen(GrantKind.CITY).items()}
+        return cls(
+            frozen(GrantKind.PERSONAL),
+            frozen(GrantKind.GROUP),
+            frozen(GrantKind.DEPARTMENT),
+            MappingProxyType(city),
+        )
+
+
 @dataclass(frozen=True)
 class Policy:
     city: str
@@ -119,18 +151,36 @@ class Policy:
     warnings: tuple[str, ...] = ()
     features: FeatureSettings = field(default_factory=FeatureSettings)
     grants_dir: Path | None = None  # watched for new grant files
-    _index: Mapping[tuple[str, str], tuple[Grant, ...]] = field(default_factory=dict, repr=False)
+    _index: GrantIndex = field(default_factory=lambda: GrantIndex.of(()), repr=False)
     enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
     # The grant files as read, for the next load to reuse those that did not change.
     read_files: Mapping[Path, ReadFile] = field(default_factory=dict, repr=False)
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
-        return self._index.get((employee, site_id), ())
+        """The employee's personal grants for the site."""
+        return self._index.personal.get((employee, site_id), ())
+
+    def grants_applying(self, person: Person, site_id: str) -> tuple[Grant, ...]:
+        """Every grant for the site that applies to `person`: personal, department, groups, city.
+
+        Dictionary lookups only: one per kind, and one per group the person is in.
+        """
+        index = self._index
+        found = index.personal.get((person.uid.casefold(), site_id), ())
+        if person.department:
+            found += index.departments.get((person.department.casefold(), site_id), ())
+        if index.groups:
+            for group in person.groups:
+                found += index.groups.get((group, site_id), ())
+        return found + index.city.get(site_id, ())
+
+    def city_grants(self, site_id: str) -> tuple[Grant, ...]:
+        """The city-wide allowances for the site: the only grants for someone not signed in."""
+        return self._index.city.get(site_id, ())
 
     def with_only(self, grant: Grant) -> Policy:
         """This policy as if `grant` were its only grant: to judge one grant on its own merits."""
-        index = {(grant.employee, site_id): (grant,) for site_id in grant.sites}
-        return replace(self, grants=(grant,), _index=MappingProxyType(index))
+        return replace(self, grants=(grant,), _index=GrantIndex.of((grant,)))
 
     @property
     def approver_groups(self) -> frozenset[str]:
@@ -218,10 +268,6 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
     _check_sign_in_host_is_proxied(config_path, document, features, problems)
     if problems.errors:
         raise ConfigError(problems)
-    index: dict[tuple[str, str], list[Grant]] = {}
-    for grant in grants:
-        for site_id in grant.sites:
-            index.setdefault((grant.employee, site_id), []).append(grant)
     return Policy(
         city=str(document.get("city", "")).strip() or "the City",
         timezone=timezone,
@@ -235,7 +281,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         warnings=tuple(str(p) for p in problems.warnings),
         features=features,
         enforcement=enforcement,
-        _index=MappingProxyType({key: tuple(value) for key, value in index.items()}),
+        _index=GrantIndex.of(grants),
         read_files=MappingProxyType(loader.read),
     )
 

@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,10 +22,13 @@ from citygate.proxy.decision import (
     Identity,
     Reason,
     Result,
+    approval_problem,
     decide,
     decide_request,
+    facts_needed,
     people_involved,
 )
+from citygate.proxy.grants import GrantKind
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.runtime.event_loop import (
     DEFAULT_EVENT_LOOP,
@@ -336,21 +339,46 @@ _CALENDAR_REASONS = (Reason.GRANT_NOT_YET_VALID, Reason.GRANT_EXPIRED)
 def _grants_not_working(
     policy: Policy, directory: Directory, now: datetime
 ) -> list[tuple[str, str, Reason, str]]:
-    """Grants in force on paper that the directory would refuse now; DirectoryUnavailable if it cannot say."""
+    """Grants in force on paper that the directory would refuse now; DirectoryUnavailable if it cannot say.
+
+    A personal grant is decided for its employee. A department, group or city grant is judged
+    on its approval (is the approver entitled to approve it, by the directory now?), and a
+    group grant on its group too: a group the directory does not know, or that has no members,
+    lets nobody through.
+    """
     failing = []
     known: dict[str, Person | None] = {}  # each person is asked once, however many grants name them
+
+    def lookup(uid: str) -> Person | None:
+        if uid not in known:
+            known[uid] = directory.lookup(uid)
+        return known[uid]
+
     for grant in policy.grants:
-        site = policy.catalog.sites[grant.sites[0]]
-        host = (site.domains or site.asset_domains)[0]
-        people = {}
-        for uid in people_involved(policy, grant.employee, [host]):
-            if uid not in known:
-                known[uid] = directory.lookup(uid)
-            people[uid] = known[uid]
-        decision = decide(Identity(grant.employee, "check"), host, None, now, policy.with_only(grant), people)
-        if decision.allowed or decision.reason in _CALENDAR_REASONS:
+        if grant.kind is GrantKind.PERSONAL:
+            site = policy.catalog.sites[grant.sites[0]]
+            host = (site.domains or site.asset_domains)[0]
+            people = {uid: lookup(uid) for uid in people_involved(policy, grant.employee, [host])}
+            only = policy.with_only(grant)
+            decision = decide(Identity(grant.employee, "check"), host, None, now, only, people)
+            if decision.allowed or decision.reason in _CALENDAR_REASONS:
+                continue
+            failing.append((grant.location, grant.id, decision.reason, decision.evidence.detail))
             continue
-        failing.append((grant.location, grant.id, decision.reason, decision.evidence.detail))
+        groups: dict[str, frozenset[str]] = {}
+        if grant.kind is GrantKind.GROUP:
+            members = directory.group_members(grant.audience)
+            if not members:
+                detail = (
+                    f"group {grant.audience} has no members in the directory (no such group under "
+                    "group_base, or it is empty), so the grant lets nobody through"
+                )
+                failing.append((grant.location, grant.id, Reason.NO_GRANT, detail))
+                continue
+            groups[grant.audience] = frozenset(person.department or "" for person in members)
+        refusal = approval_problem(grant, policy, {grant.approved_by: lookup(grant.approved_by)}, groups)
+        if refusal is not None:
+            failing.append((grant.location, grant.id, *refusal))
     return failing
 
 
@@ -358,6 +386,28 @@ def _close(directory: Directory) -> None:
     close = getattr(directory, "close", None)
     if callable(close):
         close()
+
+
+def _facts(
+    directory: Directory, policy: Policy, user: str | None, hosts: list[str]
+) -> tuple[dict[str, Person | None], dict[str, frozenset[str]]]:
+    """The directory facts a decision needs, as the proxy fetches them (addons/gate.py `_decide`)."""
+    people = _people(directory, people_involved(policy, user, hosts))
+    person = people.get(user) if user is not None else None
+    if person is None:
+        return people, {}
+    facts = facts_needed(policy, person, hosts)
+    people |= _people(directory, set(facts.uids - people.keys()))
+    return people, _group_departments(directory, facts.groups)
+
+
+def _group_departments(directory: Directory, groups: Iterable[str]) -> dict[str, frozenset[str]]:
+    answers: dict[str, frozenset[str]] = {}
+    for group in groups:
+        # An unanswered group stays absent: the decision then says directory_unavailable.
+        with contextlib.suppress(DirectoryUnavailable):
+            answers[group] = frozenset(p.department or "" for p in directory.group_members(group))
+    return answers
 
 
 def _people(directory: Directory, uids: set[str]) -> dict[str, Person | None]:
@@ -395,11 +445,11 @@ def _explain(args: argparse.Namespace) -> int:
         return 2
     identity = None if args.user == "-" else Identity(args.user.casefold(), "explain")
     user = identity.user if identity else None
-    people = _people(directory, people_involved(policy, user, [parts.hostname]))
+    people, groups = _facts(directory, policy, user, [parts.hostname])
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    decision = decide_request(identity, [parts.hostname], path, at, policy, people)
+    decision = decide_request(identity, [parts.hostname], path, at, policy, people, groups)
     tunnel = (
-        decide_request(identity, [parts.hostname], None, at, policy, people)
+        decide_request(identity, [parts.hostname], None, at, policy, people, groups)
         if parts.scheme == "https"
         else None
     )

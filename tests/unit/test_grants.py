@@ -258,7 +258,7 @@ GRANT_ERRORS = [
         grant_text(extra=("valid_until: 2026-12-31",)),
         9,
         'unknown key "valid_until" in a grant',
-        "allowed keys: id, employee, sites",
+        "allowed keys: id, employee, group, department, city, sites",
         id="unknown-key-no-suggestion",
     ),
     pytest.param(
@@ -375,7 +375,6 @@ def test_grant_error(policy_files, problem_with, text, line, message, fix):
 
 _REQUIRED_FIX_FRAGMENT = {
     "id": 'e.g. "id: parks-2026-001"',
-    "employee": "login name",
     "sites": 'e.g. "sites: [facebook]"',
     "purpose": "state the business purpose",
     "approved_by": "approving Director",
@@ -390,6 +389,21 @@ def test_missing_required_key(policy_files, problem_with, key):
     problem = problem_with(problems, f'grant is missing "{key}"')
     assert (problem.path, problem.line) == (policy_files.grants_dir / "parks.yaml", 2)
     assert _REQUIRED_FIX_FRAGMENT[key] in problem.fix
+
+
+def test_a_grant_for_nobody_or_for_two_kinds_of_people_is_refused(policy_files, problem_with):
+    path = policy_files.grants_dir / "parks.yaml"
+    nobody = problem_with(
+        policy_files.problems({"parks.yaml": grant_text(drop=("employee",))}),
+        'grant is missing "employee" (or "group", "department", "city")',
+    )
+    assert (nobody.path, nobody.line) == (path, 2)
+    assert "employee: jlee, group: communications-team, department: Parks, city: true" in nobody.fix
+    both = problem_with(
+        policy_files.problems({"parks.yaml": grant_text(extra=("group: parks-staff",))}),
+        "grant names employee and group: a grant is for one of them",
+    )
+    assert (both.path, both.line) == (path, 9)
 
 
 def test_required_fix_texts_cover_every_required_key():

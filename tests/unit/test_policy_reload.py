@@ -57,7 +57,7 @@ def outcome(config: Path, today: date, previous: Policy | None = None) -> tuple[
         policy = load_policy(config, today=today, previous=previous)
     except ConfigError as exc:
         return "error", str(exc), None
-    return "ok", (policy.grants, policy.warnings, dict(policy._index)), policy
+    return "ok", (policy.grants, policy.warnings, policy._index), policy
 
 
 def test_a_reload_reads_again_only_the_grant_file_that_changed(tmp_path: Path):
