@@ -325,6 +325,13 @@ class CityGate:
             hosts.append(tunnel.authority)
         await self._guarded(flow, hosts, self._on_request, Stage.REQUEST)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """End a tunnel opened for signing in after each answer, even one it let through (a
+        city-wide page): the requests after the sign-in must come on a new CONNECT."""
+        tunnel = self.tunnels.get(flow.client_conn)
+        if tunnel is not None and tunnel.signing_in and flow.response is not None:
+            flow.response.headers["Connection"] = "close"
+
     # --- hook bodies -----------------------------------------------------------------------
 
     async def _on_connect(self, flow: http.HTTPFlow, hosts: Sequence[str]) -> None:
@@ -350,10 +357,10 @@ class CityGate:
         # the tunnel opens as for an allowed decision: no 407, no block page.
         report = self._report_only(decision)
         signing_in = False
-        if decision.result is Result.AUTH_REQUIRED and not report:
-            signing_in = await self._signs_in_by_navigation(flow, identity)
-            if not signing_in:
-                await self._respond_auth_required(flow, decision, Stage.CONNECT)
+        if identity is None and not report:
+            signing_in, challenge = await self._without_sign_in(flow, decision)
+            if challenge:
+                await self._respond_auth_required(flow, decision.as_sign_in_required(), Stage.CONNECT)
                 return
         event = await self._announce(flow, decision, Stage.CONNECT, None, would_deny=report)
         # A veto (the audit log cannot be written) is honoured in report mode too: it is not
@@ -367,17 +374,25 @@ class CityGate:
             flow.request.host, presented, identity, resolved=True, signing_in=signing_in
         )
 
-    async def _signs_in_by_navigation(self, flow: http.HTTPFlow, identity: Identity | None) -> bool:
-        """Whether a social CONNECT that needs a sign-in opens a tunnel without one (sign_in_page.py).
+    async def _without_sign_in(self, flow: http.HTTPFlow, decision: Decision) -> tuple[bool, bool]:
+        """How a social CONNECT that presented no identity opens: (signing in, 407 instead).
 
-        Yes for a browser that presented nothing, from an address that has not signed in
-        recently; everything else (curl, agents, wrong credentials, a browser that signed in)
-        gets the 407.
+        - A browser from an address that has not signed in recently: a tunnel opened for signing
+          in (sign_in_page.py), whatever the decision.
+        - A browser that signed in recently: the 407, which it answers without a dialog, even
+          where a city-wide allowance lets everyone see some pages (its own grants may give more).
+        - Anything else: the 407 when a sign-in is required; a tunnel without an identity where a
+          city-wide allowance lets everyone see some of the site's pages.
         """
-        if identity is not None or not is_browser(flow.request.headers.get_all("User-Agent")):
-            return False
+        needs_sign_in = decision.result is Result.AUTH_REQUIRED
+        if not needs_sign_in and not decision.allowed:
+            return False, False
+        if not is_browser(flow.request.headers.get_all("User-Agent")):
+            return False, needs_sign_in
         peer = flow.client_conn.peername
-        return not await self.signed_in.recently(peer[0] if peer else None)
+        if await self.signed_in.recently(peer[0] if peer else None):
+            return False, True
+        return True, False
 
     async def _remember_sign_in(self, presented: Presented, identity: Identity | None) -> None:
         """Remember the address of a client whose credentials were accepted (sign_in_page.py)."""

@@ -142,6 +142,13 @@ class Decision(NamedTuple):
     def allowed(self) -> bool:
         return self.result is Result.ALLOW
 
+    def as_sign_in_required(self) -> Decision:
+        """This decision for someone asked to sign in first (a city-wide page they may already see
+        is not the whole site)."""
+        if self.result is Result.AUTH_REQUIRED:
+            return self
+        return Decision(Result.AUTH_REQUIRED, Reason.CREDENTIALS_REQUIRED, self.host, self.match)
+
     @property
     def is_social(self) -> bool:
         return self.match is not None

@@ -28,7 +28,7 @@ from citygate.proxy.decision import (
     facts_needed,
     people_involved,
 )
-from citygate.proxy.grants import GrantKind
+from citygate.proxy.grants import GrantKind, PurposeKind
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.runtime.event_loop import (
     DEFAULT_EVENT_LOOP,
@@ -534,6 +534,9 @@ def _print_explanation(
     if decision.grant:
         grant = decision.grant
         rows.append(("grant", f"{grant.id} at {grant.location}"))
+        if grant.kind is not GrantKind.PERSONAL:
+            use = ", personal use" if grant.purpose_kind is PurposeKind.PERSONAL else ""
+            rows.append(("for", f"{grant.whom} ({grant.kind.value} grant{use})"))
         rows.append(("purpose", grant.purpose))
         last_day = (grant.valid_until - timedelta(days=1)).date()
         rows.append(("valid", f"{grant.valid_from:%Y-%m-%d} through {last_day} ({grant.valid_until.tzinfo})"))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, tzinfo
 from html import escape
 
+from citygate.proxy.grants import GrantKind
 from citygate.proxy.reports.summary import GrantUse, Report, Review, days_left, last_day
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in greyscale print.
@@ -254,11 +255,16 @@ def review_html(review: Review, generated: datetime) -> str:
         body.append(f"<h2>Approved by {e(approver)}</h2>")
         body.append(
             table(
-                ["Grant", "Employee", "Department", "Sites", "Purpose", "Expires", "Requests", "Last use"],
+                ["Grant", "For", "Department", "Sites", "Purpose", "Expires", "Requests", "Last use"],
                 [
                     [
                         _nowrap(row.grant.id),
-                        e(row.grant.employee),
+                        e(row.grant.whom)
+                        + (
+                            f"<br><span class=muted>used by {e(', '.join(row.users))}</span>"
+                            if row.users and row.grant.kind is not GrantKind.PERSONAL
+                            else ""
+                        ),
                         e(row.department),
                         e(", ".join(row.grant.sites)),
                         e(row.grant.purpose),
@@ -286,11 +292,11 @@ def review_html(review: Review, generated: datetime) -> str:
 
 def _grant_table(grants: Sequence[GrantUse], zone: tzinfo) -> str:
     return table(
-        ["Grant", "Employee", "Department", "Sites", "Approved by", "Expires", "Requests", "Last use"],
+        ["Grant", "For", "Department", "Sites", "Approved by", "Expires", "Requests", "Last use"],
         [
             [
                 e(g.grant.id),
-                e(g.grant.employee),
+                e(g.grant.whom),
                 e(g.department),
                 e(", ".join(g.grant.sites)),
                 e(g.grant.approved_by),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
 from citygate.proxy.flags import Counting, FlagSettings, Use, WindowTracker, expires_within, use_of_record
-from citygate.proxy.grants import Grant
+from citygate.proxy.grants import Grant, GrantKind
 
 UNKNOWN = "unknown"
 
@@ -184,18 +184,20 @@ class _Tally:
         in_force = [grant for grant in grants if grant.valid_from < until and grant.valid_until > since]
         uses = []
         for grant in sorted(in_force, key=lambda g: (g.employee, g.id)):
-            person = self.people.get(grant.employee)
-            if person is None:
-                person = self.people[grant.employee] = EmployeeSummary(
-                    grant.employee, grant.department or UNKNOWN
-                )
-            department = grant.department or person.department
             # In force at the end, ending soon.
             expiring = expires_within(grant.valid_until, until, expiring_days)
-            if grant.id not in self.grant_requests:
-                person.grants_unused.add(grant.id)
-            if expiring:
-                person.grants_expiring.add(grant.id)
+            department = grant.department or UNKNOWN
+            if grant.kind is GrantKind.PERSONAL:
+                # A grant for a group, a department or the city is nobody's own: it has no row
+                # of an employee to be unused or expiring in (the grants review lists its users).
+                person = self.people.get(grant.employee)
+                if person is None:
+                    person = self.people[grant.employee] = EmployeeSummary(grant.employee, department)
+                department = grant.department or person.department
+                if grant.id not in self.grant_requests:
+                    person.grants_unused.add(grant.id)
+                if expiring:
+                    person.grants_expiring.add(grant.id)
             requests = self.grant_requests.get(grant.id, 0)
             uses.append(GrantUse(grant, department, requests, self.last_use.get(grant.id), expiring))
         return uses
@@ -285,6 +287,9 @@ class ReviewRow:
     department: str
     requests: int  # in the records read
     last_use: datetime | None
+    # Who reached a site through the grant, for recertifying a group's, department's or the
+    # city's grant by its members (a personal grant's user is its employee).
+    users: tuple[str, ...] = ()
 
     @property
     def unused(self) -> bool:
@@ -321,6 +326,7 @@ def build_review(
     requests: Counter[str] = Counter()
     last: dict[str, datetime] = {}
     departments: dict[str, str] = {}
+    users: dict[str, set[str]] = {}
     for record in records:
         grant_id = str(record.get("rule.id") or "")
         if grant_id not in wanted:
@@ -330,6 +336,8 @@ def build_review(
             continue
         requests[grant_id] += 1
         last[grant_id] = max(use.at, last.get(grant_id, use.at))
+        if record.get("user.name"):
+            users.setdefault(grant_id, set()).add(str(record["user.name"]))
         if record.get("citygate.department"):
             departments[grant_id] = str(record["citygate.department"])
     approvers: dict[str, list[ReviewRow]] = {}
@@ -339,6 +347,7 @@ def build_review(
             grant.department or departments.get(grant.id, UNKNOWN),
             requests[grant.id],
             last.get(grant.id),
+            tuple(sorted(users.get(grant.id, ()))),
         )
         approvers.setdefault(grant.approved_by, []).append(row)
     return Review(city, zone, at, since, dict(sorted(approvers.items())))
@@ -356,6 +365,7 @@ def review_csv(review: Review) -> str:
         [
             "approver",
             "grant",
+            "kind",
             "employee",
             "department",
             "sites",
@@ -367,6 +377,7 @@ def review_csv(review: Review) -> str:
             "requests",
             "last_use",
             "unused",
+            "used_by",
         ]
     )
     for approver, rows in review.approvers.items():
@@ -376,7 +387,8 @@ def review_csv(review: Review) -> str:
                 [
                     approver,
                     grant.id,
-                    grant.employee,
+                    grant.kind.value,
+                    grant.whom,
                     row.department,
                     ";".join(grant.sites),
                     grant.hours.text if grant.hours else "",
@@ -389,6 +401,7 @@ def review_csv(review: Review) -> str:
                     if row.last_use
                     else "",
                     "yes" if row.unused else "no",
+                    ";".join(row.users),
                 ]
             )
     return out.getvalue()

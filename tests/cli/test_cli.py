@@ -325,7 +325,7 @@ def test_check_judges_each_grant_on_its_own(config_copy: Path):
     # department, must still be reported although the first would let jlee through.
     grant_file = config_copy.parent / "grants" / "parks.yaml"
     grant_file.write_text(
-        grant_file.read_text() + "  - id: parks-2026-002\n    employee: jlee\n    sites: [facebook]\n"
+        grant_file.read_text() + "  - id: parks-2026-099\n    employee: jlee\n    sites: [facebook]\n"
         "    purpose: Answer residents' questions on the Parks page\n"
         "    approved_by: rpatel\n    approved_on: 2026-02-01\n    expires: 2026-12-31\n"
     )
@@ -333,7 +333,7 @@ def test_check_judges_each_grant_on_its_own(config_copy: Path):
     result = citygate("check", "--config", str(config_copy))
 
     assert result.returncode == 1
-    assert "grant parks-2026-002 would not work now: approver_not_authorized" in result.stdout
+    assert "grant parks-2026-099 would not work now: approver_not_authorized" in result.stdout
     assert "parks-2026-001" not in result.stdout
 
 

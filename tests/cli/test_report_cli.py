@@ -289,7 +289,21 @@ def test_grants_review_lists_each_directors_grants_with_last_use(known, tmp_path
 
     assert result.returncode == 0, result.stderr
     rows = {row["grant"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
-    assert set(rows) == {"parks-2026-001", "comms-2026-001", "police-2026-001", "police-2026-002"}
+    assert set(rows) == {
+        "parks-2026-001",
+        "parks-2026-002",
+        "comms-2026-001",
+        "comms-2026-002",
+        "police-2026-001",
+        "police-2026-002",
+        "city-2026-001",
+    }
+    assert (rows["parks-2026-002"]["kind"], rows["parks-2026-002"]["employee"]) == (
+        "group",
+        "group parks-social-team",
+    )
+    assert (rows["city-2026-001"]["kind"], rows["city-2026-001"]["employee"]) == ("city", "everyone")
+    assert rows["parks-2026-001"]["used_by"] == "jlee"
     assert rows["police-2026-002"]["hours"] == "Mon-Fri 07:00-18:00"
     assert rows["parks-2026-001"]["hours"] == ""
     parks = rows["parks-2026-001"]

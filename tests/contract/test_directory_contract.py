@@ -72,7 +72,7 @@ def test_person_fields_for_an_employee(directory):
         name="Jordan Lee",
         department="Parks",
         title="Social Media Coordinator",
-        groups=frozenset(),
+        groups=frozenset({"parks-social-team"}),
         state=AccountState.ACTIVE,
         mail="jlee@city.example",
     )

@@ -9,7 +9,8 @@ import pytest
 from citygate.directory.model import AccountState, Person
 from citygate.directory.problems import ConfigError, Severity
 from citygate.directory.static import StaticDirectory
-from citygate.proxy.decision import Identity, Reason, decide, people_involved
+from citygate.proxy.decision import Identity, Reason, decide, facts_needed, people_involved
+from citygate.proxy.grants import GrantKind
 from citygate.proxy.policy import Policy, Role, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,15 @@ def demo_policy() -> Policy:
         pytest.param(lambda p: p.directory.options["ldif"], "../directory/demo.ldif", id="directory-ldif"),
         pytest.param(
             lambda p: {g.id for g in p.grants},
-            {"comms-2026-001", "parks-2026-001", "police-2026-001", "police-2026-002"},
+            {
+                "comms-2026-001",
+                "comms-2026-002",
+                "parks-2026-001",
+                "parks-2026-002",
+                "police-2026-001",
+                "police-2026-002",
+                "city-2026-001",
+            },
             id="grant-ids",
         ),
     ],
@@ -76,19 +85,34 @@ def test_demo_police_grant_runs_from_its_start_to_the_end_of_its_expiry_day(demo
     assert police.valid_until == datetime(2027, 1, 1, tzinfo=LA)
 
 
+# Who uses each demo grant that is not one person's, and on which page (a city-wide one: someone
+# not signed in, on one of its pages).
+DEMO_USERS = {"parks-2026-002": "mnguyen", "comms-2026-002": "kwilliams", "city-2026-001": None}
+DEMO_PATHS = {"city-2026-001": "/CityOfExample/videos"}
+
+
 def test_demo_grants_are_in_force_against_the_demo_directory():
-    """Each demo grant, judged against demo.ldif on a day inside it, allows its employee."""
+    """Each demo grant, judged against demo.ldif on a day inside it, allows someone it is for."""
     policy = load_policy(DEMO_CONFIG, today=TODAY)
     directory = StaticDirectory.from_ldif(REPO / "directory" / "demo.ldif")
-    at = datetime(2026, 6, 15, 12, tzinfo=LA)
+    at = datetime(2026, 6, 15, 12, tzinfo=LA)  # a Monday noon: inside police-2026-002's hours
+    assert set(DEMO_USERS) == {grant.id for grant in policy.grants if grant.kind is not GrantKind.PERSONAL}
     for grant in policy.grants:
+        user = DEMO_USERS.get(grant.id, grant.employee)
         for site_id in grant.sites:
             host = policy.catalog.sites[site_id].domains[0]
-            uids = people_involved(policy, grant.employee, [host])
-            people = {uid: directory.lookup(uid) for uid in uids}
-            identity = Identity(grant.employee, "basic")
-            decision = decide(identity, host, None, at, policy, people)
-            assert (decision.reason, decision.grant) == (Reason.GRANTED, grant), (grant.id, site_id)
+            people = {uid: directory.lookup(uid) for uid in people_involved(policy, user, [host])}
+            groups = {}
+            if user is not None:
+                facts = facts_needed(policy, people[user], [host])
+                people |= {uid: directory.lookup(uid) for uid in facts.uids}
+                groups = {
+                    g: frozenset(p.department for p in directory.group_members(g)) for g in facts.groups
+                }
+            identity = Identity(user, "basic") if user is not None else None
+            path = DEMO_PATHS.get(grant.id)
+            decision = decide(identity, host, path, at, policy, people, groups)
+            assert (decision.reason, decision.grant) == (Reason.GRANTED, grant), (grant.id, site_id, decision)
 
 
 def test_minimal_config_defaults(policy_files):
