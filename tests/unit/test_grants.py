@@ -105,6 +105,29 @@ def test_grants_for_after_loading(good_policy, good_grant, employee, site_id, fo
     assert good_policy.grants_for(employee, site_id) == ((good_grant,) if found else ())
 
 
+def test_each_kind_of_grant_loads_with_whom_it_is_for(policy_files):
+    policy = policy_files.load(
+        {
+            "kinds.yaml": "grants:\n"
+            + grant_text(
+                id="g-group", drop=("employee",), extra=("group: CN=Parks-Team,OU=Groups,DC=city",)
+            ).split("\n", 1)[1]
+            + grant_text(id="g-dept", drop=("employee",), extra=("department: Parks",)).split("\n", 1)[1]
+            + grant_text(
+                id="g-city",
+                drop=("employee",),
+                extra=("city: true", "hours: Mon-Fri 12:00-13:00", "purpose_kind: personal"),
+            ).split("\n", 1)[1]
+        }
+    )
+    kinds = {grant.id: (grant.kind.value, grant.whom, grant.purpose_kind.value) for grant in policy.grants}
+    assert kinds == {
+        "g-group": ("group", "group parks-team", "business"),
+        "g-dept": ("department", "department Parks", "business"),
+        "g-city": ("city", "everyone", "personal"),  # a whole-site window: hours and personal
+    }
+
+
 def test_hours_are_read_once_at_load(policy_files):
     policy = policy_files.load({"parks.yaml": grant_text(extra=('hours: "Mon-Fri 07:00-18:00"',))})
     assert policy.grants[0].hours is not None
@@ -351,6 +374,48 @@ GRANT_ERRORS = [
         'unknown key "schedule" in a grant',
         'did you mean "hours"?',
         id="hours-alias",
+    ),
+    pytest.param(
+        grant_text(drop=("employee",), extra=("city: true",)),
+        8,
+        'a city-wide allowance must name the pages it allows on "facebook", never the whole site',
+        "add paths: {facebook: [/CityOfExample]}, or make it a personal-use window",
+        id="city-whole-site",
+    ),
+    pytest.param(
+        grant_text(drop=("employee",), extra=("city: yes please",)),
+        8,
+        "city: 'yes please' is not true",
+        "write city: true for everyone",
+        id="city-not-true",
+    ),
+    pytest.param(
+        grant_text(extra=("purpose_kind: personal",)),
+        9,
+        "personal use is allowed only city-wide or department-wide",
+        "make it a city: true or department: grant",
+        id="personal-use-for-one-employee",
+    ),
+    pytest.param(
+        grant_text(drop=("employee",), extra=("department: Parks", "purpose_kind: personal")),
+        9,
+        "a personal-use allowance must be limited by hours:",
+        "hours: Mon-Fri 12:00-13:00",
+        id="personal-use-without-hours",
+    ),
+    pytest.param(
+        grant_text(extra=("purpose_kind: leisure",)),
+        9,
+        "purpose_kind 'leisure' is not known",
+        "use business or personal",
+        id="purpose-kind-unknown",
+    ),
+    pytest.param(
+        grant_text(drop=("employee",), extra=("group: [a, b]",)),
+        8,
+        "group must be one name",
+        "employee: jlee, group: communications-team",
+        id="group-list",
     ),
     pytest.param(
         grant_text(approved_by="ahernandez: yes"),
