@@ -196,6 +196,9 @@ class Metrics:
         site = decision.site_id or UNKNOWN
         department = self._departments(decision.evidence.employee_department)
         metrics.decisions.labels(site, department, decision.result.value, decision.reason.value).inc()
+        grant = decision.grant
+        if grant is not None and decision.allowed:
+            metrics.grant_uses.labels(site, grant.kind.value, grant.purpose_kind.value).inc()
         if event.decision_seconds is not None:
             metrics.decision_duration.observe(event.decision_seconds)
         for rule in event.flags:

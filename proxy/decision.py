@@ -339,6 +339,10 @@ def decide(
 
     # 5. ... in force now, approved by someone entitled to approve it, covering the path and hour.
     verdict = _best_verdict(grants, employee, match, path, at, policy, people, groups)
+    if verdict.reason is Reason.PATH_OUT_OF_SCOPE and verdict.grant.kind is GrantKind.CITY:
+        # Everyone's pages are not the employee's grant: outside them, they have none.
+        detail = f"no grant for {match.site.name}; {verdict.detail} (the pages everyone may see)"
+        return _deny(identity, host_name, match, Reason.NO_GRANT, detail, employee.department)
     result = Result.ALLOW if verdict.reason is Reason.GRANTED else Result.DENY
     evidence = _evidence(identity, employee, verdict)
     return Decision(result, verdict.reason, host_name, match, verdict.grant, evidence, verdict.needs_path)

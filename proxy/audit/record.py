@@ -57,6 +57,8 @@ DECISION_FIELDS: tuple[str, ...] = (
     "http.request.body.bytes",
     "http.response.body.bytes",
     "rule.id",
+    "rule.category",
+    "citygate.purpose_kind",
     "citygate.site",
     "citygate.approver",
     "citygate.approver_role",
@@ -153,6 +155,10 @@ def decision_record(
         "http.request.body.bytes": completion.request_bytes if completion else None,
         "http.response.body.bytes": completion.response_bytes if completion else None,
         "rule.id": decision.grant.id if decision.grant else None,
+        # Whom the grant is for (personal, group, department, city) and whether it is business
+        # or personal use: reports and dashboards keep them apart.
+        "rule.category": decision.grant.kind.value if decision.grant else None,
+        "citygate.purpose_kind": decision.grant.purpose_kind.value if decision.grant else None,
         "citygate.site": decision.site_id,
         "citygate.approver": evidence.approver,
         "citygate.approver_role": evidence.approver_role,

@@ -244,6 +244,16 @@ class MetricSet:
             buckets=NEGOTIATE_BUCKETS,
             registry=r,
         )
+        # Which kind of grant let each allowed decision through: bounded labels (the kind and
+        # the purpose, never a group's or a person's name), so dashboards keep business and
+        # personal use apart.
+        self.grant_uses = Counter(
+            "citygate_grant_uses_total",
+            "Allowed social-media decisions, by site, the kind of grant that allowed them "
+            "(personal, group, department, city) and its purpose (business, personal).",
+            ["site", "kind", "purpose"],
+            registry=r,
+        )
         self.flags = Counter(
             "citygate_nonbusiness_flags_total",
             "Non-business-use flags raised, by site, department and rule id. Windowed rules "

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
 from citygate.proxy.flags import Counting, FlagSettings, Use, WindowTracker, expires_within, use_of_record
-from citygate.proxy.grants import Grant, GrantKind
+from citygate.proxy.grants import Grant, GrantKind, PurposeKind
 
 UNKNOWN = "unknown"
 
@@ -37,6 +37,8 @@ class EmployeeSummary:
     user: str
     department: str
     requests: int = 0
+    # Of `requests`, those allowed by a personal-use window (purpose_kind: personal).
+    personal_requests: int = 0
     denied: int = 0
     minutes: set[tuple[date, int]] = field(default_factory=set)
     flags: Counter[str] = field(default_factory=Counter)
@@ -55,6 +57,7 @@ class DepartmentSummary:
     department: str
     employees: int = 0
     requests: int = 0
+    personal_requests: int = 0
     denied: int = 0
     active_minutes: int = 0
     flags: Counter[str] = field(default_factory=Counter)
@@ -168,6 +171,8 @@ class _Tally:
 
     def _count_use(self, person: EmployeeSummary, record: Mapping[str, object], use: Use) -> None:
         person.requests += 1
+        if record.get("citygate.purpose_kind") == PurposeKind.PERSONAL.value:
+            person.personal_requests += 1
         local = use.at.astimezone(self.zone)
         person.minutes.add((local.date(), local.hour * 60 + local.minute))
         person.sites[use.site or UNKNOWN] += 1
@@ -210,6 +215,7 @@ def _departments(people: Iterable[EmployeeSummary]) -> list[DepartmentSummary]:
         summary = departments.setdefault(person.department, DepartmentSummary(person.department))
         summary.employees += 1
         summary.requests += person.requests
+        summary.personal_requests += person.personal_requests
         summary.denied += person.denied
         summary.active_minutes += person.active_minutes
         summary.flags.update(person.flags)
@@ -230,6 +236,7 @@ def report_csv(report: Report) -> str:
             "department",
             "employee",
             "requests",
+            "personal_requests",
             "denied",
             "active_minutes",
             *flag_columns,
@@ -248,6 +255,7 @@ def report_csv(report: Report) -> str:
                 d.department,
                 "",
                 d.requests,
+                d.personal_requests,
                 d.denied,
                 d.active_minutes,
                 *(d.flags.get(rule, 0) for rule in report.rules),
@@ -265,6 +273,7 @@ def report_csv(report: Report) -> str:
                 p.department,
                 p.user,
                 p.requests,
+                p.personal_requests,
                 p.denied,
                 p.active_minutes,
                 *(p.flags.get(rule, 0) for rule in report.rules),

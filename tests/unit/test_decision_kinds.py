@@ -179,6 +179,15 @@ def test_a_city_page_passes_without_sign_in_and_the_rest_of_the_site_asks_for_it
     assert (tunnel.result, tunnel.needs_path) == (Result.ALLOW, True)  # decided again inside
 
 
+def test_outside_the_city_pages_someone_without_a_grant_is_told_they_have_none(policy_files):
+    decision = decided(policy_files, [CITY_PAGES], "mnguyen", host="www.youtube.com", path="/embed/x")
+
+    assert (decision.result, decision.reason, decision.grant) == (Result.DENY, Reason.NO_GRANT, None)
+    assert decision.evidence.detail == (
+        "no grant for YouTube; /embed/x is outside /CityOfExample (the pages everyone may see)"
+    )
+
+
 def test_a_city_page_also_passes_for_someone_signed_in_without_a_grant(policy_files):
     decision = decided(policy_files, [CITY_PAGES], "mnguyen", host="www.youtube.com", path="/CityOfExample")
     assert (decision.reason, decision.grant.kind) == (Reason.GRANTED, GrantKind.CITY)

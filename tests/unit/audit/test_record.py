@@ -53,6 +53,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "http.request.body.bytes": (INT, NONE),
     "http.response.body.bytes": (INT, NONE),
     "rule.id": (STR, NONE),
+    "rule.category": (STR, NONE),
+    "citygate.purpose_kind": (STR, NONE),
     "citygate.site": (STR, NONE),
     "citygate.approver": (STR, NONE),
     "citygate.approver_role": (STR, NONE),
@@ -142,6 +144,7 @@ def test_an_allowed_request_carries_grant_approver_status_bytes_and_duration(pol
     assert record["event.type"] == "allowed"
     assert record["event.reason"] == "granted"
     assert record["rule.id"] == "parks-1"
+    assert (record["rule.category"], record["citygate.purpose_kind"]) == ("personal", "business")
     assert record["citygate.approver"] == "ahernandez"
     assert record["citygate.approver_role"] == "director"
     assert record["citygate.identity_method"] == "basic"
