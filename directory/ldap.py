@@ -93,7 +93,10 @@ _STATE_ATTRIBUTES = {
 }
 
 DISABLED_MARKERS = ("ppolicy", "user-account-control", "filter")
-GROUP_MODES = ("memberof", "search")
+GROUP_MODES = ("memberof", "search", "in-chain")
+#: Active Directory's LDAP_MATCHING_RULE_IN_CHAIN: a member of a group that is a member of a
+#: group is a member of both, as Windows itself resolves membership.
+IN_CHAIN = "1.2.840.113556.1.4.1941"
 STRATEGIES = ("first", "round_robin")
 
 #: What a preset sets; every key can be overridden in the config.
@@ -119,7 +122,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "department_attribute": "department",
         "title_attribute": "title",
         "mail_attribute": "mail",
-        "groups": "memberof",
+        "groups": "in-chain",
         "member_of_attribute": "memberOf",
         "group_filter": "(objectClass=group)",
         "group_name_attribute": "cn",
@@ -415,7 +418,9 @@ class LdapDirectory:
                 if name:
                     names.add(name.strip().lower())
             return frozenset(names)
-        query = f"(&{s.group_filter}({s.group_member_attribute}={escape_filter_chars(found.dn)}))"
+        # in-chain: the groups the person is in directly or through other groups, in one search.
+        rule = f":{IN_CHAIN}:" if s.groups == "in-chain" else ""
+        query = f"(&{s.group_filter}({s.group_member_attribute}{rule}={escape_filter_chars(found.dn)}))"
         entries = self._search(connection, s.group_base, query, [s.group_name_attribute])
         return frozenset(
             value.strip().lower()
@@ -465,7 +470,7 @@ class LdapDirectory:
     def _members(self, connection: Connection, name: str) -> list[Person]:
         s = self.settings
         query = f"(&{s.group_filter}({s.group_name_attribute}={escape_filter_chars(name)}))"
-        wanted = [] if s.groups == "memberof" else [s.group_member_attribute]
+        wanted = [s.group_member_attribute] if s.groups == "search" else []
         groups = self._search(connection, s.group_base, query, wanted or ["1.1"])
         found: dict[tuple[tuple[str, str], ...], _Found] = {}
         login = s.login_attribute.lower()
@@ -477,8 +482,12 @@ class LdapDirectory:
                 found.setdefault(_dn_key(entry["dn"]), _Found(entry["dn"], logins[0], attributes))
 
         for group in groups:
-            if s.groups == "memberof":
-                query = f"(&{s.user_filter}({s.member_of_attribute}={escape_filter_chars(group['dn'])}))"
+            if s.groups in ("memberof", "in-chain"):
+                # in-chain: the members of groups inside the group too.
+                rule = f":{IN_CHAIN}:" if s.groups == "in-chain" else ""
+                query = (
+                    f"(&{s.user_filter}({s.member_of_attribute}{rule}={escape_filter_chars(group['dn'])}))"
+                )
                 for entry in self._search(
                     connection, s.user_base, query, self._person_attributes, paged=True
                 ):

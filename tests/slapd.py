@@ -622,7 +622,8 @@ def directory_options(
     """A citygate `directory:` section (without `backend`) for this slapd.
 
     preset "openldap" reads ou=people / ou=groups (directory/demo.ldif); "active-directory"
-    reads the AD-flavoured copy under ou=ad. The service password goes in a file in `folder`.
+    reads the AD-flavoured copy under ou=ad, its groups by memberOf. The service password goes in
+    a file in `folder`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     options: dict[str, object] = {
@@ -637,6 +638,8 @@ def directory_options(
     if preset == "openldap":
         options |= {"user_base": PEOPLE_BASE, "group_base": GROUPS_BASE}
     else:
-        options |= {"user_base": AD_USERS_BASE, "group_base": AD_GROUPS_BASE}
+        # slapd has no LDAP_MATCHING_RULE_IN_CHAIN (the preset's `in-chain`), but the memberof
+        # overlay gives the AD-flavoured copy memberOf; nesting is tested on a real AD (samba_ad.py).
+        options |= {"user_base": AD_USERS_BASE, "group_base": AD_GROUPS_BASE, "groups": "memberof"}
     options.update(overrides)
     return options

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from demo_config import demo_config
 from ldap3 import Connection, Server
 from samba_ad import STATE_USERS, ActiveDirectory, SambaDC, cache_root, ports_taken
 
@@ -21,7 +22,7 @@ from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
-from citygate.proxy.decision import Identity, Reason, Result, decide_request, people_involved
+from citygate.proxy.decision import Identity, Reason, Result, decide_request, facts_needed, people_involved
 from citygate.proxy.policy import Policy, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,35 +60,66 @@ def test_a_person_as_active_directory_holds_them(samba_ad, tmp_path):
     assert directory.lookup("nobody") is None
 
 
-def test_groups_come_from_memberof(samba_ad, tmp_path):
+def test_groups_come_from_active_directory(samba_ad, tmp_path):
     directory = open_ad(samba_ad, tmp_path)
     assert "directors" in directory.lookup("ahernandez").groups
     assert "city-managers" in directory.lookup("tsmith").groups
     assert "directors" not in directory.lookup("jlee").groups
+    assert "parks-social-team" in directory.lookup("jlee").groups
     members = {person.uid for person in directory.group_members("directors")}
     assert members == {"ahernandez", "rpatel", "lgarcia", "pkim"}
 
 
-def test_the_nested_group_is_real_in_the_directory(samba_ad, tmp_path):
+def test_nested_groups_count_as_active_directory_resolves_them(samba_ad, tmp_path):
     """ewhite is in deputy-city-managers, itself a member of city-managers.
 
-    AD's memberOf lists direct groups only; LDAP_MATCHING_RULE_IN_CHAIN (1.2.840.113556.1.4.1941)
-    is how a client follows the nesting. citygate reads memberOf, so it sees the direct group.
+    AD's memberOf lists direct groups only; the preset's `groups: in-chain` asks with
+    LDAP_MATCHING_RULE_IN_CHAIN (1.2.840.113556.1.4.1941), as Windows resolves membership, so
+    ewhite is in city-managers (an executive) and among its members. `memberof` sees the direct
+    group only.
     """
-    directory = open_ad(samba_ad, tmp_path)
-    assert "deputy-city-managers" in directory.lookup("ewhite").groups
+    nested = open_ad(samba_ad, tmp_path / "in-chain")
+    direct = open_ad(samba_ad, tmp_path / "memberof", groups="memberof")
+
+    assert {"deputy-city-managers", "city-managers"} <= nested.lookup("ewhite").groups
+    assert {person.uid for person in nested.group_members("city-managers")} == {"tsmith", "ewhite"}
+    assert "city-managers" not in direct.lookup("ewhite").groups
+    assert {person.uid for person in direct.group_members("city-managers")} == {"tsmith"}
     with samba_ad.admin() as connection:
-        chain = f"(memberOf:1.2.840.113556.1.4.1941:={samba_ad.group_dn('city-managers')})"
-        connection.search(samba_ad.users_base, chain, attributes=["sAMAccountName"])
-        in_chain = {str(entry.sAMAccountName) for entry in connection.entries}
         connection.search(
             samba_ad.users_base,
             f"(memberOf={samba_ad.group_dn('city-managers')})",
             attributes=["sAMAccountName"],
         )
-        direct = {str(entry.sAMAccountName) for entry in connection.entries}
-    assert in_chain == {"tsmith", "ewhite"}
-    assert direct == {"tsmith"}
+        assert {str(entry.sAMAccountName) for entry in connection.entries} == {"tsmith"}
+
+
+def test_a_group_grant_reaches_a_member_of_a_nested_group(samba_ad, tmp_path):
+    # A grant for the group city-managers, approved by its executive: ewhite is in it only
+    # through deputy-city-managers.
+    config = demo_config(tmp_path)
+    (config.parent / "grants" / "city-managers.yaml").write_text(
+        "grants:\n  - id: cm-1\n    group: city-managers\n    sites: [facebook]\n"
+        "    purpose: Follow residents' comments on the City's page\n    approved_by: tsmith\n"
+        "    approved_on: 2026-01-12\n    expires: 2026-12-31\n"
+    )
+    policy = load_policy(config, today=date(2026, 6, 15))
+    gateway = DirectoryGateway(open_ad(samba_ad, tmp_path))
+    at = datetime(2026, 6, 15, 12, tzinfo=policy.timezone)
+
+    def decide(user: str):
+        return asyncio.run(_decided(gateway, policy, user, ["www.facebook.com"], at))
+
+    assert (decide("ewhite").reason, decide("ewhite").grant.id) == (Reason.GRANTED, "cm-1")
+    assert decide("mnguyen").reason is Reason.NO_GRANT
+
+
+async def _decided(gateway, policy, user, hosts, at):
+    people = await gateway.people(people_involved(policy, user, hosts))
+    facts = facts_needed(policy, people[user], hosts)
+    people |= await gateway.people(facts.uids - people.keys())
+    groups = await gateway.group_departments(facts.groups)
+    return decide_request(Identity(user, "basic"), hosts, "/", at, policy, people, groups)
 
 
 def test_a_grant_is_decided_with_facts_from_active_directory(samba_ad, tmp_path, policy):
