@@ -29,7 +29,10 @@ class DecisionLog:
             evidence.identity_method or "-",
             evidence.employee_department or "-",
             decision.grant.id if decision.grant else "-",
-            evidence.approver or "-",
+            # A designee's approval: "mnguyen(for ahernandez)".
+            f"{evidence.approver}(for {evidence.delegated_by})"
+            if evidence.delegated_by
+            else evidence.approver or "-",
             event.client_ip or "-",
             event.id,
             detail,

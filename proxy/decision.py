@@ -17,8 +17,8 @@ from typing import NamedTuple
 from citygate.directory.model import AccountState, Person
 from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.grants import Grant, GrantKind, PurposeKind, normalize_path, path_in_scope
+from citygate.proxy.grants.hours import Hours
 from citygate.proxy.hosts import normalize_host
-from citygate.proxy.hours import Hours
 from citygate.proxy.policy import Policy, Role
 
 
@@ -122,6 +122,8 @@ class Evidence(NamedTuple):
     approver_department: str | None = None
     identity_method: str | None = None
     detail: str = ""
+    # The Director a designee approved for (proxy/grants/designees.py); None for a direct approval.
+    delegated_by: str | None = None
 
 
 _NO_EVIDENCE = Evidence()
@@ -196,6 +198,7 @@ class _Verdict(NamedTuple):
     approver: Person | None = None
     role: Role | None = None
     needs_path: bool = False
+    delegated_by: str | None = None
 
 
 def people_involved(policy: Policy, user: str | None, hosts: Iterable[str]) -> set[str]:
@@ -208,11 +211,16 @@ def people_involved(policy: Policy, user: str | None, hosts: Iterable[str]) -> s
     uids = {user} if user is not None else set()
     for site_id in _site_ids(policy, hosts):
         for grant in policy.city_grants(site_id):
-            uids.add(grant.approved_by)
+            uids.update(approvers_of(policy, grant))
         if user is not None:
             for grant in policy.grants_for(user, site_id):
-                uids.add(grant.approved_by)
+                uids.update(approvers_of(policy, grant))
     return uids
+
+
+def approvers_of(policy: Policy, grant: Grant) -> list[str]:
+    """The grant's approver, and the Directors they are a designee of."""
+    return [grant.approved_by, *(d.director for d in policy.delegations.get(grant.approved_by, ()))]
 
 
 class Facts(NamedTuple):
@@ -229,7 +237,7 @@ def facts_needed(policy: Policy, person: Person, hosts: Iterable[str]) -> Facts:
     for site_id in _site_ids(policy, hosts):
         for grant in policy.grants_applying(person, site_id):
             if grant.kind is not GrantKind.PERSONAL:
-                uids.add(grant.approved_by)
+                uids.update(approvers_of(policy, grant))
             if grant.kind is GrantKind.GROUP:
                 groups.add(grant.audience)
     return Facts(frozenset(uids), frozenset(groups))
@@ -377,6 +385,7 @@ def _not_signed_in(
                 approver.department if approver else None,
                 None,
                 verdict.detail,
+                verdict.delegated_by,
             )
             return Decision(
                 Result.ALLOW, Reason.GRANTED, host_name, match, grant, evidence, verdict.needs_path
@@ -479,6 +488,7 @@ def _evidence(identity: Identity, employee: Person, verdict: _Verdict) -> Eviden
         approver.department if approver else None,
         identity.method,
         verdict.detail,
+        verdict.delegated_by,
     )
 
 
@@ -500,14 +510,12 @@ def _judge_grant(
         return _Verdict(Reason.GRANT_NOT_YET_VALID, grant, f"grant starts {grant.valid_from:%Y-%m-%d}")
     if at >= grant.valid_until:
         return _Verdict(Reason.GRANT_EXPIRED, grant, f"grant ended {grant.valid_until:%Y-%m-%d}")
-    approval = _judge_approval(grant, employee, policy, people, groups)
+    approval = _judge_approval(grant, employee, policy, people, groups, at, match.site.id)
     if approval.reason is not Reason.GRANTED:
         return approval
     if grant.hours is not None:
         if not grant.hours.contains(at):
-            return _Verdict(
-                Reason.OUTSIDE_HOURS, grant, _outside(grant.hours, at), approval.approver, approval.role
-            )
+            return approval._replace(reason=Reason.OUTSIDE_HOURS, detail=_outside(grant.hours, at))
         if path is None:
             # A tunnel outlives the window it opened in: look inside it and decide each request.
             verdict = _judge_path(approval, match, path)
@@ -529,6 +537,8 @@ def _judge_approval(
     policy: Policy,
     people: Mapping[str, Person | None],
     groups: Mapping[str, frozenset[str]],
+    at: datetime,
+    site_id: str,
 ) -> _Verdict:
     """Whether the grant's approver may approve it (now, by the directory): GRANTED when so.
 
@@ -548,6 +558,8 @@ def _judge_approval(
     if approver is None:
         return _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, "the approver is not in the directory")
     role = policy.approval.role_of(approver)
+    if role is None and approver_uid in policy.delegations:
+        return _judge_designee(grant, employee, approver, policy, people, groups, at, site_id)
     if grant.kind is GrantKind.GROUP and role is Role.DIRECTOR and grant.audience not in groups:
         detail = f"the directory could not be asked about group {grant.audience}"
         return _Verdict(Reason.DIRECTORY_UNAVAILABLE, grant, detail, approver, role)
@@ -557,17 +569,61 @@ def _judge_approval(
     return _Verdict(Reason.GRANTED, grant, "", approver, role)
 
 
+def _judge_designee(
+    grant: Grant,
+    employee: Person | None,
+    designee: Person,
+    policy: Policy,
+    people: Mapping[str, Person | None],
+    groups: Mapping[str, frozenset[str]],
+    at: datetime,
+    site_id: str,
+) -> _Verdict:
+    """An approval by a designee: GRANTED when a delegation in force lets them approve it, as the
+    delegating Director (live, by the directory) could themselves."""
+    refused = _Verdict(Reason.APPROVER_NOT_AUTHORIZED, grant, "", designee, Role.DESIGNEE)
+    if grant.kind is GrantKind.CITY or grant.purpose_kind is PurposeKind.PERSONAL:
+        detail = "only an executive (a City Manager) approves city-wide and personal-use allowances, not a designee"
+        return refused._replace(detail=detail)
+    if designee.disabled:
+        return refused._replace(detail="the approver's account is disabled")
+    delegations = [d for d in policy.delegations[designee.uid.casefold()] if d.covers(site_id, at)]
+    if not delegations:
+        detail = f"{designee.uid}'s delegation has ended or does not cover this site"
+        return refused._replace(detail=detail)
+    for delegation in delegations:
+        director_uid = delegation.director
+        if director_uid not in people:
+            detail = "the directory could not be asked about the delegating Director"
+            return refused._replace(reason=Reason.DIRECTORY_UNAVAILABLE, detail=detail)
+        director = people[director_uid]
+        role = policy.approval.role_of(director) if director is not None else None
+        if director is None or role is None:
+            why = f"{director_uid} no longer holds a Director's role, so their delegation to {designee.uid} is void"
+        elif grant.kind is GrantKind.GROUP and role is Role.DIRECTOR and grant.audience not in groups:
+            detail = f"the directory could not be asked about group {grant.audience}"
+            return refused._replace(reason=Reason.DIRECTORY_UNAVAILABLE, detail=detail)
+        else:
+            director_refuses = _why_not_entitled(director, role, grant, employee, groups)
+            if director_refuses is None:
+                return _Verdict(Reason.GRANTED, grant, "", designee, Role.DESIGNEE, delegated_by=director_uid)
+            why = f"as designee of {director_uid}: {director_refuses}"
+        refused = refused._replace(detail=why)
+    return refused
+
+
 def approval_problem(
     grant: Grant,
     policy: Policy,
     people: Mapping[str, Person | None],
     groups: Mapping[str, frozenset[str]],
+    at: datetime,
 ) -> tuple[Reason, str] | None:
     """Why the grant's approver may not approve it now (`citygate check`); None when they may.
 
     For a grant that is not one person's: whoever uses it, this is what they would be told.
     """
-    verdict = _judge_approval(grant, None, policy, people, groups)
+    verdict = _judge_approval(grant, None, policy, people, groups, at, grant.sites[0])
     return None if verdict.reason is Reason.GRANTED else (verdict.reason, verdict.detail)
 
 

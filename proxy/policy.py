@@ -25,6 +25,7 @@ from citygate.proxy.catalog import Catalog, load_catalog
 from citygate.proxy.enforcement import Enforcement, parse_enforcement
 from citygate.proxy.flags import FlagSettings, parse_flags_section
 from citygate.proxy.grants import Grant, GrantKind, GrantLoader, ReadFile
+from citygate.proxy.grants.designees import Delegation, index_delegations
 from citygate.proxy.identity.config import IdentitySettings, parse_identity_section
 from citygate.proxy.metrics.config import MetricsSettings, parse_metrics_section
 from citygate.proxy.pac import PacSettings, parse_pac_section
@@ -48,6 +49,8 @@ CONFIG_KEYS = (
 class Role(StrEnum):
     DIRECTOR = "director"
     EXECUTIVE = "executive"
+    # Approves in a Director's stead, while the delegation holds (proxy/grants/designees.py).
+    DESIGNEE = "designee"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,8 @@ class Policy:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     grants_dir: Path | None = None  # watched for new grant files
     _index: GrantIndex = field(default_factory=lambda: GrantIndex.of(()), repr=False)
+    #: Directors' designees, by the designee's login (proxy/grants/designees.py).
+    delegations: Mapping[str, tuple[Delegation, ...]] = field(default_factory=dict, repr=False)
     enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
     # The grant files as read, for the next load to reuse those that did not change.
     read_files: Mapping[Path, ReadFile] = field(default_factory=dict, repr=False)
@@ -248,6 +253,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         previous=previous.read_files if previous is not None else {},
     )
     grants = [grant for path in grant_files for grant in loader.load_file(path)]
+    delegations = index_delegations(loader.delegations, problems)
 
     # Read in SECTION_NAMES's order (keyword arguments are evaluated left to right), so their
     # problems are listed in that order.
@@ -282,6 +288,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         features=features,
         enforcement=enforcement,
         _index=GrantIndex.of(grants),
+        delegations=MappingProxyType(dict(delegations)),
         read_files=MappingProxyType(loader.read),
     )
 

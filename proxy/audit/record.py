@@ -62,6 +62,7 @@ DECISION_FIELDS: tuple[str, ...] = (
     "citygate.site",
     "citygate.approver",
     "citygate.approver_role",
+    "citygate.delegated_by",
     "citygate.identity_method",
     "citygate.mode",
     "citygate.would_deny",
@@ -162,6 +163,8 @@ def decision_record(
         "citygate.site": decision.site_id,
         "citygate.approver": evidence.approver,
         "citygate.approver_role": evidence.approver_role,
+        # A designee's approval names the Director they approved for (proxy/grants/designees.py).
+        "citygate.delegated_by": evidence.delegated_by,
         "citygate.identity_method": evidence.identity_method,
         "citygate.mode": str(getattr(event, "mode", MODE)),
         "citygate.would_deny": would_deny,

@@ -23,6 +23,7 @@ from citygate.proxy.decision import (
     Reason,
     Result,
     approval_problem,
+    approvers_of,
     decide,
     decide_request,
     facts_needed,
@@ -307,10 +308,10 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     finally:
         _close(directory)
-    for grant_location, grant_id, reason, detail in failing:
-        print(f"  {grant_location}: grant {grant_id} would not work now: {reason.value}: {detail}")
+    for location, what, reason, detail in failing:
+        print(f"  {location}: {what} would not work now: {reason.value}: {detail}")
     if failing:
-        print(f"citygate: {len(failing)} grant(s) would not work now", file=sys.stderr)
+        print(f"citygate: {len(failing)} grant(s) or designee(s) would not work now", file=sys.stderr)
         return 1
     print("every grant would work now against the directory")
     return 0 if keytab_ok else 1
@@ -363,7 +364,7 @@ def _grants_not_working(
             decision = decide(Identity(grant.employee, "check"), host, None, now, only, people)
             if decision.allowed or decision.reason in _CALENDAR_REASONS:
                 continue
-            failing.append((grant.location, grant.id, decision.reason, decision.evidence.detail))
+            failing.append((grant.location, f"grant {grant.id}", decision.reason, decision.evidence.detail))
             continue
         groups: dict[str, frozenset[str]] = {}
         if grant.kind is GrantKind.GROUP:
@@ -373,12 +374,24 @@ def _grants_not_working(
                     f"group {grant.audience} has no members in the directory (no such group under "
                     "group_base, or it is empty), so the grant lets nobody through"
                 )
-                failing.append((grant.location, grant.id, Reason.NO_GRANT, detail))
+                failing.append((grant.location, f"grant {grant.id}", Reason.NO_GRANT, detail))
                 continue
             groups[grant.audience] = frozenset(person.department or "" for person in members)
-        refusal = approval_problem(grant, policy, {grant.approved_by: lookup(grant.approved_by)}, groups)
+        approvers = {uid: lookup(uid) for uid in approvers_of(policy, grant)}
+        refusal = approval_problem(grant, policy, approvers, groups, now)
         if refusal is not None:
-            failing.append((grant.location, grant.id, *refusal))
+            failing.append((grant.location, f"grant {grant.id}", *refusal))
+    for designee, delegations in policy.delegations.items():
+        for delegation in delegations:
+            director = lookup(delegation.director)
+            if director is None or director.disabled or policy.approval.role_of(director) is None:
+                detail = (
+                    f"{delegation.director} no longer holds a Director's role, so the delegation to "
+                    f"{designee} is void: remove it, or have the department's Director name the designee"
+                )
+                failing.append(
+                    (delegation.location, f"designee {designee}", Reason.APPROVER_NOT_AUTHORIZED, detail)
+                )
     return failing
 
 

@@ -467,3 +467,39 @@ def test_explain_at_shows_a_grant_s_hours_inside_and_outside():
     assert evening.returncode == 1
     assert "outside_hours" in evening.stdout
     assert "access resumes Tue 2026-06-02 07:00" in evening.stdout
+
+
+def test_check_reports_group_grants_the_directory_cannot_honour(config_copy: Path):
+    (config_copy.parent / "grants" / "groups.yaml").write_text(
+        "department: Parks\ngrants:\n"
+        "  - id: parks-2026-097\n    group: no-such-group\n    sites: [pinterest]\n"
+        "    purpose: Share program flyers\n    approved_by: ahernandez\n"
+        "    approved_on: 2026-02-02\n    expires: 2027-02-01\n"
+        "  - id: parks-2026-098\n    group: parks-social-team\n    sites: [pinterest]\n"
+        "    purpose: Share program flyers\n    approved_by: rpatel\n"
+        "    approved_on: 2026-02-02\n    expires: 2027-02-01\n"
+        "  - id: city-2026-099\n    city: true\n    sites: [youtube]\n    paths: {youtube: [/CityOfExample]}\n"
+        "    purpose: The City's channel\n    approved_by: ahernandez\n"
+        "    approved_on: 2026-02-02\n    expires: 2027-02-01\n"
+    )
+
+    result = citygate("check", "--config", str(config_copy))
+
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(
+        "groups.yaml:3: grant parks-2026-097 would not work now: no_grant: group no-such-group has no members"
+        in line
+        for line in lines
+    ), result.stdout
+    assert any(
+        "groups.yaml:10: grant parks-2026-098 would not work now: approver_not_authorized: the approver directs "
+        "Communications, not Parks (group parks-social-team)" in line
+        for line in lines
+    ), result.stdout
+    assert any(
+        "grant city-2026-099 would not work now: approver_not_authorized: a city-wide allowance must be approved "
+        "by an executive" in line
+        for line in lines
+    ), result.stdout
+    assert "parks-2026-002" not in result.stdout  # the demo's own group grant works

@@ -61,6 +61,7 @@ DEFAULT_SERVER_NAMES: tuple[str, ...] = (
     "www.instagram.com",
     "www.linkedin.com",
     "www.youtube.com",
+    "www.pinterest.com",
     "localhost",
 )
 

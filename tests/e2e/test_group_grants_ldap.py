@@ -1,9 +1,10 @@
-"""Group grants through a real citygate against a real OpenLDAP (its memberof overlay), with curl.
+"""Group grants and designees through a real citygate against a real OpenLDAP, with curl.
 
 The demo's parks-2026-002 lets the group parks-social-team (jlee, mnguyen) use LinkedIn,
 approved by the Director of Parks. The directory cache TTL is 0.2 s here, so a change made in
 slapd must decide the next request after it, in both directions. A second group grant, approved
-by the Director of another department, must be refused with the approver's reason.
+by the Director of another department, must be refused with the approver's reason. A grant
+approved by a designee of the Director of Parks works while she is a Director in the directory.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def proxy(proxy_runner_factory, redirect_addon, fresh_slapd, tmp_path):
     (config.parent / "grants" / "wrong-approver.yaml").write_text(
         "grants:\n  - id: parks-2026-098\n    group: parks-social-team\n    sites: [pinterest]\n"
         "    purpose: Share program flyers\n    approved_by: rpatel\n"
+        "    approved_on: 2026-02-02\n    expires: 2027-02-01\n"
+    )
+    # mnguyen approves in the Director of Parks' stead; jlee's Pinterest grant is theirs.
+    (config.parent / "grants" / "designee.yaml").write_text(
+        "department: Parks\ndesignees:\n  - {designee: mnguyen, director: ahernandez}\n"
+        "grants:\n  - id: parks-2026-096\n    employee: jlee\n    sites: [pinterest]\n"
+        "    purpose: Share program flyers\n    approved_by: mnguyen\n"
         "    approved_on: 2026-02-02\n    expires: 2027-02-01\n"
     )
     return proxy_runner_factory([CityGate(), DecisionLog(), redirect_addon], {"citygate_config": str(config)})
@@ -72,8 +80,22 @@ def test_someone_outside_the_group_is_denied_no_grant(proxy, tls_upstream):
     assert reached(proxy, "dbrown") == (403, "no_grant")
 
 
+def test_a_designee_s_approval_lasts_while_the_director_holds_the_role(proxy, fresh_slapd, tls_upstream):
+    directors = f"cn=directors,{GROUPS_BASE}"
+    assert reached(proxy, "jlee", PINTEREST) == (200, "granted")
+    assert any("grant=parks-2026-096 approver=mnguyen(for ahernandez)" in line for line in proxy.log_lines())
+
+    fresh_slapd.remove_member(directors, person_dn("ahernandez"))
+    time.sleep(TTL * 2)
+    assert reached(proxy, "jlee", PINTEREST) == (403, "approver_not_authorized")
+
+    fresh_slapd.add_member(directors, person_dn("ahernandez"))
+    time.sleep(TTL * 2)
+    assert reached(proxy, "jlee", PINTEREST) == (200, "granted")
+
+
 def test_a_group_grant_approved_by_another_department_s_director_is_refused(proxy, tls_upstream):
-    status, reason = reached(proxy, "jlee", PINTEREST)
+    status, reason = reached(proxy, "mnguyen", PINTEREST)
 
     assert (status, reason) == (403, "approver_not_authorized")
     assert any(

@@ -110,7 +110,7 @@ def test_check_lists_each_grant_the_directory_would_refuse(fresh_slapd, tmp_path
     )
     assert "approver_not_authorized" in parks and "directs Police" in parks
     assert "employee_disabled" in comms1 and "employee_disabled" in comms2
-    assert "3 grant(s) would not work now" in captured.err
+    assert "3 grant(s) or designee(s) would not work now" in captured.err
 
 
 def test_check_fails_clearly_when_the_directory_is_down(fresh_slapd, tmp_path, capsys):

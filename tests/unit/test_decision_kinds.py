@@ -246,6 +246,6 @@ def test_approval_problem_judges_a_grant_whoever_uses_it(policy_files):
     policy = policy_files.load([GROUP])
     [group_grant] = policy.grants
 
-    assert approval_problem(group_grant, policy, {"ahernandez": ANA}, PARKS_ONLY) is None
-    reason, detail = approval_problem(group_grant, policy, {"ahernandez": ANA}, MIXED)
+    assert approval_problem(group_grant, policy, {"ahernandez": ANA}, PARKS_ONLY, MONDAY_10) is None
+    reason, detail = approval_problem(group_grant, policy, {"ahernandez": ANA}, MIXED, MONDAY_10)
     assert reason is Reason.APPROVER_NOT_AUTHORIZED and "spans" in detail

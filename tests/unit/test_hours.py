@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from citygate.proxy.hours import HoursProblem, parse_hours
+from citygate.proxy.grants.hours import HoursProblem, parse_hours
 
 LA = ZoneInfo("America/Los_Angeles")
 

@@ -54,6 +54,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "http.response.body.bytes": (INT, NONE),
     "rule.id": (STR, NONE),
     "rule.category": (STR, NONE),
+    "citygate.delegated_by": (STR, NONE),
     "citygate.purpose_kind": (STR, NONE),
     "citygate.site": (STR, NONE),
     "citygate.approver": (STR, NONE),

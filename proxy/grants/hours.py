@@ -6,7 +6,7 @@ range: `Mon-Fri 07:00-18:00`, `Sat,Sun 10:00-14:00`, `12:00-13:00` (every day), 
 `24:00` ends a window at midnight. Parsed once when the grant file loads; `contains` is a
 weekday lookup and two comparisons, on the decision's own clock (`at`, already in city time).
 
-Pure: grants.py parses, decision.py asks.
+Pure: the grant loader (grants/__init__.py) parses, decision.py asks.
 """
 
 from __future__ import annotations

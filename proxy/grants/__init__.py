@@ -36,8 +36,9 @@ from zoneinfo import ZoneInfo
 
 from citygate.directory.problems import Problem, Problems, Severity
 from citygate.proxy.catalog import Catalog
-from citygate.proxy.hours import EXAMPLE as HOURS_EXAMPLE
-from citygate.proxy.hours import Hours, HoursProblem, parse_hours
+from citygate.proxy.grants.designees import Delegation, parse_designees
+from citygate.proxy.grants.hours import EXAMPLE as HOURS_EXAMPLE
+from citygate.proxy.grants.hours import Hours, HoursProblem, parse_hours
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
 GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -199,6 +200,7 @@ class ReadFile:
     grants: tuple[Grant, ...]
     warnings: tuple[Problem, ...]
     ids: tuple[tuple[str, str], ...]  # (grant id, "file:line" of its id), in file order
+    delegations: tuple[Delegation, ...] = ()  # its `designees:`
 
 
 @dataclass(slots=True)
@@ -222,6 +224,8 @@ class GrantLoader:
     context: Hashable = None
     previous: Mapping[Path, ReadFile] = field(default_factory=dict)
     read: dict[Path, ReadFile] = field(default_factory=dict)
+    #: Every file's `designees:`, in the order the files were loaded.
+    delegations: list[Delegation] = field(default_factory=list)
 
     def load_file(self, path: Path) -> list[Grant]:
         try:
@@ -232,13 +236,16 @@ class GrantLoader:
         unchanged = earlier is not None and earlier.digest == digest and earlier.context == self.context
         if unchanged and self._reuse(earlier):  # type: ignore[arg-type]
             self.read[path] = earlier  # type: ignore[assignment]
+            self.delegations += earlier.delegations  # type: ignore[union-attr]
             return list(earlier.grants)  # type: ignore[union-attr]
         problems_before, ids_before = len(self.problems), len(self.seen_ids)
+        delegations_before = len(self.delegations)
         grants = self._read(path)
         found = self.problems[problems_before:]
         if digest and not any(problem.severity is Severity.ERROR for problem in found):
             ids = tuple(list(self.seen_ids.items())[ids_before:])
-            self.read[path] = ReadFile(digest, self.context, tuple(grants), tuple(found), ids)
+            delegations = tuple(self.delegations[delegations_before:])
+            self.read[path] = ReadFile(digest, self.context, tuple(grants), tuple(found), ids, delegations)
         return grants
 
     def _reuse(self, earlier: ReadFile) -> bool:
@@ -262,14 +269,17 @@ class GrantLoader:
                 'start the file with "grants:" followed by "- id: ..." entries (see config/grants/)',
             )
             return []
-        unknown_top = set(document) - {"grants", "department", "notes"}
+        unknown_top = set(document) - {"grants", "department", "designees", "notes"}
         for key in sorted(unknown_top):
             self.problems.error(
                 path,
                 document.line_of(key),
                 f'unknown top-level key "{key}"',
-                'use "grants:" (and optionally "department:", "notes:")',
+                'use "grants:" (and optionally "department:", "designees:", "notes:")',
             )
+        self.delegations += parse_designees(
+            path, document, self.catalog, self.timezone, self.today, self.problems
+        )
         grants = []
         department = _text(document.get("department")) or None
         for entry, line in zip(entries, entries.item_lines, strict=True):
