@@ -33,12 +33,26 @@ PAGE = f"""<!DOCTYPE html>
 """.encode()
 
 
+#: A city page embedding the council meeting's video, which the demo's city-wide allowance
+#: (city-2026-001) lets everyone see.
+COUNCIL_URL = "http://www.example.org/council/2026-11-18"
+COUNCIL_EMBED = "https://www.youtube.com/embed/council-2026-11-18"
+COUNCIL_PAGE = f"""<!DOCTYPE html>
+<html><head><title>Council meeting</title></head>
+<body><h1>City Council, November 18</h1>
+<iframe src="{COUNCIL_EMBED}" width="560" height="315"></iframe>
+</body></html>
+""".encode()
+
+
 class _PageHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        body = PAGE if self.path.startswith("/parks/") else b"not here\n"
-        self.send_response(200 if body is PAGE else 404)
+        pages = {"/parks/": PAGE, "/council/": COUNCIL_PAGE}
+        page = next((page for prefix, page in pages.items() if self.path.startswith(prefix)), None)
+        body = page if page is not None else b"not here\n"
+        self.send_response(200 if page is not None else 404)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -60,18 +74,27 @@ def page_server() -> Iterator[tuple[str, int]]:
     server.server_close()
 
 
-def denials(log_dir: Path, count: int, timeout: float = 5.0) -> list[dict]:
-    """The access log's denials of requests, once `count` of them are written."""
+def decisions(log_dir: Path, count: int, timeout: float = 5.0, *, denied_only: bool = False) -> list[dict]:
+    """The access log's decisions about requests (denials only, if asked), once `count` are written."""
     deadline = time.monotonic() + timeout
     while True:
         records = []
         for path in expand([log_dir]):
             with open_log(path) as handle:
                 records += [json.loads(line) for line in handle]
-        found = [r for r in records if r["event.action"] == "http-request" and r["event.type"] == "denied"]
+        found = [
+            r
+            for r in records
+            if r["event.action"] == "http-request" and (r["event.type"] == "denied" or not denied_only)
+        ]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def denials(log_dir: Path, count: int, timeout: float = 5.0) -> list[dict]:
+    """The access log's denials of requests, once `count` of them are written."""
+    return decisions(log_dir, count, timeout, denied_only=True)
 
 
 #: Where the page's three embeds go, as the access log records them: (host, path).

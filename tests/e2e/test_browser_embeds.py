@@ -18,7 +18,17 @@ from __future__ import annotations
 import pytest
 from browser import Browser, spki_of
 from demo_config import demo_config
-from embedded_page import IFRAME, PAGE_URL, PIXEL, SCRIPT, denials, embed_denials
+from embedded_page import (
+    COUNCIL_EMBED,
+    COUNCIL_URL,
+    IFRAME,
+    PAGE_URL,
+    PIXEL,
+    SCRIPT,
+    decisions,
+    denials,
+    embed_denials,
+)
 from harness import RedirectToUpstream
 
 from citygate.addons.audit import AuditLog
@@ -150,3 +160,23 @@ def test_without_a_dialog_free_sign_in_embeds_are_blocked_quietly(start, browser
         assert record["event.reason"] == "credentials_required"
         assert record["http.response.status_code"] == 403
         assert record["user.name"] is None
+
+
+def test_the_city_s_own_embedded_video_plays_for_someone_not_signed_in(start, browser_for, tls_upstream):
+    # city-2026-001 lets everyone see /embed/council-2026-11-18: no sign-in, no dialog.
+    proxy, log_dir = start({})
+    browser = browser_for(proxy)
+
+    load = browser.open(COUNCIL_URL)
+
+    assert load.loaded and load.status == 200, browser.log()
+    assert browser.auth_challenges == [] and browser.dialogs == []
+    [frame] = load.responses_for(COUNCIL_EMBED)
+    assert frame.status == 200  # the test upstream's answer: allowed and forwarded
+    [record] = [r for r in decisions(log_dir, 1) if r["url.path"] == "/embed/council-2026-11-18"]
+    assert (record["event.type"], record["rule.id"], record["rule.category"], record["user.name"]) == (
+        "allowed",
+        "city-2026-001",
+        "city",
+        None,
+    )
