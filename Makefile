@@ -7,13 +7,14 @@
 #   make bench   citygate vs bare mitmdump vs Squid, side by side (BENCHMARKS.md);
 #                also bench-capped, bench-quick, bench-core, bench-memory, bench-scaleout
 #   make bench-signin   Kerberos (Negotiate) sign-in against Basic, side by side (bench/sign_in.py)
+#   make bench-groups   decisions with 1,000 group grants against personal grants alone (bench/group_grants.py)
 
 PYTHON ?= $(shell tools/find-python)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-site test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-deps
+.PHONY: demo demo-site test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
 
 $(STAMP): pyproject.toml
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
@@ -72,6 +73,10 @@ bench-quick: $(STAMP) bench-deps
 
 bench-core: $(STAMP)
 	$(BIN)/python bench/decision_core.py $(BENCH_ARGS)
+
+# 100,000 personal grants with and without 1,000 group grants, side by side: about 4 minutes.
+bench-groups: $(STAMP)
+	$(BIN)/python bench/group_grants.py $(BENCH_ARGS)
 
 bench-memory: $(STAMP) bench-deps
 	$(BIN)/python bench/memory.py $(BENCH_ARGS)

@@ -58,7 +58,8 @@ from citygate.proxy.decision import (
     Result,
     decide_request,
     facts_needed,
-    people_involved,
+    people_for_sites,
+    sites_named,
 )
 from citygate.proxy.enforcement import Mode
 from citygate.proxy.hosts import normalize_host
@@ -617,12 +618,13 @@ class CityGate:
         policy, directory = loaded.policy, loaded.directory
         # A shared role (source address) is nobody in the directory: nothing to look up.
         user = identity.user if identity and identity.authenticated and not identity.shared_role else None
-        people = await directory.people(people_involved(policy, user, hosts))
+        site_ids = sites_named(policy, hosts)
+        people = await directory.people(people_for_sites(policy, user, site_ids))
         groups: dict[str, frozenset[str]] = {}
         person = people.get(user) if user is not None else None
         if person is not None:
             # The grants of the person's department and groups, and who approved them.
-            facts = facts_needed(policy, person, hosts)
+            facts = facts_needed(policy, person, site_ids)
             missing = facts.uids - people.keys()
             if missing:
                 people |= await directory.people(missing)

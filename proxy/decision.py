@@ -10,6 +10,7 @@ are adapters around it; `facts_needed` tells them which directory facts to fetch
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -208,8 +209,13 @@ def people_involved(policy: Policy, user: str | None, hosts: Iterable[str]) -> s
     The shell fetches these (off the event loop, through a cache), then `facts_needed` for the
     person it found, before calling `decide`.
     """
+    return people_for_sites(policy, user, sites_named(policy, hosts))
+
+
+def people_for_sites(policy: Policy, user: str | None, site_ids: Iterable[str]) -> set[str]:
+    """`people_involved` for the site ids the request's hosts name (`sites_named`)."""
     uids = {user} if user is not None else set()
-    for site_id in _site_ids(policy, hosts):
+    for site_id in site_ids:
         for grant in policy.city_grants(site_id):
             uids.update(approvers_of(policy, grant))
         if user is not None:
@@ -220,30 +226,43 @@ def people_involved(policy: Policy, user: str | None, hosts: Iterable[str]) -> s
 
 def approvers_of(policy: Policy, grant: Grant) -> list[str]:
     """The grant's approver, and the Directors they are a designee of."""
-    return [grant.approved_by, *(d.director for d in policy.delegations.get(grant.approved_by, ()))]
+    delegations = policy.delegations.get(grant.approved_by)
+    if not delegations:
+        return [grant.approved_by]
+    return [grant.approved_by, *(delegation.director for delegation in delegations)]
 
 
 class Facts(NamedTuple):
     """Directory facts `decide` needs beyond `people_involved`, once the employee is known."""
 
-    uids: frozenset[str]  # approvers of the department and group grants that apply
-    groups: frozenset[str]  # groups whose members' departments say who may approve their grants
+    uids: AbstractSet[str]  # approvers of the department and group grants that apply
+    groups: AbstractSet[str]  # groups whose members' departments say who may approve their grants
 
 
-def facts_needed(policy: Policy, person: Person, hosts: Iterable[str]) -> Facts:
-    """What to fetch for the grants that apply to `person` through their department and groups."""
+def facts_needed(policy: Policy, person: Person, site_ids: Iterable[str]) -> Facts:
+    """What to fetch for the grants that apply to `person` through their department and groups,
+    on the sites a request names (`sites_named`)."""
+    if not policy.may_share_grants(person):
+        return _NO_FACTS  # personal and city-wide grants only: people_involved had it all
     uids: set[str] = set()
     groups: set[str] = set()
-    for site_id in _site_ids(policy, hosts):
-        for grant in policy.grants_applying(person, site_id):
-            if grant.kind is not GrantKind.PERSONAL:
+    delegations = policy.delegations
+    for site_id in site_ids:
+        for grant in policy.shared_grants(person, site_id):
+            if delegations and grant.approved_by in delegations:
                 uids.update(approvers_of(policy, grant))
+            else:
+                uids.add(grant.approved_by)
             if grant.kind is GrantKind.GROUP:
                 groups.add(grant.audience)
-    return Facts(frozenset(uids), frozenset(groups))
+    return Facts(uids, groups) if uids else _NO_FACTS
 
 
-def _site_ids(policy: Policy, hosts: Iterable[str]) -> list[str]:
+_NO_FACTS = Facts(frozenset(), frozenset())
+
+
+def sites_named(policy: Policy, hosts: Iterable[str]) -> list[str]:
+    """The catalog sites of a request's hosts, each once."""
     # A request names its host up to three times, usually alike: look each one up once.
     seen: set[str] = set()
     site_ids: list[str] = []
@@ -462,6 +481,15 @@ def _best_verdict(
     can stay encrypted end to end); otherwise the first that allows it with a path check wins,
     and failing both, the most telling denial.
     """
+    if len(grants) > 1:
+        # Whole-site grants first: one that allows the request ends the search before any grant
+        # limited to some pages is judged (an employee with both a group's whole-site grant and
+        # a personal page-scoped one is usually let through by the first).
+        site_id = match.site.id
+        grants = [
+            *(grant for grant in grants if site_id not in grant.paths),
+            *(grant for grant in grants if site_id in grant.paths),
+        ]
     allowed: _Verdict | None = None
     refused: _Verdict | None = None
     for grant in grants:

@@ -120,6 +120,9 @@ class GrantIndex:
     groups: _Keyed  # (casefolded group cn, site)
     departments: _Keyed  # (casefolded department, site)
     city: Mapping[str, tuple[Grant, ...]]  # site
+    # The groups and departments that have any grant: most people are in none of them.
+    group_names: frozenset[str] = frozenset()
+    department_names: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, grants: Iterable[Grant]) -> GrantIndex:
@@ -138,6 +141,8 @@ class GrantIndex:
             frozen(GrantKind.GROUP),
             frozen(GrantKind.DEPARTMENT),
             MappingProxyType(city),
+            frozenset(whom for whom, _ in keyed[GrantKind.GROUP]),
+            frozenset(whom for whom, _ in keyed[GrantKind.DEPARTMENT]),
         )
 
 
@@ -172,12 +177,26 @@ class Policy:
         """
         index = self._index
         found = index.personal.get((person.uid.casefold(), site_id), ())
-        if person.department:
-            found += index.departments.get((person.department.casefold(), site_id), ())
+        if (index.groups or index.departments) and self.may_share_grants(person):
+            found += self.shared_grants(person, site_id)
+        return found + index.city.get(site_id, ())
+
+    def shared_grants(self, person: Person, site_id: str) -> tuple[Grant, ...]:
+        """The grants for the site that `person` has through their department and groups."""
+        index = self._index
+        found: tuple[Grant, ...] = ()
+        if person.department and index.departments:
+            found = index.departments.get((person.department.casefold(), site_id), ())
         if index.groups:
             for group in person.groups:
                 found += index.groups.get((group, site_id), ())
-        return found + index.city.get(site_id, ())
+        return found
+
+    def may_share_grants(self, person: Person) -> bool:
+        """Whether `person` is in any group or department that has a grant (a set test, no site)."""
+        index = self._index
+        department = person.department.casefold() if person.department else None
+        return department in index.department_names or not person.groups.isdisjoint(index.group_names)
 
     def city_grants(self, site_id: str) -> tuple[Grant, ...]:
         """The city-wide allowances for the site: the only grants for someone not signed in."""

@@ -28,6 +28,7 @@ from citygate.proxy.decision import (
     decide_request,
     facts_needed,
     people_involved,
+    sites_named,
 )
 from citygate.proxy.grants import GrantKind, PurposeKind
 from citygate.proxy.policy import Policy, load_policy
@@ -409,7 +410,7 @@ def _facts(
     person = people.get(user) if user is not None else None
     if person is None:
         return people, {}
-    facts = facts_needed(policy, person, hosts)
+    facts = facts_needed(policy, person, sites_named(policy, hosts))
     people |= _people(directory, set(facts.uids - people.keys()))
     return people, _group_departments(directory, facts.groups)
 

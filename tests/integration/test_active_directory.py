@@ -22,7 +22,15 @@ from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.ldap import LdapDirectory
 from citygate.directory.model import BindOutcome
 from citygate.directory.settings import DirectorySettings
-from citygate.proxy.decision import Identity, Reason, Result, decide_request, facts_needed, people_involved
+from citygate.proxy.decision import (
+    Identity,
+    Reason,
+    Result,
+    decide_request,
+    facts_needed,
+    people_involved,
+    sites_named,
+)
 from citygate.proxy.policy import Policy, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +124,7 @@ def test_a_group_grant_reaches_a_member_of_a_nested_group(samba_ad, tmp_path):
 
 async def _decided(gateway, policy, user, hosts, at):
     people = await gateway.people(people_involved(policy, user, hosts))
-    facts = facts_needed(policy, people[user], hosts)
+    facts = facts_needed(policy, people[user], sites_named(policy, hosts))
     people |= await gateway.people(facts.uids - people.keys())
     groups = await gateway.group_departments(facts.groups)
     return decide_request(Identity(user, "basic"), hosts, "/", at, policy, people, groups)

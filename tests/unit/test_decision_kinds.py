@@ -19,6 +19,7 @@ from citygate.proxy.decision import (
     decide,
     facts_needed,
     people_involved,
+    sites_named,
 )
 from citygate.proxy.grants import GrantKind, PurposeKind
 
@@ -74,7 +75,7 @@ def decided(
     identity = Identity(user, "basic") if user else None
     facts = {uid: everyone.get(uid) for uid in people_involved(policy, user, [host])}
     if user and everyone.get(user):
-        needed = facts_needed(policy, everyone[user], [host])
+        needed = facts_needed(policy, everyone[user], sites_named(policy, [host]))
         facts |= {uid: everyone.get(uid) for uid in needed.uids}
     return decide(identity, host, path, at, policy, facts, PARKS_ONLY if groups is None else groups)
 
@@ -235,7 +236,7 @@ def test_a_personal_use_window_needs_an_executive(policy_files):
 def test_facts_needed_names_the_approvers_and_groups_of_the_grants_that_apply(policy_files):
     policy = policy_files.load([GROUP, grant("dept", department="Parks", approved_by="tsmith"), CITY_PAGES])
 
-    facts = facts_needed(policy, JLEE, ["www.facebook.com"])
+    facts = facts_needed(policy, JLEE, ["facebook"])
 
     assert facts.uids == {"ahernandez", "tsmith"}
     assert facts.groups == {"parks-social-team"}

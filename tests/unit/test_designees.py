@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from citygate.directory.model import AccountState, Person
-from citygate.proxy.decision import Identity, Reason, Result, decide, facts_needed, people_involved
+from citygate.proxy.decision import (
+    Identity,
+    Reason,
+    Result,
+    decide,
+    facts_needed,
+    people_involved,
+    sites_named,
+)
 
 LA = ZoneInfo("America/Los_Angeles")
 NOW = datetime(2026, 6, 15, 10, 0, tzinfo=LA)
@@ -49,7 +57,10 @@ def decided(
     policy = policy_files.load({"parks.yaml": text})
     everyone = {**PEOPLE, **people}
     facts = {uid: everyone.get(uid) for uid in people_involved(policy, user, [host])}
-    facts |= {uid: everyone.get(uid) for uid in facts_needed(policy, everyone[user], [host]).uids}
+    facts |= {
+        uid: everyone.get(uid)
+        for uid in facts_needed(policy, everyone[user], sites_named(policy, [host])).uids
+    }
     return decide(Identity(user, "basic"), host, None, at, policy, facts)
 
 

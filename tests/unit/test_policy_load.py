@@ -104,7 +104,7 @@ def test_demo_grants_are_in_force_against_the_demo_directory():
             people = {uid: directory.lookup(uid) for uid in people_involved(policy, user, [host])}
             groups = {}
             if user is not None:
-                facts = facts_needed(policy, people[user], [host])
+                facts = facts_needed(policy, people[user], [site_id])
                 people |= {uid: directory.lookup(uid) for uid in facts.uids}
                 groups = {
                     g: frozenset(p.department for p in directory.group_members(g)) for g in facts.groups
