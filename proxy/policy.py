@@ -110,6 +110,8 @@ SECTION_NAMES = tuple(f.name for f in fields(FeatureSettings))
 
 
 _Keyed = Mapping[tuple[str, str], tuple[Grant, ...]]
+# site -> group (or casefolded department) -> grants: one lookup per site, then one per group.
+_BySite = Mapping[str, Mapping[str, tuple[Grant, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,8 @@ class GrantIndex:
     """The grants by whom they are for and site, built once per load: lookups only per request."""
 
     personal: _Keyed  # (login, site)
-    groups: _Keyed  # (casefolded group cn, site)
-    departments: _Keyed  # (casefolded department, site)
+    groups: _BySite  # site, then casefolded group cn
+    departments: _BySite  # site, then casefolded department
     city: Mapping[str, tuple[Grant, ...]]  # site
     # The groups and departments that have any grant: most people are in none of them.
     group_names: frozenset[str] = frozenset()
@@ -135,11 +137,17 @@ class GrantIndex:
         def frozen(kind: GrantKind) -> _Keyed:
             return MappingProxyType({key: tuple(value) for key, value in keyed[kind].items()})
 
+        def by_site(kind: GrantKind) -> _BySite:
+            sites: dict[str, dict[str, tuple[Grant, ...]]] = {}
+            for (whom, site_id), found in keyed[kind].items():
+                sites.setdefault(site_id, {})[whom] = tuple(found)
+            return MappingProxyType({site_id: MappingProxyType(whom) for site_id, whom in sites.items()})
+
         city = {site_id: grants for (_, site_id), grants in frozen(GrantKind.CITY).items()}
         return cls(
             frozen(GrantKind.PERSONAL),
-            frozen(GrantKind.GROUP),
-            frozen(GrantKind.DEPARTMENT),
+            by_site(GrantKind.GROUP),
+            by_site(GrantKind.DEPARTMENT),
             MappingProxyType(city),
             frozenset(whom for whom, _ in keyed[GrantKind.GROUP]),
             frozenset(whom for whom, _ in keyed[GrantKind.DEPARTMENT]),
@@ -185,11 +193,13 @@ class Policy:
         """The grants for the site that `person` has through their department and groups."""
         index = self._index
         found: tuple[Grant, ...] = ()
-        if person.department and index.departments:
-            found = index.departments.get((person.department.casefold(), site_id), ())
-        if index.groups:
+        by_department = index.departments.get(site_id)
+        if by_department and person.department:
+            found = by_department.get(person.department.casefold(), ())
+        by_group = index.groups.get(site_id)
+        if by_group:
             for group in person.groups:
-                found += index.groups.get((group, site_id), ())
+                found += by_group.get(group, ())
         return found
 
     def may_share_grants(self, person: Person) -> bool:
