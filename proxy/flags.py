@@ -121,6 +121,9 @@ class Use:
     counts: Counting
     # When the grant that allowed it ends (exclusive), for grant_expiring; None if not known.
     grant_until: datetime | None = None
+    # Allowed by a personal-use window (purpose_kind: personal): the city's policy permits it at
+    # those hours, so it counts towards no rule on business use, and reports count it apart.
+    personal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +186,9 @@ def expires_within(until: datetime, at: datetime, days: int) -> bool:
 
 def request_flags(settings: FlagSettings, use: Use, zone: tzinfo) -> list[str]:
     """The ids of the per-request rules this decision triggers, in configuration order."""
-    flags = []
+    flags: list[str] = []
+    if use.personal:
+        return flags
     for rule in settings.rules:
         if rule.kind is Kind.OUTSIDE_BUSINESS_HOURS:
             hit = use.counts is Counting.USE and outside_business_hours(rule, use.at, zone)
@@ -222,7 +227,7 @@ class WindowTracker:
     _latest_day: date | None = None
 
     def observe(self, use: Use) -> list[str]:
-        if use.user is None or use.counts is Counting.NONE:
+        if use.user is None or use.counts is Counting.NONE or use.personal:
             return []
         local = use.at.astimezone(self.zone)
         self._forget_before(use.at, local.date())
@@ -302,6 +307,7 @@ def use_of_record(record: Mapping[str, object]) -> Use | None:
             record.get("event.type") == "allowed" and not record.get("citygate.would_deny"),
             str(tunnel) if tunnel else None,
         ),
+        personal=record.get("citygate.purpose_kind") == "personal" and record.get("event.type") == "allowed",
     )
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from citygate.proxy.decision import Decision, Reason
 from citygate.proxy.flags import Use, counting
+from citygate.proxy.grants import PurposeKind
 
 
 def tunnel_handling(decision: Decision, status: int | None, would_deny: bool = False) -> str | None:
@@ -53,4 +54,5 @@ def use_of_decision(
         reason=decision.reason.value,
         counts=counting(is_request, decision.allowed, tunnel),
         grant_until=grant.valid_until if grant is not None else None,
+        personal=grant is not None and grant.purpose_kind is PurposeKind.PERSONAL,
     )

@@ -423,3 +423,37 @@ def test_flag_rule_mistakes_name_the_file_line_and_fix(policy_files, section, li
     assert problem.path == policy_files.config
     assert problem.line == line
     assert fix in problem.fix
+
+
+def test_a_personal_use_window_counts_towards_no_business_use_rule():
+    # Lunch, on a Saturday (outside business hours), far over any daily budget: all permitted.
+    settings = FlagSettings(
+        (
+            Rule("after-hours", Kind.OUTSIDE_BUSINESS_HOURS),
+            Rule("budget", Kind.DAILY_REQUESTS, limit=1),
+            Rule("expiring", Kind.GRANT_EXPIRING, days=30),
+        )
+    )
+    at = datetime(2026, 6, 13, 12, 30, tzinfo=ZoneInfo("America/Los_Angeles"))
+    personal = Use(at, "mnguyen", "facebook", "granted", Counting.USE, at + timedelta(days=2), personal=True)
+    business = Use(at, "mnguyen", "facebook", "granted", Counting.USE, at + timedelta(days=2))
+    tracker = WindowTracker(settings, ZoneInfo("America/Los_Angeles"))
+
+    assert request_flags(settings, personal, ZoneInfo("America/Los_Angeles")) == []
+    assert [tracker.observe(personal) for _ in range(3)] == [[], [], []]
+    assert request_flags(settings, business, ZoneInfo("America/Los_Angeles")) == ["after-hours", "expiring"]
+    assert [tracker.observe(business) for _ in range(2)] == [[], ["budget"]]
+
+
+def test_a_record_of_a_personal_use_window_is_read_as_personal_use():
+    record = {
+        "event.action": "http-request",
+        "@timestamp": "2026-06-15T19:30:00.000000Z",
+        "user.name": "mnguyen",
+        "citygate.site": "facebook",
+        "event.reason": "granted",
+        "event.type": "allowed",
+        "citygate.purpose_kind": "personal",
+    }
+    assert use_of_record(record).personal is True
+    assert use_of_record(record | {"citygate.purpose_kind": "business"}).personal is False
