@@ -12,18 +12,15 @@ times, nothing else. When it cannot be used, each worker remembers on its own an
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from citygate.directory.shared import SHARED_DIR_ENV
+from citygate.directory.shared import SHARED_DIR_ENV, SharedFile
 from citygate.proxy.identity.sign_in_page import REMEMBERED_SECONDS
-
-log = logging.getLogger("citygate")
 
 FILE_NAME = "signed-in-clients.sqlite"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS signed_in (address TEXT PRIMARY KEY, until REAL NOT NULL)"
@@ -34,9 +31,16 @@ class SignedInClients:
         self.path = path
         self._clock = clock  # wall time: the workers are separate processes
         self._until: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        self._failed = False
+        self._file = (
+            None
+            if path is None
+            else SharedFile(
+                path,
+                _SCHEMA,
+                "shared sign-in memory",
+                "this worker remembers sign-ins on its own, so a browser may be sent to the sign-in page once per worker",
+            )
+        )
 
     @classmethod
     def for_this_process(cls) -> SignedInClients:
@@ -54,8 +58,8 @@ class SignedInClients:
         if self._until.get(address, 0.0) >= until - seconds / 2:
             return
         self._until[address] = until
-        if self.path is not None:
-            await asyncio.to_thread(self._store, address, until)
+        if self._file is not None:
+            await asyncio.to_thread(self._file.run, functools.partial(_store, address, until))
 
     async def recently(self, address: str | None) -> bool:
         """Whether `address` signed in within its remembered period, on this worker or another."""
@@ -64,61 +68,26 @@ class SignedInClients:
         now = self._clock()
         if self._until.get(address, 0.0) > now:
             return True
-        if self.path is None:
+        if self._file is None:
             return False
-        until = await asyncio.to_thread(self._load, address)
+        until = await asyncio.to_thread(self._file.run, functools.partial(_load, address))
         if until is not None and until > now:
             self._until[address] = until
             return True
         return False
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        if self._file is not None:
+            self._file.close()
 
-    def _store(self, address: str, until: float) -> None:
-        with self._lock:
-            try:
-                self._open().execute(
-                    "INSERT INTO signed_in VALUES (?, ?) ON CONFLICT (address) "
-                    "DO UPDATE SET until = max(until, excluded.until)",
-                    (address, until),
-                )
-            except (sqlite3.Error, OSError) as exc:
-                self._broken(exc)
 
-    def _load(self, address: str) -> float | None:
-        with self._lock:
-            try:
-                row = (
-                    self._open()
-                    .execute("SELECT until FROM signed_in WHERE address = ?", (address,))
-                    .fetchone()
-                )
-            except (sqlite3.Error, OSError) as exc:
-                self._broken(exc)
-                return None
-        return None if row is None else float(row[0])
+def _store(address: str, until: float, connection: sqlite3.Connection) -> None:
+    connection.execute(
+        "INSERT INTO signed_in VALUES (?, ?) ON CONFLICT (address) DO UPDATE SET until = max(until, excluded.until)",
+        (address, until),
+    )
 
-    def _open(self) -> sqlite3.Connection:
-        if self._connection is None:
-            assert self.path is not None
-            connection = sqlite3.connect(
-                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(_SCHEMA)
-            self._connection = connection
-        return self._connection
 
-    def _broken(self, exc: Exception) -> None:
-        if not self._failed:
-            self._failed = True
-            log.warning(
-                "citygate: the workers' shared sign-in memory (%s) cannot be used: %s; this worker "
-                "remembers sign-ins on its own, so a browser may be sent to the sign-in page once per worker",
-                self.path,
-                exc,
-            )
+def _load(address: str, connection: sqlite3.Connection) -> float | None:
+    row = connection.execute("SELECT until FROM signed_in WHERE address = ?", (address,)).fetchone()
+    return None if row is None else float(row[0])

@@ -80,25 +80,36 @@ def add_group_grants(
     return grouped, departments
 
 
+def gathered_facts(
+    policy: Policy,
+    people: Mapping[str, Person],
+    groups: Mapping[str, frozenset[str]],
+    user: str,
+    hosts: list[str],
+) -> tuple[dict[str, Person | None], dict[str, frozenset[str]]]:
+    """The directory facts of one request, gathered as the gate gathers them, from cached answers."""
+    site_ids = sites_named(policy, hosts)
+    found = {uid: people.get(uid) for uid in people_for_sites(policy, user, site_ids)}
+    person = found.get(user)
+    if person is None:
+        return found, {}
+    facts = facts_needed(policy, person, site_ids)
+    for uid in facts.uids - found.keys():
+        found[uid] = people.get(uid)
+    return found, {group: groups[group] for group in facts.groups}
+
+
 def decision_calls(
     policy: Policy,
     people: Mapping[str, Person],
     groups: Mapping[str, frozenset[str]],
     mix: list[tuple[str, list[str], str]],
 ) -> list[Callable[[], object]]:
-    """One call per request: the gate's `_decide`, with cached directory answers."""
+    """One call per request: the gate's `_decide` (facts, then the decision)."""
     at = datetime.now(policy.timezone)
 
     def decide(user: str, hosts: list[str], path: str) -> object:
-        site_ids = sites_named(policy, hosts)
-        found = {uid: people.get(uid) for uid in people_for_sites(policy, user, site_ids)}
-        person = found.get(user)
-        group_facts: Mapping[str, frozenset[str]] = {}
-        if person is not None:
-            facts = facts_needed(policy, person, site_ids)
-            for uid in facts.uids - found.keys():
-                found[uid] = people.get(uid)
-            group_facts = {group: groups[group] for group in facts.groups}
+        found, group_facts = gathered_facts(policy, people, groups, user, hosts)
         return decide_request(Identity(user, "basic"), hosts, path, at, policy, found, group_facts)
 
     return [lambda u=user, h=hosts, p=path: decide(u, h, p) for user, hosts, path in mix]
@@ -114,14 +125,7 @@ def core_calls(
     at = datetime.now(policy.timezone)
     calls = []
     for user, hosts, path in mix:
-        site_ids = sites_named(policy, hosts)
-        found = {uid: people.get(uid) for uid in people_for_sites(policy, user, site_ids)}
-        group_facts: dict[str, frozenset[str]] = {}
-        person = found.get(user)
-        if person is not None:
-            facts = facts_needed(policy, person, site_ids)
-            found |= {uid: people.get(uid) for uid in facts.uids}
-            group_facts = {group: groups[group] for group in facts.groups}
+        found, group_facts = gathered_facts(policy, people, groups, user, hosts)
         identity = Identity(user, "basic")
         calls.append(
             lambda i=identity, h=hosts, p=path, f=found, g=group_facts: decide_request(

@@ -12,7 +12,8 @@ Passwords are never shared: each worker checks them itself and remembers only sa
 in its own memory (cache.py).
 
 The file is a shortcut, never a source of truth: when it cannot be read or written, the worker
-asks the directory as if it were alone, and says so once in the proxy log.
+asks the directory as if it were alone, and says so once in the proxy log. `SharedFile` is that
+handling of a shared SQLite file, also used for the addresses that signed in (addons/signed_in.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,63 @@ CREATE TABLE IF NOT EXISTS answers (
 """
 
 
+class SharedFile:
+    """One SQLite file the workers of a run share, opened on first use, in WAL mode.
+
+    Used from worker threads only, one statement at a time (`run`). A file that cannot be opened,
+    read or written makes `run` answer None, and says so once in the proxy log with `fallback`:
+    what the worker does instead.
+    """
+
+    def __init__(
+        self, path: Path, schema: str, what: str, fallback: str, *, pragmas: tuple[str, ...] = ()
+    ) -> None:
+        self.path = path
+        self._schema = schema
+        self._what = what
+        self._fallback = fallback
+        self._pragmas = pragmas
+        self._lock = threading.Lock()  # one connection, used by threads in turn
+        self._connection: sqlite3.Connection | None = None
+        self._failed = False
+
+    def run[T](self, work: Callable[[sqlite3.Connection], T]) -> T | None:
+        """`work` on the open connection; None (and a warning, once) if the file is unusable."""
+        with self._lock:
+            try:
+                return work(self._open())
+            except (sqlite3.Error, OSError) as exc:
+                if not self._failed:
+                    self._failed = True
+                    log.warning(
+                        "citygate: the workers' %s (%s) cannot be used: %s; %s",
+                        self._what,
+                        self.path,
+                        exc,
+                        self._fallback,
+                    )
+                return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
+            # Several processes read while one writes.
+            connection.execute("PRAGMA journal_mode=WAL")
+            for pragma in self._pragmas:
+                connection.execute(pragma)
+            connection.execute(self._schema)
+            self._connection = connection
+        return self._connection
+
+
 def shared_between_workers(
     backend: Directory, settings: DirectorySettings, cache: CacheSettings
 ) -> Directory:
@@ -93,10 +151,16 @@ class SharedAnswers:
         self.scope = scope
         self.cache = cache
         self._clock = clock  # wall time: the workers are separate processes
-        self._lock = threading.Lock()  # one connection, used by the gateway's threads in turn
-        self._connection: sqlite3.Connection | None = None
+        # A lost answer only costs a directory query: no sync to disk.
+        self._file = SharedFile(
+            path,
+            _SCHEMA,
+            "shared directory answers",
+            "this worker asks the directory on its own",
+            pragmas=("PRAGMA synchronous=OFF",),
+        )
+        self._lock = threading.Lock()  # the call counts, kept by the gateway's threads
         self._writes = 0
-        self._failed = False
         #: Calls that reached the directory itself, by method name.
         self.directory_calls: dict[str, int] = {}
 
@@ -137,10 +201,7 @@ class SharedAnswers:
         close = getattr(self.backend, "close", None)
         if callable(close):
             close()
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+        self._file.close()
 
     # --- the shared file -------------------------------------------------------------------
 
@@ -154,19 +215,12 @@ class SharedAnswers:
         A stored answer that cannot be decoded (damaged, or written by another version) counts
         as none: the directory is asked again, and the new answer replaces it.
         """
-        with self._lock:
-            try:
-                row = (
-                    self._open()
-                    .execute(
-                        "SELECT answer, at FROM answers WHERE scope = ? AND kind = ? AND key = ?",
-                        (self.scope, kind, key),
-                    )
-                    .fetchone()
-                )
-            except (sqlite3.Error, OSError) as exc:
-                self._broken(exc)
-                return None
+        row = self._file.run(
+            lambda connection: connection.execute(
+                "SELECT answer, at FROM answers WHERE scope = ? AND kind = ? AND key = ?",
+                (self.scope, kind, key),
+            ).fetchone()
+        )
         if row is None:
             return None
         try:
@@ -183,41 +237,18 @@ class SharedAnswers:
 
     def _write(self, kind: str, key: str, answer: object) -> None:
         now = self._clock()
-        with self._lock:
-            try:
-                connection = self._open()
-                connection.execute(
-                    "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
-                    (self.scope, kind, key, json.dumps(answer), now),
-                )
-                self._writes += 1
-                if self._writes % _PRUNE_EVERY == 0:
-                    oldest = now - _KEEP_TTLS * max(self.cache.ttl, self.cache.negative_ttl)
-                    connection.execute("DELETE FROM answers WHERE at < ?", (oldest,))
-            except (sqlite3.Error, OSError) as exc:
-                self._broken(exc)
 
-    def _open(self) -> sqlite3.Connection:
-        if self._connection is None:
-            connection = sqlite3.connect(
-                self.path, timeout=1.0, isolation_level=None, check_same_thread=False
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?)",
+                (self.scope, kind, key, json.dumps(answer), now),
             )
-            # Several processes read while one writes; a lost answer only costs a directory query.
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=OFF")
-            connection.execute(_SCHEMA)
-            self._connection = connection
-        return self._connection
+            self._writes += 1
+            if self._writes % _PRUNE_EVERY == 0:
+                oldest = now - _KEEP_TTLS * max(self.cache.ttl, self.cache.negative_ttl)
+                connection.execute("DELETE FROM answers WHERE at < ?", (oldest,))
 
-    def _broken(self, exc: Exception) -> None:
-        if not self._failed:
-            self._failed = True
-            log.warning(
-                "citygate: the workers' shared directory answers (%s) cannot be used: %s; "
-                "this worker asks the directory on its own",
-                self.path,
-                exc,
-            )
+        self._file.run(write)
 
 
 def _fields(person: Person) -> dict[str, object]:
