@@ -25,9 +25,11 @@ def test_every_module_the_mypy_overrides_name_exists() -> None:
     # A module renamed or moved would silently leave the strict checks.
     modules = [module for override in PYPROJECT["tool"]["mypy"]["overrides"] for module in override["module"]]
 
-    missing = [
-        module for module in modules if not (REPO / Path(*module.split("."))).with_suffix(".py").is_file()
-    ]
+    def exists(module: str) -> bool:
+        path = REPO / Path(*module.split("."))
+        return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+    missing = [module for module in modules if not exists(module)]
 
     assert modules
     assert missing == []
