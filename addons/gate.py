@@ -358,8 +358,11 @@ class CityGate:
         # the tunnel opens as for an allowed decision: no 407, no block page.
         report = self._report_only(decision)
         signing_in = False
-        if identity is None and not report:
-            signing_in, challenge = await self._without_sign_in(flow, decision)
+        if not report and (identity is None or decision.result is Result.AUTH_REQUIRED):
+            # Credentials that did not verify always get the 407 again (the body says why).
+            challenge = True
+            if identity is None:
+                signing_in, challenge = await self._without_sign_in(flow, decision)
             if challenge:
                 await self._respond_auth_required(flow, decision.as_sign_in_required(), Stage.CONNECT)
                 return

@@ -20,7 +20,7 @@ JLEE = "jlee:jlee-pass"
 MNGUYEN = "mnguyen:mnguyen-pass"
 IN_SCOPE = "http://www.facebook.com/CityOfExampleParks"
 MNGUYEN_GRANT = """
-  - id: parks-2026-002
+  - id: parks-2026-090
     employee: mnguyen
     sites: [facebook]
     purpose: Announce recreation programs on the Parks page
