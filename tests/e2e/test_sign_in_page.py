@@ -128,3 +128,10 @@ def test_the_sign_in_page_sends_nobody_anywhere_but_back_to_a_social_page(proxy,
     assert result.status == 400
     assert "location" not in result.headers
     assert words in result.body and "Open the social media page again" in result.body
+
+
+def test_a_browser_connect_with_a_wrong_password_is_asked_again_not_let_into_a_tunnel(proxy):
+    result = curl(proxy, PAGE, proxy_user="jlee:wrong", extra_args=[*BROWSER, *NAVIGATION])
+
+    assert result.connect_status == 407
+    assert "the password was not accepted" in result.body
