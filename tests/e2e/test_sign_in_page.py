@@ -134,4 +134,7 @@ def test_a_browser_connect_with_a_wrong_password_is_asked_again_not_let_into_a_t
     result = curl(proxy, PAGE, proxy_user="jlee:wrong", extra_args=[*BROWSER, *NAVIGATION])
 
     assert result.connect_status == 407
-    assert "the password was not accepted" in result.body
+    assert any(
+        "reason=credentials_invalid" in line and 'detail="the password was not accepted' in line
+        for line in proxy.log_lines()
+    )
