@@ -632,7 +632,9 @@ class CityGate:
             if missing:
                 people |= await directory.people(missing)
             if facts.groups:
-                groups = await directory.group_departments(facts.groups)
+                groups = await directory.group_departments(
+                    facts.groups, policy.approval.group_department_attribute
+                )
         return decide_request(identity, hosts, path, self.clock(policy.timezone), policy, people, groups)
 
     async def _guarded(

@@ -86,6 +86,7 @@ class DirectoryGateway:
         size = self.cache.max_entries
         self._people: TtlCache[str, Person | None] = TtlCache(size, clock)
         self._groups: TtlCache[str, list[Person]] = TtlCache(size, clock)
+        self._group_attributes: TtlCache[str, tuple[str]] = TtlCache(size, clock)
         self._credentials = CredentialCache(size, clock)
         self._failures = FailedCredentials(size, clock)
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
@@ -455,11 +456,19 @@ class DirectoryGateway:
                 found.setdefault(person.uid, person)
         return list(found.values())
 
-    async def group_departments(self, groups: Iterable[str]) -> dict[str, frozenset[str]]:
-        """The departments of each group's members ("" for a member with none), for approving a
-        group grant; groups the directory could not list are left out."""
+    async def group_departments(
+        self, groups: Iterable[str], attribute: str | None = None
+    ) -> dict[str, frozenset[str]]:
+        """Each group's department, for approving a group grant: the departments of its members
+        ("" for a member with none), or, with `attribute`, that attribute of the group's entry
+        (empty when it has none). Groups the directory could not answer for are left out."""
         answers: dict[str, frozenset[str]] = {}
         for group in dict.fromkeys(groups):
+            if attribute is not None:
+                found = await self._group_attribute(group, attribute)
+                if found is not None:
+                    answers[group] = frozenset(found[0:1]) if found[0] else frozenset()
+                continue
             if self._executor is None:
                 try:
                     people: list[Person] | None = await self._call(self.backend.group_members, group)
@@ -471,6 +480,24 @@ class DirectoryGateway:
             if people is not None:
                 answers[group] = frozenset(person.department or "" for person in people)
         return answers
+
+    async def _group_attribute(self, group: str, attribute: str) -> tuple[str] | None:
+        """(the attribute's value, or "") through the cache; None when the directory could not say."""
+        key = f"{group.strip().lower()}\0{attribute.lower()}"
+        cached = self._group_attributes.get(key)
+        if cached is not None and cached[1] < self.cache.ttl:
+            return cached[0]
+        try:
+            started = self._clock()
+            value = await self._call(self.backend.group_attribute, group, attribute)
+        except DirectoryUnavailable as exc:
+            if cached is not None and cached[1] < self.cache.grace:
+                return cached[0]
+            log.warning("directory unavailable reading %s of group %s: %s", attribute, group, exc)
+            return None
+        answer = (value or "",)
+        self._group_attributes.put(key, answer, started)
+        return answer
 
     def _fresh_group(self, key: str) -> list[Person] | None:
         cached = self._groups.get(key)

@@ -343,6 +343,20 @@ class LdapDirectory:
             return []
         return self._run(lambda connection: self._members(connection, name), f"listing group {name!r}")
 
+    def group_attribute(self, group: str, attribute: str) -> str | None:
+        name = group.strip() if isinstance(group, str) else ""
+        if not acceptable_login(name):
+            return None
+        s = self.settings
+
+        def read(connection: Connection) -> str | None:
+            query = f"(&{s.group_filter}({s.group_name_attribute}={escape_filter_chars(name)}))"
+            entries = self._search(connection, s.group_base, query, [attribute])
+            values = _attributes(entries[0]).get(attribute.lower(), []) if entries else []
+            return str(values[0]).strip() or None if values else None
+
+        return self._run(read, f"reading {attribute} of group {name!r}")
+
     def check(self) -> None:
         """The gateway's health check: the service account binds (or a pooled connection is
         reused) and the user base can be read; DirectoryUnavailable otherwise."""

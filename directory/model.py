@@ -145,6 +145,14 @@ class Directory(Protocol):
         """
         ...
 
+    def group_attribute(self, group: str, attribute: str) -> str | None:
+        """The first value of an attribute of the named group's entry (e.g. its department);
+        None when there is no such group or the entry has no such attribute.
+
+        Raises DirectoryUnavailable when the directory cannot answer.
+        """
+        ...
+
     def check(self) -> None:
         """Return when the directory itself answers now (no cached answer counts).
 

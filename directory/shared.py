@@ -192,6 +192,11 @@ class SharedAnswers:
         self._count("authenticate")
         return self.backend.authenticate(uid, password)
 
+    def group_attribute(self, group: str, attribute: str) -> str | None:
+        # Read through: one small query per group and cache TTL, in each worker's own cache.
+        self._count("group_attribute")
+        return self.backend.group_attribute(group, attribute)
+
     def check(self) -> None:
         # Never answered from the file: an answer another worker stored says nothing about
         # whether the directory answers now.

@@ -61,10 +61,16 @@ class StaticDirectory:
 
     blocking = False
 
-    def __init__(self, accounts: dict[str, _Account], groups: dict[str, list[Person]]) -> None:
+    def __init__(
+        self,
+        accounts: dict[str, _Account],
+        groups: dict[str, list[Person]],
+        group_entries: dict[str, LdifEntry] | None = None,
+    ) -> None:
         # Keyed by casefolded uid / lower-cased group cn; use from_ldif() to build one.
         self._accounts = accounts
         self._groups = groups
+        self._group_entries = group_entries or {}
 
     @classmethod
     def from_ldif(cls, path: str | os.PathLike[str]) -> StaticDirectory:
@@ -85,7 +91,8 @@ class StaticDirectory:
             group: sorted((accounts[uid].person for uid in uids), key=lambda p: p.uid.casefold())
             for group, uids in members.items()
         }
-        return cls(accounts, groups)
+        entries = {cn.strip().lower(): entry for entry in people.group_entries if (cn := _first(entry, "cn"))}
+        return cls(accounts, groups, entries)
 
     def lookup(self, uid: str) -> Person | None:
         account = self._accounts.get(uid.casefold())
@@ -105,6 +112,11 @@ class StaticDirectory:
 
     def group_members(self, group: str) -> list[Person]:
         return list(self._groups.get(group.strip().lower(), []))
+
+    def group_attribute(self, group: str, attribute: str) -> str | None:
+        entry = self._group_entries.get(group.strip().lower())
+        value = _first(entry, attribute.lower()) if entry is not None else None
+        return value.strip() or None if value is not None else None
 
     def check(self) -> None:
         """Always answers: the directory is in memory."""

@@ -680,17 +680,24 @@ def _why_not_entitled(
             return f"the approver directs {directs}, not {grant.audience}"
         return None
     if grant.kind is GrantKind.GROUP:
-        departments = groups[grant.audience]
-        if len(departments) != 1:
-            spans = ", ".join(sorted(d or "no department" for d in departments)) or "no members"
-            return f"group {grant.audience} spans {spans}: a group across departments needs an executive's approval"
-        [department] = departments
-        if approver.department is None or approver.department != department:
-            return f"the approver directs {directs}, not {department or 'no department'} (group {grant.audience})"
-        return None
+        return _why_not_group_director(approver, grant.audience, groups[grant.audience])
     assert employee is not None, "a personal grant is judged for its employee"
     if approver.department is None or approver.department != employee.department:
         return f"the approver directs {directs}, not {employee.department or 'the employee'}'s department"
+    return None
+
+
+def _why_not_group_director(approver: Person, group: str, departments: frozenset[str]) -> str | None:
+    """Why a Director may not approve the group's grants: the group's department is not theirs."""
+    if not departments:
+        return f"the directory gives group {group} no department: its grants need an executive's approval"
+    if len(departments) != 1:
+        spans = ", ".join(sorted(d or "no department" for d in departments))
+        return f"group {group} spans {spans}: a group across departments needs an executive's approval"
+    [department] = departments
+    if approver.department is None or approver.department != department:
+        directs = approver.department or "no department"
+        return f"the approver directs {directs}, not {department or 'no department'} (group {group})"
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
@@ -59,6 +60,9 @@ class ApprovalRule:
 
     director_groups: frozenset[str]
     executive_groups: frozenset[str]
+    # Where a group's department comes from, for approving its group grants: this attribute of
+    # the group's entry; None: the one department all its members are in.
+    group_department_attribute: str | None = None
 
     def role_of(self, person: Person) -> Role | None:
         # isdisjoint: no set built per call, as `&` would on every decision.
@@ -400,6 +404,9 @@ def _max_days(path: Path, document: Node, problems: Problems) -> int:
     return value
 
 
+_LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+
+
 def _approval(path: Path, document: Node, problems: Problems) -> ApprovalRule:
     section = document.get("approval")
     if not isinstance(section, Node):
@@ -432,7 +439,23 @@ def _approval(path: Path, document: Node, problems: Problems) -> ApprovalRule:
             "nobody could approve a grant",
             "list at least one group in approval.director_groups",
         )
-    return ApprovalRule(groups["director_groups"], groups["executive_groups"])
+    attribute = section.get("group_department_attribute")
+    if attribute is not None and not (
+        isinstance(attribute, str) and _LDAP_ATTRIBUTE.fullmatch(attribute.strip())
+    ):
+        problems.error(
+            path,
+            section.line_of("group_department_attribute"),
+            f"approval.group_department_attribute {attribute!r} is not an attribute name",
+            "name the group entries' attribute that holds their department, e.g. group_department_attribute: "
+            "department, or leave it out to use the department all of a group's members are in",
+        )
+        attribute = None
+    return ApprovalRule(
+        groups["director_groups"],
+        groups["executive_groups"],
+        attribute.strip() if isinstance(attribute, str) else None,
+    )
 
 
 def _policy_text(path: Path, document: Node, problems: Problems) -> PolicyText:

@@ -377,7 +377,7 @@ def _grants_not_working(
                 )
                 failing.append((grant.location, f"grant {grant.id}", Reason.NO_GRANT, detail))
                 continue
-            groups[grant.audience] = frozenset(person.department or "" for person in members)
+            groups |= _group_departments(directory, policy, [grant.audience])
         approvers = {uid: lookup(uid) for uid in approvers_of(policy, grant)}
         refusal = approval_problem(grant, policy, approvers, groups, now)
         if refusal is not None:
@@ -412,15 +412,23 @@ def _facts(
         return people, {}
     facts = facts_needed(policy, person, sites_named(policy, hosts))
     people |= _people(directory, set(facts.uids - people.keys()))
-    return people, _group_departments(directory, facts.groups)
+    return people, _group_departments(directory, policy, facts.groups)
 
 
-def _group_departments(directory: Directory, groups: Iterable[str]) -> dict[str, frozenset[str]]:
+def _group_departments(
+    directory: Directory, policy: Policy, groups: Iterable[str]
+) -> dict[str, frozenset[str]]:
+    """As the gateway's `group_departments`: each group's department, by its members or its attribute."""
+    attribute = policy.approval.group_department_attribute
     answers: dict[str, frozenset[str]] = {}
     for group in groups:
         # An unanswered group stays absent: the decision then says directory_unavailable.
         with contextlib.suppress(DirectoryUnavailable):
-            answers[group] = frozenset(p.department or "" for p in directory.group_members(group))
+            if attribute is not None:
+                value = directory.group_attribute(group, attribute)
+                answers[group] = frozenset({value}) if value else frozenset()
+            else:
+                answers[group] = frozenset(p.department or "" for p in directory.group_members(group))
     return answers
 
 

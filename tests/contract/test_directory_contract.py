@@ -185,3 +185,15 @@ def test_group_members_are_the_people_lookup_returns(directory):
 def test_unknown_non_ascii_names_are_none(directory):
     assert directory.lookup("jlée") is None
     assert directory.authenticate("jlée", "jlee-pass") is BindOutcome.WRONG_PASSWORD
+
+
+@pytest.mark.parametrize("group", ["parks-social-team", "Parks-Social-Team"])
+def test_an_attribute_of_a_group_s_entry(directory, group):
+    # The group's department may be read from its entry (approval.group_department_attribute).
+    assert directory.group_attribute(group, "cn") == "parks-social-team"
+    assert directory.group_attribute(group, "businessCategory") is None  # not set on it
+
+
+@pytest.mark.parametrize("group", ["nonexistent", "", "parks-social-team)(cn=*", "d" * 10_000])
+def test_no_attribute_of_a_group_that_does_not_exist(directory, group):
+    assert directory.group_attribute(group, "cn") is None

@@ -102,3 +102,37 @@ def test_a_group_grant_approved_by_another_department_s_director_is_refused(prox
         "the approver directs Communications, not Parks (group parks-social-team)" in line
         for line in proxy.log_lines()
     )
+
+
+@pytest.fixture
+def proxy_by_attribute(proxy_runner_factory, redirect_addon, fresh_slapd, tmp_path):
+    """The demo city where a group's department is its entry's businessCategory."""
+    directory = {
+        "backend": "ldap",
+        **directory_options(fresh_slapd, tmp_path / "ldap", "openldap"),
+        "cache": {"ttl": TTL, "negative_ttl": TTL, "grace": 0},
+    }
+    approval = {
+        "director_groups": ["directors"],
+        "executive_groups": ["city-managers"],
+        "group_department_attribute": "businessCategory",
+    }
+    config = demo_config(tmp_path, directory=directory, approval=approval)
+    return proxy_runner_factory([CityGate(), DecisionLog(), redirect_addon], {"citygate_config": str(config)})
+
+
+def test_a_group_s_department_can_come_from_its_entry(proxy_by_attribute, fresh_slapd, tls_upstream):
+    # Without the attribute the group has no department: only an executive could approve its grant.
+    assert reached(proxy_by_attribute, "mnguyen") == (403, "approver_not_authorized")
+    assert any(
+        "the directory gives group parks-social-team no department" in line
+        for line in proxy_by_attribute.log_lines()
+    )
+
+    fresh_slapd.replace(TEAM, "businessCategory", "Parks")
+    time.sleep(TTL * 2)
+    assert reached(proxy_by_attribute, "mnguyen") == (200, "granted")
+
+    fresh_slapd.replace(TEAM, "businessCategory", "Communications")  # no longer the Director of Parks'
+    time.sleep(TTL * 2)
+    assert reached(proxy_by_attribute, "mnguyen") == (403, "approver_not_authorized")

@@ -400,3 +400,17 @@ def test_empty_config_file_names_the_file(policy_files):
 def test_empty_catalog_does_not_load(policy_files):
     with pytest.raises(ConfigError):
         policy_files.load(sites="")
+
+
+def test_a_group_s_department_comes_from_its_members_or_a_named_attribute(policy_files, problem_with):
+    assert policy_files.load().approval.group_department_attribute is None
+    config = policy_files.mini_config.replace(
+        "  executive_groups: [city-managers]\n",
+        "  executive_groups: [city-managers]\n  group_department_attribute: businessCategory\n",
+    )
+    assert policy_files.load(config=config).approval.group_department_attribute == "businessCategory"
+    problems = policy_files.problems(config=config.replace("businessCategory", "'two words'"))
+    problem = problem_with(
+        problems, "approval.group_department_attribute 'two words' is not an attribute name"
+    )
+    assert problem.line == 9 and "e.g. group_department_attribute: department" in problem.fix
