@@ -87,6 +87,10 @@ class DirectoryGateway:
         self._people: TtlCache[str, Person | None] = TtlCache(size, clock)
         self._groups: TtlCache[str, list[Person]] = TtlCache(size, clock)
         self._group_attributes: TtlCache[str, tuple[str]] = TtlCache(size, clock)
+        # id(a cached members list) -> (that list, its members' departments): a group grant's
+        # department is read on every request of its members, the list changes once per TTL.
+        self._departments: dict[int, tuple[list[Person], frozenset[str]]] = {}
+        self._departments_size = size
         self._credentials = CredentialCache(size, clock)
         self._failures = FailedCredentials(size, clock)
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
@@ -478,8 +482,19 @@ class DirectoryGateway:
             else:
                 people = self._fresh_group(group.strip().lower()) or await self._group(group)
             if people is not None:
-                answers[group] = frozenset(person.department or "" for person in people)
+                answers[group] = self._departments_of(people)
         return answers
+
+    def _departments_of(self, people: list[Person]) -> frozenset[str]:
+        """The members' departments, computed once per directory answer (the cached list)."""
+        remembered = self._departments.get(id(people))
+        if remembered is not None and remembered[0] is people:
+            return remembered[1]
+        departments = frozenset(person.department or "" for person in people)
+        if len(self._departments) >= self._departments_size:
+            self._departments.clear()
+        self._departments[id(people)] = (people, departments)
+        return departments
 
     async def _group_attribute(self, group: str, attribute: str) -> tuple[str] | None:
         """(the attribute's value, or "") through the cache; None when the directory could not say."""

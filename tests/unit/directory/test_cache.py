@@ -65,6 +65,10 @@ class NetworkLikeDirectory:
         self._enter("group_members", group)
         return self.inner.group_members(group)
 
+    def group_attribute(self, group, attribute):
+        self._enter("group_attribute", group)
+        return self.inner.group_attribute(group, attribute)
+
     def count(self, name: str) -> int:
         return sum(1 for call, _ in self.calls if call == name)
 
@@ -416,3 +420,25 @@ def test_group_members_are_cached_and_fall_back_within_grace(backend, clock):
     assert {p.uid for p in run(gateway.members(["directors"]))} == {"ahernandez", "rpatel", "lgarcia", "pkim"}
     clock.advance(300)
     assert run(gateway.members(["directors"])) == []
+
+
+def test_a_group_s_departments_are_asked_once_per_ttl_by_members_or_attribute(backend, clock):
+    gateway = gateway_for(backend, clock)
+
+    by_members = [run(gateway.group_departments(["parks-social-team"])) for _ in range(3)]
+    by_attribute = [run(gateway.group_departments(["parks-social-team"], "cn")) for _ in range(3)]
+
+    assert by_members == [{"parks-social-team": frozenset({"Parks"})}] * 3
+    assert by_attribute == [{"parks-social-team": frozenset({"parks-social-team"})}] * 3
+    assert (backend.count("group_members"), backend.count("group_attribute")) == (1, 1)
+    clock.advance(60)
+    run(gateway.group_departments(["parks-social-team"], "cn"))
+    assert backend.count("group_attribute") == 2
+    assert run(gateway.group_departments(["nobody-here"], "cn")) == {"nobody-here": frozenset()}
+
+
+def test_a_group_the_directory_cannot_answer_for_is_left_out(backend, clock):
+    gateway = gateway_for(backend, clock, grace=0)
+    backend.down = True
+    assert run(gateway.group_departments(["parks-social-team"])) == {}
+    assert run(gateway.group_departments(["parks-social-team"], "cn")) == {}
