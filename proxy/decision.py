@@ -486,10 +486,9 @@ def _best_verdict(
         # limited to some pages is judged (an employee with both a group's whole-site grant and
         # a personal page-scoped one is usually let through by the first).
         site_id = match.site.id
-        grants = [
-            *(grant for grant in grants if site_id not in grant.paths),
-            *(grant for grant in grants if site_id in grant.paths),
-        ]
+        whole_site = [grant for grant in grants if site_id not in grant.paths]
+        if len(whole_site) != len(grants):
+            grants = whole_site + [grant for grant in grants if site_id in grant.paths]
     allowed: _Verdict | None = None
     refused: _Verdict | None = None
     for grant in grants:

@@ -189,7 +189,7 @@ class Policy:
         """
         index = self._index
         found = index.personal.get((person.uid.casefold(), site_id), ())
-        if (index.groups or index.departments) and self.may_share_grants(person):
+        if index.groups or index.departments:
             found += self.shared_grants(person, site_id)
         return found + index.city.get(site_id, ())
 
