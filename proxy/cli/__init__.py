@@ -377,7 +377,7 @@ def _grants_not_working(
                 )
                 failing.append((grant.location, f"grant {grant.id}", Reason.NO_GRANT, detail))
                 continue
-            groups |= _group_departments(directory, policy, [grant.audience])
+            groups[grant.audience] = _group_department(directory, policy, grant.audience, members)
         approvers = {uid: lookup(uid) for uid in approvers_of(policy, grant)}
         refusal = approval_problem(grant, policy, approvers, groups, now)
         if refusal is not None:
@@ -419,17 +419,25 @@ def _group_departments(
     directory: Directory, policy: Policy, groups: Iterable[str]
 ) -> dict[str, frozenset[str]]:
     """As the gateway's `group_departments`: each group's department, by its members or its attribute."""
-    attribute = policy.approval.group_department_attribute
     answers: dict[str, frozenset[str]] = {}
     for group in groups:
         # An unanswered group stays absent: the decision then says directory_unavailable.
         with contextlib.suppress(DirectoryUnavailable):
-            if attribute is not None:
-                value = directory.group_attribute(group, attribute)
-                answers[group] = frozenset({value}) if value else frozenset()
-            else:
-                answers[group] = frozenset(p.department or "" for p in directory.group_members(group))
+            answers[group] = _group_department(directory, policy, group)
     return answers
+
+
+def _group_department(
+    directory: Directory, policy: Policy, group: str, members: list[Person] | None = None
+) -> frozenset[str]:
+    """One group's department: its entry's attribute, or its members' departments (`members`
+    when they were listed already); DirectoryUnavailable if the directory cannot say."""
+    attribute = policy.approval.group_department_attribute
+    if attribute is not None:
+        value = directory.group_attribute(group, attribute)
+        return frozenset({value}) if value else frozenset()
+    listed = members if members is not None else directory.group_members(group)
+    return frozenset(person.department or "" for person in listed)
 
 
 def _people(directory: Directory, uids: set[str]) -> dict[str, Person | None]:
