@@ -473,8 +473,6 @@ class CityGate:
         strip_proxy_headers(request.headers)
         decision = await self._decide(identity, [target.host], target.path)
         if decision.result is Result.AUTH_REQUIRED:
-            await self._respond_auth_required(flow, decision, Stage.REQUEST, url=target.url)
-            assert flow.response is not None
             # Shown by the browser when it could not sign in or the password dialog was cancelled.
             loaded = self._loaded()
             page = render_sign_in_page(
@@ -484,9 +482,7 @@ class CityGate:
                 request.pretty_url,
                 loaded.identities.settings.basic_enabled,
             )
-            flow.response.content = encode_page(page)
-            flow.response.headers["Content-Type"] = "text/html; charset=utf-8"
-            flow.response.headers["Cache-Control"] = "no-store"
+            await self._respond_auth_required(flow, decision, Stage.REQUEST, url=target.url, page=page)
             return
         if identity is not None and identity.authenticated:
             await self._remember_sign_in(presented, identity)
@@ -742,17 +738,27 @@ class CityGate:
         return event
 
     async def _respond_auth_required(
-        self, flow: http.HTTPFlow, decision: Decision, stage: Stage, *, url: str | None = None
+        self,
+        flow: http.HTTPFlow,
+        decision: Decision,
+        stage: Stage,
+        *,
+        url: str | None = None,
+        page: str | None = None,
     ) -> None:
+        """407 with citygate's challenges; its body is `page` (HTML) when given, else a line of text."""
         await self._announce(flow, decision, stage, 407, url=url)
-        site = decision.match.site.name if decision.match else "this site"
         # One Proxy-Authenticate per scheme citygate accepts (identity.sign_in, and Bearer when
         # SSO issuers are configured), so each client picks the first one it can answer.
-        challenges = self._loaded().identities.challenges
-        headers = http.Headers(
-            [(b"Proxy-Authenticate", challenge.encode()) for challenge in challenges]
-            + [(b"Content-Type", b"text/plain; charset=utf-8")]
-        )
+        challenges = [
+            (b"Proxy-Authenticate", challenge.encode()) for challenge in self._loaded().identities.challenges
+        ]
+        if page is not None:
+            flow.response = http.Response.make(
+                407, encode_page(page), http.Headers([*challenges, *_BLOCK_PAGE_HEADERS])
+            )
+            return
+        site = decision.match.site.name if decision.match else "this site"
         # The decision's detail says what was wrong with credentials that were given (a password
         # not accepted, too many attempts); it never holds a password or a token.
         why = (
@@ -763,7 +769,7 @@ class CityGate:
         flow.response = http.Response.make(
             407,
             f"Proxy authentication required: {site} is social media; sign in with your City account.\n{why}",
-            headers,
+            http.Headers([*challenges, (b"Content-Type", b"text/plain; charset=utf-8")]),
         )
 
     async def _respond_blocked(
