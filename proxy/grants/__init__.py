@@ -109,7 +109,7 @@ class Grant:
     # When in the week the grant may be used (city time); None: at any hour.
     hours: Hours | None = None
     kind: GrantKind = GrantKind.PERSONAL
-    # The group's name (casefolded cn) for a group grant, the department for a department grant.
+    # The group (casefolded cn) of a group grant, the department of a department grant; "" otherwise.
     audience: str = ""
     purpose_kind: PurposeKind = PurposeKind.BUSINESS
 
@@ -345,7 +345,7 @@ class GrantLoader:
             department=department,
             hours=hours,
             kind=kind,
-            audience=audience if kind is not GrantKind.PERSONAL else employee,
+            audience="" if kind is GrantKind.PERSONAL else audience,
             purpose_kind=purpose_kind,
         )
 
