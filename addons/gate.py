@@ -624,7 +624,7 @@ class CityGate:
         if person is not None:
             # The grants of the person's department and groups, and who approved them.
             facts = facts_needed(policy, person, site_ids)
-            missing = facts.uids - people.keys()
+            missing = facts.approvers - people.keys()
             if missing:
                 people |= await directory.people(missing)
             if facts.groups:

@@ -10,7 +10,6 @@ are adapters around it; `facts_needed` tells them which directory facts to fetch
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -20,7 +19,7 @@ from citygate.proxy.catalog import SiteMatch
 from citygate.proxy.grants import Grant, GrantKind, PurposeKind, normalize_path, path_in_scope
 from citygate.proxy.grants.hours import Hours
 from citygate.proxy.hosts import normalize_host
-from citygate.proxy.policy import Policy, Role
+from citygate.proxy.policy import NO_SHARED_GRANTS, Policy, Role, SharedGrants
 
 
 class Result(StrEnum):
@@ -217,48 +216,25 @@ def people_for_sites(policy: Policy, user: str | None, site_ids: Iterable[str]) 
     uids = {user} if user is not None else set()
     for site_id in site_ids:
         for grant in policy.city_grants(site_id):
-            uids.update(approvers_of(policy, grant))
+            uids.update(policy.approvers_of(grant))
         if user is not None:
             for grant in policy.grants_for(user, site_id):
-                uids.update(approvers_of(policy, grant))
+                uids.update(policy.approvers_of(grant))
     return uids
 
 
-def approvers_of(policy: Policy, grant: Grant) -> list[str]:
-    """The grant's approver, and the Directors they are a designee of."""
-    delegations = policy.delegations.get(grant.approved_by)
-    if not delegations:
-        return [grant.approved_by]
-    return [grant.approved_by, *(delegation.director for delegation in delegations)]
-
-
-class Facts(NamedTuple):
-    """Directory facts `decide` needs beyond `people_involved`, once the employee is known."""
-
-    uids: AbstractSet[str]  # approvers of the department and group grants that apply
-    groups: AbstractSet[str]  # groups whose members' departments say who may approve their grants
-
-
-def facts_needed(policy: Policy, person: Person, site_ids: Iterable[str]) -> Facts:
-    """What to fetch for the grants that apply to `person` through their department and groups,
-    on the sites a request names (`sites_named`)."""
-    if not policy.may_share_grants(person):
-        return _NO_FACTS  # personal and city-wide grants only: people_involved had it all
-    uids: set[str] = set()
-    groups: set[str] = set()
-    delegations = policy.delegations
+def facts_needed(policy: Policy, person: Person, site_ids: Iterable[str]) -> SharedGrants:
+    """What `decide` needs beyond `people_involved`, once the employee is known: the grants that
+    apply to `person` through their department and groups on the sites a request names
+    (`sites_named`), with their approvers and groups to fetch."""
+    found = NO_SHARED_GRANTS
     for site_id in site_ids:
-        for grant in policy.shared_grants(person, site_id):
-            if delegations and grant.approved_by in delegations:
-                uids.update(approvers_of(policy, grant))
-            else:
-                uids.add(grant.approved_by)
-            if grant.kind is GrantKind.GROUP:
-                groups.add(grant.audience)
-    return Facts(uids, groups) if uids else _NO_FACTS
-
-
-_NO_FACTS = Facts(frozenset(), frozenset())
+        shared = policy.shared_grants(person, site_id)
+        if not found.grants:
+            found = shared
+        elif shared.grants:  # a request naming two sites: rare, so a new answer is fine
+            found = found.joined(shared)
+    return found
 
 
 def sites_named(policy: Policy, hosts: Iterable[str]) -> list[str]:

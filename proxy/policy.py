@@ -16,6 +16,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.directory.model import Person
@@ -114,8 +115,39 @@ SECTION_NAMES = tuple(f.name for f in fields(FeatureSettings))
 
 
 _Keyed = Mapping[tuple[str, str], tuple[Grant, ...]]
-# site -> group (or casefolded department) -> grants: one lookup per site, then one per group.
-_BySite = Mapping[str, Mapping[str, tuple[Grant, ...]]]
+# group (or casefolded department) -> site -> grants: a kind of person's grants gathered at once.
+_ByWhom = Mapping[str, Mapping[str, tuple[Grant, ...]]]
+
+
+class SharedGrants(NamedTuple):
+    """What a person has for one site through their department and groups (Policy.shared_grants)."""
+
+    grants: tuple[Grant, ...] = ()
+    # Who approved them, with the Directors of any designee among them: `decide` needs them all.
+    approvers: frozenset[str] = frozenset()
+    # Their groups: a group's department says who may approve its grants.
+    groups: frozenset[str] = frozenset()
+
+    def joined(self, other: SharedGrants) -> SharedGrants:
+        return SharedGrants(
+            self.grants + other.grants, self.approvers | other.approvers, self.groups | other.groups
+        )
+
+
+NO_SHARED_GRANTS = SharedGrants()
+# Sets of groups (or departments) remembered before starting afresh: a city has far fewer; each
+# holds only the sites its grants are for.
+_KINDS_REMEMBERED = 1 << 15
+
+
+def _remember[Key](
+    memo: dict[Key, Mapping[str, SharedGrants]], key: Key, gather: Callable[[Key], Mapping[str, SharedGrants]]
+) -> Mapping[str, SharedGrants]:
+    """Gather `key`'s shared grants and remember them, starting afresh when the memo is full."""
+    if len(memo) >= _KINDS_REMEMBERED:
+        memo.clear()
+    found = memo[key] = gather(key)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +155,11 @@ class GrantIndex:
     """The grants by whom they are for and site, built once per load: lookups only per request."""
 
     personal: _Keyed  # (login, site)
-    groups: _BySite  # site, then casefolded group cn
-    departments: _BySite  # site, then casefolded department
+    groups: _ByWhom  # casefolded group cn, then site
+    departments: _ByWhom  # casefolded department, then site
     city: Mapping[str, tuple[Grant, ...]]  # site
-    # The groups and departments that have any grant: most people are in none of them.
-    group_names: frozenset[str] = frozenset()
-    department_names: frozenset[str] = frozenset()
+    # Whether any grant is a group's or a department's: without one, nobody's groups are looked at.
+    shared: bool = False
 
     @classmethod
     def of(cls, grants: Iterable[Grant]) -> GrantIndex:
@@ -141,20 +172,19 @@ class GrantIndex:
         def frozen(kind: GrantKind) -> _Keyed:
             return MappingProxyType({key: tuple(value) for key, value in keyed[kind].items()})
 
-        def by_site(kind: GrantKind) -> _BySite:
-            sites: dict[str, dict[str, tuple[Grant, ...]]] = {}
+        def by_whom(kind: GrantKind) -> _ByWhom:
+            whom_sites: dict[str, dict[str, tuple[Grant, ...]]] = {}
             for (whom, site_id), found in keyed[kind].items():
-                sites.setdefault(site_id, {})[whom] = tuple(found)
-            return MappingProxyType({site_id: MappingProxyType(whom) for site_id, whom in sites.items()})
+                whom_sites.setdefault(whom, {})[site_id] = tuple(found)
+            return MappingProxyType({whom: MappingProxyType(sites) for whom, sites in whom_sites.items()})
 
         city = {site_id: grants for (_, site_id), grants in frozen(GrantKind.CITY).items()}
         return cls(
             frozen(GrantKind.PERSONAL),
-            by_site(GrantKind.GROUP),
-            by_site(GrantKind.DEPARTMENT),
+            by_whom(GrantKind.GROUP),
+            by_whom(GrantKind.DEPARTMENT),
             MappingProxyType(city),
-            frozenset(whom for whom, _ in keyed[GrantKind.GROUP]),
-            frozenset(whom for whom, _ in keyed[GrantKind.DEPARTMENT]),
+            bool(keyed[GrantKind.GROUP] or keyed[GrantKind.DEPARTMENT]),
         )
 
 
@@ -177,6 +207,14 @@ class Policy:
     enforcement: Enforcement = field(default_factory=Enforcement)  # enforce or report, per department
     # The grant files as read, for the next load to reuse those that did not change.
     read_files: Mapping[Path, ReadFile] = field(default_factory=dict, repr=False)
+    # shared_grants' answers by set of groups and by department: caches of what the fields above
+    # determine, so neither compared nor given.
+    _shared_by_groups: dict[frozenset[str], Mapping[str, SharedGrants]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _shared_by_department: dict[str, Mapping[str, SharedGrants]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def grants_for(self, employee: str, site_id: str) -> tuple[Grant, ...]:
         """The employee's personal grants for the site."""
@@ -185,32 +223,69 @@ class Policy:
     def grants_applying(self, person: Person, site_id: str) -> tuple[Grant, ...]:
         """Every grant for the site that applies to `person`: personal, department, groups, city.
 
-        Dictionary lookups only: one per kind, and one per group the person is in.
+        Dictionary lookups only: one per kind (the department's and groups' remembered).
         """
         index = self._index
         found = index.personal.get((person.uid.casefold(), site_id), ())
-        if index.groups or index.departments:
-            found += self.shared_grants(person, site_id)
+        if index.shared:
+            found += self.shared_grants(person, site_id).grants
         return found + index.city.get(site_id, ())
 
-    def shared_grants(self, person: Person, site_id: str) -> tuple[Grant, ...]:
-        """The grants for the site that `person` has through their department and groups."""
+    def shared_grants(self, person: Person, site_id: str) -> SharedGrants:
+        """The grants for the site that `person` has through their department and groups, and
+        the directory facts that judging them takes.
+
+        Gathered for every site at once per set of groups and per department, and remembered:
+        people alike share one answer, and a request costs a lookup or two.
+        """
         index = self._index
-        found: tuple[Grant, ...] = ()
-        by_department = index.departments.get(site_id)
-        if by_department and person.department:
-            found = by_department.get(person.department.casefold(), ())
-        by_group = index.groups.get(site_id)
-        if by_group:
-            for group in person.groups:
-                found += by_group.get(group, ())
+        if not index.shared:
+            return NO_SHARED_GRANTS
+        # A frozenset keeps its hash, and a cached directory answer keeps its set: a cheap key.
+        by_site = self._shared_by_groups.get(person.groups)
+        if by_site is None:
+            by_site = _remember(self._shared_by_groups, person.groups, self._gather_group_grants)
+        found = by_site.get(site_id, NO_SHARED_GRANTS)
+        if index.departments and person.department:
+            by_site = self._shared_by_department.get(person.department)
+            if by_site is None:
+                by_site = _remember(
+                    self._shared_by_department, person.department, self._gather_department_grants
+                )
+            departments = by_site.get(site_id)
+            if departments is not None:
+                found = departments.joined(found) if found.grants else departments
         return found
 
-    def may_share_grants(self, person: Person) -> bool:
-        """Whether `person` is in any group or department that has a grant (a set test, no site)."""
-        index = self._index
-        department = person.department.casefold() if person.department else None
-        return department in index.department_names or not person.groups.isdisjoint(index.group_names)
+    def _gather_group_grants(self, groups: frozenset[str]) -> Mapping[str, SharedGrants]:
+        # Sorted: which grant is judged first does not depend on a set's order.
+        return self._shared_by_site([self._index.groups.get(group) for group in sorted(groups)])
+
+    def _gather_department_grants(self, department: str) -> Mapping[str, SharedGrants]:
+        return self._shared_by_site([self._index.departments.get(department.casefold())])
+
+    def _shared_by_site(
+        self, sources: Iterable[Mapping[str, tuple[Grant, ...]] | None]
+    ) -> Mapping[str, SharedGrants]:
+        gathered: dict[str, tuple[Grant, ...]] = {}
+        for by_site in sources:
+            for site_id, grants in (by_site or {}).items():
+                gathered[site_id] = gathered.get(site_id, ()) + grants
+        return {
+            site_id: SharedGrants(
+                grants,
+                frozenset(uid for grant in grants for uid in self.approvers_of(grant)),
+                frozenset(grant.audience for grant in grants if grant.kind is GrantKind.GROUP),
+            )
+            for site_id, grants in gathered.items()
+        }
+
+    def approvers_of(self, grant: Grant) -> tuple[str, ...]:
+        """The grant's approver, and the Directors they are a designee of."""
+        delegations = self.delegations.get(grant.approved_by)
+        if not delegations:
+            return (grant.approved_by,)
+        return (grant.approved_by, *(delegation.director for delegation in delegations))
 
     def city_grants(self, site_id: str) -> tuple[Grant, ...]:
         """The city-wide allowances for the site: the only grants for someone not signed in."""

@@ -23,7 +23,6 @@ from citygate.proxy.decision import (
     Reason,
     Result,
     approval_problem,
-    approvers_of,
     decide,
     decide_request,
     facts_needed,
@@ -378,7 +377,7 @@ def _grants_not_working(
                 failing.append((grant.location, f"grant {grant.id}", Reason.NO_GRANT, detail))
                 continue
             groups[grant.audience] = _group_department(directory, policy, grant.audience, members)
-        approvers = {uid: lookup(uid) for uid in approvers_of(policy, grant)}
+        approvers = {uid: lookup(uid) for uid in policy.approvers_of(grant)}
         refusal = approval_problem(grant, policy, approvers, groups, now)
         if refusal is not None:
             failing.append((grant.location, f"grant {grant.id}", *refusal))
@@ -411,7 +410,7 @@ def _facts(
     if person is None:
         return people, {}
     facts = facts_needed(policy, person, sites_named(policy, hosts))
-    people |= _people(directory, set(facts.uids - people.keys()))
+    people |= _people(directory, set(facts.approvers - people.keys()))
     return people, _group_departments(directory, policy, facts.groups)
 
 

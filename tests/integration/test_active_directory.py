@@ -125,7 +125,7 @@ def test_a_group_grant_reaches_a_member_of_a_nested_group(samba_ad, tmp_path):
 async def _decided(gateway, policy, user, hosts, at):
     people = await gateway.people(people_involved(policy, user, hosts))
     facts = facts_needed(policy, people[user], sites_named(policy, hosts))
-    people |= await gateway.people(facts.uids - people.keys())
+    people |= await gateway.people(facts.approvers - people.keys())
     groups = await gateway.group_departments(facts.groups)
     return decide_request(Identity(user, "basic"), hosts, "/", at, policy, people, groups)
 

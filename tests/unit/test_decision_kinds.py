@@ -76,7 +76,7 @@ def decided(
     facts = {uid: everyone.get(uid) for uid in people_involved(policy, user, [host])}
     if user and everyone.get(user):
         needed = facts_needed(policy, everyone[user], sites_named(policy, [host]))
-        facts |= {uid: everyone.get(uid) for uid in needed.uids}
+        facts |= {uid: everyone.get(uid) for uid in needed.approvers}
     return decide(identity, host, path, at, policy, facts, PARKS_ONLY if groups is None else groups)
 
 
@@ -238,9 +238,51 @@ def test_facts_needed_names_the_approvers_and_groups_of_the_grants_that_apply(po
 
     facts = facts_needed(policy, JLEE, ["facebook"])
 
-    assert facts.uids == {"ahernandez", "tsmith"}
+    assert facts.approvers == {"ahernandez", "tsmith"}
     assert facts.groups == {"parks-social-team"}
     assert people_involved(policy, None, ["www.youtube.com"]) == {"tsmith"}  # city approvers first
+
+
+def test_shared_grants_follow_the_directory_answer_not_what_was_remembered(policy_files):
+    # Remembered per set of groups: a new answer (jlee left the team) is another key, not a stale hit.
+    policy = policy_files.load([GROUP])
+    assert [g.id for g in policy.grants_applying(JLEE, "facebook")] == ["g1"]
+
+    left_the_team = Person("jlee", "Jordan Lee", "Parks", "Social Media Coordinator")
+    assert policy.grants_applying(left_the_team, "facebook") == ()
+    assert facts_needed(policy, left_the_team, ["facebook"]).approvers == frozenset()
+    assert [g.id for g in policy.grants_applying(JLEE, "facebook")] == ["g1"]
+
+
+def test_department_and_group_grants_for_one_site_are_both_found_department_first(policy_files):
+    policy = policy_files.load(
+        [
+            grant("team-b", group="parks-events"),
+            GROUP,
+            grant("dept", department="parks", approved_by="tsmith"),
+        ]
+    )
+    in_two_teams = Person("jlee", "Jordan Lee", "Parks", None, TEAM | {"parks-events"})
+
+    applying = policy.grants_applying(in_two_teams, "facebook")
+
+    # The department's, then the groups' in name order: not in the order a set happens to iterate.
+    assert [g.id for g in applying] == ["dept", "team-b", "g1"]
+    facts = facts_needed(policy, in_two_teams, ["facebook"])
+    assert facts.approvers == {"ahernandez", "tsmith"}
+    assert facts.groups == {"parks-events", "parks-social-team"}
+    assert policy.grants_applying(MINH, "facebook") == tuple(g for g in applying if g.id == "dept")
+
+
+def test_a_full_memory_of_shared_grants_starts_afresh_and_answers_alike(policy_files, monkeypatch):
+    monkeypatch.setattr("citygate.proxy.policy._KINDS_REMEMBERED", 2)
+    policy = policy_files.load([GROUP, grant("other", group="other-team", sites=("instagram",))])
+    kinds = [Person(f"p{n}", "P", "Parks", None, TEAM | {f"extra-{n}"}) for n in range(5)]
+
+    for _ in range(2):
+        for person in kinds:
+            assert [g.id for g in policy.grants_applying(person, "facebook")] == ["g1"]
+            assert policy.grants_applying(person, "instagram") == ()
 
 
 def test_approval_problem_judges_a_grant_whoever_uses_it(policy_files):

@@ -59,7 +59,7 @@ def decided(
     facts = {uid: everyone.get(uid) for uid in people_involved(policy, user, [host])}
     facts |= {
         uid: everyone.get(uid)
-        for uid in facts_needed(policy, everyone[user], sites_named(policy, [host])).uids
+        for uid in facts_needed(policy, everyone[user], sites_named(policy, [host])).approvers
     }
     return decide(Identity(user, "basic"), host, None, at, policy, facts)
 

@@ -105,7 +105,7 @@ def test_demo_grants_are_in_force_against_the_demo_directory():
             groups = {}
             if user is not None:
                 facts = facts_needed(policy, people[user], [site_id])
-                people |= {uid: directory.lookup(uid) for uid in facts.uids}
+                people |= {uid: directory.lookup(uid) for uid in facts.approvers}
                 groups = {
                     g: frozenset(p.department for p in directory.group_members(g)) for g in facts.groups
                 }
