@@ -300,11 +300,19 @@ class Policy:
         return self.approval.director_groups | self.approval.executive_groups
 
 
-def load_policy(config_path: Path, *, today: date | None = None, previous: Policy | None = None) -> Policy:
+def load_policy(
+    config_path: Path,
+    *,
+    today: date | None = None,
+    previous: Policy | None = None,
+    pending: Mapping[Path, str] | None = None,
+) -> Policy:
     """Read and validate the whole configuration; raise ConfigError listing every error.
 
     With `previous` (the policy being replaced), grant files that did not change are not read
-    again (grants.ReadFile); the result is the same as a fresh load's.
+    again (grants.ReadFile); the result is the same as a fresh load's. `pending` maps grant
+    files about to be written (new or changed) to their text: the configuration is checked as
+    it will be once they are.
     """
     problems = Problems()
     config_path = Path(config_path)
@@ -342,6 +350,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
 
     grants_dir = base / str(document.get("grants", "grants"))
     grant_files = sorted(grants_dir.glob("*.yaml")) + sorted(grants_dir.glob("*.yml"))
+    grant_files += sorted(set(pending or {}) - set(grant_files))
     if not grants_dir.is_dir():
         problems.error(
             config_path,
@@ -359,6 +368,7 @@ def load_policy(config_path: Path, *, today: date | None = None, previous: Polic
         problems,
         context=(_digest(catalog_path), timezone.key, max_days, today),
         previous=previous.read_files if previous is not None else {},
+        pending=pending or {},
     )
     grants = [grant for path in grant_files for grant in loader.load_file(path)]
     delegations = index_delegations(loader.delegations, problems)

@@ -129,14 +129,16 @@ def _read_fast(text: str, path: Path, problems: Problems) -> Any:
     return document
 
 
-def read_yaml(path: Path, problems: Problems, empty_fix: str) -> Any:
+def read_yaml(path: Path, problems: Problems, empty_fix: str, *, text: str | None = None) -> Any:
     """The document in `path`, or None after recording why it could not be read.
 
     An empty file is an error too (`empty_fix` says what it should hold): an empty catalog or
-    config must never load as "nothing to enforce".
+    config must never load as "nothing to enforce". With `text`, that is read as the file's
+    content (a file about to be written, checked first).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        if text is None:
+            text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         problems.error(path, None, "file not found", "check the path, relative to the config file")
         return None

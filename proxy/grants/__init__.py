@@ -42,6 +42,7 @@ from citygate.proxy.grants.hours import Hours, HoursProblem, parse_hours
 from citygate.proxy.yamlfile import Items, Node, read_yaml
 
 GRANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+REQUEST_ID = re.compile(r"req-[0-9]{4}-[0-9]{4,}")
 GRANT_KEYS = (
     "id",
     "employee",
@@ -57,6 +58,7 @@ GRANT_KEYS = (
     "paths",
     "hours",
     "purpose_kind",
+    "request",  # the access request the grant was approved from (proxy/requests), when it was
 )
 # The last dates whose day-after can still be computed (valid_until is the day after expiry).
 _EARLIEST, _LATEST = date.min, date.max - timedelta(days=2)
@@ -112,6 +114,8 @@ class Grant:
     # The group (casefolded cn) of a group grant, the department of a department grant; "" otherwise.
     audience: str = ""
     purpose_kind: PurposeKind = PurposeKind.BUSINESS
+    # The access request it was approved from (`request: req-2026-0042`); None when written by hand.
+    request_id: str | None = None
 
     @property
     def whom(self) -> str:
@@ -226,10 +230,13 @@ class GrantLoader:
     read: dict[Path, ReadFile] = field(default_factory=dict)
     #: Every file's `designees:`, in the order the files were loaded.
     delegations: list[Delegation] = field(default_factory=list)
+    #: Files about to be written, by path: their text is read instead of what is on disk.
+    pending: Mapping[Path, str] = field(default_factory=dict)
 
     def load_file(self, path: Path) -> list[Grant]:
         try:
-            digest = hashlib.sha256(path.read_bytes()).digest()
+            text = self.pending.get(path)
+            digest = hashlib.sha256(path.read_bytes() if text is None else text.encode()).digest()
         except OSError:
             digest = b""  # read_yaml reports the problem
         earlier = self.previous.get(path)
@@ -257,7 +264,12 @@ class GrantLoader:
         return True
 
     def _read(self, path: Path) -> list[Grant]:
-        document = read_yaml(path, self.problems, 'write "grants: []" for a department with no grants yet')
+        document = read_yaml(
+            path,
+            self.problems,
+            'write "grants: []" for a department with no grants yet',
+            text=self.pending.get(path),
+        )
         if document is None:
             return []
         entries = document.get("grants") if isinstance(document, Node) else None
@@ -308,6 +320,7 @@ class GrantLoader:
         paths = self._paths(path, entry, sites)
         hours = self._hours(path, entry) if "hours" in entry else None
         purpose_kind = self._purpose_kind(path, entry, kind, hours)
+        request_id = self._request_id(path, entry) if "request" in entry else None
         if kind is GrantKind.CITY and not (purpose_kind is PurposeKind.PERSONAL and hours):
             for site_id in sites:
                 if site_id not in paths:
@@ -347,6 +360,7 @@ class GrantLoader:
             kind=kind,
             audience="" if kind is GrantKind.PERSONAL else audience,
             purpose_kind=purpose_kind,
+            request_id=request_id,
         )
 
     def _fail(self, path: Path, entry: Node, key: str, message: str, fix: str) -> None:
@@ -389,6 +403,20 @@ class GrantLoader:
         elif grant_id:
             self.seen_ids[grant_id] = f"{path}:{entry.line_of('id')}"
         return grant_id
+
+    def _request_id(self, path: Path, entry: Node) -> str | None:
+        request_id = _text(entry.get("request"))
+        if not REQUEST_ID.fullmatch(request_id):
+            self._fail(
+                path,
+                entry,
+                "request",
+                f"request id {request_id!r} is not valid",
+                'use the id of the access request the grant was approved from, e.g. "req-2026-0042", '
+                "or leave request: out for a grant written by hand",
+            )
+            return None
+        return request_id
 
     def _purpose(self, path: Path, entry: Node) -> str:
         purpose = _text(entry.get("purpose"))
