@@ -31,6 +31,7 @@ from citygate.proxy.grants.designees import Delegation, index_delegations
 from citygate.proxy.identity.config import IdentitySettings, parse_identity_section
 from citygate.proxy.metrics.config import MetricsSettings, parse_metrics_section
 from citygate.proxy.pac import PacSettings, parse_pac_section
+from citygate.proxy.requests.config import RequestSettings, parse_requests_section
 from citygate.proxy.yamlfile import Node, read_yaml
 
 DEFAULT_MAX_GRANT_DAYS = 365
@@ -108,6 +109,7 @@ class FeatureSettings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     flags: FlagSettings = field(default_factory=FlagSettings)
+    requests: RequestSettings = field(default_factory=RequestSettings)
 
 
 #: The features' section names, in the order they are read (and listed among the known settings).
@@ -201,6 +203,7 @@ class Policy:
     warnings: tuple[str, ...] = ()
     features: FeatureSettings = field(default_factory=FeatureSettings)
     grants_dir: Path | None = None  # watched for new grant files
+    max_grant_days: int = DEFAULT_MAX_GRANT_DAYS  # no grant may last longer
     _index: GrantIndex = field(default_factory=lambda: GrantIndex.of(()), repr=False)
     #: Directors' designees, by the designee's login (proxy/grants/designees.py).
     delegations: Mapping[str, tuple[Delegation, ...]] = field(default_factory=dict, repr=False)
@@ -387,6 +390,7 @@ def load_policy(
         audit=_section(config_path, document, "audit", parse_audit_section, problems),
         metrics=_section(config_path, document, "metrics", parse_metrics_section, problems),
         flags=_section(config_path, document, "flags", parse_flags_section, problems),
+        requests=_section(config_path, document, "requests", parse_requests_section, problems),
     )
 
     _check_sign_in_host_is_proxied(config_path, document, features, problems)
@@ -402,6 +406,7 @@ def load_policy(
         directory=directory,
         sources=(config_path, catalog_path, *grant_files),
         grants_dir=grants_dir,
+        max_grant_days=max_days,
         warnings=tuple(str(p) for p in problems.warnings),
         features=features,
         enforcement=enforcement,

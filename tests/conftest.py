@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from kdc import Kdc, kdc_available
+from postgres import Postgres, PostgresError
 from samba_ad import ActiveDirectory, SambaDC, SambaError, cache_root
 from slapd import Slapd, missing_tools
 
@@ -74,6 +75,20 @@ def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
 @pytest.fixture
 def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
     return slapd_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL server (see tests/postgres.py), one per session: `postgres.url`."""
+    server = Postgres()
+    try:
+        server.start()
+    except PostgresError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # Kerberos principals for the demo city's people (directory/demo.ldif), with test passwords.

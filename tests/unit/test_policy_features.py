@@ -21,14 +21,14 @@ def test_a_section_is_parsed_into_the_field_of_its_name(policy_files):
 
 
 def test_the_sections_are_read_in_the_order_of_the_features():
-    assert list(SECTION_NAMES) == ["pac", "identity", "audit", "metrics", "flags"]
+    assert list(SECTION_NAMES) == ["pac", "identity", "audit", "metrics", "flags", "requests"]
 
 
 def test_the_sections_are_listed_among_the_known_settings(policy_files, problem_with):
     problems = policy_files.problems(config=policy_files.mini_config + "pack: {}\n")
 
     assert problem_with(problems, 'unknown setting "pack"').fix.endswith(
-        "directory, mode, departments, pac, identity, audit, metrics, flags"
+        "directory, mode, departments, pac, identity, audit, metrics, flags, requests"
     )
 
 

@@ -1,0 +1,232 @@
+"""The `requests:` section: where access requests are kept and who decides them, in which stages.
+
+    requests:
+      enabled: true
+      database: ../var/requests.sqlite     # a file (SQLite), or postgresql+psycopg://host/db
+      stages:                              # in order; the grant exists once the last approves
+        - name: Department Director
+          approvers: department-directors  # the Directors (and designees) of the employee's department
+          escalate_after_business_days: 3  # then executives are asked too
+      expire_after_business_days: 10       # undecided requests end
+      max_purpose_chars: 1000
+      recorded_approvals: off              # off | warn | require (citygate check)
+
+A stage's `approvers` is `department-directors` or `{group: <directory group cn>}` (Glendale's
+Office of Communication and Public Affairs). Exactly one stage is the Directors': the grant
+names its approver, whom the proxy checks live on every request like any approver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from citygate.directory.problems import Problems
+from citygate.proxy.yamlfile import Items, Node
+
+DEPARTMENT_DIRECTORS = "department-directors"
+
+
+class RecordedApprovals(StrEnum):
+    """What `citygate check` says of grants that no recorded approval backs."""
+
+    OFF = "off"
+    WARN = "warn"
+    REQUIRE = "require"
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    # The directory group whose members decide; None: the Directors of the employee's department
+    # (and their designees).
+    group: str | None = None
+    escalate_after_business_days: int = 3
+
+    @property
+    def by_directors(self) -> bool:
+        return self.group is None
+
+
+DIRECTOR_STAGE = Stage("Department Director")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSettings:
+    enabled: bool = False
+    database: str = ""  # an SQLAlchemy URL ("" without a requests: section, when nothing is kept)
+    stages: tuple[Stage, ...] = (DIRECTOR_STAGE,)
+    expire_after_business_days: int = 10
+    max_purpose_chars: int = 1000
+    recorded_approvals: RecordedApprovals = RecordedApprovals.OFF
+
+
+_KEYS = (
+    "enabled",
+    "database",
+    "stages",
+    "expire_after_business_days",
+    "max_purpose_chars",
+    "recorded_approvals",
+)
+_STAGE_KEYS = ("name", "approvers", "escalate_after_business_days")
+DEFAULT_DATABASE = "../var/requests.sqlite"
+
+
+def parse_requests_section(
+    config_path: Path, node: Node | None, line: int, problems: Problems
+) -> RequestSettings:
+    """The settings in `node`; without a section, requests are off (grants are written by hand)."""
+    if node is None:
+        return RequestSettings()
+    database = _database_url(config_path, DEFAULT_DATABASE)
+    for key in sorted(set(node) - set(_KEYS)):
+        problems.error(
+            config_path,
+            node.line_of(key),
+            f'unknown setting "requests.{key}"',
+            f"known requests settings: {', '.join(_KEYS)}",
+        )
+    values: dict[str, object] = {"database": database, **_scalars(config_path, node, problems)}
+    if "stages" in node:
+        stages = _stages(config_path, node, problems)
+        if stages is not None:
+            values["stages"] = stages
+    return RequestSettings(**values)  # type: ignore[arg-type]
+
+
+def _scalars(config_path: Path, node: Node, problems: Problems) -> dict[str, object]:
+    """The section's settings that are one value each, those that are valid."""
+    values: dict[str, object] = {}
+    if "enabled" in node:
+        if isinstance(node["enabled"], bool):
+            values["enabled"] = node["enabled"]
+        else:
+            problems.error(
+                config_path,
+                node.line_of("enabled"),
+                f"requests.enabled {node['enabled']!r} is not true or false",
+                "write enabled: true or enabled: false",
+            )
+    if "database" in node:
+        if isinstance(node["database"], str) and node["database"].strip():
+            values["database"] = _database_url(config_path, node["database"].strip())
+        else:
+            problems.error(
+                config_path,
+                node.line_of("database"),
+                f"requests.database {node['database']!r} is not a file or a database URL",
+                f"e.g. database: {DEFAULT_DATABASE}, or database: postgresql+psycopg://citygate@db.city.example/citygate",
+            )
+    for key, low, high in (("expire_after_business_days", 1, 365), ("max_purpose_chars", 20, 10_000)):
+        if key in node:
+            number = _whole(config_path, node, key, low, high, problems, f"requests.{key}")
+            if number is not None:
+                values[key] = number
+    if "recorded_approvals" in node:
+        raw = node["recorded_approvals"]
+        try:
+            # YAML 1.1 reads a bare off as false: take it as meant.
+            values["recorded_approvals"] = RecordedApprovals("off" if raw is False else str(raw))
+        except ValueError:
+            problems.error(
+                config_path,
+                node.line_of("recorded_approvals"),
+                f"requests.recorded_approvals {node['recorded_approvals']!r} is not off, warn or require",
+                "write recorded_approvals: off (hand-written grants are fine), warn or require",
+            )
+    return values
+
+
+def _database_url(config_path: Path, value: str) -> str:
+    """An SQLAlchemy URL: a URL as written, a file path (relative to the config) as SQLite's."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{(config_path.parent / value).resolve()}"
+
+
+def _stages(config_path: Path, node: Node, problems: Problems) -> tuple[Stage, ...] | None:
+    raw = node["stages"]
+    example = "e.g. stages: [{name: Department Director, approvers: department-directors}]"
+    if not isinstance(raw, Items) or not raw:
+        problems.error(
+            config_path, node.line_of("stages"), "requests.stages must be a list of stages", example
+        )
+        return None
+    errors_before = len(problems.errors)
+    stages = []
+    for entry, line in zip(raw, raw.item_lines, strict=True):
+        stage = _stage(config_path, entry, line, problems)
+        if stage is not None:
+            stages.append(stage)
+    directors = [stage for stage in stages if stage.by_directors]
+    if len(problems.errors) == errors_before and len(directors) != 1:
+        problems.error(
+            config_path,
+            node.line_of("stages"),
+            f"requests.stages has {len(directors)} stages decided by department-directors; it needs exactly one",
+            "the grant names that stage's approver, whom the proxy checks live: keep one "
+            "stage with approvers: department-directors",
+        )
+    return tuple(stages) if len(problems.errors) == errors_before else None
+
+
+def _stage(config_path: Path, entry: object, line: int, problems: Problems) -> Stage | None:
+    if not isinstance(entry, Node):
+        problems.error(config_path, line, "a stage must be a mapping", "write - name: ..., approvers: ...")
+        return None
+    errors_before = len(problems.errors)
+    for key in sorted(set(entry) - set(_STAGE_KEYS)):
+        problems.error(
+            config_path,
+            entry.line_of(key),
+            f'unknown stage setting "{key}"',
+            f"known: {', '.join(_STAGE_KEYS)}",
+        )
+    name = str(entry.get("name") or "").strip()
+    if not name:
+        problems.error(config_path, line, "a stage needs a name", "e.g. name: Department Director")
+    group = None
+    approvers = entry.get("approvers")
+    if isinstance(approvers, Node) and set(approvers) == {"group"} and str(approvers["group"]).strip():
+        group = str(approvers["group"]).strip().casefold()
+    elif approvers != DEPARTMENT_DIRECTORS:
+        problems.error(
+            config_path,
+            entry.line_of("approvers") if "approvers" in entry else line,
+            f"stage approvers {approvers!r} is not department-directors or {{group: <cn>}}",
+            "write approvers: department-directors, or approvers: {group: communications-office}",
+        )
+    days = 3
+    if "escalate_after_business_days" in entry:
+        days = (
+            _whole(
+                config_path,
+                entry,
+                "escalate_after_business_days",
+                1,
+                60,
+                problems,
+                "escalate_after_business_days",
+            )
+            or days
+        )
+    if len(problems.errors) > errors_before:
+        return None
+    return Stage(name, group, days)
+
+
+def _whole(
+    config_path: Path, node: Node, key: str, low: int, high: int, problems: Problems, label: str
+) -> int | None:
+    value = node[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.error(
+            config_path,
+            node.line_of(key),
+            f"{label} {value!r} is not a whole number from {low} to {high}",
+            f"e.g. {key}: {low if low > 1 else 3}",
+        )
+        return None
+    return value
