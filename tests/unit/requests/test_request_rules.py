@@ -23,7 +23,6 @@ from citygate.proxy.requests.routing import (
     grant_of,
     with_decision,
 )
-from tests.unit.conftest import MINI_CONFIG
 
 LA = ZoneInfo("America/Los_Angeles")
 TODAY = date(2026, 6, 15)  # a Monday
@@ -285,7 +284,7 @@ def test_the_next_stage_has_its_own_escalation_clock():
 
 
 def test_the_section_is_parsed_with_a_database_beside_the_config(policy_files):
-    config = MINI_CONFIG + (
+    config = policy_files.mini_config + (
         "requests:\n  enabled: true\n  database: var/requests.sqlite\n  recorded_approvals: off\n"
         "  stages:\n    - {name: Director, approvers: department-directors, escalate_after_business_days: 2}\n"
         "    - {name: Communications, approvers: {group: Communications-Office}}\n"
@@ -301,7 +300,7 @@ def test_the_section_is_parsed_with_a_database_beside_the_config(policy_files):
 
 
 def test_a_bad_section_reports_every_problem_with_its_line(policy_files):
-    config = MINI_CONFIG + (
+    config = policy_files.mini_config + (
         "requests:\n  enabled: yes please\n  expire_after_business_days: 0\n  recorded_approvals: sometimes\n"
         "  stages:\n    - {name: Communications, approvers: {group: communications-office}}\n  colour: blue\n"
     )
