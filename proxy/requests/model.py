@@ -54,6 +54,7 @@ class AccessRequest:
     decisions: tuple[StageDecision, ...] = ()
     grant_id: str | None = None  # once approved and written
     closed_at: datetime | None = None
+    version: int = 0  # the store's count of changes, so a change is saved only onto what was read
 
     @property
     def stage_started(self) -> datetime:

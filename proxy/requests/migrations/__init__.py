@@ -1,0 +1,1 @@
+"""The request store's schema migrations (Alembic), applied by `RequestStore.migrate`."""

@@ -1,0 +1,293 @@
+"""Where access requests are kept: SQLite (one file, WAL) by default, PostgreSQL by URL.
+
+Several proxy hosts behind a load balancer share one PostgreSQL: every rule that must hold
+across them is the database's (one open request per employee and site is a primary key; a
+decision is saved only if nobody saved another since it was read, by a version number), not
+a process's memory. Calls block: the web app and the CLI run them off their event loops.
+Times are stored in UTC and returned as aware datetimes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine, Row
+
+from citygate.directory.model import Person
+from citygate.proxy.grants import REQUEST_ID
+from citygate.proxy.requests.form import Draft
+from citygate.proxy.requests.model import AccessRequest, StageDecision, Status
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+_metadata = sa.MetaData()
+_requests = sa.Table(
+    "access_requests",
+    _metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("year", sa.Integer),
+    sa.Column("employee", sa.String),
+    sa.Column("name", sa.String),
+    sa.Column("department", sa.String),
+    sa.Column("title", sa.String),
+    sa.Column("sites", sa.JSON),
+    sa.Column("paths", sa.JSON),
+    sa.Column("purpose", sa.Text),
+    sa.Column("until", sa.Date),
+    sa.Column("submitted_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String),
+    sa.Column("stage", sa.Integer),
+    sa.Column("escalated", sa.Boolean),
+    sa.Column("grant_id", sa.String),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("version", sa.Integer),
+)
+_decisions = sa.Table(
+    "request_decisions",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request", sa.Integer),
+    sa.Column("stage", sa.Integer),
+    sa.Column("approver", sa.String),
+    sa.Column("method", sa.String),
+    sa.Column("approved", sa.Boolean),
+    sa.Column("reason", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("address", sa.String),
+    sa.Column("delegated_by", sa.String),
+)
+_open = sa.Table(
+    "open_requests",
+    _metadata,
+    sa.Column("employee", sa.String, primary_key=True),
+    sa.Column("site", sa.String, primary_key=True),
+    sa.Column("request", sa.Integer),
+)
+
+
+class AlreadyOpen(NamedTuple):
+    """The employee has an open request for the site: one at a time."""
+
+    request_id: str
+    site: str
+
+
+def request_number(request_id: str) -> int | None:
+    """42 for req-2026-0042; None for anything that is not a request id."""
+    return int(request_id.rsplit("-", 1)[1]) if REQUEST_ID.fullmatch(request_id) else None
+
+
+class RequestStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            Path(self.engine.url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (a no-op when it is there)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, person: Person, draft: Draft, at: datetime) -> AccessRequest | AlreadyOpen:
+        """Store a new request, unless the employee has one open for one of its sites."""
+        employee = person.uid.casefold()
+        try:
+            with self.engine.begin() as db:
+                taken = self._open_for(db, employee, draft.sites)
+                if taken is not None:
+                    return taken
+                key = db.execute(
+                    _requests.insert().values(
+                        year=at.year,
+                        employee=employee,
+                        name=person.name,
+                        department=person.department,
+                        title=person.title,
+                        sites=list(draft.sites),
+                        paths={site: list(scope) for site, scope in draft.paths.items()},
+                        purpose=draft.purpose,
+                        until=draft.until,
+                        submitted_at=_utc(at),
+                        status=Status.PENDING.value,
+                        stage=0,
+                        escalated=False,
+                        version=0,
+                    )
+                ).inserted_primary_key
+                assert key is not None, "an autoincrement key"
+                number = key[0]
+                rows = [{"employee": employee, "site": site, "request": number} for site in draft.sites]
+                db.execute(_open.insert(), rows)
+        except sa.exc.IntegrityError:
+            # Another request for the site was stored between our check and our insert.
+            with self.engine.connect() as db:
+                taken = self._open_for(db, employee, draft.sites)
+            if taken is None:
+                raise
+            return taken
+        found = self.get(_request_id(at.year, number))
+        assert found is not None, "just stored"
+        return found
+
+    def get(self, request_id: str) -> AccessRequest | None:
+        number = request_number(request_id)
+        if number is None:
+            return None
+        with self.engine.connect() as db:
+            found = self._load(db, _requests.c.number == number)
+        return found[0] if found else None
+
+    def of_employee(self, uid: str) -> list[AccessRequest]:
+        """The employee's requests, newest first."""
+        with self.engine.connect() as db:
+            return self._load(db, _requests.c.employee == uid.casefold())
+
+    def pending(self, departments: Iterable[str] | None = None) -> list[AccessRequest]:
+        """Open requests (of these departments), newest first."""
+        condition = _requests.c.status == Status.PENDING.value
+        if departments is not None:
+            condition = condition & _requests.c.department.in_(list(departments))
+        with self.engine.connect() as db:
+            return self._load(db, condition)
+
+    def save(self, before: AccessRequest, after: AccessRequest) -> bool:
+        """Store `after` (a decision, an escalation, an expiry...) if the request is still as
+        `before` was read; False when someone else changed it first (nothing is stored)."""
+        number = request_number(before.id)
+        assert number is not None and after.id == before.id, "the same request"
+        new_decisions = after.decisions[len(before.decisions) :]
+        assert after.decisions[: len(before.decisions)] == before.decisions, "decisions are only added"
+        with self.engine.begin() as db:
+            changed = db.execute(
+                _requests.update()
+                .where(
+                    _requests.c.number == number,
+                    _requests.c.version == len(before.decisions) + _flags(before),
+                )
+                .values(
+                    status=after.status.value,
+                    stage=after.stage,
+                    escalated=after.escalated,
+                    grant_id=after.grant_id,
+                    closed_at=_utc(after.closed_at) if after.closed_at else None,
+                    version=before.version + 1,
+                )
+            ).rowcount
+            if changed != 1:
+                return False
+            if new_decisions:
+                db.execute(_decisions.insert(), [_decision_row(number, d) for d in new_decisions])
+            if not after.status.open:
+                db.execute(_open.delete().where(_open.c.request == number))
+        return True
+
+    # ------------------------------------------------------------------ reading rows
+
+    def _open_for(self, db: Connection, employee: str, sites: Sequence[str]) -> AlreadyOpen | None:
+        taken = db.execute(
+            sa.select(_open.c.site, _requests.c.year, _requests.c.number)
+            .join(_requests, _requests.c.number == _open.c.request)
+            .where(_open.c.employee == employee, _open.c.site.in_(list(sites)))
+        ).first()
+        return AlreadyOpen(_request_id(taken.year, taken.number), taken.site) if taken is not None else None
+
+    def _load(self, db: Connection, condition: sa.ColumnElement[bool]) -> list[AccessRequest]:
+        rows = db.execute(sa.select(_requests).where(condition).order_by(_requests.c.number.desc())).all()
+        if not rows:
+            return []
+        decisions: dict[int, list[StageDecision]] = {}
+        for row in db.execute(
+            sa.select(_decisions)
+            .where(_decisions.c.request.in_([row.number for row in rows]))
+            .order_by(_decisions.c.id)
+        ):
+            decisions.setdefault(row.request, []).append(_decision_of(row))
+        return [_request_of(row, decisions.get(row.number, [])) for row in rows]
+
+
+def _flags(request: AccessRequest) -> int:
+    """The part of a request's version that is not its decisions: escalation, closing, the grant."""
+    return (
+        1000 * int(request.escalated)
+        + 2000 * int(not request.status.open)
+        + 4000 * int(bool(request.grant_id))
+    )
+
+
+def _request_id(year: int, number: int) -> str:
+    return f"req-{year:04d}-{number:04d}"
+
+
+def _request_of(row: Row[Any], decisions: Sequence[StageDecision]) -> AccessRequest:
+    return AccessRequest(
+        id=_request_id(row.year, row.number),
+        employee=row.employee,
+        name=row.name,
+        department=row.department,
+        title=row.title,
+        sites=tuple(row.sites),
+        purpose=row.purpose,
+        until=row.until,
+        submitted_at=_aware(row.submitted_at),
+        paths=MappingProxyType({site: tuple(scope) for site, scope in row.paths.items()}),
+        status=Status(row.status),
+        stage=row.stage,
+        escalated=row.escalated,
+        decisions=tuple(decisions),
+        grant_id=row.grant_id,
+        closed_at=_aware(row.closed_at) if row.closed_at else None,
+        version=row.version,
+    )
+
+
+def _decision_row(number: int, decision: StageDecision) -> dict[str, object]:
+    return dataclasses.asdict(decision) | {"request": number, "at": _utc(decision.at)}
+
+
+def _decision_of(row: Row[Any]) -> StageDecision:
+    return StageDecision(
+        row.stage,
+        row.approver,
+        row.method,
+        row.approved,
+        row.reason,
+        _aware(row.at),
+        row.address,
+        row.delegated_by,
+    )
+
+
+def _utc(at: datetime) -> datetime:
+    assert at.tzinfo is not None, "an aware time"
+    return at.astimezone(UTC)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite keeps no zone: what it returns is the UTC time that was stored."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _sqlite_pragmas(connection: Any, _record: object) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")  # another process's write: wait, do not fail
+    cursor.close()
