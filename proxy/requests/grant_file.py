@@ -72,21 +72,43 @@ def add_grant(config_path: Path, department: str, grant: ApprovedGrant) -> Path:
 
     Raises GrantNotWritten, with every problem, when the configuration would not load with it.
     """
-    grants_dir = load_policy(config_path).grants_dir
-    assert grants_dir is not None, "load_policy sets the grants folder"
+    grants_dir = _grants_dir(config_path)
     with _locked(grants_dir):
-        path, document = _department_file(grants_dir, department)
-        grants = document.get("grants")
-        if not isinstance(grants, CommentedSeq):
-            grants = document["grants"] = CommentedSeq()
-        grants.append(grant.entry())
-        text = _dump(document)
-        try:
-            load_policy(config_path, pending={path: text})
-        except ConfigError as exc:
-            raise GrantNotWritten([p for p in exc.problems if p.path == path] or exc.problems) from exc
+        path, text = _with_grant(config_path, grants_dir, department, grant)
         _replace(path, text)
     return path
+
+
+def problems_writing(config_path: Path, department: str, grant: ApprovedGrant) -> list[Problem]:
+    """What would stop `add_grant` now (nothing is written): to check before an approval is saved."""
+    try:
+        _with_grant(config_path, _grants_dir(config_path), department, grant)
+    except GrantNotWritten as exc:
+        return exc.problems
+    return []
+
+
+def _grants_dir(config_path: Path) -> Path:
+    grants_dir = load_policy(config_path).grants_dir
+    assert grants_dir is not None, "load_policy sets the grants folder"
+    return grants_dir
+
+
+def _with_grant(
+    config_path: Path, grants_dir: Path, department: str, grant: ApprovedGrant
+) -> tuple[Path, str]:
+    """The department's grant file and its text with `grant` added, checked as citygate check would."""
+    path, document = _department_file(grants_dir, department)
+    grants = document.get("grants")
+    if not isinstance(grants, CommentedSeq):
+        grants = document["grants"] = CommentedSeq()
+    grants.append(grant.entry())
+    text = _dump(document)
+    try:
+        load_policy(config_path, pending={path: text})
+    except ConfigError as exc:
+        raise GrantNotWritten([p for p in exc.problems if p.path == path] or exc.problems) from exc
+    return path, text
 
 
 def _yaml() -> YAML:
