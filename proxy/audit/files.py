@@ -25,6 +25,8 @@ ACTIVE_NAME = "citygate-audit.jsonl"
 LOCK_NAME = ".citygate-audit.lock"
 _ROTATED = re.compile(r"^citygate-audit-(\d{8})-(\d{12})\.jsonl(\.gz)?$")
 _WORKER = re.compile(r"^worker-(\d+)$")
+# The access requests' chain (proxy/requests/log.py): decisions on requests, as evidence.
+REQUESTS_FOLDER = "requests"
 
 
 def worker_directory(base: Path, worker: int | None) -> Path:
@@ -61,7 +63,8 @@ def log_files(directory: Path) -> list[Path]:
 
 
 def chains(directory: Path) -> list[list[Path]]:
-    """Each chain in `directory`: its own files, then each worker subfolder's, in worker order."""
+    """Each chain in `directory`: its own files, each worker subfolder's in worker order, then
+    the access requests' (`requests/`)."""
     found = [log_files(directory)]
     workers = sorted(
         (int(match.group(1)), path)
@@ -69,6 +72,8 @@ def chains(directory: Path) -> list[list[Path]]:
         if path.is_dir() and (match := _WORKER.match(path.name))
     )
     found.extend(log_files(path) for _, path in workers)
+    if (directory / REQUESTS_FOLDER).is_dir():
+        found.append(log_files(directory / REQUESTS_FOLDER))
     return [files for files in found if files]
 
 

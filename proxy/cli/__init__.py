@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.directory.problems import ConfigError
-from citygate.proxy.cli import audit, pac, reports
-from citygate.proxy.cli.commands import Commands, command
+from citygate.proxy.cli import audit, pac, reports, requests
+from citygate.proxy.cli.commands import Commands, close_directory, command
 from citygate.proxy.cli.keytab import check_keytab
 from citygate.proxy.decision import (
     Decision,
@@ -50,6 +50,7 @@ FEATURE_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     audit.register_logs,
     reports.register_report,
     reports.register_grants,
+    requests.register_requests,
 )
 
 EPILOG_RUN = """examples:
@@ -307,7 +308,7 @@ def _check(args: argparse.Namespace) -> int:
         )
         return 1
     finally:
-        _close(directory)
+        close_directory(directory)
     for location, what, reason, detail in failing:
         print(f"  {location}: {what} would not work now: {reason.value}: {detail}")
     if failing:
@@ -393,12 +394,6 @@ def _grants_not_working(
                     (delegation.location, f"designee {designee}", Reason.APPROVER_NOT_AUTHORIZED, detail)
                 )
     return failing
-
-
-def _close(directory: Directory) -> None:
-    close = getattr(directory, "close", None)
-    if callable(close):
-        close()
 
 
 def _facts(

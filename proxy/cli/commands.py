@@ -53,3 +53,10 @@ def config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, help="the configuration file (default: %(default)s)"
     )
+
+
+def close_directory(directory: object) -> None:
+    """Close a directory backend that holds connections (LDAP); a static one has nothing to close."""
+    close = getattr(directory, "close", None)
+    if callable(close):
+        close()

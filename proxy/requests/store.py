@@ -160,6 +160,11 @@ class RequestStore:
         with self.engine.connect() as db:
             return self._load(db, _requests.c.employee == uid.casefold())
 
+    def every(self) -> list[AccessRequest]:
+        """Every request, newest first."""
+        with self.engine.connect() as db:
+            return self._load(db, sa.true())
+
     def pending(self, departments: Iterable[str] | None = None) -> list[AccessRequest]:
         """Open requests (of these departments), newest first."""
         condition = _requests.c.status == Status.PENDING.value

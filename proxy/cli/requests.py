@@ -1,0 +1,218 @@
+"""`citygate requests`: access requests from a terminal, for Directors and IT.
+
+`list` and `show` read the request store; `approve` and `deny` decide as the web portal does
+(proxy/requests/workflow.py), after the approver proves who they are with their directory
+password: a name typed on the command line proves nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from citygate.directory.backends import open_directory
+from citygate.directory.model import BindOutcome, Directory, DirectoryUnavailable
+from citygate.directory.problems import ConfigError
+from citygate.proxy.audit.writer import AuditUnavailable
+from citygate.proxy.cli.commands import Commands, close_directory, command, command_with_actions
+from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.requests.log import EvidenceLog
+from citygate.proxy.requests.model import AccessRequest
+from citygate.proxy.requests.store import RequestStore
+from citygate.proxy.requests.workflow import Approver, Decided, decide
+
+EPILOG = """examples:
+  citygate requests list                                  # the requests waiting for a decision
+  citygate requests list --all --department Parks
+  citygate requests show req-2026-0042
+  citygate requests approve req-2026-0042 --as ahernandez # asks for ahernandez's password
+  citygate requests deny req-2026-0042 --as ahernandez --reason "Use the Parks page instead"
+  echo "$PASSWORD" | citygate requests approve req-2026-0042 --as ahernandez --password-stdin
+
+exit status: 0 when done, 1 when the request could not be decided (the reason is printed),
+2 on a usage, configuration or sign-in error.
+"""
+
+
+def register_requests(commands: Commands) -> None:
+    actions = command_with_actions(
+        commands, "requests", "list, show, approve and deny access requests", EPILOG
+    )
+    listing = command(
+        actions, "list", "requests waiting for a decision (all with --all)", EPILOG, run_list, config=True
+    )
+    listing.add_argument("--all", action="store_true", help="every request, decided or not")
+    listing.add_argument("--department", help="only this department's requests")
+    show = command(actions, "show", "one request with every decision on it", EPILOG, run_show, config=True)
+    show.add_argument("request", metavar="REQUEST", help="e.g. req-2026-0042")
+    for name, handler, help in (
+        ("approve", run_approve, "approve the stage of a request you decide"),
+        ("deny", run_deny, "deny a request, saying why (the employee is told)"),
+    ):
+        action = command(actions, name, help, EPILOG, handler, config=True)
+        action.add_argument("request", metavar="REQUEST", help="e.g. req-2026-0042")
+        action.add_argument(
+            "--as", dest="approver", required=True, metavar="LOGIN", help="your directory login"
+        )
+        action.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from standard input, not a prompt",
+        )
+        action.add_argument("--reason", default="", help="why (required to deny)")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    loaded = _open(args.config)
+    if loaded is None:
+        return 2
+    policy, store = loaded
+    try:
+        departments = [args.department] if args.department else None
+        if args.all:
+            found = [r for r in store.every() if departments is None or r.department in departments]
+        else:
+            found = store.pending(departments)
+    finally:
+        store.close()
+    stages = policy.features.requests.stages
+    print("request\tstatus\tstage\temployee\tdepartment\tsites\tuntil\tsubmitted")
+    for request in found:
+        stage = stages[request.stage].name if request.status.open else "-"
+        submitted = request.submitted_at.astimezone(policy.timezone).strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{request.id}\t{request.status.value}\t{stage}\t{request.employee}\t{request.department or '-'}\t"
+            f"{','.join(request.sites)}\t{request.until}\t{submitted}"
+        )
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    loaded = _open(args.config)
+    if loaded is None:
+        return 2
+    policy, store = loaded
+    try:
+        request = store.get(args.request)
+    finally:
+        store.close()
+    if request is None:
+        return _fail(f"there is no request {args.request}", 1)
+    print(_described(request, policy))
+    return 0
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    return _decide(args, approved=True)
+
+
+def run_deny(args: argparse.Namespace) -> int:
+    return _decide(args, approved=False)
+
+
+def _decide(args: argparse.Namespace, *, approved: bool) -> int:
+    loaded = _open(args.config)
+    if loaded is None:
+        return 2
+    policy, store = loaded
+    directory = open_directory(policy.directory, args.config)
+    try:
+        refused = _signed_in(directory, args.approver, args.password_stdin)
+        if refused is not None:
+            return _fail(refused, 2)
+        with EvidenceLog(policy.features.audit, policy.timezone) as evidence:
+            outcome = decide(
+                store=store,
+                policy=policy,
+                config_path=Path(args.config),
+                directory=directory,
+                request_id=args.request,
+                approver=Approver(args.approver, "cli", "cli"),
+                approved=approved,
+                reason=args.reason,
+                now=datetime.now(policy.timezone),
+                record=evidence.record,
+            )
+    except AuditUnavailable as exc:
+        return _fail(str(exc), 1)
+    finally:
+        store.close()
+        close_directory(directory)
+    if not isinstance(outcome, Decided):
+        return _fail(outcome.why, 1)
+    request = outcome.request
+    print(
+        f"{request.id}: {request.status.value}"
+        + (f", stage {request.stage + 1}" if request.status.open else "")
+    )
+    if outcome.grant_file is not None:
+        print(
+            f"grant {request.grant_id} written to {outcome.grant_file}; the proxy picks it up on its next reload"
+        )
+    return 0
+
+
+def _signed_in(directory: Directory, uid: str, from_stdin: bool) -> str | None:
+    """None when `uid`'s directory password is given; otherwise why not."""
+    password = (
+        sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass(f"{uid}'s directory password: ")
+    )
+    if not password:
+        return "no password given"
+    try:
+        outcome = directory.authenticate(uid, password)
+    except DirectoryUnavailable as exc:
+        return f"the directory could not check the password: {exc}"
+    if outcome is not BindOutcome.OK:
+        return f"sign-in refused for {uid}: {outcome.value.replace('_', ' ')}"
+    return None
+
+
+def _open(config: str) -> tuple[Policy, RequestStore] | None:
+    try:
+        policy = load_policy(Path(config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"citygate: {problem}", file=sys.stderr)
+        return None
+    settings = policy.features.requests
+    if not settings.enabled:
+        _fail(f"access requests are off in {config}: set requests: {{enabled: true}} (README)", 2)
+        return None
+    store = RequestStore(settings.database)
+    store.migrate()
+    return policy, store
+
+
+def _described(request: AccessRequest, policy: Policy) -> str:
+    zone = policy.timezone
+    lines = [
+        f"request     {request.id} ({request.status.value})",
+        f"employee    {request.name} ({request.employee}), {request.title or '-'}, {request.department or '-'}",
+        f"sites       {', '.join(request.sites)}",
+        *(f"pages       {site}: {', '.join(scope)}" for site, scope in request.paths.items()),
+        f"purpose     {request.purpose}",
+        f"until       {request.until}",
+        f"submitted   {request.submitted_at.astimezone(zone):%Y-%m-%d %H:%M}",
+    ]
+    stages = policy.features.requests.stages
+    for decision in request.decisions:
+        name = stages[decision.stage].name if decision.stage < len(stages) else f"stage {decision.stage + 1}"
+        verb = "approved" if decision.approved else "denied"
+        by = decision.approver + (f" (for {decision.delegated_by})" if decision.delegated_by else "")
+        why = f": {decision.reason}" if decision.reason else ""
+        lines.append(
+            f"decision    {name}: {verb} by {by}, {decision.at.astimezone(zone):%Y-%m-%d %H:%M}, "
+            f"signed in with {decision.method} from {decision.address}{why}"
+        )
+    if request.grant_id:
+        lines.append(f"grant       {request.grant_id}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"citygate: {message}", file=sys.stderr)
+    return status

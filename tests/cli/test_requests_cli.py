@@ -1,0 +1,140 @@
+"""`citygate requests`: the real console script against a copy of the demo city with requests on.
+
+The request is stored as the portal stores it (RequestStore.submit); deciding it goes through
+the CLI, signed in with the approver's directory password (the demo's `<uid>-pass`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from citygate.directory.model import Person
+from citygate.proxy.policy import load_policy
+from citygate.proxy.requests.form import Draft
+from citygate.proxy.requests.store import RequestStore
+
+ROOT = Path(__file__).resolve().parents[2]
+CITYGATE = str(Path(sys.executable).parent / "citygate")
+LA = ZoneInfo("America/Los_Angeles")
+MINH = Person("mnguyen", "Minh Nguyen", "Parks", "Recreation Specialist")
+
+
+def citygate(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CITYGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=f"{password}\n" if password else "",
+    )
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> tuple[Path, str]:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(
+        ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
+    config = tmp_path / "config" / "citygate.yaml"
+    text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
+    config.write_text(text + "\nrequests:\n  enabled: true\n  database: ../requests.sqlite\n")
+    policy = load_policy(config)
+    store = RequestStore(policy.features.requests.database)
+    store.migrate()
+    until = datetime.now(LA).date() + timedelta(days=60)
+    request = store.submit(
+        MINH, Draft(("instagram",), "Post the summer camp schedule", until), datetime.now(LA)
+    )
+    store.close()
+    return config, request.id
+
+
+def decide(config: Path, action: str, request_id: str, uid: str, password: str, *more: str):
+    return citygate(
+        "requests",
+        action,
+        request_id,
+        "--config",
+        str(config),
+        "--as",
+        uid,
+        "--password-stdin",
+        *more,
+        password=password,
+    )
+
+
+def test_a_director_lists_shows_and_approves_and_the_evidence_verifies(city):
+    config, request_id = city
+
+    listed = citygate("requests", "list", "--config", str(config))
+    assert listed.returncode == 0
+    assert f"{request_id}\tpending\tDepartment Director\tmnguyen\tParks\tinstagram\t" in listed.stdout
+
+    approved = decide(config, "approve", request_id, "ahernandez", "ahernandez-pass")
+    assert approved.returncode == 0, approved.stderr
+    grant_id = "grant-" + request_id.removeprefix("req-")
+    assert f"{request_id}: approved" in approved.stdout
+    assert f"grant {grant_id} written to {config.parent / 'grants' / 'parks.yaml'}" in approved.stdout
+
+    assert f"request: {request_id}" in (config.parent / "grants" / "parks.yaml").read_text()
+    checked = citygate("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    shown = citygate("requests", "show", request_id, "--config", str(config))
+    assert "decision    Department Director: approved by ahernandez" in shown.stdout
+    assert "signed in with cli from cli" in shown.stdout
+    assert f"grant       {grant_id}" in shown.stdout
+
+    log = config.parent.parent / "log"
+    verified = citygate("audit", "verify", str(log))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    evidence = (log / "requests" / "citygate-audit.jsonl").read_text()
+    assert '"event.action":"access-request-approved"' in evidence.replace(" ", "")
+    assert "ahernandez-pass" not in evidence
+
+
+@pytest.mark.parametrize(
+    ("uid", "password", "status", "says"),
+    [
+        ("rpatel", "rpatel-pass", 1, "you direct Communications, not Parks's department"),
+        ("jlee", "jlee-pass", 1, "only a Director of the employee's department"),
+        ("mnguyen", "mnguyen-pass", 1, "nobody decides their own request"),
+        ("ahernandez", "not-her-password", 2, "sign-in refused for ahernandez: wrong password"),
+    ],
+)
+def test_others_cannot_approve_from_the_terminal(city, uid, password, status, says):
+    config, request_id = city
+
+    refused = decide(config, "approve", request_id, uid, password)
+
+    assert (refused.returncode, refused.stdout) == (status, "")
+    assert says in refused.stderr
+    assert password not in refused.stderr
+    assert f"{request_id}\tpending" in citygate("requests", "list", "--config", str(config)).stdout
+
+
+def test_a_denial_needs_a_reason(city):
+    config, request_id = city
+
+    silent = decide(config, "deny", request_id, "ahernandez", "ahernandez-pass")
+    assert silent.returncode == 1 and "say why the request is denied" in silent.stderr
+
+    denied = decide(
+        config, "deny", request_id, "ahernandez", "ahernandez-pass", "--reason", "Use the Parks page"
+    )
+    assert denied.returncode == 0 and f"{request_id}: denied" in denied.stdout
+    assert "denied by ahernandez" in citygate("requests", "show", request_id, "--config", str(config)).stdout
+
+
+def test_requests_off_says_how_to_turn_them_on():
+    off = citygate("requests", "list", "--config", str(ROOT / "config" / "citygate.yaml"))
+
+    assert off.returncode == 2
+    assert "access requests are off" in off.stderr and "requests: {enabled: true}" in off.stderr
