@@ -21,8 +21,9 @@ from citygate.proxy.cli.commands import Commands, close_directory, command, comm
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.requests.log import EvidenceLog
 from citygate.proxy.requests.model import AccessRequest
+from citygate.proxy.requests.routing import Due
 from citygate.proxy.requests.store import RequestStore
-from citygate.proxy.requests.workflow import Approver, Decided, decide
+from citygate.proxy.requests.workflow import Approver, Decided, advance, decide
 
 EPILOG = """examples:
   citygate requests list                                  # the requests waiting for a decision
@@ -31,6 +32,7 @@ EPILOG = """examples:
   citygate requests approve req-2026-0042 --as ahernandez # asks for ahernandez's password
   citygate requests deny req-2026-0042 --as ahernandez --reason "Use the Parks page instead"
   echo "$PASSWORD" | citygate requests approve req-2026-0042 --as ahernandez --password-stdin
+  citygate requests advance                               # escalate and expire by the business days set
 
 exit status: 0 when done, 1 when the request could not be decided (the reason is printed),
 2 on a usage, configuration or sign-in error.
@@ -48,6 +50,14 @@ def register_requests(commands: Commands) -> None:
     listing.add_argument("--department", help="only this department's requests")
     show = command(actions, "show", "one request with every decision on it", EPILOG, run_show, config=True)
     show.add_argument("request", metavar="REQUEST", help="e.g. req-2026-0042")
+    command(
+        actions,
+        "advance",
+        "escalate and expire open requests whose time has come (run it every few minutes: a timer)",
+        EPILOG,
+        run_advance,
+        config=True,
+    )
     for name, handler, help in (
         ("approve", run_approve, "approve the stage of a request you decide"),
         ("deny", run_deny, "deny a request, saying why (the employee is told)"),
@@ -102,6 +112,25 @@ def run_show(args: argparse.Namespace) -> int:
     if request is None:
         return _fail(f"there is no request {args.request}", 1)
     print(_described(request, policy))
+    return 0
+
+
+def run_advance(args: argparse.Namespace) -> int:
+    loaded = _open(args.config)
+    if loaded is None:
+        return 2
+    policy, store = loaded
+    try:
+        with EvidenceLog(policy.features.audit, policy.timezone) as evidence:
+            done = advance(
+                store=store, policy=policy, now=datetime.now(policy.timezone), record=evidence.record
+            )
+    except AuditUnavailable as exc:
+        return _fail(str(exc), 1)
+    finally:
+        store.close()
+    for request, action in done:
+        print(f"{request.id}: {'escalated to the executives' if action is Due.ESCALATE else 'expired'}")
     return 0
 
 

@@ -47,6 +47,17 @@ def refusal_record(
     return record
 
 
+def time_record(request: AccessRequest, action: str, stage: str, at: datetime) -> dict[str, object]:
+    """Time acted on a request: its stage escalated to the executives, or the request expired."""
+    record = _about(request, f"access-request-{'escalated' if action == 'escalate' else 'expired'}", at)
+    record |= {
+        "event.outcome": "success",
+        "citygate.request.stage_name": stage,
+        "citygate.request.status": request.status.value,
+    }
+    return record
+
+
 def _about(request: AccessRequest, action: str, at: datetime) -> dict[str, object]:
     return {
         "@timestamp": timestamp(at),

@@ -185,7 +185,7 @@ class RequestStore:
                 _requests.update()
                 .where(
                     _requests.c.number == number,
-                    _requests.c.version == len(before.decisions) + _flags(before),
+                    _requests.c.version == before.version,
                 )
                 .values(
                     status=after.status.value,
@@ -226,15 +226,6 @@ class RequestStore:
         ):
             decisions.setdefault(row.request, []).append(_decision_of(row))
         return [_request_of(row, decisions.get(row.number, [])) for row in rows]
-
-
-def _flags(request: AccessRequest) -> int:
-    """The part of a request's version that is not its decisions: escalation, closing, the grant."""
-    return (
-        1000 * int(request.escalated)
-        + 2000 * int(not request.status.open)
-        + 4000 * int(bool(request.grant_id))
-    )
 
 
 def _request_id(year: int, number: int) -> str:

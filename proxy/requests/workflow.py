@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.proxy.policy import Policy
-from citygate.proxy.requests.evidence import decision_record, refusal_record
+from citygate.proxy.requests.evidence import decision_record, refusal_record, time_record
 from citygate.proxy.requests.grant_file import GrantNotWritten, add_grant, problems_writing
 from citygate.proxy.requests.model import AccessRequest, StageDecision, Status
-from citygate.proxy.requests.routing import Refusal, authority, grant_of, with_decision
+from citygate.proxy.requests.routing import Due, Refusal, authority, due, grant_of, with_decision
 from citygate.proxy.requests.store import RequestStore
 
 Record = Callable[[dict[str, object]], None]
@@ -101,6 +101,28 @@ def decide(
         # The approval stands (it is evidence); the grant is missing until written again.
         return NotDecided(f"{request.id} is approved, but its grant {grant.id} could not be written: {exc}")
     return Decided(after, written)
+
+
+def advance(
+    *, store: RequestStore, policy: Policy, now: datetime, record: Record
+) -> list[tuple[AccessRequest, Due]]:
+    """Escalate and expire the open requests whose time has come (business days, city time):
+    what was done to which. Run every few minutes (`citygate requests advance`, a timer)."""
+    settings = policy.features.requests
+    now = now.astimezone(policy.timezone)
+    done = []
+    for request in store.pending():
+        action = due(request, now, settings)
+        if action is None:
+            continue
+        if action is Due.EXPIRE:
+            after = dataclasses.replace(request, status=Status.EXPIRED, closed_at=now)
+        else:
+            after = dataclasses.replace(request, escalated=True)
+        if store.save(request, after):  # not saved: decided meanwhile; the next run looks again
+            record(time_record(after, action.value, settings.stages[request.stage].name, now))
+            done.append((after, action))
+    return done
 
 
 def _approver_facts(

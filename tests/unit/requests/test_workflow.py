@@ -17,7 +17,7 @@ from citygate.proxy.policy import load_policy
 from citygate.proxy.requests.form import Draft
 from citygate.proxy.requests.model import Status
 from citygate.proxy.requests.store import RequestStore
-from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, decide
+from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, advance, decide
 
 REPO = Path(__file__).resolve().parents[3]
 LA = ZoneInfo("America/Los_Angeles")
@@ -143,3 +143,40 @@ def test_an_approval_whose_grant_would_not_load_is_not_saved(city):
     assert f'grant id "{taken}" is already used' in outcome.why
     assert store.get(request.id).status is Status.PENDING
     assert records == []
+
+
+def test_a_stale_request_escalates_then_expires_by_the_configured_business_days(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "directory", tmp_path / "directory")
+    config = tmp_path / "config" / "citygate.yaml"
+    config.write_text(
+        config.read_text()
+        + "\nrequests:\n  enabled: true\n  expire_after_business_days: 10\n"
+        + "  stages: [{name: Department Director, approvers: department-directors, escalate_after_business_days: 3}]\n"
+    )
+    policy = load_policy(config)
+    store = RequestStore(f"sqlite:///{tmp_path / 'requests.sqlite'}")
+    store.migrate()
+    monday = datetime(2026, 6, 15, 9, 0, tzinfo=LA)
+    minh = open_directory(policy.directory, str(config)).lookup("mnguyen")
+    request = store.submit(minh, CAMP, monday)
+    records: list[dict] = []
+
+    def advanced(at: datetime):
+        return [
+            (r.id, action.value)
+            for r, action in advance(store=store, policy=policy, now=at, record=records.append)
+        ]
+
+    assert advanced(datetime(2026, 6, 17, 17, 0, tzinfo=LA)) == []  # Wednesday: 2 business days
+    assert advanced(datetime(2026, 6, 18, 8, 0, tzinfo=LA)) == [(request.id, "escalate")]  # Thursday: 3
+    assert store.get(request.id).escalated
+    assert advanced(datetime(2026, 6, 18, 9, 0, tzinfo=LA)) == []  # escalated once
+    assert advanced(datetime(2026, 6, 26, 8, 0, tzinfo=LA)) == []  # 9 business days
+    assert advanced(datetime(2026, 6, 29, 8, 0, tzinfo=LA)) == [(request.id, "expire")]  # 10
+    assert store.get(request.id).status is Status.EXPIRED
+    assert [r["event.action"] for r in records] == ["access-request-escalated", "access-request-expired"]
+    assert (
+        store.submit(minh, CAMP, datetime(2026, 6, 29, 9, 0, tzinfo=LA)).id != request.id
+    )  # the site is free
+    store.close()
