@@ -31,6 +31,9 @@ from citygate.proxy.decision import (
 )
 from citygate.proxy.grants import GrantKind, PurposeKind
 from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.requests.backing import unbacked
+from citygate.proxy.requests.config import RecordedApprovals
+from citygate.proxy.requests.store import RequestStore
 from citygate.proxy.runtime.event_loop import (
     DEFAULT_EVENT_LOOP,
     EVENT_LOOP_ENV,
@@ -294,7 +297,8 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: valid: {len(policy.catalog.sites)} sites, {len(policy.grants)} grants in {files} grant file(s)"
     )
-    keytab_ok = _check_keytab(policy)
+    approvals_ok = _check_recorded_approvals(policy)
+    keytab_ok = _check_keytab(policy) and approvals_ok
     if args.no_directory:
         return 0 if keytab_ok else 1
     try:
@@ -316,6 +320,28 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print("every grant would work now against the directory")
     return 0 if keytab_ok else 1
+
+
+def _check_recorded_approvals(policy: Policy) -> bool:
+    """`requests.recorded_approvals`: name the grants no recorded approval backs; False when
+    that is required and some are not."""
+    settings = policy.features.requests
+    if not settings.enabled or settings.recorded_approvals is RecordedApprovals.OFF:
+        return True
+    store = RequestStore(settings.database)
+    try:
+        store.migrate()
+        named = {grant.request_id for grant in policy.grants if grant.request_id}
+        found = unbacked(policy.grants, store.requests(named), settings)
+    finally:
+        store.close()
+    required = settings.recorded_approvals is RecordedApprovals.REQUIRE
+    for grant, why in found:
+        print(f"  {grant.location}: grant {grant.id}: {why}")
+    if found:
+        consequence = "" if required else " (recorded_approvals: warn)"
+        print(f"citygate: {len(found)} grant(s) without a recorded approval{consequence}", file=sys.stderr)
+    return not (found and required)
 
 
 def _check_keytab(policy: Policy) -> bool:

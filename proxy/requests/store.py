@@ -155,6 +155,14 @@ class RequestStore:
             found = self._load(db, _requests.c.number == number)
         return found[0] if found else None
 
+    def requests(self, request_ids: Iterable[str]) -> dict[str, AccessRequest]:
+        """The requests of these ids that exist, by id."""
+        numbers = [n for n in map(request_number, request_ids) if n is not None]
+        if not numbers:
+            return {}
+        with self.engine.connect() as db:
+            return {request.id: request for request in self._load(db, _requests.c.number.in_(numbers))}
+
     def of_employee(self, uid: str) -> list[AccessRequest]:
         """The employee's requests, newest first."""
         with self.engine.connect() as db:

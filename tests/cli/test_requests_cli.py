@@ -138,3 +138,40 @@ def test_requests_off_says_how_to_turn_them_on():
 
     assert off.returncode == 2
     assert "access requests are off" in off.stderr and "requests: {enabled: true}" in off.stderr
+
+
+@pytest.mark.parametrize("setting", ["warn", "require"])
+def test_check_names_grants_no_recorded_approval_backs(city, setting):
+    config, request_id = city
+    config.write_text(config.read_text() + f"  recorded_approvals: {setting}\n")
+    assert decide(config, "approve", request_id, "ahernandez", "ahernandez-pass").returncode == 0
+    grant_id = "grant-" + request_id.removeprefix("req-")
+
+    checked = citygate("check", "--no-directory", "--config", str(config))
+
+    assert checked.returncode == (1 if setting == "require" else 0)
+    assert (
+        "grant parks-2026-001: no recorded approval backs it (written by hand, without request:)"
+        in checked.stdout
+    )
+    assert grant_id not in checked.stdout  # the approved one is backed
+    parks = config.parent / "grants" / "parks.yaml"
+    parks.write_text(
+        parks.read_text().replace(
+            "    sites: [instagram]\n    purpose: Post the summer",
+            "    sites: [instagram, x]\n    purpose: Post the summer",
+        )
+    )
+    edited = citygate("check", "--no-directory", "--config", str(config))
+    assert (
+        f"grant {grant_id}: its file entry differs from what request {request_id} approved: sites"
+        in edited.stdout
+    )
+
+
+def test_hand_written_grants_keep_working_by_default(city):
+    config, _ = city
+
+    checked = citygate("check", "--no-directory", "--config", str(config))
+
+    assert checked.returncode == 0 and "recorded approval" not in checked.stdout + checked.stderr
