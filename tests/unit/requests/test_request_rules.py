@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -313,3 +314,17 @@ def test_a_bad_section_reports_every_problem_with_its_line(policy_files):
         (16, "requests.stages"),  # no stage of department-directors
         (18, "unknown"),
     }
+
+
+def test_the_two_stage_example_loads_as_glendales_procedure(policy_files):
+    example = (
+        Path(__file__).resolve().parents[3] / "config" / "examples" / "glendale-two-stage-requests.yaml"
+    ).read_text()
+
+    settings = policy_files.load(config=policy_files.mini_config + example).features.requests
+
+    assert [(stage.name, stage.group) for stage in settings.stages] == [
+        ("Department Director recommends", None),
+        ("Office of Communication and Public Affairs decides", "communications-office"),
+    ]
+    assert (settings.enabled, settings.expire_after_business_days) == (True, 15)
