@@ -25,8 +25,10 @@ ACTIVE_NAME = "citygate-audit.jsonl"
 LOCK_NAME = ".citygate-audit.lock"
 _ROTATED = re.compile(r"^citygate-audit-(\d{8})-(\d{12})\.jsonl(\.gz)?$")
 _WORKER = re.compile(r"^worker-(\d+)$")
-# The access requests' chain (proxy/requests/log.py): decisions on requests, as evidence.
+# The access requests' chains (proxy/requests/log.py), requests-<writer>-<host>: decisions on
+# requests, as evidence.
 REQUESTS_FOLDER = "requests"
+_REQUESTS = re.compile(r"^requests-[A-Za-z0-9._-]+$")
 
 
 def worker_directory(base: Path, worker: int | None) -> Path:
@@ -64,7 +66,7 @@ def log_files(directory: Path) -> list[Path]:
 
 def chains(directory: Path) -> list[list[Path]]:
     """Each chain in `directory`: its own files, each worker subfolder's in worker order, then
-    the access requests' (`requests/`)."""
+    the access requests' (`requests-<writer>-<host>/`)."""
     found = [log_files(directory)]
     workers = sorted(
         (int(match.group(1)), path)
@@ -72,8 +74,11 @@ def chains(directory: Path) -> list[list[Path]]:
         if path.is_dir() and (match := _WORKER.match(path.name))
     )
     found.extend(log_files(path) for _, path in workers)
-    if (directory / REQUESTS_FOLDER).is_dir():
-        found.append(log_files(directory / REQUESTS_FOLDER))
+    found.extend(
+        log_files(path)
+        for path in sorted(directory.iterdir())
+        if path.is_dir() and _REQUESTS.match(path.name)
+    )
     return [files for files in found if files]
 
 

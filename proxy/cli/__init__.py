@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.directory.problems import ConfigError
-from citygate.proxy.cli import audit, pac, reports, requests
+from citygate.proxy.cli import audit, pac, portal, reports, requests
 from citygate.proxy.cli.commands import Commands, close_directory, command
 from citygate.proxy.cli.keytab import check_keytab
 from citygate.proxy.decision import (
@@ -54,6 +54,7 @@ FEATURE_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     reports.register_report,
     reports.register_grants,
     requests.register_requests,
+    portal.register_portal,
 )
 
 EPILOG_RUN = """examples:

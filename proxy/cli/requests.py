@@ -121,7 +121,7 @@ def run_advance(args: argparse.Namespace) -> int:
         return 2
     policy, store = loaded
     try:
-        with EvidenceLog(policy.features.audit, policy.timezone) as evidence:
+        with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
             done = advance(
                 store=store, policy=policy, now=datetime.now(policy.timezone), record=evidence.record
             )
@@ -152,7 +152,7 @@ def _decide(args: argparse.Namespace, *, approved: bool) -> int:
         refused = _signed_in(directory, args.approver, args.password_stdin)
         if refused is not None:
             return _fail(refused, 2)
-        with EvidenceLog(policy.features.audit, policy.timezone) as evidence:
+        with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
             outcome = decide(
                 store=store,
                 policy=policy,

@@ -1,13 +1,16 @@
-"""The access requests' chain of the audit log: its `requests/` folder, beside the workers' chains.
+"""The access requests' chains of the audit log: `requests-<writer>-<host>/`, beside the workers'.
 
-A process that decides requests (the CLI, the portal) writes its evidence there, one record at
-a time, and goes on only once the record is on disk: a decision without its evidence must not
-look done. `citygate audit verify` checks this chain with the others.
+A process that decides requests (the CLI, the portal) writes its evidence into its own chain
+(two processes cannot append to one chain), one record at a time, and goes on only once the
+record is on disk: a decision without its evidence must not look done. Two CLI runs on one
+host share the CLI's chain one after the other (the log's lock). `citygate audit verify`
+checks these chains with the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 from datetime import tzinfo
 from pathlib import Path
@@ -21,8 +24,8 @@ WRITE_TIMEOUT_SECONDS = 15.0
 
 
 class EvidenceLog:
-    def __init__(self, settings: AuditSettings, timezone: tzinfo) -> None:
-        folder = Path(settings.directory) / REQUESTS_FOLDER
+    def __init__(self, settings: AuditSettings, timezone: tzinfo, *, writer: str) -> None:
+        folder = Path(settings.directory) / f"{REQUESTS_FOLDER}-{writer}-{socket.gethostname()}"
         # Only the file: a copy on stdout would mix with the command's own output.
         self.writer = AuditWriter(dataclasses.replace(settings, directory=folder, stdout=False), timezone)
 

@@ -95,7 +95,8 @@ def test_a_director_lists_shows_and_approves_and_the_evidence_verifies(city):
     log = config.parent.parent / "log"
     verified = citygate("audit", "verify", str(log))
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    evidence = (log / "requests" / "citygate-audit.jsonl").read_text()
+    [chain] = log.glob("requests-cli-*")
+    evidence = (chain / "citygate-audit.jsonl").read_text()
     assert '"event.action":"access-request-approved"' in evidence.replace(" ", "")
     assert "ahernandez-pass" not in evidence
 

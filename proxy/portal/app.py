@@ -1,0 +1,317 @@
+"""The portal's pages: the request form, an employee's requests, a Director's approvals.
+
+Every page is for someone signed in (auth.py); every form carries a token for that person
+(csrf.py). Directory lookups, the store and the grant file writer block, so they run in
+threads; the decisions themselves are proxy/requests's, shared with the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from citygate.directory.backends import open_directory
+from citygate.directory.model import BindOutcome, Directory, DirectoryUnavailable, Person
+from citygate.proxy.hosts import normalize_host
+from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.portal.auth import REALM, NotSignedIn, PasswordCheck, SignedIn, address_of, credentials
+from citygate.proxy.portal.csrf import token_for, token_is_valid
+from citygate.proxy.requests.form import FormProblems, checked_form
+from citygate.proxy.requests.log import EvidenceLog
+from citygate.proxy.requests.routing import Authority, authority
+from citygate.proxy.requests.store import AlreadyOpen, RequestStore
+from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, decide
+
+MAX_BODY_BYTES = 64 * 1024
+DEFAULT_DAYS = 90
+
+
+def _templates(site_name: Callable[[str], str]) -> Environment:
+    environment = Environment(
+        loader=PackageLoader("citygate.proxy.portal", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    environment.filters["site_names"] = lambda ids: ", ".join(site_name(site) for site in ids)
+    return environment
+
+
+class Portal:
+    def __init__(self, config_path: Path, clock: Callable[[], datetime] | None = None) -> None:
+        self.config_path = config_path
+        self.policy: Policy = load_policy(config_path)
+        self.settings = self.policy.features.requests
+        if not self.settings.enabled:
+            raise ValueError(
+                f"access requests are off in {config_path}: set requests: {{enabled: true}} (README)"
+            )
+        self.clock = clock or (lambda: datetime.now(self.policy.timezone))
+        self.directory: Directory = open_directory(self.policy.directory, str(config_path))
+        self.passwords = PasswordCheck(self.directory.authenticate)
+        self.store = RequestStore(self.settings.database)
+        self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer="portal")
+        self.secret = secrets.token_bytes(32)
+        self.templates = _templates(self._site_name)
+
+    # ------------------------------------------------------------------ the app
+
+    def app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            await run_in_threadpool(self.store.migrate)
+            with self.evidence:
+                yield
+            self.store.close()
+
+        routes = [
+            Route("/", self.home),
+            Route("/request", self.request_form, methods=["GET", "POST"]),
+            Route("/requests/mine", self.mine),
+            Route("/approvals", self.approvals),
+            Route("/approvals/{request_id}", self.approval, methods=["GET", "POST"]),
+        ]
+        return Starlette(routes=routes, lifespan=lifespan)
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/requests/mine", status_code=303)
+
+    # ------------------------------------------------------------------ employees
+
+    async def request_form(self, request: Request) -> Response:
+        who = await self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        person = await self._person(who.uid)
+        if person is None:
+            return self._page(
+                "message.html",
+                403,
+                who,
+                title="Not in the directory",
+                message="Your account is not in the City's directory: ask IT.",
+            )
+        today = self.clock().date()
+        fields: dict[str, Any] = {
+            "sites": [self._site_id(request.query_params.get("site", ""))],
+            "purpose": "",
+            "pages": "",
+            "until": (today + timedelta(days=min(DEFAULT_DAYS, self.policy.max_grant_days - 1))).isoformat(),
+        }
+        problems: dict[str, str] = {}
+        if request.method == "POST":
+            form = await self._form(request, who)
+            if isinstance(form, Response):
+                return form
+            fields = {
+                "sites": form.getlist("sites"),
+                "purpose": str(form.get("purpose", "")),
+                "pages": str(form.get("pages", "")),
+                "until": str(form.get("until", "")),
+            }
+            checked = checked_form(person=person, policy=self.policy, today=today, **fields)
+            if isinstance(checked, FormProblems):
+                problems = dict(checked.fields)
+            else:
+                stored = await run_in_threadpool(self.store.submit, person, checked, self.clock())
+                if not isinstance(stored, AlreadyOpen):
+                    return RedirectResponse(f"/requests/mine?submitted={stored.id}", status_code=303)
+                problems["sites"] = (
+                    f"You already have an open request for {self._site_name(stored.site)}: {stored.request_id}. "
+                    "Wait for its decision, or ask the Director."
+                )
+        status = 400 if problems else 200
+        return self._page(
+            "request_form.html",
+            status,
+            who,
+            person=person,
+            today=today,
+            fields=fields,
+            problems=problems,
+            sites=sorted(self.policy.catalog.sites.values(), key=lambda site: site.name),
+            max_days=self.policy.max_grant_days,
+            max_purpose=self.settings.max_purpose_chars,
+        )
+
+    async def mine(self, request: Request) -> Response:
+        who = await self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        found = await run_in_threadpool(self.store.of_employee, who.uid)
+        return self._page(
+            "mine.html", 200, who, requests=found, submitted=request.query_params.get("submitted")
+        )
+
+    # ------------------------------------------------------------------ Directors
+
+    async def approvals(self, request: Request) -> Response:
+        who = await self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        approver, people = await run_in_threadpool(self._approver_facts, who.uid)
+        pending = await run_in_threadpool(self.store.pending)
+        now = self.clock()
+        mine = [
+            r
+            for r in pending
+            if isinstance(
+                authority(r, self.settings.stages[r.stage], approver, self.policy, people, now), Authority
+            )
+        ]
+        return self._page("approvals.html", 200, who, requests=mine)
+
+    async def approval(self, request: Request) -> Response:
+        who = await self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        request_id = request.path_params["request_id"]
+        found = await run_in_threadpool(self.store.get, request_id)
+        if found is None:
+            return self._page(
+                "message.html",
+                404,
+                who,
+                title="No such request",
+                message=f"There is no request {request_id}.",
+            )
+        outcome = None
+        if request.method == "POST":
+            form = await self._form(request, who)
+            if isinstance(form, Response):
+                return form
+            approved = form.get("decision") == "approve"
+            outcome = await run_in_threadpool(
+                lambda: decide(
+                    store=self.store,
+                    policy=self.policy,
+                    config_path=self.config_path,
+                    directory=self.directory,
+                    request_id=request_id,
+                    approver=Approver(who.uid, who.method, who.address),
+                    approved=approved,
+                    reason=str(form.get("reason", "")),
+                    now=self.clock(),
+                    record=self.evidence.record,
+                )
+            )
+            if isinstance(outcome, Decided):
+                return RedirectResponse(f"/approvals/{request_id}", status_code=303)
+            found = await run_in_threadpool(self.store.get, request_id)
+            assert found is not None, "a request is never deleted"
+        history = [
+            r for r in await run_in_threadpool(self.store.of_employee, found.employee) if r.id != found.id
+        ]
+        approver, people = await run_in_threadpool(self._approver_facts, who.uid)
+        verdict = authority(
+            found, self.settings.stages[found.stage], approver, self.policy, people, self.clock()
+        )
+        return self._page(
+            "decide.html",
+            400 if outcome is not None else 200,
+            who,
+            request=found,
+            history=history,
+            stages=self.settings.stages,
+            may_decide=found.status.open and isinstance(verdict, Authority),
+            why_not=None if isinstance(verdict, Authority) else verdict.why,
+            problem=outcome.why if isinstance(outcome, NotDecided) else None,
+            zone=self.policy.timezone,
+        )
+
+    # ------------------------------------------------------------------ shared
+
+    async def _signed_in(self, request: Request) -> SignedIn | Response:
+        given = credentials(request)
+        if isinstance(given, NotSignedIn):
+            return self._refused(given)
+        uid, password = given
+        if not self.passwords.remembered(uid, password):
+            try:
+                outcome = await run_in_threadpool(self.passwords.verify, uid, password)
+            except DirectoryUnavailable:
+                return self._refused(
+                    NotSignedIn("The directory did not answer: try again in a minute.", ask=False), 503
+                )
+            if outcome is not BindOutcome.OK:
+                return self._refused(
+                    NotSignedIn(f"Sign-in refused: {outcome.value.replace('_', ' ')}.", ask=True)
+                )
+        return SignedIn(uid.casefold(), "basic", address_of(request))
+
+    def _refused(self, why: NotSignedIn, status: int | None = None) -> Response:
+        headers = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'} if why.ask else {}
+        code = status or (401 if why.ask else 403)
+        body = self.templates.get_template("message.html").render(
+            title="Sign in", message=why.why, who=None, city=self.policy.city
+        )
+        return HTMLResponse(body, status_code=code, headers=headers)
+
+    async def _form(self, request: Request, who: SignedIn) -> Any:
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return self._page(
+                "message.html", 413, who, title="Too large", message="The form is too large to be a request."
+            )
+        form = await request.form(max_files=0, max_fields=100, max_part_size=MAX_BODY_BYTES)
+        if not token_is_valid(self.secret, who.uid, str(form.get("csrf", ""))):
+            return self._page(
+                "message.html",
+                403,
+                who,
+                title="The form has expired",
+                message="This form was not opened by you in this portal, or it is too old: open it again.",
+            )
+        return form
+
+    async def _person(self, uid: str) -> Person | None:
+        try:
+            return await run_in_threadpool(self.directory.lookup, uid)
+        except DirectoryUnavailable:
+            return None
+
+    def _approver_facts(self, uid: str) -> tuple[Person | None, dict[str, Person | None]]:
+        people: dict[str, Person | None] = {}
+        with contextlib.suppress(DirectoryUnavailable):
+            for delegation in self.policy.delegations.get(uid, ()):
+                people[delegation.director] = self.directory.lookup(delegation.director)
+        try:
+            return self.directory.lookup(uid), people
+        except DirectoryUnavailable:
+            return None, people
+
+    def _site_id(self, value: str) -> str:
+        """The catalog id of a site given by id or by host (the block page passes the blocked host)."""
+        catalog = self.policy.catalog
+        if value.casefold() in catalog.sites:
+            return value.casefold()
+        host = normalize_host(value)
+        match = catalog.match(host) if host is not None else None
+        return match.site.id if match is not None else ""
+
+    def _site_name(self, site_id: str) -> str:
+        site = self.policy.catalog.sites.get(site_id)
+        return site.name if site else site_id
+
+    def _page(self, template: str, status: int, who: SignedIn | None, **values: Any) -> Response:
+        body = self.templates.get_template(template).render(
+            who=who,
+            csrf=token_for(self.secret, who.uid) if who else "",
+            city=self.policy.city,
+            site_name=self._site_name,
+            **values,
+        )
+        return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(config_path: Path, clock: Callable[[], datetime] | None = None) -> Starlette:
+    return Portal(config_path, clock).app()

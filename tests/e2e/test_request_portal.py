@@ -1,0 +1,209 @@
+"""The access-request portal, served by `citygate portal` (uvicorn) on 127.0.0.1, used over HTTP
+with real clients: an employee asks, the Director approves, the grant is written."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from citygate.proxy.policy import load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+CITYGATE = str(Path(sys.executable).parent / "citygate")
+
+
+class Portal:
+    def __init__(self, config: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.config, self.port, self.process = config, port, process
+
+    def call(
+        self, uid: str | None, method: str, path: str, form: dict | None = None, password: str | None = None
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {}
+        if uid is not None:
+            secret = password if password is not None else f"{uid}-pass"
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{uid}:{secret}".encode()).decode()
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form, doseq=True)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        text = response.read().decode()
+        connection.close()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}, text
+
+    def csrf(self, uid: str, path: str) -> str:
+        status, _, page = self.call(uid, "GET", path)
+        assert status == 200, page
+        return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(
+        ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__")
+    )
+    config = tmp_path / "config" / "citygate.yaml"
+    text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
+    config.write_text(text + "\nrequests:\n  enabled: true\n  database: ../requests.sqlite\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [CITYGATE, "portal", "--config", str(config), "--listen-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert process.poll() is None, process.stdout.read().decode()
+            time.sleep(0.1)
+    yield Portal(config, port, process)
+    process.terminate()
+    output = process.communicate(timeout=30)[0].decode()
+    assert "mnguyen-pass" not in output and "ahernandez-pass" not in output
+
+
+def submit(portal: Portal, uid: str = "mnguyen", **changes):
+    form = {
+        "csrf": portal.csrf(uid, "/request?site=www.instagram.com"),
+        "sites": ["instagram"],
+        "purpose": "Post the summer camp schedule",
+        "pages": "/CityOfExampleParks",
+        "until": load_policy(portal.config).timezone and "2099-01-01",
+    }
+    form["until"] = re.search(r'name="until" value="([^"]+)"', portal.call(uid, "GET", "/request")[2]).group(
+        1
+    )
+    return portal.call(uid, "POST", "/request", form | changes)
+
+
+def test_the_form_asks_for_a_sign_in_and_is_prefilled_from_the_directory(portal):
+    status, headers, _ = portal.call(None, "GET", "/request")
+    assert status == 401 and headers["www-authenticate"].startswith('Basic realm="citygate requests"')
+    assert portal.call("mnguyen", "GET", "/request", password="wrong")[0] == 401
+
+    status, headers, page = portal.call("mnguyen", "GET", "/request?site=www.instagram.com")
+
+    assert status == 200 and headers["cache-control"] == "no-store"
+    assert "Minh Nguyen (mnguyen)" in page and "<dd>Parks</dd>" in page and "Recreation Specialist" in page
+    assert 'value="instagram" checked' in page
+    assert "server" not in {name.lower() for name in headers}
+
+
+def test_an_employee_asks_and_their_director_approves_in_the_browser_pages(portal):
+    status, headers, _ = submit(portal)
+    assert status == 303 and headers["location"].startswith("/requests/mine?submitted=req-")
+    request_id = headers["location"].rsplit("=", 1)[1]
+    mine = portal.call("mnguyen", "GET", "/requests/mine")[2]
+    assert request_id in mine and "pending" in mine
+
+    assert request_id in portal.call("ahernandez", "GET", "/approvals")[2]
+    assert request_id not in portal.call("rpatel", "GET", "/approvals")[2]  # another department's Director
+    decision = {
+        "csrf": portal.csrf("ahernandez", f"/approvals/{request_id}"),
+        "decision": "approve",
+        "reason": "",
+    }
+    status, headers, _ = portal.call("ahernandez", "POST", f"/approvals/{request_id}", decision)
+    assert status == 303
+
+    page = portal.call("ahernandez", "GET", f"/approvals/{request_id}")[2]
+    assert "approved by ahernandez" in page
+    grant = {g.request_id: g for g in load_policy(portal.config).grants}[request_id]
+    assert (grant.employee, grant.approved_by, grant.paths["instagram"]) == (
+        "mnguyen",
+        "ahernandez",
+        ("/CityOfExampleParks",),
+    )
+    assert "approved" in portal.call("mnguyen", "GET", "/requests/mine")[2]
+    evidence = next((portal.config.parent.parent / "log").glob("requests-portal-*")) / "citygate-audit.jsonl"
+    record = evidence.read_text()
+    assert '"user.name":"ahernandez"' in record.replace(
+        " ", ""
+    ) and '"source.ip":"127.0.0.1"' in record.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("uid", "says"),
+    [
+        ("rpatel", "you direct Communications"),
+        ("jlee", "only a Director"),
+        ("mnguyen", "nobody decides their own request"),
+    ],
+)
+def test_nobody_else_approves_through_the_page(portal, uid, says):
+    request_id = submit(portal)[1]["location"].rsplit("=", 1)[1]
+    page = portal.call(uid, "GET", f"/approvals/{request_id}")[2]
+    assert "Approve</button>" not in page and says in page
+
+    decision = {"csrf": portal.csrf(uid, "/request"), "decision": "approve"}
+    status, _, page = portal.call(uid, "POST", f"/approvals/{request_id}", decision)
+
+    assert status == 400 and says in page
+    assert "pending" in portal.call("mnguyen", "GET", "/requests/mine")[2]
+
+
+def test_a_post_without_the_signed_in_persons_token_is_refused(portal):
+    request_id = submit(portal)[1]["location"].rsplit("=", 1)[1]
+    forged = {"decision": "approve"}
+    assert portal.call("ahernandez", "POST", f"/approvals/{request_id}", forged)[0] == 403
+    someone_elses = {"csrf": portal.csrf("mnguyen", "/request"), "decision": "approve"}
+    assert portal.call("ahernandez", "POST", f"/approvals/{request_id}", someone_elses)[0] == 403
+    assert "pending" in portal.call("mnguyen", "GET", "/requests/mine")[2]
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"purpose": "x" * 1001}, "keep it to 1000"),
+        ({"purpose": "<script>alert(1)</script>"}, "(markup) are not accepted"),
+        ({"sites": ["notasite"]}, "notasite is not a social media site"),
+        ({"sites": ["www.example.org"]}, "it needs no request"),
+        ({"until": "2099-01-01"}, "Grants last at most 365 days"),
+        ({"pages": "/<b>x</b>"}, "is not a page address"),
+    ],
+)
+def test_bad_input_gets_a_message_on_the_form_and_nothing_is_stored(portal, changes, says):
+    status, _, page = submit(portal, **changes)
+
+    assert status == 400 and says in page.replace("&lt;", "<").replace("&gt;", ">")
+    assert "<script>alert(1)</script>" not in page and "<b>x</b>" not in page  # reflected, escaped
+    assert "You have no requests" in portal.call("mnguyen", "GET", "/requests/mine")[2]
+
+
+def test_one_open_request_per_site(portal):
+    first = submit(portal)[1]["location"].rsplit("=", 1)[1]
+
+    status, _, page = submit(portal)
+
+    assert status == 400 and f"You already have an open request for Instagram: {first}" in page
+
+
+def test_an_oversize_body_is_refused(portal):
+    status, _, _ = portal.call(
+        "mnguyen", "POST", "/request", {"csrf": portal.csrf("mnguyen", "/request"), "purpose": "x" * 70_000}
+    )
+    assert status == 413
