@@ -62,7 +62,7 @@ def render_block_page(
 <p>{escape(policy.text.summary)}</p>
 {_policy_link(policy)}
 <h2>How to request access</h2>
-{_how_to_request(decision, approvers, site_name)}
+{_how_to_request(decision, policy, approvers, site_name)}
 <footer><dl>
 <dt>Reason code</dt><dd>{escape(decision.reason.value)}</dd>
 <dt>Account</dt><dd>{escape(evidence.employee or "not signed in")}</dd>
@@ -83,7 +83,16 @@ def _mail_link(address: str, subject: str) -> str:
     return f' &lt;<a href="{escape(href, quote=True)}">{escape(address)}</a>&gt;'
 
 
-def _how_to_request(decision: Decision, approvers: list[Person], site_name: str) -> str:
+def _request_form_link(decision: Decision, policy: Policy) -> str:
+    """A link to the portal's request form for the blocked site, where the city runs the portal."""
+    settings = policy.features.requests
+    if not (settings.enabled and settings.portal_url and decision.match):
+        return ""
+    href = f"{settings.portal_url}/request?site={quote(decision.match.site.id)}"
+    return f'<p><a class="request" href="{escape(href, quote=True)}">Request access</a> with the Social Media Request Form.</p>'
+
+
+def _how_to_request(decision: Decision, policy: Policy, approvers: list[Person], site_name: str) -> str:
     if decision.reason in (Reason.CREDENTIALS_REQUIRED, Reason.CREDENTIALS_INVALID):
         return "<p>Sign in to the proxy with your City account; your browser will ask for it.</p>"
     if decision.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.INTERNAL_ERROR, Reason.AUDIT_LOG_UNAVAILABLE):
@@ -99,7 +108,8 @@ def _how_to_request(decision: Decision, approvers: list[Person], site_name: str)
             "<p>Your grant is in force, at its hours only: come back when access resumes (above). "
             "If your work needs other hours, ask the Director who approved it to change them.</p>"
         )
-    steps = (
+    form = _request_form_link(decision, policy)
+    steps = form + (
         "<p>Ask a Director (or higher) of your department to grant you access. The request must "
         "<strong>name each site</strong> you need and <strong>state the business purpose</strong>; "
         "access to one site does not mean access to all.</p>"

@@ -18,6 +18,7 @@ names its approver, whom the proxy checks live on every request like any approve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +61,8 @@ class RequestSettings:
     expire_after_business_days: int = 10
     max_purpose_chars: int = 1000
     recorded_approvals: RecordedApprovals = RecordedApprovals.OFF
+    # Where employees reach the portal (`citygate portal`): the block page links its request form.
+    portal_url: str | None = None
 
 
 _KEYS = (
@@ -69,6 +72,7 @@ _KEYS = (
     "expire_after_business_days",
     "max_purpose_chars",
     "recorded_approvals",
+    "portal_url",
 )
 _STAGE_KEYS = ("name", "approvers", "escalate_after_business_days")
 DEFAULT_DATABASE = "../var/requests.sqlite"
@@ -124,6 +128,17 @@ def _scalars(config_path: Path, node: Node, problems: Problems) -> dict[str, obj
             number = _whole(config_path, node, key, low, high, problems, f"requests.{key}")
             if number is not None:
                 values[key] = number
+    if "portal_url" in node:
+        url = node["portal_url"]
+        if isinstance(url, str) and re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url.strip()):
+            values["portal_url"] = url.strip().rstrip("/")
+        else:
+            problems.error(
+                config_path,
+                node.line_of("portal_url"),
+                f"requests.portal_url {url!r} is not an http(s) address",
+                "e.g. portal_url: https://requests.city.example (where citygate portal is served)",
+            )
     if "recorded_approvals" in node:
         raw = node["recorded_approvals"]
         try:
