@@ -14,7 +14,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-site test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
+.PHONY: demo demo-site portal test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
 
 $(STAMP): pyproject.toml
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
@@ -27,6 +27,10 @@ system-deps:
 
 demo: $(STAMP)
 	$(BIN)/citygate run --config config/citygate.yaml
+
+# The access-request portal on http://127.0.0.1:8088/ (README "Access requests").
+portal: $(STAMP)
+	$(BIN)/citygate portal --config config/citygate.yaml
 
 # An ordinary HTTPS site on 127.0.0.1:8443 with its own certificate, to try the demo offline.
 demo-site: $(STAMP)

@@ -44,7 +44,8 @@ def city(tmp_path: Path) -> tuple[Path, str]:
     )
     config = tmp_path / "config" / "citygate.yaml"
     text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
-    config.write_text(text + "\nrequests:\n  enabled: true\n  database: ../requests.sqlite\n")
+    # The demo's requests: section, with the store in this test's folder.
+    config.write_text(text.replace("database: ../var/requests.sqlite", "database: ../requests.sqlite"))
     policy = load_policy(config)
     store = RequestStore(policy.features.requests.database)
     store.migrate()
@@ -134,8 +135,13 @@ def test_a_denial_needs_a_reason(city):
     assert "denied by ahernandez" in citygate("requests", "show", request_id, "--config", str(config)).stdout
 
 
-def test_requests_off_says_how_to_turn_them_on():
-    off = citygate("requests", "list", "--config", str(ROOT / "config" / "citygate.yaml"))
+def test_requests_off_says_how_to_turn_them_on(city):
+    config, _ = city
+    config.write_text(
+        config.read_text().replace("requests:\n  enabled: true\n", "requests:\n  enabled: false\n")
+    )
+
+    off = citygate("requests", "list", "--config", str(config))
 
     assert off.returncode == 2
     assert "access requests are off" in off.stderr and "requests: {enabled: true}" in off.stderr
@@ -144,7 +150,7 @@ def test_requests_off_says_how_to_turn_them_on():
 @pytest.mark.parametrize("setting", ["warn", "require"])
 def test_check_names_grants_no_recorded_approval_backs(city, setting):
     config, request_id = city
-    config.write_text(config.read_text() + f"  recorded_approvals: {setting}\n")
+    config.write_text(config.read_text().replace("  recorded_approvals: off ", f"  recorded_approvals: {setting} "))
     assert decide(config, "approve", request_id, "ahernandez", "ahernandez-pass").returncode == 0
     grant_id = "grant-" + request_id.removeprefix("req-")
 

@@ -65,7 +65,8 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
     )
     config = tmp_path / "config" / "citygate.yaml"
     text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
-    config.write_text(text + "\nrequests:\n  enabled: true\n  database: ../requests.sqlite\n")
+    # The demo's requests: section, with the store in this test's folder.
+    config.write_text(text.replace("database: ../var/requests.sqlite", "database: ../requests.sqlite"))
     port = free_port()
     process = subprocess.Popen(
         [CITYGATE, "portal", "--config", str(config), "--listen-port", str(port)],

@@ -149,8 +149,9 @@ def test_a_stale_request_escalates_then_expires_by_the_configured_business_days(
     shutil.copytree(REPO / "config", tmp_path / "config")
     shutil.copytree(REPO / "directory", tmp_path / "directory")
     config = tmp_path / "config" / "citygate.yaml"
+    demo = config.read_text()
     config.write_text(
-        config.read_text()
+        demo[: demo.index("\nrequests:\n")]  # the demo's section, replaced
         + "\nrequests:\n  enabled: true\n  expire_after_business_days: 10\n"
         + "  stages: [{name: Department Director, approvers: department-directors, escalate_after_business_days: 3}]\n"
     )
