@@ -21,3 +21,20 @@ def demo_config(folder: Path, **sections: Any) -> Path:
     document.update(sections)
     config.write_text(yaml.safe_dump(document))
     return config
+
+
+def requests_city(folder: Path, **requests: Any) -> Path:
+    """The demo city with access requests on, its request store and audit log in `folder`
+    (never the checkout's var/), and `requests` settings added (e.g. recorded_approvals)."""
+    return demo_config(
+        folder,
+        audit={"directory": str(folder / "log")},
+        requests={"enabled": True, "database": str(folder / "requests.sqlite"), **requests},
+    )
+
+
+def with_sections(config: Path, **sections: Any) -> None:
+    """Set top-level sections of a copied config (demo_config's) as given."""
+    document = yaml.safe_load(config.read_text())
+    document.update(sections)
+    config.write_text(yaml.safe_dump(document))

@@ -8,8 +8,10 @@ password: a name typed on the command line proves nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -44,23 +46,43 @@ def register_requests(commands: Commands) -> None:
         commands, "requests", "list, show, approve and deny access requests", EPILOG
     )
     listing = command(
-        actions, "list", "requests waiting for a decision (all with --all)", EPILOG, run_list, config=True
+        actions,
+        "list",
+        "requests waiting for a decision (all with --all)",
+        EPILOG,
+        _with_store(list_requests),
+        config=True,
     )
     listing.add_argument("--all", action="store_true", help="every request, decided or not")
     listing.add_argument("--department", help="only this department's requests")
-    show = command(actions, "show", "one request with every decision on it", EPILOG, run_show, config=True)
+    show = command(
+        actions,
+        "show",
+        "one request with every decision on it",
+        EPILOG,
+        _with_store(show_request),
+        config=True,
+    )
     show.add_argument("request", metavar="REQUEST", help="e.g. req-2026-0042")
     command(
         actions,
         "advance",
         "escalate and expire open requests whose time has come (run it every few minutes: a timer)",
         EPILOG,
-        run_advance,
+        _with_store(advance_requests),
         config=True,
     )
     for name, handler, help in (
-        ("approve", run_approve, "approve the stage of a request you decide"),
-        ("deny", run_deny, "deny a request, saying why (the employee is told)"),
+        (
+            "approve",
+            _with_store(functools.partial(decide_request, approved=True)),
+            "approve the stage of a request you decide",
+        ),
+        (
+            "deny",
+            _with_store(functools.partial(decide_request, approved=False)),
+            "deny a request, saying why (the employee is told)",
+        ),
     ):
         action = command(actions, name, help, EPILOG, handler, config=True)
         action.add_argument("request", metavar="REQUEST", help="e.g. req-2026-0042")
@@ -75,19 +97,33 @@ def register_requests(commands: Commands) -> None:
         action.add_argument("--reason", default="", help="why (required to deny)")
 
 
-def run_list(args: argparse.Namespace) -> int:
-    loaded = _open(args.config)
-    if loaded is None:
-        return 2
-    policy, store = loaded
-    try:
-        departments = [args.department] if args.department else None
-        if args.all:
-            found = [r for r in store.every() if departments is None or r.department in departments]
-        else:
-            found = store.pending(departments)
-    finally:
-        store.close()
+Action = Callable[[argparse.Namespace, Policy, RequestStore], int]
+
+
+def _with_store(action: Action) -> Callable[[argparse.Namespace], int]:
+    """The command: `action` with the loaded policy and the open request store, closed after."""
+
+    def run(args: argparse.Namespace) -> int:
+        loaded = _open(args.config)
+        if loaded is None:
+            return 2
+        policy, store = loaded
+        try:
+            return action(args, policy, store)
+        except AuditUnavailable as exc:
+            return _fail(str(exc), 1)
+        finally:
+            store.close()
+
+    return run
+
+
+def list_requests(args: argparse.Namespace, policy: Policy, store: RequestStore) -> int:
+    departments = [args.department] if args.department else None
+    if args.all:
+        found = [r for r in store.every() if departments is None or r.department in departments]
+    else:
+        found = store.pending(departments)
     stages = policy.features.requests.stages
     print("request\tstatus\tstage\temployee\tdepartment\tsites\tuntil\tsubmitted")
     for request in found:
@@ -100,53 +136,23 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_show(args: argparse.Namespace) -> int:
-    loaded = _open(args.config)
-    if loaded is None:
-        return 2
-    policy, store = loaded
-    try:
-        request = store.get(args.request)
-    finally:
-        store.close()
+def show_request(args: argparse.Namespace, policy: Policy, store: RequestStore) -> int:
+    request = store.get(args.request)
     if request is None:
         return _fail(f"there is no request {args.request}", 1)
     print(_described(request, policy))
     return 0
 
 
-def run_advance(args: argparse.Namespace) -> int:
-    loaded = _open(args.config)
-    if loaded is None:
-        return 2
-    policy, store = loaded
-    try:
-        with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
-            done = advance(
-                store=store, policy=policy, now=datetime.now(policy.timezone), record=evidence.record
-            )
-    except AuditUnavailable as exc:
-        return _fail(str(exc), 1)
-    finally:
-        store.close()
+def advance_requests(args: argparse.Namespace, policy: Policy, store: RequestStore) -> int:
+    with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
+        done = advance(store=store, policy=policy, now=datetime.now(policy.timezone), record=evidence.record)
     for request, action in done:
         print(f"{request.id}: {'escalated to the executives' if action is Due.ESCALATE else 'expired'}")
     return 0
 
 
-def run_approve(args: argparse.Namespace) -> int:
-    return _decide(args, approved=True)
-
-
-def run_deny(args: argparse.Namespace) -> int:
-    return _decide(args, approved=False)
-
-
-def _decide(args: argparse.Namespace, *, approved: bool) -> int:
-    loaded = _open(args.config)
-    if loaded is None:
-        return 2
-    policy, store = loaded
+def decide_request(args: argparse.Namespace, policy: Policy, store: RequestStore, *, approved: bool) -> int:
     directory = open_directory(policy.directory, args.config)
     try:
         refused = _signed_in(directory, args.approver, args.password_stdin)
@@ -165,18 +171,13 @@ def _decide(args: argparse.Namespace, *, approved: bool) -> int:
                 now=datetime.now(policy.timezone),
                 record=evidence.record,
             )
-    except AuditUnavailable as exc:
-        return _fail(str(exc), 1)
     finally:
-        store.close()
         close_directory(directory)
     if not isinstance(outcome, Decided):
         return _fail(outcome.why, 1)
     request = outcome.request
-    print(
-        f"{request.id}: {request.status.value}"
-        + (f", stage {request.stage + 1}" if request.status.open else "")
-    )
+    stage = f", stage {request.stage + 1}" if request.status.open else ""
+    print(f"{request.id}: {request.status.value}{stage}")
     if outcome.grant_file is not None:
         print(
             f"grant {request.grant_id} written to {outcome.grant_file}; the proxy picks it up on its next reload"

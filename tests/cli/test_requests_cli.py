@@ -6,7 +6,6 @@ the CLI, signed in with the approver's directory password (the demo's `<uid>-pas
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from demo_config import requests_city, with_sections
 
 from citygate.directory.model import Person
 from citygate.proxy.policy import load_policy
@@ -38,14 +38,7 @@ def citygate(*args: str, password: str | None = None) -> subprocess.CompletedPro
 
 @pytest.fixture
 def city(tmp_path: Path) -> tuple[Path, str]:
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    shutil.copytree(
-        ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__")
-    )
-    config = tmp_path / "config" / "citygate.yaml"
-    text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
-    # The demo's requests: section, with the store in this test's folder.
-    config.write_text(text.replace("database: ../var/requests.sqlite", "database: ../requests.sqlite"))
+    config = requests_city(tmp_path)
     policy = load_policy(config)
     store = RequestStore(policy.features.requests.database)
     store.migrate()
@@ -137,9 +130,7 @@ def test_a_denial_needs_a_reason(city):
 
 def test_requests_off_says_how_to_turn_them_on(city):
     config, _ = city
-    config.write_text(
-        config.read_text().replace("requests:\n  enabled: true\n", "requests:\n  enabled: false\n")
-    )
+    with_sections(config, requests={"enabled": False})
 
     off = citygate("requests", "list", "--config", str(config))
 
@@ -150,7 +141,14 @@ def test_requests_off_says_how_to_turn_them_on(city):
 @pytest.mark.parametrize("setting", ["warn", "require"])
 def test_check_names_grants_no_recorded_approval_backs(city, setting):
     config, request_id = city
-    config.write_text(config.read_text().replace("  recorded_approvals: off ", f"  recorded_approvals: {setting} "))
+    with_sections(
+        config,
+        requests={
+            "enabled": True,
+            "database": str(config.parents[1] / "requests.sqlite"),
+            "recorded_approvals": setting,
+        },
+    )
     assert decide(config, "approve", request_id, "ahernandez", "ahernandez-pass").returncode == 0
     grant_id = "grant-" + request_id.removeprefix("req-")
 

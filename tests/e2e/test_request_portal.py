@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.client
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_config import requests_city
 
 from citygate.proxy.policy import load_policy
 
@@ -59,14 +59,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[Portal]:
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    shutil.copytree(
-        ROOT / "directory", tmp_path / "directory", ignore=shutil.ignore_patterns("*.py", "__pycache__")
-    )
-    config = tmp_path / "config" / "citygate.yaml"
-    text = config.read_text().replace("  directory: ../var/log ", "  directory: ../log ")
-    # The demo's requests: section, with the store in this test's folder.
-    config.write_text(text.replace("database: ../var/requests.sqlite", "database: ../requests.sqlite"))
+    config = requests_city(tmp_path)
     port = free_port()
     process = subprocess.Popen(
         [CITYGATE, "portal", "--config", str(config), "--listen-port", str(port)],
