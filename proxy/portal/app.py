@@ -21,11 +21,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from citygate.directory.backends import open_directory
+from citygate.directory.backends import guard_settings, open_directory
+from citygate.directory.cache import cache_settings
+from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import BindOutcome, Directory, DirectoryUnavailable, Person
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.portal.auth import REALM, NotSignedIn, PasswordCheck, SignedIn, address_of, credentials
+from citygate.proxy.portal.auth import REALM, NotSignedIn, SignedIn, address_of, credentials
 from citygate.proxy.portal.csrf import token_for, token_is_valid
 from citygate.proxy.requests.form import FormProblems, checked_form
 from citygate.proxy.requests.log import EvidenceLog
@@ -57,7 +59,9 @@ class Portal:
             )
         self.clock = clock or (lambda: datetime.now(self.policy.timezone))
         self.directory: Directory = open_directory(self.policy.directory, str(config_path))
-        self.passwords = PasswordCheck(self.directory.authenticate)
+        # Passwords and people as the proxy asks for them: cached, breaker, bind rate per account.
+        cache = cache_settings(self.policy.directory.options.get("cache"), str(config_path))
+        self.gateway = DirectoryGateway(self.directory, cache, guard=guard_settings(self.directory))
         self.store = RequestStore(self.settings.database)
         self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer="portal")
         self.secret = secrets.token_bytes(32)
@@ -69,9 +73,11 @@ class Portal:
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             await run_in_threadpool(self.store.migrate)
+            self.gateway.start()
             with self.evidence:
                 yield
             self.store.close()
+            self.gateway.close()
 
         routes = [
             Route("/", self.home),
@@ -91,15 +97,14 @@ class Portal:
         who = await self._signed_in(request)
         if isinstance(who, Response):
             return who
-        person = await self._person(who.uid)
+        answers = await self.gateway.people([who.uid])
+        if who.uid not in answers:
+            message = "The directory did not answer, so the form cannot be filled in: try again in a minute."
+            return self._page("message.html", 503, who, title="Try again", message=message)
+        person = answers[who.uid]
         if person is None:
-            return self._page(
-                "message.html",
-                403,
-                who,
-                title="Not in the directory",
-                message="Your account is not in the City's directory: ask IT.",
-            )
+            message = "Your account is not in the City's directory: ask IT."
+            return self._page("message.html", 403, who, title="Not in the directory", message=message)
         today = self.clock().date()
         fields: dict[str, Any] = {
             "sites": [self._site_id(request.query_params.get("site", ""))],
@@ -235,17 +240,20 @@ class Portal:
         if isinstance(given, NotSignedIn):
             return self._refused(given)
         uid, password = given
-        if not self.passwords.remembered(uid, password):
-            try:
-                outcome = await run_in_threadpool(self.passwords.verify, uid, password)
-            except DirectoryUnavailable:
-                return self._refused(
-                    NotSignedIn("The directory did not answer: try again in a minute.", ask=False), 503
-                )
-            if outcome is not BindOutcome.OK:
-                return self._refused(
-                    NotSignedIn(f"Sign-in refused: {outcome.value.replace('_', ' ')}.", ask=True)
-                )
+        verification = await self.gateway.authenticate(uid, password)
+        outcome = verification.outcome
+        if outcome is BindOutcome.UNAVAILABLE:
+            why = NotSignedIn("The directory did not answer: try again in a minute.", ask=False)
+            return self._refused(why, 503)
+        if outcome is BindOutcome.RATE_LIMITED:
+            wait = f"{verification.retry_after:.0f} seconds"
+            return self._refused(
+                NotSignedIn(f"Too many sign-in attempts: try again in {wait}.", ask=False), 429
+            )
+        if outcome is not BindOutcome.OK:
+            return self._refused(
+                NotSignedIn(f"Sign-in refused: {outcome.value.replace('_', ' ')}.", ask=True)
+            )
         return SignedIn(uid.casefold(), "basic", address_of(request))
 
     def _refused(self, why: NotSignedIn, status: int | None = None) -> Response:
@@ -272,12 +280,6 @@ class Portal:
                 message="This form was not opened by you in this portal, or it is too old: open it again.",
             )
         return form
-
-    async def _person(self, uid: str) -> Person | None:
-        try:
-            return await run_in_threadpool(self.directory.lookup, uid)
-        except DirectoryUnavailable:
-            return None
 
     def _approver_facts(self, uid: str) -> tuple[Person | None, dict[str, Person | None]]:
         people: dict[str, Person | None] = {}

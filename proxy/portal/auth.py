@@ -1,25 +1,20 @@
 """Who is using the portal: an employee signed in with their directory password (HTTP Basic).
 
 A password crosses the network only over TLS, or never leaves the machine (a loopback client):
-anything else is refused before a password is read. A verified password is remembered for a
-few minutes (as a hash), so a page with a form does not cost the directory a bind per request.
+anything else is refused before a password is read. The password is checked as the proxy checks
+one (directory/gateway.py): remembered for `credentials_ttl`, refused again without a bind, and
+limited to `bind_rate` binds a minute per account, so the portal is no way to guess passwords.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
-import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 from starlette.requests import Request
 
-from citygate.directory.model import BindOutcome
-
-REMEMBER_SECONDS = 300.0
 REALM = "citygate requests"
 
 
@@ -32,27 +27,6 @@ class SignedIn(NamedTuple):
 class NotSignedIn(NamedTuple):
     why: str
     ask: bool  # whether to ask for credentials (401) rather than refuse (403)
-
-
-class PasswordCheck:
-    """Checks Basic credentials with the directory (`authenticate`, a blocking call: run it in a
-    thread) and remembers the answers that verified."""
-
-    def __init__(self, authenticate: Callable[[str, str], BindOutcome]) -> None:
-        self.authenticate = authenticate
-        self._verified: dict[bytes, float] = {}
-
-    def remembered(self, uid: str, password: str) -> bool:
-        expires = self._verified.get(_key(uid, password))
-        return expires is not None and expires > time.monotonic()
-
-    def verify(self, uid: str, password: str) -> BindOutcome:
-        outcome = self.authenticate(uid, password)
-        if outcome is BindOutcome.OK:
-            if len(self._verified) > 10_000:
-                self._verified.clear()
-            self._verified[_key(uid, password)] = time.monotonic() + REMEMBER_SECONDS
-        return outcome
 
 
 def credentials(request: Request) -> tuple[str, str] | NotSignedIn:
@@ -86,7 +60,3 @@ def _loopback(request: Request) -> bool:
         return ipaddress.ip_address(address_of(request)).is_loopback
     except ValueError:
         return False
-
-
-def _key(uid: str, password: str) -> bytes:
-    return hashlib.sha256(f"{uid.casefold()}\0{password}".encode()).digest()
