@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -93,22 +95,46 @@ def test_a_grant_the_check_would_refuse_is_not_written(config, changes, says):
     ]
 
 
-def _approve(config: Path, n: int, start: multiprocessing.synchronize.Barrier) -> None:
-    start.wait()
-    add_grant(config, "Parks", approved(f"parks-req-2026-{n:04d}", request_id=f"req-2026-{n:04d}"))
+APPROVE = """
+import sys, time
+from datetime import date
+from pathlib import Path
+from citygate.proxy.requests.grant_file import ApprovedGrant, add_grant
+config, n, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+today, until = date.fromisoformat(sys.argv[4]), date.fromisoformat(sys.argv[5])
+go.with_name(f"ready-{n}").touch()
+while not go.exists():
+    time.sleep(0.001)
+grant = ApprovedGrant(f"parks-req-2026-{n:04d}", "mnguyen", ("instagram",), "Post the camp schedule",
+                      "ahernandez", today, until, f"req-2026-{n:04d}")
+add_grant(config, "Parks", grant)
+"""
 
 
-def test_directors_approving_at_the_same_moment_both_get_their_grant(config):
-    start = multiprocessing.get_context("fork").Barrier(4)
+def test_directors_approving_at_the_same_moment_both_get_their_grant(config, tmp_path):
+    # Separate processes (not forks of this threaded one), released together.
+    go = tmp_path / "go"
+    until = TODAY + timedelta(days=90)
     workers = [
-        multiprocessing.get_context("fork").Process(target=_approve, args=(config, n, start))
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                APPROVE,
+                str(config),
+                str(n),
+                str(go),
+                TODAY.isoformat(),
+                until.isoformat(),
+            ]
+        )
         for n in range(10, 14)
     ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < len(workers) and time.monotonic() < deadline:
+        time.sleep(0.01)  # every interpreter up and waiting
+    go.touch()
+    assert [worker.wait(60) for worker in workers] == [0, 0, 0, 0]
 
     ids = {grant.id for grant in load_policy(config).grants}
     assert {f"parks-req-2026-{n:04d}" for n in range(10, 14)} <= ids
