@@ -24,7 +24,7 @@ from starlette.routing import Route
 from citygate.directory.backends import guard_settings, open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
-from citygate.directory.model import BindOutcome, Directory, DirectoryUnavailable, Person
+from citygate.directory.model import BindOutcome, Directory
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.portal.auth import REALM, NotSignedIn, SignedIn, address_of, credentials
@@ -33,7 +33,7 @@ from citygate.proxy.requests.form import FormProblems, checked_form
 from citygate.proxy.requests.log import EvidenceLog
 from citygate.proxy.requests.routing import Authority, authority
 from citygate.proxy.requests.store import AlreadyOpen, RequestStore
-from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, decide
+from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, approver_facts, decide
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_DAYS = 90
@@ -163,7 +163,7 @@ class Portal:
         who = await self._signed_in(request)
         if isinstance(who, Response):
             return who
-        approver, people = await run_in_threadpool(self._approver_facts, who.uid)
+        approver, people = await run_in_threadpool(approver_facts, self.directory, self.policy, who.uid)
         pending = await run_in_threadpool(self.store.pending)
         now = self.clock()
         mine = [
@@ -216,7 +216,7 @@ class Portal:
         history = [
             r for r in await run_in_threadpool(self.store.of_employee, found.employee) if r.id != found.id
         ]
-        approver, people = await run_in_threadpool(self._approver_facts, who.uid)
+        approver, people = await run_in_threadpool(approver_facts, self.directory, self.policy, who.uid)
         verdict = authority(
             found, self.settings.stages[found.stage], approver, self.policy, people, self.clock()
         )
@@ -280,16 +280,6 @@ class Portal:
                 message="This form was not opened by you in this portal, or it is too old: open it again.",
             )
         return form
-
-    def _approver_facts(self, uid: str) -> tuple[Person | None, dict[str, Person | None]]:
-        people: dict[str, Person | None] = {}
-        with contextlib.suppress(DirectoryUnavailable):
-            for delegation in self.policy.delegations.get(uid, ()):
-                people[delegation.director] = self.directory.lookup(delegation.director)
-        try:
-            return self.directory.lookup(uid), people
-        except DirectoryUnavailable:
-            return None, people
 
     def _site_id(self, value: str) -> str:
         """The catalog id of a site given by id or by host (the block page passes the blocked host)."""

@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from citygate.directory.problems import ConfigError, Problem
-from citygate.proxy.policy import load_policy
+from citygate.proxy.policy import Policy, load_policy
 
 LOCK_NAME = ".citygate-grants.lock"  # not *.yaml: never read as a grant file
 
@@ -67,45 +67,49 @@ class GrantNotWritten(Exception):
         super().__init__("; ".join(str(problem) for problem in problems))
 
 
-def add_grant(config_path: Path, department: str, grant: ApprovedGrant) -> Path:
+def add_grant(
+    config_path: Path, department: str, grant: ApprovedGrant, *, loaded: Policy | None = None
+) -> Path:
     """Append `grant` to the grant file of `department` (created when it has none); its path.
 
-    Raises GrantNotWritten, with every problem, when the configuration would not load with it.
+    `loaded` is the configuration as the caller loaded it, if it has: its grant files that did
+    not change are not read again. Raises GrantNotWritten, with every problem, when the
+    configuration would not load with it.
     """
-    grants_dir = _grants_dir(config_path)
-    with _locked(grants_dir):
-        path, text = _with_grant(config_path, grants_dir, department, grant)
+    loaded = loaded or load_policy(config_path)
+    with _locked(_grants_dir(loaded)):
+        path, text = _with_grant(config_path, loaded, department, grant)
         _replace(path, text)
     return path
 
 
-def problems_writing(config_path: Path, department: str, grant: ApprovedGrant) -> list[Problem]:
+def problems_writing(
+    config_path: Path, department: str, grant: ApprovedGrant, *, loaded: Policy | None = None
+) -> list[Problem]:
     """What would stop `add_grant` now (nothing is written): to check before an approval is saved."""
     try:
-        _with_grant(config_path, _grants_dir(config_path), department, grant)
+        _with_grant(config_path, loaded or load_policy(config_path), department, grant)
     except GrantNotWritten as exc:
         return exc.problems
     return []
 
 
-def _grants_dir(config_path: Path) -> Path:
-    grants_dir = load_policy(config_path).grants_dir
-    assert grants_dir is not None, "load_policy sets the grants folder"
-    return grants_dir
+def _grants_dir(loaded: Policy) -> Path:
+    assert loaded.grants_dir is not None, "load_policy sets the grants folder"
+    return loaded.grants_dir
 
 
-def _with_grant(
-    config_path: Path, grants_dir: Path, department: str, grant: ApprovedGrant
-) -> tuple[Path, str]:
+def _with_grant(config_path: Path, loaded: Policy, department: str, grant: ApprovedGrant) -> tuple[Path, str]:
     """The department's grant file and its text with `grant` added, checked as citygate check would."""
-    path, document = _department_file(grants_dir, department)
+    path, document = _department_file(_grants_dir(loaded), department)
     grants = document.get("grants")
     if not isinstance(grants, CommentedSeq):
         grants = document["grants"] = CommentedSeq()
     grants.append(grant.entry())
     text = _dump(document)
     try:
-        load_policy(config_path, pending={path: text})
+        # The files `loaded` read and that did not change are taken from it, not read again.
+        load_policy(config_path, previous=loaded, pending={path: text})
     except ConfigError as exc:
         raise GrantNotWritten([p for p in exc.problems if p.path == path] or exc.problems) from exc
     return path, text

@@ -68,7 +68,7 @@ def decide(
         return NotDecided("say why the request is denied: the employee is told")
     settings = policy.features.requests
     stage = settings.stages[request.stage]
-    person, people = _approver_facts(directory, policy, approver.uid)
+    person, people = approver_facts(directory, policy, approver.uid)
     verdict = authority(request, stage, person, policy, people, now)
     if isinstance(verdict, Refusal):
         record(refusal_record(request, approver.uid, approver.method, approver.address, verdict.why, now))
@@ -86,7 +86,7 @@ def decide(
     after = with_decision(request, decision, settings)
     grant = grant_of(after, settings, policy) if after.status is Status.APPROVED else None
     if grant is not None:
-        problems = problems_writing(config_path, request.department or "", grant)
+        problems = problems_writing(config_path, request.department or "", grant, loaded=policy)
         if problems:
             return NotDecided("the grant would not load: " + "; ".join(p.message for p in problems))
         after = dataclasses.replace(after, grant_id=grant.id)
@@ -96,7 +96,7 @@ def decide(
     if grant is None:
         return Decided(after, None)
     try:
-        written = add_grant(config_path, request.department or "", grant)
+        written = add_grant(config_path, request.department or "", grant, loaded=policy)
     except (GrantNotWritten, OSError) as exc:
         # The approval stands (it is evidence); the grant is missing until written again.
         return NotDecided(f"{request.id} is approved, but its grant {grant.id} could not be written: {exc}")
@@ -125,7 +125,7 @@ def advance(
     return done
 
 
-def _approver_facts(
+def approver_facts(
     directory: Directory, policy: Policy, uid: str
 ) -> tuple[Person | None, dict[str, Person | None]]:
     """The approver, and the Directors whose designee they are, as the directory says now."""
