@@ -14,7 +14,6 @@ class Status(StrEnum):
     APPROVED = "approved"  # every stage approved: the grant is written
     DENIED = "denied"
     EXPIRED = "expired"  # nobody decided in time
-    WITHDRAWN = "withdrawn"  # by the employee
 
     @property
     def open(self) -> bool:
