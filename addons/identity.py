@@ -3,7 +3,7 @@
 Four ways:
 
 1. `Proxy-Authorization: Negotiate <token>` (Kerberos single sign-on), checked with the proxy's
-   keytab (addons/negotiate.py), when `identity.sign_in` offers it.
+   keytab (proxy/identity/negotiate.py), when `identity.sign_in` offers it.
 2. `Proxy-Authorization: Basic` (a directory password), checked by the directory, unless
    `identity.sign_in` leaves Basic out.
 3. `Proxy-Authorization: Bearer <JWT>` (a token from the city's single sign-on), checked
@@ -40,11 +40,11 @@ from mitmproxy import connection, http
 
 from citygate.addons.credentials import REALM, UnsupportedCredentials, basic_credentials
 from citygate.addons.jwks import JwksKeys, KeysUnavailable
-from citygate.addons.negotiate import NEGOTIATE, NegotiateAcceptor
 from citygate.directory.gateway import DirectoryGateway, Verification
 from citygate.directory.model import BindOutcome
 from citygate.proxy.decision import Identity
 from citygate.proxy.identity.config import IdentitySettings, IssuerSettings
+from citygate.proxy.identity.negotiate import NEGOTIATE, NegotiateAcceptor
 from citygate.proxy.identity.tokens import (
     SYMMETRIC_ALGORITHMS,
     TokenRejected,

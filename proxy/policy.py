@@ -394,6 +394,7 @@ def load_policy(
     )
 
     _check_sign_in_host_is_proxied(config_path, document, features, problems)
+    _check_portal_kerberos(config_path, document, features, problems)
     if problems.errors:
         raise ConfigError(problems)
     return Policy(
@@ -414,6 +415,30 @@ def load_policy(
         delegations=MappingProxyType(dict(delegations)),
         read_files=MappingProxyType(loader.read),
     )
+
+
+def _check_portal_kerberos(path: Path, document: Node, features: FeatureSettings, problems: Problems) -> None:
+    """The portal's principal is read from the proxy's keytab, in the proxy's realms."""
+    principal = features.requests.kerberos_principal
+    if principal is None:
+        return
+    section = document.get("requests")
+    line = section.line_of("kerberos_principal") if isinstance(section, Node) else None
+    kerberos = features.identity.kerberos
+    if kerberos is None:
+        problems.error(
+            path,
+            line,
+            "requests.kerberos_principal is set, but identity.kerberos is not: the portal reads its key from the proxy's keytab",
+            "add identity.kerberos (keytab, principal) for the proxy, with the portal's key in the same keytab, or remove requests.kerberos_principal",
+        )
+    elif principal.rpartition("@")[2] not in kerberos.realms:
+        problems.error(
+            path,
+            line,
+            f"requests.kerberos_principal {principal} is not in the realms employees sign in from ({', '.join(kerberos.realms)})",
+            f"name the portal's principal in {kerberos.realm}, e.g. HTTP/requests.city.example@{kerberos.realm}",
+        )
 
 
 def _check_sign_in_host_is_proxied(

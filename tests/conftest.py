@@ -96,6 +96,7 @@ KERBEROS_USERS = {
     "jlee": "jlee-krb",
     "mnguyen": "mnguyen-krb",
     "bjones": "bjones-krb",
+    "ahernandez": "ahernandez-krb",  # the Director of Parks, who approves in the request portal
     "nobody": "nobody-krb",
 }
 

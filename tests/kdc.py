@@ -5,6 +5,7 @@ and `krb5-user`; `tools/system-deps` installs them). Both realms start in well u
 
 - TEST.LAN is the proxy's realm: `proxy.test.lan` belongs to it (krb5.conf [domain_realm]), so
   a client asks for `HTTP/proxy.test.lan@TEST.LAN`, whose key `service_keytab` exports.
+- `requests.test.lan` is the request portal's host, `HTTP/requests.test.lan@TEST.LAN` its principal.
 - OTHER.LAN trusts TEST.LAN one way (`krbtgt/TEST.LAN@OTHER.LAN` in both databases): a user of
   OTHER.LAN gets a real ticket for the proxy, which the proxy must refuse for its realm.
 
@@ -27,6 +28,9 @@ REALM = "TEST.LAN"
 OTHER_REALM = "OTHER.LAN"
 PROXY_HOST = "proxy.test.lan"
 SERVICE = f"HTTP/{PROXY_HOST}@{REALM}"
+# The request portal's own name: a browser asks for a ticket for the host it opened.
+PORTAL_HOST = "requests.test.lan"
+PORTAL_SERVICE = f"HTTP/{PORTAL_HOST}@{REALM}"
 _MASTER = "test-kdc-master-secret"  # a throw-away test database
 _TRUST = "test-cross-realm-secret"
 
@@ -126,6 +130,7 @@ class Kdc:
         for realm in (self.realm, self.other):
             realm.kadmin(f"addprinc -pw {_TRUST} {trust}")
         self.realm.kadmin(f"addprinc -randkey {SERVICE}")
+        self.realm.kadmin(f"addprinc -randkey {PORTAL_SERVICE}")
         for realm in (self.realm, self.other):
             realm.start()
 

@@ -1,6 +1,6 @@
 """Kerberos sign-in, the pure part: which employee a principal is, and why a token was refused.
 
-The GSSAPI handshake itself (keytab, replay cache, threads) is addons/negotiate.py's; this
+The GSSAPI handshake itself (keytab, replay cache, threads) is negotiate.py's; this
 module only reads what it produced: the client principal, or the library's error message.
 """
 

@@ -26,8 +26,17 @@ from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import BindOutcome, Directory
 from citygate.proxy.hosts import normalize_host
+from citygate.proxy.identity.config import KerberosSettings
+from citygate.proxy.identity.negotiate import NegotiateAcceptor
 from citygate.proxy.policy import Policy, load_policy
-from citygate.proxy.portal.auth import REALM, NotSignedIn, SignedIn, address_of, credentials
+from citygate.proxy.portal.auth import (
+    NegotiateToken,
+    NotSignedIn,
+    SignedIn,
+    address_of,
+    challenges,
+    credentials,
+)
 from citygate.proxy.portal.csrf import token_for, token_is_valid
 from citygate.proxy.requests.form import FormProblems, checked_form
 from citygate.proxy.requests.log import EvidenceLog
@@ -65,6 +74,7 @@ class Portal:
         self.store = RequestStore(self.settings.database)
         self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer="portal")
         self.secret = secrets.token_bytes(32)
+        self.negotiate = _acceptor(self.policy)
         self.templates = _templates(self._site_name)
 
     # ------------------------------------------------------------------ the app
@@ -236,33 +246,59 @@ class Portal:
     # ------------------------------------------------------------------ shared
 
     async def _signed_in(self, request: Request) -> SignedIn | Response:
-        given = credentials(request)
+        given = credentials(request, negotiate=self.negotiate is not None)
         if isinstance(given, NotSignedIn):
-            return self._refused(given)
-        uid, password = given
-        verification = await self.gateway.authenticate(uid, password)
+            return self._refused(request, given)
+        if isinstance(given, NegotiateToken):
+            return await self._negotiated(request, given)
+        verification = await self.gateway.authenticate(given.uid, given.password)
         outcome = verification.outcome
         if outcome is BindOutcome.UNAVAILABLE:
             why = NotSignedIn("The directory did not answer: try again in a minute.", ask=False)
-            return self._refused(why, 503)
+            return self._refused(request, why, 503)
         if outcome is BindOutcome.RATE_LIMITED:
             wait = f"{verification.retry_after:.0f} seconds"
             return self._refused(
-                NotSignedIn(f"Too many sign-in attempts: try again in {wait}.", ask=False), 429
+                request, NotSignedIn(f"Too many sign-in attempts: try again in {wait}.", ask=False), 429
             )
         if outcome is not BindOutcome.OK:
             return self._refused(
-                NotSignedIn(f"Sign-in refused: {outcome.value.replace('_', ' ')}.", ask=True)
+                request, NotSignedIn(f"Sign-in refused: {outcome.value.replace('_', ' ')}.", ask=True)
             )
-        return SignedIn(uid.casefold(), "basic", address_of(request))
+        return SignedIn(given.uid.casefold(), "basic", address_of(request))
 
-    def _refused(self, why: NotSignedIn, status: int | None = None) -> Response:
-        headers = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'} if why.ask else {}
-        code = status or (401 if why.ask else 403)
+    async def _negotiated(self, request: Request, token: NegotiateToken) -> SignedIn | Response:
+        """The employee a Kerberos ticket proves, if their account may sign in today."""
+        assert self.negotiate is not None, "a Negotiate token is read only where Kerberos is set up"
+        identity = await self.negotiate.identity(token.encoded)
+        if identity.authenticated is None:
+            why = "The portal cannot check Kerberos sign-ins right now (IT has been told): use your password, or try again later."
+            return self._refused(request, NotSignedIn(why, ask=True), 503)
+        if not identity.authenticated:
+            return self._refused(
+                request, NotSignedIn(f"Kerberos sign-in refused: {identity.problem}.", ask=True)
+            )
+        # A ticket outlives a disabled account by up to its lifetime: the directory decides.
+        answers = await self.gateway.people([identity.user])
+        if identity.user not in answers:
+            why = NotSignedIn("The directory did not answer: try again in a minute.", ask=False)
+            return self._refused(request, why, 503)
+        person = answers[identity.user]
+        if person is None or not person.can_sign_in:
+            why = "your account is not in the City's directory" if person is None else person.state.described
+            return self._refused(request, NotSignedIn(f"Sign-in refused: {why}. Ask IT.", ask=False))
+        return SignedIn(identity.user, "negotiate", address_of(request))
+
+    def _refused(self, request: Request, why: NotSignedIn, status: int | None = None) -> Response:
+        offered = challenges(request, negotiate=self.negotiate is not None) if why.ask else []
+        code = status or (401 if offered else 403)
         body = self.templates.get_template("message.html").render(
             title="Sign in", message=why.why, who=None, city=self.policy.city
         )
-        return HTMLResponse(body, status_code=code, headers=headers)
+        response = HTMLResponse(body, status_code=code)
+        for value in offered:
+            response.headers.append("WWW-Authenticate", value)
+        return response
 
     async def _form(self, request: Request, who: SignedIn) -> Any:
         length = request.headers.get("content-length")
@@ -303,6 +339,15 @@ class Portal:
             **values,
         )
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _acceptor(policy: Policy) -> NegotiateAcceptor | None:
+    """Negotiate for the portal's own principal, from the proxy's keytab, in the proxy's realms."""
+    principal = policy.features.requests.kerberos_principal
+    kerberos = policy.features.identity.kerberos
+    if principal is None or kerberos is None:  # both or neither: the policy's load checks it
+        return None
+    return NegotiateAcceptor(KerberosSettings(kerberos.keytab, principal, kerberos.realms))
 
 
 def create_app(config_path: Path, clock: Callable[[], datetime] | None = None) -> Starlette:

@@ -10,16 +10,23 @@
       expire_after_business_days: 10       # undecided requests end
       max_purpose_chars: 1000
       recorded_approvals: off              # off | warn | require (citygate check)
+      kerberos_principal: HTTP/requests.city.example@CITY.EXAMPLE  # single sign-on to the portal
 
 A stage's `approvers` is `department-directors` or `{group: <directory group cn>}` (Glendale's
 Office of Communication and Public Affairs). Exactly one stage is the Directors': the grant
 names its approver, whom the proxy checks live on every request like any approver.
+
+With `kerberos_principal`, the portal signs people in as the proxy does (Negotiate), with the
+key of that principal from `identity.kerberos.keytab` (one keytab may hold both principals);
+a directory password (Basic) remains the fallback, over TLS or from the machine itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 
@@ -53,6 +60,46 @@ class Stage:
 DIRECTOR_STAGE = Stage("Department Director")
 
 
+class SmtpSecurity(StrEnum):
+    """How mail reaches the city's mail server: the SMTP password and the requests' purposes travel
+    with it, so in clear only to a relay on this machine."""
+
+    STARTTLS = "starttls"  # TLS before anything is said; a server that does not offer it is refused
+    TLS = "tls"  # TLS from the first byte (port 465)
+    NONE = "none"  # no TLS: smtp_host must be this machine (localhost, 127.0.0.1, ::1)
+
+
+_DEFAULT_SMTP_PORTS = {SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465, SmtpSecurity.NONE: 25}
+
+
+@dataclass(frozen=True, slots=True)
+class EmailSettings:
+    """`requests.email`: the mail server the notices are sent through (proxy/requests/mail.py).
+
+        email:
+          smtp_host: mail.city.example
+          smtp_port: 587                    # default: 587 (starttls), 465 (tls), 25 (none)
+          security: starttls                # starttls | tls | none (a relay on this machine only)
+          sender: City of Example Social Media Requests <citygate@city.example>
+          username: citygate                # optional, with password_file
+          password_file: /etc/citygate/smtp-password   # read at each send, never in this file
+          ca_file: /etc/citygate/city-ca.pem           # optional: the city's own CA
+          remind_days_before: 7             # remind before an approved grant ends
+          timeout_seconds: 10
+    """
+
+    smtp_host: str
+    sender: str  # the From header: an address, with a display name or without
+    smtp_port: int = 587
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str | None = None
+    # Read at every send, so a rotated password needs no restart and no process keeps it.
+    password_file: Path | None = None
+    ca_file: Path | None = None  # None: the system's CAs
+    remind_days_before: int = 7
+    timeout_seconds: int = 10
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSettings:
     enabled: bool = False
@@ -63,6 +110,10 @@ class RequestSettings:
     recorded_approvals: RecordedApprovals = RecordedApprovals.OFF
     # Where employees reach the portal (`citygate portal`): the block page links its request form.
     portal_url: str | None = None
+    # The portal's own service principal for Negotiate sign-in (None: passwords only).
+    kerberos_principal: str | None = None
+    # Where the notices are mailed from (None: no mail is queued or sent).
+    email: EmailSettings | None = None
 
 
 _KEYS = (
@@ -73,6 +124,8 @@ _KEYS = (
     "max_purpose_chars",
     "recorded_approvals",
     "portal_url",
+    "kerberos_principal",
+    "email",
 )
 _STAGE_KEYS = ("name", "approvers", "escalate_after_business_days")
 DEFAULT_DATABASE = "../var/requests.sqlite"
@@ -97,6 +150,10 @@ def parse_requests_section(
         stages = _stages(config_path, node, problems)
         if stages is not None:
             values["stages"] = stages
+    if "email" in node:
+        email = _email(config_path, node, problems)
+        if email is not None:
+            values["email"] = email
     return RequestSettings(**values)  # type: ignore[arg-type]
 
 
@@ -128,17 +185,7 @@ def _scalars(config_path: Path, node: Node, problems: Problems) -> dict[str, obj
             number = _whole(config_path, node, key, low, high, problems, f"requests.{key}")
             if number is not None:
                 values[key] = number
-    if "portal_url" in node:
-        url = node["portal_url"]
-        if isinstance(url, str) and re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url.strip()):
-            values["portal_url"] = url.strip().rstrip("/")
-        else:
-            problems.error(
-                config_path,
-                node.line_of("portal_url"),
-                f"requests.portal_url {url!r} is not an http(s) address",
-                "e.g. portal_url: https://requests.city.example (where citygate portal is served)",
-            )
+    values |= _addresses(config_path, node, problems)
     if "recorded_approvals" in node:
         raw = node["recorded_approvals"]
         try:
@@ -150,6 +197,34 @@ def _scalars(config_path: Path, node: Node, problems: Problems) -> dict[str, obj
                 node.line_of("recorded_approvals"),
                 f"requests.recorded_approvals {node['recorded_approvals']!r} is not off, warn or require",
                 "write recorded_approvals: off (hand-written grants are fine), warn or require",
+            )
+    return values
+
+
+def _addresses(config_path: Path, node: Node, problems: Problems) -> dict[str, object]:
+    """Where the portal is, and the Kerberos name browsers know it by: those that are valid."""
+    values: dict[str, object] = {}
+    if "portal_url" in node:
+        url = node["portal_url"]
+        if isinstance(url, str) and re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url.strip()):
+            values["portal_url"] = url.strip().rstrip("/")
+        else:
+            problems.error(
+                config_path,
+                node.line_of("portal_url"),
+                f"requests.portal_url {url!r} is not an http(s) address",
+                "e.g. portal_url: https://requests.city.example (where citygate portal is served)",
+            )
+    if "kerberos_principal" in node:
+        principal = node["kerberos_principal"]
+        if isinstance(principal, str) and re.fullmatch(r"HTTP/[^\s/@]+@[^\s@]+", principal.strip()):
+            values["kerberos_principal"] = principal.strip()
+        else:
+            problems.error(
+                config_path,
+                node.line_of("kerberos_principal"),
+                f"requests.kerberos_principal {principal!r} is not an HTTP service principal with a realm",
+                "e.g. kerberos_principal: HTTP/requests.city.example@CITY.EXAMPLE (the portal's host as browsers know it)",
             )
     return values
 

@@ -3,19 +3,14 @@ with real clients: an employee asks, the Director approves, the grant is written
 
 from __future__ import annotations
 
-import base64
-import http.client
 import re
-import socket
-import subprocess
 import sys
-import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from demo_config import requests_city
+from portal_server import Portal, running_portal
 
 from citygate.proxy.policy import load_policy
 
@@ -23,61 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CITYGATE = str(Path(sys.executable).parent / "citygate")
 
 
-class Portal:
-    def __init__(self, config: Path, port: int, process: subprocess.Popen[bytes]) -> None:
-        self.config, self.port, self.process = config, port, process
-
-    def call(
-        self, uid: str | None, method: str, path: str, form: dict | None = None, password: str | None = None
-    ):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {}
-        if uid is not None:
-            secret = password if password is not None else f"{uid}-pass"
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{uid}:{secret}".encode()).decode()
-        body = None
-        if form is not None:
-            body = urllib.parse.urlencode(form, doseq=True)
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        text = response.read().decode()
-        connection.close()
-        return response.status, {name.lower(): value for name, value in response.getheaders()}, text
-
-    def csrf(self, uid: str, path: str) -> str:
-        status, _, page = self.call(uid, "GET", path)
-        assert status == 200, page
-        return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def portal(tmp_path: Path) -> Iterator[Portal]:
-    config = requests_city(tmp_path)
-    port = free_port()
-    process = subprocess.Popen(
-        [CITYGATE, "portal", "--config", str(config), "--listen-port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert process.poll() is None, process.stdout.read().decode()
-            time.sleep(0.1)
-    yield Portal(config, port, process)
-    process.terminate()
-    output = process.communicate(timeout=30)[0].decode()
-    assert "mnguyen-pass" not in output and "ahernandez-pass" not in output
+    with running_portal(requests_city(tmp_path)) as portal:
+        yield portal
+    assert "mnguyen-pass" not in portal.output and "ahernandez-pass" not in portal.output
 
 
 def submit(portal: Portal, uid: str = "mnguyen", **changes):
