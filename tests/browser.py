@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,6 +417,27 @@ class Browser:
                 with self._lock:
                     del self._sessions[name]
 
+    @contextlib.contextmanager
+    def tab(self, *, width: int = 1280, height: int = 900) -> Iterator[Tab]:
+        """A tab that stays open across loads, for a person's steps through pages: follow a link,
+        fill in and submit a form, take a screenshot. Closed when the block ends."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        with self._lock:
+            self._sessions[session] = events
+        try:
+            for domain in ("Page", "Network", "Runtime"):
+                self.send(f"{domain}.enable", session=session)
+            frame = self.send("Page.getFrameTree", session=session)["frameTree"]["frame"]["id"]
+            tab = Tab(self, session, events, frame)
+            tab.resize(width, height)
+            yield tab
+        finally:
+            self.send("Target.closeTarget", {"targetId": target})
+            with self._lock:
+                del self._sessions[session]
+
     def _collect(
         self,
         url: str,
@@ -508,6 +529,70 @@ class Browser:
     def body(self, response: Response) -> bytes | None:
         """The body the browser received for `response` (read before its tab closed)."""
         return self._bodies.get(response.request_id)
+
+
+class Tab:
+    """One open tab (`Browser.tab()`): each step waits for the page it leads to and returns its Load."""
+
+    def __init__(
+        self, browser: Browser, session: str, events: queue.Queue[dict[str, Any]], frame: str
+    ) -> None:
+        self._browser, self._session, self._events, self._frame = browser, session, events, frame
+
+    def goto(self, url: str, *, timeout: float = 20.0) -> Load:
+        self._drain()
+        navigated = self._browser.send("Page.navigate", {"url": url}, session=self._session)
+        return self._browser._collect(url, self._session, self._events, navigated, timeout, None)
+
+    def act(self, script: str, *, timeout: float = 20.0) -> Load:
+        """Run `script` (it clicks a link, submits a form...) and wait for the page it loads."""
+        self._drain()
+        self.evaluate(script)
+        return self._browser._collect(
+            script, self._session, self._events, {"frameId": self._frame}, timeout, None
+        )
+
+    def evaluate(self, expression: str) -> str:
+        return self._browser._evaluate(self._session, expression)
+
+    def fill(self, fields: Mapping[str, str | list[str]]) -> None:
+        """Set the current page's form fields by name, as a person would type and tick them."""
+        for name, value in fields.items():
+            script = (
+                "(function(name, value) { for (const el of document.getElementsByName(name)) {"
+                " if (el.type === 'checkbox' || el.type === 'radio') el.checked = value.includes(el.value);"
+                " else el.value = value; } })"
+                f"({json.dumps(name)}, {json.dumps(value)})"
+            )
+            self.evaluate(script)
+
+    def resize(self, width: int, height: int) -> None:
+        """The viewport a screen of `width` CSS pixels shows (a phone below 600: a mobile viewport)."""
+        self._browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+            session=self._session,
+        )
+
+    def screenshot(self, path: Path) -> Path:
+        """The whole page as a PNG at the current width (taller than the screen: all of it)."""
+        size = self._browser.send("Page.getLayoutMetrics", session=self._session)["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        answer = self._browser.send(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True, "clip": clip},
+            session=self._session,
+        )
+        path.write_bytes(base64.b64decode(answer["data"]))
+        return path
+
+    def _drain(self) -> None:
+        """Forget the events of earlier pages, so that a step waits for its own page's load."""
+        while True:
+            try:
+                self._events.get_nowait()
+            except queue.Empty:
+                return
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:

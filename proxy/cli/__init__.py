@@ -362,7 +362,8 @@ def _check_keytab(policy: Policy) -> bool:
 
 # Grants that have not started or have ended are reported as warnings when the files load;
 # `check` fails only on grants that are in force on paper but refused by the directory.
-_CALENDAR_REASONS = (Reason.GRANT_NOT_YET_VALID, Reason.GRANT_EXPIRED)
+# The grant's own dates and hours, not a fault: it works on its days and in its hours.
+_CALENDAR_REASONS = (Reason.GRANT_NOT_YET_VALID, Reason.GRANT_EXPIRED, Reason.OUTSIDE_HOURS)
 
 
 def _grants_not_working(

@@ -2,7 +2,8 @@
 
 `list` and `show` read the request store; `approve` and `deny` decide as the web portal does
 (proxy/requests/workflow.py), after the approver proves who they are with their directory
-password: a name typed on the command line proves nothing.
+password: a name typed on the command line proves nothing. `advance`, run by a timer, is the
+time-driven part: escalations, expiries, reminders, and with `requests.email` the mail due.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.writer import AuditUnavailable
 from citygate.proxy.cli.commands import Commands, close_directory, command, command_with_actions
 from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.requests.form import FormProblems, checked_narrowing
 from citygate.proxy.requests.log import EvidenceLog
-from citygate.proxy.requests.model import AccessRequest
+from citygate.proxy.requests.mail import deliver_due
+from citygate.proxy.requests.model import AccessRequest, Terms
 from citygate.proxy.requests.routing import Due
 from citygate.proxy.requests.store import RequestStore
-from citygate.proxy.requests.workflow import Approver, Decided, advance, decide
+from citygate.proxy.requests.workflow import Approver, Decided, advance, decide, queue_missed, remind
 
 EPILOG = """examples:
   citygate requests list                                  # the requests waiting for a decision
@@ -34,7 +37,9 @@ EPILOG = """examples:
   citygate requests approve req-2026-0042 --as ahernandez # asks for ahernandez's password
   citygate requests deny req-2026-0042 --as ahernandez --reason "Use the Parks page instead"
   echo "$PASSWORD" | citygate requests approve req-2026-0042 --as ahernandez --password-stdin
-  citygate requests advance                               # escalate and expire by the business days set
+  citygate requests approve req-2026-0042 --as ahernandez --sites instagram --until 2027-01-31
+  citygate requests advance                               # escalate and expire by the business days set,
+                                                          # queue reminders, send the mail due
 
 exit status: 0 when done, 1 when the request could not be decided (the reason is printed),
 2 on a usage, configuration or sign-in error.
@@ -67,7 +72,8 @@ def register_requests(commands: Commands) -> None:
     command(
         actions,
         "advance",
-        "escalate and expire open requests whose time has come (run it every few minutes: a timer)",
+        "escalate and expire open requests whose time has come, queue reminders and send the mail due "
+        "(run it every few minutes: a timer)",
         EPILOG,
         _with_store(advance_requests),
         config=True,
@@ -95,6 +101,18 @@ def register_requests(commands: Commands) -> None:
             help="read the password from standard input, not a prompt",
         )
         action.add_argument("--reason", default="", help="why (required to deny)")
+        if name == "approve":
+            narrowing = action.add_argument_group("allowing less than was asked")
+            narrowing.add_argument("--sites", help="only these of the requested sites (ids, comma-separated)")
+            narrowing.add_argument(
+                "--page",
+                dest="pages",
+                action="append",
+                default=[],
+                metavar="PATH",
+                help="only this page on each site (repeat for more; within the pages asked for)",
+            )
+            narrowing.add_argument("--until", help="an earlier last day (YYYY-MM-DD)")
 
 
 Action = Callable[[argparse.Namespace, Policy, RequestStore], int]
@@ -145,10 +163,22 @@ def show_request(args: argparse.Namespace, policy: Policy, store: RequestStore) 
 
 
 def advance_requests(args: argparse.Namespace, policy: Policy, store: RequestStore) -> int:
-    with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
-        done = advance(store=store, policy=policy, now=datetime.now(policy.timezone), record=evidence.record)
+    now = datetime.now(policy.timezone)
+    directory = open_directory(policy.directory, args.config)
+    try:
+        with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
+            done = advance(store=store, policy=policy, directory=directory, now=now, record=evidence.record)
+        remind(store=store, policy=policy, directory=directory, now=now)
+        queue_missed(store=store, policy=policy, directory=directory, now=now)
+    finally:
+        close_directory(directory)
     for request, action in done:
         print(f"{request.id}: {'escalated to the executives' if action is Due.ESCALATE else 'expired'}")
+    email = policy.features.requests.email
+    if email is not None:
+        # A failed send is retried by a later run (or the portal): the run itself succeeded.
+        for attempt in deliver_due(store, email, now):
+            print(attempt.described(policy.timezone))
     return 0
 
 
@@ -158,6 +188,9 @@ def decide_request(args: argparse.Namespace, policy: Policy, store: RequestStore
         refused = _signed_in(directory, args.approver, args.password_stdin)
         if refused is not None:
             return _fail(refused, 2)
+        narrowed = _narrowed(args, policy, store) if approved else None
+        if isinstance(narrowed, str):
+            return _fail(narrowed, 2)
         with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
             outcome = decide(
                 store=store,
@@ -170,6 +203,7 @@ def decide_request(args: argparse.Namespace, policy: Policy, store: RequestStore
                 reason=args.reason,
                 now=datetime.now(policy.timezone),
                 record=evidence.record,
+                narrowed=narrowed,
             )
     finally:
         close_directory(directory)
@@ -183,6 +217,29 @@ def decide_request(args: argparse.Namespace, policy: Policy, store: RequestStore
             f"grant {request.grant_id} written to {outcome.grant_file}; the proxy picks it up on its next reload"
         )
     return 0
+
+
+def _narrowed(args: argparse.Namespace, policy: Policy, store: RequestStore) -> Terms | str | None:
+    """What `--sites`, `--page` and `--until` allow of the request: None for all of it; a
+    string says what is wrong (every problem)."""
+    if args.sites is None and not args.pages and args.until is None:
+        return None
+    request = store.get(args.request)
+    if request is None:
+        return f"there is no request {args.request}"
+    terms = request.terms
+    narrowing = checked_narrowing(
+        terms=terms,
+        sites=terms.sites if args.sites is None else [site.strip() for site in args.sites.split(",")],
+        pages="\n".join(args.pages),
+        until=terms.until.isoformat() if args.until is None else args.until,
+        today=datetime.now(policy.timezone).date(),
+    )
+    if isinstance(narrowing, FormProblems):
+        return "; ".join(
+            f"--{'page' if field == 'pages' else field}: {why}" for field, why in narrowing.fields.items()
+        )
+    return narrowing
 
 
 def _signed_in(directory: Directory, uid: str, from_stdin: bool) -> str | None:
@@ -238,6 +295,10 @@ def _described(request: AccessRequest, policy: Policy) -> str:
             f"decision    {name}: {verb} by {by}, {decision.at.astimezone(zone):%Y-%m-%d %H:%M}, "
             f"signed in with {decision.method} from {decision.address}{why}"
         )
+        if decision.narrowed is not None:
+            allowed = decision.narrowed
+            pages = "".join(f"; {site}: {', '.join(scope)}" for site, scope in allowed.paths.items())
+            lines.append(f"allowed     {', '.join(allowed.sites)} until {allowed.until}{pages}")
     if request.grant_id:
         lines.append(f"grant       {request.grant_id}")
     return "\n".join(lines)

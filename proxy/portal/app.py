@@ -38,11 +38,14 @@ from citygate.proxy.portal.auth import (
     credentials,
 )
 from citygate.proxy.portal.csrf import token_for, token_is_valid
-from citygate.proxy.requests.form import FormProblems, checked_form
+from citygate.proxy.requests.evidence import submitted_record
+from citygate.proxy.requests.form import FormProblems, checked_form, checked_narrowing
 from citygate.proxy.requests.log import EvidenceLog
+from citygate.proxy.requests.mail import Courier, delivering
+from citygate.proxy.requests.model import AccessRequest
 from citygate.proxy.requests.routing import Authority, authority
 from citygate.proxy.requests.store import AlreadyOpen, RequestStore
-from citygate.proxy.requests.workflow import Approver, Decided, NotDecided, approver_facts, decide
+from citygate.proxy.requests.workflow import Approver, Decided, approver_facts, decide, submit
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_DAYS = 90
@@ -75,6 +78,7 @@ class Portal:
         self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer="portal")
         self.secret = secrets.token_bytes(32)
         self.negotiate = _acceptor(self.policy)
+        self.courier = Courier()  # replaced by the running one at start
         self.templates = _templates(self._site_name)
 
     # ------------------------------------------------------------------ the app
@@ -85,7 +89,11 @@ class Portal:
             await run_in_threadpool(self.store.migrate)
             self.gateway.start()
             with self.evidence:
-                yield
+                # The due mail, every 30 s and after each request or decision, in a thread; the
+                # outbox is in the store, shared by hosts.
+                async with delivering(self.store, self.settings.email, self.clock) as courier:
+                    self.courier = courier
+                    yield
             self.store.close()
             self.gateway.close()
 
@@ -137,8 +145,21 @@ class Portal:
             if isinstance(checked, FormProblems):
                 problems = dict(checked.fields)
             else:
-                stored = await run_in_threadpool(self.store.submit, person, checked, self.clock())
+                stored = await run_in_threadpool(
+                    lambda: submit(
+                        store=self.store,
+                        policy=self.policy,
+                        directory=self.directory,
+                        person=person,
+                        draft=checked,
+                        now=self.clock(),
+                    )
+                )
                 if not isinstance(stored, AlreadyOpen):
+                    await run_in_threadpool(
+                        self.evidence.record, submitted_record(stored, who.method, who.address, self.clock())
+                    )
+                    self.courier.wake()  # its Directors are told now
                     return RedirectResponse(f"/requests/mine?submitted={stored.id}", status_code=303)
                 problems["sites"] = (
                     f"You already have an open request for {self._site_name(stored.site)}: {stored.request_id}. "
@@ -199,12 +220,24 @@ class Portal:
                 title="No such request",
                 message=f"There is no request {request_id}.",
             )
-        outcome = None
         if request.method == "POST":
             form = await self._form(request, who)
             if isinstance(form, Response):
                 return form
             approved = form.get("decision") == "approve"
+            narrowed = None
+            # A post without the narrowing fields (a script's) approves the request as it stands.
+            if approved and any(name in form for name in ("sites", "pages", "until")):
+                narrowing = checked_narrowing(
+                    terms=found.terms,
+                    sites=form.getlist("sites"),
+                    pages=str(form.get("pages", "")),
+                    until=str(form.get("until", "")),
+                    today=self.clock().date(),
+                )
+                if isinstance(narrowing, FormProblems):
+                    return await self._decision_page(who, found, 400, problems=dict(narrowing.fields))
+                narrowed = narrowing
             outcome = await run_in_threadpool(
                 lambda: decide(
                     store=self.store,
@@ -217,12 +250,26 @@ class Portal:
                     reason=str(form.get("reason", "")),
                     now=self.clock(),
                     record=self.evidence.record,
+                    narrowed=narrowed,
                 )
             )
             if isinstance(outcome, Decided):
+                self.courier.wake()  # the employee (or the next stage) is told now
                 return RedirectResponse(f"/approvals/{request_id}", status_code=303)
             found = await run_in_threadpool(self.store.get, request_id)
             assert found is not None, "a request is never deleted"
+            return await self._decision_page(who, found, 400, problem=outcome.why)
+        return await self._decision_page(who, found, 200)
+
+    async def _decision_page(
+        self,
+        who: SignedIn,
+        found: AccessRequest,
+        status: int,
+        problem: str | None = None,
+        problems: dict[str, str] | None = None,
+    ) -> Response:
+        """A request, its history and, for who may decide it, the form (with any problems)."""
         history = [
             r for r in await run_in_threadpool(self.store.of_employee, found.employee) if r.id != found.id
         ]
@@ -230,16 +277,23 @@ class Portal:
         verdict = authority(
             found, self.settings.stages[found.stage], approver, self.policy, people, self.clock()
         )
+        terms = found.terms
+        scopes = {scope for scope in terms.paths.values()}
         return self._page(
             "decide.html",
-            400 if outcome is not None else 200,
+            status,
             who,
             request=found,
+            terms=terms,
+            # The pages field starts as the request's one scope (the form asks one for all sites).
+            pages="\n".join(next(iter(scopes))) if len(scopes) == 1 else "",
             history=history,
             stages=self.settings.stages,
             may_decide=found.status.open and isinstance(verdict, Authority),
             why_not=None if isinstance(verdict, Authority) else verdict.why,
-            problem=outcome.why if isinstance(outcome, NotDecided) else None,
+            problem=problem,
+            problems=problems or {},
+            today=self.clock().date(),
             zone=self.policy.timezone,
         )
 
@@ -272,8 +326,8 @@ class Portal:
         assert self.negotiate is not None, "a Negotiate token is read only where Kerberos is set up"
         identity = await self.negotiate.identity(token.encoded)
         if identity.authenticated is None:
-            why = "The portal cannot check Kerberos sign-ins right now (IT has been told): use your password, or try again later."
-            return self._refused(request, NotSignedIn(why, ask=True), 503)
+            broken = "The portal cannot check Kerberos sign-ins right now (IT has been told): use your password, or try again later."
+            return self._refused(request, NotSignedIn(broken, ask=True), 503)
         if not identity.authenticated:
             return self._refused(
                 request, NotSignedIn(f"Kerberos sign-in refused: {identity.problem}.", ask=True)
@@ -281,8 +335,8 @@ class Portal:
         # A ticket outlives a disabled account by up to its lifetime: the directory decides.
         answers = await self.gateway.people([identity.user])
         if identity.user not in answers:
-            why = NotSignedIn("The directory did not answer: try again in a minute.", ask=False)
-            return self._refused(request, why, 503)
+            silent = NotSignedIn("The directory did not answer: try again in a minute.", ask=False)
+            return self._refused(request, silent, 503)
         person = answers[identity.user]
         if person is None or not person.can_sign_in:
             why = "your account is not in the City's directory" if person is None else person.state.described

@@ -76,16 +76,16 @@ _DEFAULT_SMTP_PORTS = {SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465, SmtpSe
 class EmailSettings:
     """`requests.email`: the mail server the notices are sent through (proxy/requests/mail.py).
 
-        email:
-          smtp_host: mail.city.example
-          smtp_port: 587                    # default: 587 (starttls), 465 (tls), 25 (none)
-          security: starttls                # starttls | tls | none (a relay on this machine only)
-          sender: City of Example Social Media Requests <citygate@city.example>
-          username: citygate                # optional, with password_file
-          password_file: /etc/citygate/smtp-password   # read at each send, never in this file
-          ca_file: /etc/citygate/city-ca.pem           # optional: the city's own CA
-          remind_days_before: 7             # remind before an approved grant ends
-          timeout_seconds: 10
+    email:
+      smtp_host: mail.city.example
+      smtp_port: 587                    # default: 587 (starttls), 465 (tls), 25 (none)
+      security: starttls                # starttls | tls | none (a relay on this machine only)
+      sender: City of Example Social Media Requests <citygate@city.example>
+      username: citygate                # optional, with password_file
+      password_file: /etc/citygate/smtp-password   # read at each send, never in this file
+      ca_file: /etc/citygate/city-ca.pem           # optional: the city's own CA
+      remind_days_before: 7             # remind before an approved grant ends
+      timeout_seconds: 10
     """
 
     smtp_host: str
@@ -319,4 +319,198 @@ def _whole(
             f"e.g. {key}: {low if low > 1 else 3}",
         )
         return None
+    return value
+
+
+_EMAIL_KEYS = (
+    "smtp_host",
+    "smtp_port",
+    "security",
+    "sender",
+    "username",
+    "password_file",
+    "ca_file",
+    "remind_days_before",
+    "timeout_seconds",
+)
+_EMAIL_EXAMPLE = "e.g. email: {smtp_host: mail.city.example, sender: citygate@city.example}"
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+# An address as SMTP carries it: nothing a header would have to quote, and no line break.
+MAIL_ADDRESS = re.compile(r"[^@\s\"<>(),;:\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def _email(config_path: Path, requests: Node, problems: Problems) -> EmailSettings | None:
+    """`requests.email`, when every setting in it is right (each wrong one is reported)."""
+    section = requests["email"]
+    if not isinstance(section, Node):
+        problems.error(
+            config_path,
+            requests.line_of("email"),
+            "requests.email must be a mapping of mail settings",
+            _EMAIL_EXAMPLE,
+        )
+        return None
+    errors_before = len(problems.errors)
+    # A `password:` is reported by _smtp_login, which says where a password goes instead.
+    for key in sorted(set(section) - set(_EMAIL_KEYS) - {"password"}):
+        problems.error(
+            config_path,
+            section.line_of(key),
+            f'unknown setting "requests.email.{key}"',
+            f"known email settings: {', '.join(_EMAIL_KEYS)}",
+        )
+    host, security = _smtp_server(config_path, section, problems)
+    port = _email_number(config_path, section, "smtp_port", 1, 65535, _DEFAULT_SMTP_PORTS[security], problems)
+    sender = _sender(config_path, section, problems)
+    username, password_file = _smtp_login(config_path, section, problems)
+    ca_file = _email_file(
+        config_path,
+        section,
+        "ca_file",
+        "the PEM file of the CA that signed the mail server's certificate",
+        problems,
+    )
+    remind = _email_number(config_path, section, "remind_days_before", 1, 60, 7, problems)
+    timeout = _email_number(config_path, section, "timeout_seconds", 1, 300, 10, problems)
+    if "portal_url" not in requests:
+        problems.warning(
+            config_path,
+            requests.line_of("email"),
+            "requests.email is set without requests.portal_url: the mails cannot link the portal",
+            "add portal_url: https://requests.city.example (where citygate portal is served)",
+        )
+    if len(problems.errors) > errors_before or host is None or sender is None:
+        return None
+    return EmailSettings(host, sender, port, security, username, password_file, ca_file, remind, timeout)
+
+
+def _smtp_server(config_path: Path, section: Node, problems: Problems) -> tuple[str | None, SmtpSecurity]:
+    """The mail server's host and how it is reached: in clear only on this machine."""
+    raw = section.get("smtp_host")
+    host = raw.strip() if isinstance(raw, str) else ""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        address = None
+    if address is None and not _HOST_NAME.fullmatch(host):
+        problems.error(
+            config_path,
+            section.line_of("smtp_host"),
+            "requests.email.smtp_host is missing"
+            if raw is None
+            else f"requests.email.smtp_host {raw!r} is not a host name or address",
+            "e.g. smtp_host: mail.city.example (the city's mail server)",
+        )
+        return None, SmtpSecurity.STARTTLS
+    security = SmtpSecurity.STARTTLS
+    if "security" in section:
+        try:
+            security = SmtpSecurity(str(section["security"]))
+        except ValueError:
+            problems.error(
+                config_path,
+                section.line_of("security"),
+                f"requests.email.security {section['security']!r} is not starttls, tls or none",
+                "write security: starttls (port 587, the default) or security: tls (port 465)",
+            )
+    on_this_machine = (
+        address.is_loopback if address is not None else host.casefold().rstrip(".") == "localhost"
+    )
+    if security is SmtpSecurity.NONE and not on_this_machine:
+        problems.error(
+            config_path,
+            section.line_of("security"),
+            f"requests.email.security none would send mail (and the SMTP password) to {host} in clear; "
+            "it is allowed only to a relay on this machine (localhost, 127.0.0.1 or ::1)",
+            "use security: starttls (port 587) or tls (port 465); or run a relay here and write smtp_host: localhost",
+        )
+    return host, security
+
+
+def _sender(config_path: Path, section: Node, problems: Problems) -> str | None:
+    raw = section.get("sender")
+    value = raw.strip() if isinstance(raw, str) else ""
+    _, address = parseaddr(value)
+    # A line break would start a header of its own: refused here, not at the first send.
+    if not value or "\n" in value or "\r" in value or not MAIL_ADDRESS.fullmatch(address):
+        problems.error(
+            config_path,
+            section.line_of("sender"),
+            "requests.email.sender is missing"
+            if raw is None
+            else f"requests.email.sender {raw!r} is not a mail address",
+            "e.g. sender: citygate@city.example, or sender: City of Example <citygate@city.example> (the From of every notice)",
+        )
+        return None
+    return value
+
+
+def _smtp_login(config_path: Path, section: Node, problems: Problems) -> tuple[str | None, Path | None]:
+    """The mail server account: a user name and the file its password is in, both or neither."""
+    raw = section.get("username")
+    username = raw.strip() if isinstance(raw, str) and raw.strip() else None
+    if raw is not None and username is None:
+        problems.error(
+            config_path,
+            section.line_of("username"),
+            f"requests.email.username {raw!r} is not a user name",
+            "e.g. username: citygate (the mail server's account for the proxy)",
+        )
+    if "password" in section:
+        problems.error(
+            config_path,
+            section.line_of("password"),
+            "requests.email.password: a password is never written in the configuration",
+            "put it alone in a file only citygate can read, and write password_file: <that file> (then remove it here)",
+        )
+    password_file = _email_file(
+        config_path, section, "password_file", "a file holding the SMTP password alone (mode 0600)", problems
+    )
+    if ("username" in section) != ("password_file" in section):
+        given, missing = (
+            ("username", "password_file") if "username" in section else ("password_file", "username")
+        )
+        problems.error(
+            config_path,
+            section.line_of(given),
+            f"requests.email.{given} is set without {missing}",
+            "give both username and password_file to sign in to the mail server, or neither",
+        )
+    return username, password_file
+
+
+def _email_file(config_path: Path, section: Node, key: str, what: str, problems: Problems) -> Path | None:
+    """A file named relative to the config file: found missing now, not at the first send."""
+    if key not in section:
+        return None
+    raw = section[key]
+    path = config_path.parent / raw.strip() if isinstance(raw, str) and raw.strip() else None
+    if path is None or not path.is_file():
+        problems.error(
+            config_path,
+            section.line_of(key),
+            f"requests.email.{key} {str(path) if path else repr(raw)} is not a file",
+            f"give {what}, relative to the config file",
+        )
+        return None
+    return path
+
+
+def _email_number(
+    config_path: Path, section: Node, key: str, low: int, high: int, default: int, problems: Problems
+) -> int:
+    """A whole-number setting, or its default when absent (or wrong, which is reported)."""
+    if key not in section:
+        return default
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        problems.error(
+            config_path,
+            section.line_of(key),
+            f"requests.email.{key} {value!r} is not a whole number from {low} to {high}",
+            f"e.g. {key}: {default}",
+        )
+        return default
     return value

@@ -11,6 +11,21 @@ from citygate.proxy.requests.model import AccessRequest, StageDecision
 CATEGORY = "iam"  # ECS: identity and access management
 
 
+def submitted_record(request: AccessRequest, method: str, address: str, at: datetime) -> dict[str, object]:
+    """An employee asked: the form as stored, who asked (as they signed in) and from where."""
+    record = _about(request, "access-request-submitted", at)
+    record |= {
+        "event.outcome": "success",
+        "user.name": request.employee,
+        "source.ip": address,
+        "citygate.request.method": method,
+        "citygate.request.purpose": request.purpose,
+        "citygate.request.until": request.until.isoformat(),
+        "citygate.request.pages": {site: list(pages) for site, pages in request.paths.items()},
+    }
+    return record
+
+
 def decision_record(
     request: AccessRequest, decision: StageDecision, stage: str, at: datetime
 ) -> dict[str, object]:
@@ -28,6 +43,14 @@ def decision_record(
         "citygate.request.status": request.status.value,
         "citygate.grant.id": request.grant_id,
     }
+    if decision.narrowed is not None:  # what was allowed, where it is less than was asked
+        record |= {
+            "citygate.request.allowed_sites": list(decision.narrowed.sites),
+            "citygate.request.allowed_until": decision.narrowed.until.isoformat(),
+            "citygate.request.allowed_pages": {
+                site: list(pages) for site, pages in decision.narrowed.paths.items()
+            },
+        }
     return {key: value for key, value in record.items() if value is not None}
 
 

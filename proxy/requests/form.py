@@ -13,9 +13,10 @@ from datetime import date, timedelta
 from types import MappingProxyType
 
 from citygate.directory.model import Person
-from citygate.proxy.grants import normalize_path
+from citygate.proxy.grants import normalize_path, path_in_scope
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.policy import Policy
+from citygate.proxy.requests.model import Terms
 
 MAX_PAGES = 20
 
@@ -62,6 +63,51 @@ def checked_form(
     assert last_day is not None, "a date without a problem"
     paths = MappingProxyType({site: scope for site in site_ids} if scope else {})
     return Draft(tuple(site_ids), text, last_day, paths)
+
+
+def checked_narrowing(
+    *, terms: Terms, sites: Iterable[str], pages: str, until: str, today: date
+) -> Terms | FormProblems | None:
+    """What an approver allows of `terms` (what the request allows so far): less, or the same
+    (None), never more. No pages given keeps each site's pages as they stand, never widening a
+    page-scoped request to the whole site; pages given apply to every site kept, each within
+    what that site allowed."""
+    problems: dict[str, str] = {}
+    kept = [site for site in terms.sites if site in {value.strip() for value in sites}]
+    if not kept:
+        problems["sites"] = "Keep at least one of the requested sites, or deny the request."
+    scope = _pages(pages, problems)
+    paths: dict[str, tuple[str, ...]] = {}
+    for site in kept:
+        allowed = terms.paths.get(site)
+        if not scope:
+            if allowed:
+                paths[site] = allowed
+            continue
+        outside = [page for page in scope if allowed and not path_in_scope(page, allowed)]
+        if outside:
+            problems["pages"] = (
+                f"{outside[0]} is outside the pages asked for on {site} ({', '.join(allowed or ())}): "
+                "an approval may allow less than was asked, never more."
+            )
+            break
+        paths[site] = scope
+    last_day = None
+    try:
+        last_day = date.fromisoformat(until.strip())
+    except ValueError:
+        problems["until"] = "Give the last day as a date (YYYY-MM-DD)."
+    if last_day is not None and not today <= last_day <= terms.until:
+        problems["until"] = (
+            f"Choose a last day from {today.isoformat()} to {terms.until.isoformat()} (the day asked for): "
+            "an approval may shorten a request, never lengthen it."
+        )
+    if problems:
+        return FormProblems(MappingProxyType(problems))
+    assert last_day is not None, "a date without a problem"
+    narrowed = Terms(tuple(kept), last_day, MappingProxyType(paths))
+    same = narrowed.sites == terms.sites and last_day == terms.until and dict(paths) == dict(terms.paths)
+    return None if same else narrowed
 
 
 def _sites(values: list[str], policy: Policy, problems: dict[str, str]) -> list[str]:

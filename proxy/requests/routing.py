@@ -146,16 +146,17 @@ def grant_of(request: AccessRequest, settings: RequestSettings, policy: Policy) 
     directors_stage = next(i for i, stage in enumerate(settings.stages) if stage.by_directors)
     approver = next(d.approver for d in request.decisions if d.stage == directors_stage and d.approved)
     last = request.decisions[-1]
+    terms = request.terms  # as asked, or as the approvers narrowed it
     return ApprovedGrant(
         id=grant_id_of(request.id),
         employee=request.employee,
-        sites=request.sites,
+        sites=terms.sites,
         purpose=request.purpose,
         approved_by=approver,
         approved_on=last.at.astimezone(policy.timezone).date(),
-        expires=request.until,
+        expires=terms.until,
         request_id=request.id,
-        paths=request.paths,
+        paths=terms.paths,
     )
 
 

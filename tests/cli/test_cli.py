@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -467,6 +469,23 @@ def test_explain_at_shows_a_grant_s_hours_inside_and_outside():
     assert evening.returncode == 1
     assert "outside_hours" in evening.stdout
     assert "access resumes Tue 2026-06-02 07:00" in evening.stdout
+
+
+def test_check_accepts_a_grant_outside_its_hours_now(config_copy: Path):
+    # A grant's hours are when it works, not a fault: check passes at any time of day.
+    now = datetime.now(ZoneInfo("America/Los_Angeles"))
+    hour = next(h for h in range(23) if h != now.hour)
+    (config_copy.parent / "grants" / "hours.yaml").write_text(
+        "department: Police\ngrants:\n"
+        "  - id: police-2026-097\n    employee: dbrown\n    sites: [facebook]\n"
+        f"    purpose: Community liaison\n    hours: Mon-Sun {hour:02d}:00-{hour + 1:02d}:00\n"
+        "    approved_by: lgarcia\n    approved_on: 2026-12-01\n    expires: 2027-11-30\n"
+    )
+
+    result = citygate("check", "--config", str(config_copy))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every grant would work now against the directory" in result.stdout
 
 
 def test_check_reports_group_grants_the_directory_cannot_honour(config_copy: Path):

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from demo_config import requests_city, with_sections
+from smtp import PASSWORD, USER, SmtpServer
 
 from citygate.directory.model import Person
 from citygate.proxy.policy import load_policy
@@ -115,6 +116,42 @@ def test_others_cannot_approve_from_the_terminal(city, uid, password, status, sa
     assert f"{request_id}\tpending" in citygate("requests", "list", "--config", str(config)).stdout
 
 
+def test_a_director_may_allow_less_from_the_terminal_never_more(city):
+    config, request_id = city
+    shorter = (datetime.now(LA).date() + timedelta(days=30)).isoformat()
+
+    wider = decide(
+        config,
+        "approve",
+        request_id,
+        "ahernandez",
+        "ahernandez-pass",
+        "--sites",
+        "instagram,facebook",
+        "--until",
+        "2099-01-01",
+    )
+    assert wider.returncode == 2 and "--until: Choose a last day from" in wider.stderr
+    approved = decide(
+        config,
+        "approve",
+        request_id,
+        "ahernandez",
+        "ahernandez-pass",
+        "--page",
+        "/CityOfExampleParks",
+        "--until",
+        shorter,
+    )
+
+    assert approved.returncode == 0, approved.stderr
+    grant = {g.request_id: g for g in load_policy(config).grants}[request_id]
+    last_day = (grant.valid_until - timedelta(days=1)).date().isoformat()  # valid_until: the day after
+    assert (grant.paths["instagram"], last_day) == (("/CityOfExampleParks",), shorter)
+    shown = citygate("requests", "show", request_id, "--config", str(config)).stdout
+    assert f"allowed     instagram until {shorter}; instagram: /CityOfExampleParks" in shown
+
+
 def test_a_denial_needs_a_reason(city):
     config, request_id = city
 
@@ -180,3 +217,56 @@ def test_hand_written_grants_keep_working_by_default(city):
     checked = citygate("check", "--no-directory", "--config", str(config))
 
     assert checked.returncode == 0 and "recorded approval" not in checked.stdout + checked.stderr
+
+
+def with_mail(config: Path, server: SmtpServer) -> None:
+    """The city's requests section with mail through `server`, signed in with a password file."""
+    password = config.parents[1] / "smtp-password"
+    password.write_text(PASSWORD + "\n")
+    with_sections(
+        config,
+        requests={
+            "enabled": True,
+            "database": str(config.parents[1] / "requests.sqlite"),
+            "portal_url": "https://requests.city.example",
+            "email": {
+                "smtp_host": "127.0.0.1",
+                "smtp_port": server.port,
+                "sender": "citygate@city.example",
+                "username": USER,
+                "password_file": str(password),
+                "ca_file": str(server.ca),
+            },
+        },
+    )
+
+
+def test_advance_sends_the_mail_due_and_prints_what_became_of_each(city, tmp_path):
+    config, request_id = city  # stored before mail was set up: advance queues its notice
+    server = SmtpServer(tmp_path / "smtp")
+    with_mail(config, server)
+
+    down = citygate("requests", "advance", "--config", str(config))
+
+    assert down.returncode == 0, down.stderr  # the run did its work; the mail is tried again
+    assert down.stdout.startswith("mail not sent (attempt 1, next try ")
+    assert f"): {request_id} new-request to ahernandez@city.example: 127.0.0.1:{server.port}: " in down.stdout
+    assert "Connection refused" in down.stdout
+    assert citygate("requests", "advance", "--config", str(config)).stdout == ""  # not due for a minute
+
+    # A minute later, with the server up, the next run (or the portal) sends it.
+    store = RequestStore(load_policy(config).features.requests.database)
+    [queued] = store.outbox(request_id)
+    assert queued.next_attempt_at is not None and queued.attempts == 1
+    store.mark_failed(
+        queued.id, queued.last_error, queued.next_attempt_at - timedelta(minutes=1)
+    )  # its minute passed
+    store.close()
+    with server:
+        sent = citygate("requests", "advance", "--config", str(config))
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout == f"mail sent: {request_id} new-request to ahernandez@city.example\n"
+        [mail] = server.received
+        assert mail.login == USER and request_id in mail.body
+        assert citygate("requests", "advance", "--config", str(config)).stdout == ""  # sent once
+    assert PASSWORD not in down.stdout + down.stderr + sent.stdout + sent.stderr

@@ -72,14 +72,14 @@ class Portal:
 
 
 @contextlib.contextmanager
-def running_portal(config: Path, env: dict[str, str] | None = None) -> Iterator[Portal]:
-    """`citygate portal --config config`, until the block ends; its output is then in `.output`."""
-    port = free_port()
+def running_portal(config: Path, port: int | None = None) -> Iterator[Portal]:
+    """`citygate portal --config config` (on `port`, or a free one), until the block ends; its
+    output is then in `.output`."""
+    port = port or free_port()
     process = subprocess.Popen(
         [CITYGATE, "portal", "--config", str(config), "--listen-port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=env,
     )
     deadline = time.monotonic() + START_SECONDS
     while True:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from demo_config import requests_city
-from portal_server import Portal, running_portal
+from portal_server import Portal, form_value, running_portal
 
 from citygate.proxy.policy import load_policy
 
@@ -146,3 +146,31 @@ def test_an_oversize_body_is_refused(portal):
         "mnguyen", "POST", "/request", {"csrf": portal.csrf("mnguyen", "/request"), "purpose": "x" * 70_000}
     )
     assert status == 413
+
+
+def test_the_director_may_allow_less_than_was_asked_and_the_grant_says_so(portal):
+    request_id = submit(portal, sites=["instagram", "facebook"])[1]["location"].rsplit("=", 1)[1]
+    page = portal.call("ahernandez", "GET", f"/approvals/{request_id}")[2]
+    assert 'name="sites" value="facebook" checked' in page and ">/CityOfExampleParks</textarea>" in page
+    decision = {
+        "csrf": form_value(page, "csrf"),
+        "decision": "approve",
+        "sites": ["instagram"],
+        "pages": "/CityOfExampleParks/events",
+        "until": "2026-12-31",
+    }
+    wider = decision | {"pages": "/SomeoneElse"}
+
+    status, _, refused = portal.call("ahernandez", "POST", f"/approvals/{request_id}", wider)
+
+    assert status == 400 and "an approval may allow less than was asked, never more" in refused
+    assert portal.call("ahernandez", "POST", f"/approvals/{request_id}", decision)[0] == 303
+    grant = {g.request_id: g for g in load_policy(portal.config).grants}[request_id]
+    assert (grant.sites, grant.paths["instagram"], grant.valid_until.date().isoformat()) == (
+        ("instagram",),
+        ("/CityOfExampleParks/events",),
+        "2027-01-01",  # through 2026-12-31
+    )
+    assert (
+        "allowed Instagram until 2026-12-31" in portal.call("mnguyen", "GET", f"/approvals/{request_id}")[2]
+    )

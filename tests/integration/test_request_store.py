@@ -17,6 +17,7 @@ from citygate.directory.model import Person
 from citygate.proxy.requests.config import RequestSettings, Stage
 from citygate.proxy.requests.form import Draft
 from citygate.proxy.requests.model import StageDecision, Status
+from citygate.proxy.requests.notices import Notice, NoticeKind
 from citygate.proxy.requests.routing import with_decision
 from citygate.proxy.requests.store import AlreadyOpen, RequestStore
 
@@ -169,3 +170,119 @@ def test_the_sqlite_file_is_in_wal_mode(tmp_path):
     with store.engine.connect() as db:
         assert db.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
     store.close()
+
+
+# ---------------------------------------------------------------------- the mail outbox
+
+
+def notice(key: str, request_id: str, recipients: tuple[str, ...] = ("ahernandez@city.example",)) -> Notice:
+    return Notice(key, NoticeKind.NEW_REQUEST, request_id, recipients, "A request", "Decide it.\n")
+
+
+def test_a_requests_notice_is_queued_with_it_and_each_key_once(store):
+    submitted = store.submit(
+        MINH, CAMP, AT, notices=lambda stored: [notice(f"{stored.id}:stage-0:new", stored.id)]
+    )
+
+    [queued] = store.outbox(submitted.id)
+    assert (queued.key, queued.kind, queued.request_id, queued.recipients) == (
+        "req-2026-0001:stage-0:new",
+        "new-request",
+        submitted.id,
+        ("ahernandez@city.example",),
+    )
+    assert (queued.queued_at, queued.next_attempt_at, queued.attempts, queued.sent_at) == (AT, AT, 0, None)
+    assert store.queue([notice(queued.key, submitted.id)], AT) == []  # queued again: kept once
+    assert store.queued_keys([queued.key, "req-2026-0001:denied"]) == {queued.key}
+
+    denied = with_decision(submitted, decision("ahernandez", approved=False), TWO_STAGES)
+    assert store.save(submitted, denied, notices=[notice("req-2026-0001:denied", submitted.id)], at=AT)
+    # Saved onto a stale read: neither the change nor its notice is kept.
+    assert not store.save(submitted, denied, notices=[notice("req-2026-0001:lost", submitted.id)], at=AT)
+    assert [q.key for q in store.outbox(submitted.id)] == [queued.key, "req-2026-0001:denied"]
+
+
+def test_a_request_whose_notice_cannot_be_composed_is_not_stored(store):
+    def broken(stored):
+        raise RuntimeError("no notice")
+
+    with pytest.raises(RuntimeError):
+        store.submit(MINH, CAMP, AT, notices=broken)
+
+    assert store.of_employee("mnguyen") == [] and store.outbox() == []
+    assert store.submit(MINH, CAMP, AT).id  # nor is the site held open
+
+
+def test_a_due_notice_is_taken_by_one_sender_until_sent(store):
+    submitted = store.submit(MINH, CAMP, AT, notices=lambda stored: [notice("k", stored.id)])
+    assert store.due_notices(AT - timedelta(seconds=1)) == []
+    [due] = store.due_notices(AT)
+
+    assert store.claim(due, AT + timedelta(minutes=10))
+    assert not store.claim(due, AT + timedelta(minutes=10))  # another host had read it too
+    assert store.due_notices(AT + timedelta(minutes=5)) == []  # taken, not due to anyone else
+    store.mark_failed(due.id, "127.0.0.1:587: Connection refused", AT + timedelta(minutes=1))
+    [again] = store.due_notices(AT + timedelta(minutes=1))
+    assert (again.attempts, again.last_error, again.request_id) == (
+        1,
+        "127.0.0.1:587: Connection refused",
+        submitted.id,
+    )
+
+    assert store.claim(again, AT + timedelta(minutes=11))
+    store.mark_sent(again.id, AT + timedelta(minutes=2))
+    assert store.due_notices(AT + timedelta(days=1)) == []
+    [sent] = store.outbox()
+    assert (sent.attempts, sent.sent_at, sent.next_attempt_at, sent.last_error) == (
+        2,
+        AT + timedelta(minutes=2),
+        None,
+        None,
+    )
+
+
+def test_senders_on_several_hosts_take_a_notice_once(store):
+    store.submit(MINH, CAMP, AT, notices=lambda stored: [notice("k", stored.id)])
+    [due] = store.due_notices(AT)
+    taken = []
+    start = threading.Barrier(6)
+
+    def claim() -> None:
+        start.wait()
+        taken.append(store.claim(due, AT + timedelta(minutes=10)))
+
+    threads = [threading.Thread(target=claim) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(taken) == [False] * 5 + [True]
+
+
+def test_a_notice_for_nobody_is_kept_saying_so_and_never_due(store):
+    submitted = store.submit(MINH, CAMP, AT)
+    nobody = Notice("k", NoticeKind.DECISION, submitted.id, (), "Decided", "Body\n", ("mnguyen",))
+
+    assert store.queue([nobody], AT) == [nobody]
+
+    [kept] = store.outbox()
+    assert (kept.next_attempt_at, kept.last_error) == (
+        None,
+        "nobody to send it to: the directory has no mail address for mnguyen",
+    )
+    assert store.due_notices(AT + timedelta(days=1)) == []
+
+
+def test_approved_and_recently_closed_requests(store):
+    first = store.submit(MINH, CAMP, AT)
+    second = store.submit(KIM, CAMP, AT)
+    one_stage = RequestSettings(enabled=True)
+    approved = with_decision(first, decision("ahernandez"), one_stage)
+    assert store.save(first, approved)
+
+    assert [r.id for r in store.approved_until_from(CAMP.until)] == [first.id]
+    assert store.approved_until_from(CAMP.until + timedelta(days=1)) == []
+    assert [r.id for r in store.closed_since(AT)] == [first.id]
+    assert store.closed_since(AT + timedelta(hours=2)) == []
+    assert second.id not in {r.id for r in store.closed_since(AT)}

@@ -159,15 +159,13 @@ def test_a_stale_request_escalates_then_expires_by_the_configured_business_days(
     store = RequestStore(f"sqlite:///{tmp_path / 'requests.sqlite'}")
     store.migrate()
     monday = datetime(2026, 6, 15, 9, 0, tzinfo=LA)
-    minh = open_directory(policy.directory, str(config)).lookup("mnguyen")
-    request = store.submit(minh, CAMP, monday)
+    directory = open_directory(policy.directory, str(config))
+    request = store.submit(directory.lookup("mnguyen"), CAMP, monday)
     records: list[dict] = []
 
     def advanced(at: datetime):
-        return [
-            (r.id, action.value)
-            for r, action in advance(store=store, policy=policy, now=at, record=records.append)
-        ]
+        done = advance(store=store, policy=policy, directory=directory, now=at, record=records.append)
+        return [(r.id, action.value) for r, action in done]
 
     assert advanced(datetime(2026, 6, 17, 17, 0, tzinfo=LA)) == []  # Wednesday: 2 business days
     assert advanced(datetime(2026, 6, 18, 8, 0, tzinfo=LA)) == [(request.id, "escalate")]  # Thursday: 3
@@ -178,6 +176,7 @@ def test_a_stale_request_escalates_then_expires_by_the_configured_business_days(
     assert store.get(request.id).status is Status.EXPIRED
     assert [r["event.action"] for r in records] == ["access-request-escalated", "access-request-expired"]
     assert (
-        store.submit(minh, CAMP, datetime(2026, 6, 29, 9, 0, tzinfo=LA)).id != request.id
+        store.submit(directory.lookup("mnguyen"), CAMP, datetime(2026, 6, 29, 9, 0, tzinfo=LA)).id
+        != request.id
     )  # the site is free
     store.close()
