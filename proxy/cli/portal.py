@@ -46,7 +46,7 @@ def run_portal(args: argparse.Namespace) -> int:
         print("citygate: give both --tls-cert and --tls-key, or neither", file=sys.stderr)
         return 2
     try:
-        app = create_app(Path(args.config))
+        app = create_app(Path(args.config), instance=str(args.listen_port))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"citygate: {problem}", file=sys.stderr)

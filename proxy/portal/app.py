@@ -8,7 +8,7 @@ threads; the decisions themselves are proxy/requests's, shared with the CLI.
 from __future__ import annotations
 
 import contextlib
-import secrets
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from citygate.directory.backends import guard_settings, open_directory
 from citygate.directory.cache import cache_settings
 from citygate.directory.gateway import DirectoryGateway
 from citygate.directory.model import BindOutcome, Directory
+from citygate.directory.problems import ConfigError
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.identity.config import KerberosSettings
 from citygate.proxy.identity.negotiate import NegotiateAcceptor
@@ -47,6 +48,8 @@ from citygate.proxy.requests.routing import Authority, authority
 from citygate.proxy.requests.store import AlreadyOpen, RequestStore
 from citygate.proxy.requests.workflow import Approver, Decided, approver_facts, decide, submit
 
+log = logging.getLogger("citygate")
+
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_DAYS = 90
 
@@ -61,10 +64,13 @@ def _templates(site_name: Callable[[str], str]) -> Environment:
 
 
 class Portal:
-    def __init__(self, config_path: Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, clock: Callable[[], datetime] | None = None, instance: str = ""
+    ) -> None:
         self.config_path = config_path
         self.policy: Policy = load_policy(config_path)
         self.settings = self.policy.features.requests
+        self._signature = _files_signature(self.policy)
         if not self.settings.enabled:
             raise ValueError(
                 f"access requests are off in {config_path}: set requests: {{enabled: true}} (README)"
@@ -75,8 +81,11 @@ class Portal:
         cache = cache_settings(self.policy.directory.options.get("cache"), str(config_path))
         self.gateway = DirectoryGateway(self.directory, cache, guard=guard_settings(self.directory))
         self.store = RequestStore(self.settings.database)
-        self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer="portal")
-        self.secret = secrets.token_bytes(32)
+        # One chain per portal process: two processes cannot append to one (the port tells
+        # apart the portals of one host).
+        writer = f"portal-{instance}" if instance else "portal"
+        self.evidence = EvidenceLog(self.policy.features.audit, self.policy.timezone, writer=writer)
+        self.secret = b""  # the store's shared secret, read at start (app's lifespan)
         self.negotiate = _acceptor(self.policy)
         self.courier = Courier()  # replaced by the running one at start
         self.templates = _templates(self._site_name)
@@ -87,6 +96,8 @@ class Portal:
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             await run_in_threadpool(self.store.migrate)
+            # The forms' key, shared through the store by every portal host behind a balancer.
+            self.secret = await run_in_threadpool(self.store.shared_secret, "form-tokens")
             self.gateway.start()
             with self.evidence:
                 # The due mail, every 30 s and after each request or decision, in a thread; the
@@ -288,6 +299,9 @@ class Portal:
             # The pages field starts as the request's one scope (the form asks one for all sites).
             pages="\n".join(next(iter(scopes))) if len(scopes) == 1 else "",
             history=history,
+            # The grants in force for them by name (a group's or the city's are not theirs alone).
+            grants=[grant for grant in self.policy.grants if grant.employee == found.employee],
+            one_day=timedelta(days=1),  # a grant's valid_until is the day after its last
             stages=self.settings.stages,
             may_decide=found.status.open and isinstance(verdict, Authority),
             why_not=None if isinstance(verdict, Authority) else verdict.why,
@@ -299,7 +313,26 @@ class Portal:
 
     # ------------------------------------------------------------------ shared
 
+    def _refresh(self) -> None:
+        """Load the configuration again when one of its files changed (a grant written by hand
+        or by another host, a new stage), as the proxy does; a broken change keeps the last good
+        one, and says so. The directory and the store are the ones the portal started with."""
+        signature = _files_signature(self.policy)
+        if signature == self._signature:
+            return
+        try:
+            policy = load_policy(self.config_path, previous=self.policy)
+        except ConfigError as exc:
+            log.error(
+                "citygate: the changed configuration was not loaded: %s", "; ".join(map(str, exc.problems))
+            )
+            self._signature = signature  # said once; the next change is tried again
+            return
+        self.policy, self.settings = policy, policy.features.requests
+        self._signature = _files_signature(policy)
+
     async def _signed_in(self, request: Request) -> SignedIn | Response:
+        await run_in_threadpool(self._refresh)
         given = credentials(request, negotiate=self.negotiate is not None)
         if isinstance(given, NotSignedIn):
             return self._refused(request, given)
@@ -395,6 +428,23 @@ class Portal:
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+def _files_signature(policy: Policy) -> tuple[tuple[str, int, int], ...]:
+    """What the configuration's files look like on disk: their names, times and sizes, and the
+    grant files in the grants folder (a new one counts)."""
+    paths = set(policy.sources)
+    if policy.grants_dir is not None and policy.grants_dir.is_dir():
+        paths |= {*policy.grants_dir.glob("*.yaml"), *policy.grants_dir.glob("*.yml")}
+    found = []
+    for path in sorted(paths):
+        try:
+            stat = path.stat()
+        except OSError:
+            found.append((str(path), -1, -1))
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
 def _acceptor(policy: Policy) -> NegotiateAcceptor | None:
     """Negotiate for the portal's own principal, from the proxy's keytab, in the proxy's realms."""
     principal = policy.features.requests.kerberos_principal
@@ -404,5 +454,7 @@ def _acceptor(policy: Policy) -> NegotiateAcceptor | None:
     return NegotiateAcceptor(KerberosSettings(kerberos.keytab, principal, kerberos.realms))
 
 
-def create_app(config_path: Path, clock: Callable[[], datetime] | None = None) -> Starlette:
-    return Portal(config_path, clock).app()
+def create_app(
+    config_path: Path, clock: Callable[[], datetime] | None = None, instance: str = ""
+) -> Starlette:
+    return Portal(config_path, clock, instance).app()

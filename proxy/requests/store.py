@@ -15,6 +15,7 @@ hosts never send one notice at once.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -78,6 +79,12 @@ _open = sa.Table(
     sa.Column("employee", sa.String, primary_key=True),
     sa.Column("site", sa.String, primary_key=True),
     sa.Column("request", sa.Integer),
+)
+_secrets = sa.Table(
+    "shared_secrets",
+    _metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("value", sa.String),
 )
 _outbox = sa.Table(
     "mail_outbox",
@@ -144,6 +151,19 @@ class RequestStore:
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def shared_secret(self, name: str) -> bytes:
+        """The secret called `name` that every host of this store uses: drawn by the first host
+        that asks, read by the others (so a form shown by one portal host posts to another)."""
+        with self.engine.begin() as db:
+            dialect = postgresql if db.dialect.name == "postgresql" else sqlite
+            db.execute(
+                dialect.insert(_secrets)
+                .values(name=name, value=secrets.token_hex(32))
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            value = db.execute(sa.select(_secrets.c.value).where(_secrets.c.name == name)).scalar_one()
+        return bytes.fromhex(value)
 
     def close(self) -> None:
         self.engine.dispose()

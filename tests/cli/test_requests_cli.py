@@ -6,6 +6,7 @@ the CLI, signed in with the approver's directory password (the demo's `<uid>-pas
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from demo_config import requests_city, with_sections
 from smtp import PASSWORD, USER, SmtpServer
 
@@ -270,3 +272,57 @@ def test_advance_sends_the_mail_due_and_prints_what_became_of_each(city, tmp_pat
         assert mail.login == USER and request_id in mail.body
         assert citygate("requests", "advance", "--config", str(config)).stdout == ""  # sent once
     assert PASSWORD not in down.stdout + down.stderr + sent.stdout + sent.stderr
+
+
+COMMUNICATIONS_OFFICE = """
+dn: cn=communications-office,ou=groups,dc=city,dc=example
+objectClass: groupOfNames
+cn: communications-office
+member: uid=kwilliams,ou=people,dc=city,dc=example
+"""
+
+
+def test_with_two_stages_the_recommendation_makes_no_grant_and_both_decisions_are_evidence(tmp_path):
+    # Glendale's procedure (config/examples/glendale-two-stage-requests.yaml), on the demo
+    # directory with the Office of Communication and Public Affairs' group added.
+    example = yaml.safe_load((ROOT / "config" / "examples" / "glendale-two-stage-requests.yaml").read_text())
+    config = requests_city(tmp_path, stages=example["requests"]["stages"])
+    ldif = tmp_path / "demo.ldif"
+    ldif.write_text((ROOT / "directory" / "demo.ldif").read_text() + COMMUNICATIONS_OFFICE)
+    document = yaml.safe_load(config.read_text())
+    document["directory"]["ldif"] = str(ldif)
+    config.write_text(yaml.safe_dump(document))
+    store = RequestStore(load_policy(config).features.requests.database)
+    store.migrate()
+    until = datetime.now(LA).date() + timedelta(days=60)
+    request = store.submit(
+        MINH, Draft(("instagram",), "Post the summer camp schedule", until), datetime.now(LA)
+    )
+    store.close()
+    grants = config.parent / "grants" / "parks.yaml"
+    before = grants.read_text()
+
+    recommended = decide(config, "approve", request.id, "ahernandez", "ahernandez-pass")
+
+    assert recommended.returncode == 0, recommended.stderr
+    assert f"{request.id}: pending, stage 2" in recommended.stdout
+    assert grants.read_text() == before  # no grant from a recommendation
+    assert decide(config, "approve", request.id, "rpatel", "rpatel-pass").returncode == 1  # not the Office
+    decided = decide(config, "approve", request.id, "kwilliams", "kwilliams-pass")
+    assert decided.returncode == 0, decided.stderr
+    assert f"{request.id}: approved" in decided.stdout and f"request: {request.id}" in grants.read_text()
+
+    log = config.parent.parent / "log"
+    verified = citygate("audit", "verify", str(log))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    [chain] = log.glob("requests-cli-*")
+    records = [json.loads(line) for line in (chain / "citygate-audit.jsonl").read_text().splitlines()]
+    approvals = [
+        (r["user.name"], r["citygate.request.stage_name"])
+        for r in records
+        if r.get("event.action") == "access-request-approved"
+    ]
+    assert approvals == [
+        ("ahernandez", "Department Director recommends"),
+        ("kwilliams", "Office of Communication and Public Affairs decides"),
+    ]

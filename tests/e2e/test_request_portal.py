@@ -4,18 +4,17 @@ with real clients: an employee asks, the Director approves, the grant is written
 from __future__ import annotations
 
 import re
-import sys
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from demo_config import requests_city
-from portal_server import Portal, form_value, running_portal
+from portal_server import CITYGATE, Portal, form_value, request_id_of, running_portal
 
 from citygate.proxy.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
-CITYGATE = str(Path(sys.executable).parent / "citygate")
 
 
 @pytest.fixture
@@ -174,3 +173,39 @@ def test_the_director_may_allow_less_than_was_asked_and_the_grant_says_so(portal
     assert (
         "allowed Instagram until 2026-12-31" in portal.call("mnguyen", "GET", f"/approvals/{request_id}")[2]
     )
+
+
+def test_a_form_shown_by_one_portal_host_posts_to_another(portal):
+    # Two hosts behind a balancer, one store: the forms' key is the store's, not a process's.
+    with running_portal(portal.config) as other_host:
+        form = {
+            "csrf": portal.csrf("mnguyen", "/request?site=www.instagram.com"),
+            "sites": ["instagram"],
+            "purpose": "Post the summer camp schedule",
+            "pages": "",
+            "until": form_value(portal.call("mnguyen", "GET", "/request")[2], "until"),
+        }
+
+        status, headers, page = other_host.call("mnguyen", "POST", "/request", form)
+
+    assert status == 303, page
+    assert request_id_of(headers["location"]) in portal.call("mnguyen", "GET", "/requests/mine")[2]
+    # Each portal process keeps its own evidence chain; both verify.
+    log = portal.config.parent.parent / "log"
+    assert len(list(log.glob("requests-portal-*"))) == 2
+    verified = subprocess.run(
+        [CITYGATE, "audit", "verify", str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_director_sees_the_employees_grants_including_one_approved_since_the_portal_started(portal):
+    first = request_id_of(submit(portal)[1]["location"])
+    decision = {"csrf": portal.csrf("ahernandez", f"/approvals/{first}"), "decision": "approve"}
+    assert portal.call("ahernandez", "POST", f"/approvals/{first}", decision)[0] == 303
+    second = request_id_of(submit(portal, sites=["facebook"])[1]["location"])
+
+    page = portal.call("ahernandez", "GET", f"/approvals/{second}")[2]
+
+    grants = page.split("The employee's grants")[1].split("The employee's other requests")[0]
+    assert f"grant-{first.removeprefix('req-')}" in grants and f"(request {first})" in grants

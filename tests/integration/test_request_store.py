@@ -286,3 +286,15 @@ def test_approved_and_recently_closed_requests(store):
     assert [r.id for r in store.closed_since(AT)] == [first.id]
     assert store.closed_since(AT + timedelta(hours=2)) == []
     assert second.id not in {r.id for r in store.closed_since(AT)}
+
+
+def test_every_host_of_a_store_shares_one_secret_drawn_once(store):
+    other_host = RequestStore(str(store.engine.url.render_as_string(hide_password=False)))
+    try:
+        first = store.shared_secret("form-tokens")
+
+        assert len(first) == 32
+        assert other_host.shared_secret("form-tokens") == first == store.shared_secret("form-tokens")
+        assert store.shared_secret("another") != first
+    finally:
+        other_host.close()
