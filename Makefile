@@ -14,7 +14,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-site portal test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
+.PHONY: demo demo-site portal screenshots test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
 
 $(STAMP): pyproject.toml
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
@@ -46,6 +46,10 @@ test: $(STAMP) system-deps
 	@# The wire guarantees again as they were before the fast path (addons/fast_path.py) and uvloop
 	@# became the defaults: the fallback settings a city may choose must keep them too.
 	CITYGATE_FAST_PATH=0 CITYGATE_EVENT_LOOP=asyncio $(BIN)/python -m pytest -q tests/e2e/test_wire_bypass.py tests/e2e/test_wire_fuzz.py
+
+# The README's screenshots of the request flow (docs/screenshots/), taken by its browser test.
+screenshots: $(STAMP) system-deps
+	CITYGATE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/e2e/test_request_flow_browser.py
 
 # The wire property test (tests/e2e/test_wire_fuzz.py) with 50,000 examples instead of 2,000: about
 # 20 minutes on 2 cores. A failure prints the case and Hypothesis's reproduction blob.
