@@ -132,6 +132,15 @@ def test_bad_input_gets_a_message_on_the_form_and_nothing_is_stored(portal, chan
     assert "You have no requests" in portal.call("mnguyen", "GET", "/requests/mine")[2]
 
 
+def test_a_request_is_always_the_signed_in_employee_s_whatever_the_form_says(portal):
+    status, headers, _ = submit(portal, employee="jlee", uid_field="jlee", name="Jordan Lee")
+
+    assert status == 303
+    request_id = request_id_of(headers["location"])
+    assert request_id in portal.call("mnguyen", "GET", "/requests/mine")[2]
+    assert request_id not in portal.call("jlee", "GET", "/requests/mine")[2]
+
+
 def test_one_open_request_per_site(portal):
     first = submit(portal)[1]["location"].rsplit("=", 1)[1]
 
