@@ -72,16 +72,7 @@ class Configuration:
 
     def watched_files(self) -> list[Path]:
         """Every file (and the grants folder) whose change should reload the policy."""
-        policy = self.policy
-        if policy is None:
-            return []
-        files = list(policy.sources)
-        if policy.grants_dir is not None:
-            files.append(policy.grants_dir)
-        ldif = policy.directory.options.get("ldif")
-        if policy.directory.backend == "static" and isinstance(ldif, str):
-            files.append(policy.directory.base / ldif)
-        return files
+        return [] if self.policy is None else self.policy.watched_files()
 
     def close(self) -> None:
         if self.current is not None:

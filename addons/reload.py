@@ -17,30 +17,14 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterable
-from pathlib import Path
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 
 from citygate.addons.loaded import loaded_gate
+from citygate.proxy.policy import fingerprint
 
 log = logging.getLogger("citygate")
-
-Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-def fingerprint(paths: Iterable[Path]) -> Fingerprint:
-    """What changes when any of the files is edited, replaced, created or deleted."""
-    found = []
-    for path in sorted(set(paths)):
-        try:
-            stat = path.stat()
-        except OSError:
-            found.append((str(path), -1, -1))
-            continue
-        found.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(found)
 
 
 class ConfigWatcher:

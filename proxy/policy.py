@@ -283,6 +283,16 @@ class Policy:
             for site_id, grants in gathered.items()
         }
 
+    def watched_files(self) -> list[Path]:
+        """Every file (and the grants folder: a file added) whose change should reload the policy."""
+        files = list(self.sources)
+        if self.grants_dir is not None:
+            files.append(self.grants_dir)
+        ldif = self.directory.options.get("ldif")
+        if self.directory.backend == "static" and isinstance(ldif, str):
+            files.append(self.directory.base / ldif)
+        return files
+
     def approvers_of(self, grant: Grant) -> tuple[str, ...]:
         """The grant's approver, and the Directors they are a designee of."""
         delegations = self.delegations.get(grant.approved_by)
@@ -301,6 +311,23 @@ class Policy:
     @property
     def approver_groups(self) -> frozenset[str]:
         return self.approval.director_groups | self.approval.executive_groups
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(paths: Iterable[Path]) -> Fingerprint:
+    """What changes when any of the files is edited, replaced, created or deleted (it reads the
+    disk: callers on an event loop run it in a thread)."""
+    found = []
+    for path in sorted(set(paths)):
+        try:
+            stat = path.stat()
+        except OSError:
+            found.append((str(path), -1, -1))
+            continue
+        found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
 
 
 def load_policy(

@@ -393,6 +393,14 @@ class Browser:
         renders later, from scripts) before it is read; the wait ends at the same timeout. `read`
         is an expression whose value (as a string) is kept in `Load.value`.
         """
+        with self.tab() as tab:
+            return tab.goto(url, timeout=timeout, wait_for=wait_for, read=read)
+
+    @contextlib.contextmanager
+    def tab(self, *, width: int | None = None, height: int = 900) -> Iterator[Tab]:
+        """A tab that stays open across loads, for a person's steps through pages: follow a link,
+        fill in and submit a form, take a screenshot (at `width` CSS pixels, or the browser's
+        default window). Closed, with its frames' sessions, when the block ends."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -406,37 +414,16 @@ class Browser:
                 {"autoAttach": True, "waitForDebuggerOnStart": True, "flatten": True},
                 session=session,
             )
-            navigated = self.send("Page.navigate", {"url": url}, session=session)
-            load = self._collect(url, session, events, navigated, timeout, wait_for)
-            if read is not None:
-                load.value = self._evaluate(session, read)
-            return load
+            frame = self.send("Page.getFrameTree", session=session)["frameTree"]["frame"]["id"]
+            tab = Tab(self, session, events, frame)
+            if width is not None:
+                tab.resize(width, height)
+            yield tab
         finally:
             self.send("Target.closeTarget", {"targetId": target})
             for name in self._tab_sessions(events):
                 with self._lock:
                     del self._sessions[name]
-
-    @contextlib.contextmanager
-    def tab(self, *, width: int = 1280, height: int = 900) -> Iterator[Tab]:
-        """A tab that stays open across loads, for a person's steps through pages: follow a link,
-        fill in and submit a form, take a screenshot. Closed when the block ends."""
-        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        events: queue.Queue[dict[str, Any]] = queue.Queue()
-        with self._lock:
-            self._sessions[session] = events
-        try:
-            for domain in ("Page", "Network", "Runtime"):
-                self.send(f"{domain}.enable", session=session)
-            frame = self.send("Page.getFrameTree", session=session)["frameTree"]["frame"]["id"]
-            tab = Tab(self, session, events, frame)
-            tab.resize(width, height)
-            yield tab
-        finally:
-            self.send("Target.closeTarget", {"targetId": target})
-            with self._lock:
-                del self._sessions[session]
 
     def _collect(
         self,
@@ -539,10 +526,16 @@ class Tab:
     ) -> None:
         self._browser, self._session, self._events, self._frame = browser, session, events, frame
 
-    def goto(self, url: str, *, timeout: float = 20.0) -> Load:
+    def goto(
+        self, url: str, *, timeout: float = 20.0, wait_for: str | None = None, read: str | None = None
+    ) -> Load:
+        """Navigate to `url` and wait for its load (`Browser.open` says what `wait_for` and `read` do)."""
         self._drain()
         navigated = self._browser.send("Page.navigate", {"url": url}, session=self._session)
-        return self._browser._collect(url, self._session, self._events, navigated, timeout, None)
+        load = self._browser._collect(url, self._session, self._events, navigated, timeout, wait_for)
+        if read is not None:
+            load.value = self.evaluate(read)
+        return load
 
     def act(self, script: str, *, timeout: float = 20.0) -> Load:
         """Run `script` (it clicks a link, submits a form...) and wait for the page it loads."""

@@ -84,6 +84,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def email_settings(server: SmtpServer, folder: Path) -> dict[str, Any]:
+    """A `requests.email:` section for `server`, signing in with a password file in `folder`."""
+    password = folder / "smtp-password"
+    password.write_text(PASSWORD + "\n")
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": server.port,
+        "sender": "citygate@city.example",
+        "username": USER,
+        "password_file": str(password),
+        "ca_file": str(server.ca),
+    }
+
+
 class SmtpServer:
     """`tls`: "starttls" (required), "implicit", or "none" (STARTTLS not offered)."""
 

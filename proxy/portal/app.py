@@ -29,7 +29,7 @@ from citygate.directory.problems import ConfigError
 from citygate.proxy.hosts import normalize_host
 from citygate.proxy.identity.config import KerberosSettings
 from citygate.proxy.identity.negotiate import NegotiateAcceptor
-from citygate.proxy.policy import Policy, load_policy
+from citygate.proxy.policy import Policy, fingerprint, load_policy
 from citygate.proxy.portal.auth import (
     NegotiateToken,
     NotSignedIn,
@@ -70,7 +70,7 @@ class Portal:
         self.config_path = config_path
         self.policy: Policy = load_policy(config_path)
         self.settings = self.policy.features.requests
-        self._signature = _files_signature(self.policy)
+        self._signature = fingerprint(self.policy.watched_files())
         if not self.settings.enabled:
             raise ValueError(
                 f"access requests are off in {config_path}: set requests: {{enabled: true}} (README)"
@@ -317,7 +317,7 @@ class Portal:
         """Load the configuration again when one of its files changed (a grant written by hand
         or by another host, a new stage), as the proxy does; a broken change keeps the last good
         one, and says so. The directory and the store are the ones the portal started with."""
-        signature = _files_signature(self.policy)
+        signature = fingerprint(self.policy.watched_files())
         if signature == self._signature:
             return
         try:
@@ -329,7 +329,7 @@ class Portal:
             self._signature = signature  # said once; the next change is tried again
             return
         self.policy, self.settings = policy, policy.features.requests
-        self._signature = _files_signature(policy)
+        self._signature = fingerprint(policy.watched_files())
 
     async def _signed_in(self, request: Request) -> SignedIn | Response:
         await run_in_threadpool(self._refresh)
@@ -426,23 +426,6 @@ class Portal:
             **values,
         )
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
-
-
-def _files_signature(policy: Policy) -> tuple[tuple[str, int, int], ...]:
-    """What the configuration's files look like on disk: their names, times and sizes, and the
-    grant files in the grants folder (a new one counts)."""
-    paths = set(policy.sources)
-    if policy.grants_dir is not None and policy.grants_dir.is_dir():
-        paths |= {*policy.grants_dir.glob("*.yaml"), *policy.grants_dir.glob("*.yml")}
-    found = []
-    for path in sorted(paths):
-        try:
-            stat = path.stat()
-        except OSError:
-            found.append((str(path), -1, -1))
-            continue
-        found.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(found)
 
 
 def _acceptor(policy: Policy) -> NegotiateAcceptor | None:

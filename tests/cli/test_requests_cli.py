@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from demo_config import requests_city, with_sections
-from smtp import PASSWORD, USER, SmtpServer
+from smtp import PASSWORD, USER, SmtpServer, email_settings
 
 from citygate.directory.model import Person
 from citygate.proxy.policy import load_policy
@@ -223,22 +223,13 @@ def test_hand_written_grants_keep_working_by_default(city):
 
 def with_mail(config: Path, server: SmtpServer) -> None:
     """The city's requests section with mail through `server`, signed in with a password file."""
-    password = config.parents[1] / "smtp-password"
-    password.write_text(PASSWORD + "\n")
     with_sections(
         config,
         requests={
             "enabled": True,
             "database": str(config.parents[1] / "requests.sqlite"),
             "portal_url": "https://requests.city.example",
-            "email": {
-                "smtp_host": "127.0.0.1",
-                "smtp_port": server.port,
-                "sender": "citygate@city.example",
-                "username": USER,
-                "password_file": str(password),
-                "ca_file": str(server.ca),
-            },
+            "email": email_settings(server, config.parents[1]),
         },
     )
 

@@ -31,7 +31,7 @@ from harness import RedirectToUpstream
 from kdc import PORTAL_HOST, PORTAL_SERVICE, PROXY_HOST, SERVICE
 from portal_server import CITYGATE, running_portal
 from slapd import directory_options, free_port
-from smtp import PASSWORD, USER, SmtpServer
+from smtp import SmtpServer, email_settings
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.decision_log import DecisionLog
@@ -56,19 +56,6 @@ def keytab(kdc, tmp_path_factory) -> Path:
 def smtp_server(tmp_path):
     with SmtpServer(tmp_path / "smtp") as server:
         yield server
-
-
-def email_settings(server: SmtpServer, folder: Path) -> dict[str, object]:
-    password = folder / "smtp-password"
-    password.write_text(PASSWORD)
-    return {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": server.port,
-        "sender": "citygate@city.example",
-        "username": USER,
-        "password_file": str(password),
-        "ca_file": str(server.ca),
-    }
 
 
 def mail_to(server: SmtpServer, address: str, timeout: float = 10.0):

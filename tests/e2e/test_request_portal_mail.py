@@ -10,7 +10,7 @@ from pathlib import Path
 
 from demo_config import requests_city
 from portal_server import form_value, request_id_of, running_portal
-from smtp import PASSWORD, USER, SmtpServer
+from smtp import PASSWORD, SmtpServer, email_settings
 
 from citygate.directory.backends import open_directory
 from citygate.proxy.policy import load_policy
@@ -21,17 +21,8 @@ from citygate.proxy.requests.workflow import submit
 
 
 def test_the_portal_queues_a_requests_mail_with_it_and_sends_the_mail_due(tmp_path: Path):
-    password = tmp_path / "smtp-password"
-    password.write_text(PASSWORD)
     with SmtpServer(tmp_path / "smtp") as server:
-        email = {
-            "smtp_host": "127.0.0.1",
-            "smtp_port": server.port,
-            "sender": "citygate@city.example",
-            "username": USER,
-            "password_file": str(password),
-            "ca_file": str(server.ca),
-        }
+        email = email_settings(server, tmp_path)
         config = requests_city(tmp_path, portal_url="https://requests.city.example", email=email)
         policy = load_policy(config)
         store = RequestStore(policy.features.requests.database)
