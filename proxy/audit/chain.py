@@ -25,6 +25,11 @@ to the proxy's own log, which the same person cannot also rewrite. `verify(..., 
 then checks the log against those published heads: a rewritten chain no longer has the
 anchored hash at the anchored seq, and a cut-off log no longer reaches it.
 
+Which chain a record belongs to: `citygate.chain.id`, `<host>/<worker>` (`vm1/worker-0`,
+`vm1/main`, `vm1/requests-portal-8088`), in every record, so that an anchor names the chain it
+was published for and is checked against that chain only. Logs gathered from several workers
+and hosts verify together; a worker's restart continues its chain under the same id.
+
 Pure: `seal` and `ChainVerifier` see bytes, never files.
 """
 
@@ -40,6 +45,7 @@ GENESIS = "0" * 64
 SEQ = "citygate.chain.seq"
 PREV = "citygate.chain.prev"
 HASH = "citygate.chain.hash"
+CHAIN = "citygate.chain.id"
 FILE_START = "audit-file-start"
 GAP = "audit-gap"
 RETENTION = "audit-retention"
@@ -51,6 +57,7 @@ _HEX64 = re.compile(rb"[0-9a-f]{64}")
 # canonical JSON escapes every quote inside a value, so these can only match the keys themselves.
 _PREV_FIELD = re.compile(rb'"citygate\.chain\.prev":"([0-9a-f]{64})"')
 _SEQ_FIELD = re.compile(rb'"citygate\.chain\.seq":(\d+)[,}]')
+_CHAIN_FIELD = re.compile(rb'"citygate\.chain\.id":"([^"\\]*)"')
 # The log's own bookkeeping records (gap, retention) are read whole; the same escaping argument.
 _BOOKKEEPING = re.compile(rb'"event\.action":"audit-(?:gap|retention)"')
 
@@ -73,9 +80,15 @@ def canonical(record: Mapping[str, object]) -> bytes:
     ).encode("ascii")
 
 
-def seal(record: Mapping[str, object], head: ChainHead) -> tuple[bytes, ChainHead]:
-    """The line for `record` following `head` (newline included), and the new head."""
-    body = canonical({**record, SEQ: head.seq + 1, PREV: head.hash})
+def seal(record: Mapping[str, object], head: ChainHead, chain: str | None = None) -> tuple[bytes, ChainHead]:
+    """The line for `record` following `head` (newline included) in the chain called `chain`, and
+    the new head."""
+    fields = (
+        {SEQ: head.seq + 1, PREV: head.hash}
+        if chain is None
+        else {SEQ: head.seq + 1, PREV: head.hash, CHAIN: chain}
+    )
+    body = canonical({**record, **fields})
     digest = hashlib.sha256(body).hexdigest()
     return body[:-1] + b',"' + HASH.encode() + b'":"' + digest.encode() + b'"}\n', ChainHead(
         head.seq + 1, digest
@@ -111,13 +124,19 @@ def unseal(line: bytes) -> tuple[dict[str, object], ChainHead]:
     return record, ChainHead(seq, digest)
 
 
-def link(line: bytes) -> tuple[str, ChainHead]:
-    """What `line` chains to and its own place: `unseal` without parsing the JSON (verify's pace)."""
+def link(line: bytes) -> tuple[str, ChainHead, str | None]:
+    """What `line` chains to, its own place and its chain's id (None: a log from before chains
+    had ids): `unseal` without parsing the JSON (verify's pace)."""
     body, digest = _checked_body(line)
     prev, seq = _PREV_FIELD.search(body), _SEQ_FIELD.search(body)
     if prev is None or seq is None or int(seq.group(1)) < 1:
         raise Damaged("the record has no valid chain fields")
-    return prev.group(1).decode(), ChainHead(int(seq.group(1)), digest)
+    chain = _CHAIN_FIELD.search(body)
+    return (
+        prev.group(1).decode(),
+        ChainHead(int(seq.group(1)), digest),
+        chain.group(1).decode() if chain else None,
+    )
 
 
 def base_name(path: str) -> str:
@@ -155,6 +174,8 @@ class Report:
     # the chain is checked on past them.
     gaps: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The ids its records carry (`<host>/<worker>`; none in logs from before chains had ids).
+    chains: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -165,13 +186,17 @@ class ChainVerifier:
     """Feed files in order, line by line; `finish()` says whether the chain holds and where not.
 
     Constant memory: only the running head and the current file's counts are kept. `anchors`
-    maps sequence numbers to the hashes published for them (see the module docstring). `whole`:
+    maps a chain's id to the hashes published for its sequence numbers (see the module
+    docstring); under None, those published without an id, for a chain whichever it is. `whole`:
     the files are all a folder holds of the chain, so it must start at its first record, or after
     files that a retention record says were removed.
     """
 
-    def __init__(self, anchors: Mapping[int, str] | None = None, *, whole: bool = False) -> None:
-        self.anchors = dict(anchors or {})
+    def __init__(
+        self, anchors: Mapping[str | None, Mapping[int, str]] | None = None, *, whole: bool = False
+    ) -> None:
+        self.anchors = {chain: dict(by_seq) for chain, by_seq in (anchors or {}).items()}
+        self._unnamed = self.anchors.get(None, {})
         self.whole = whole
         self.report = Report()
         self._file: FileSummary | None = None
@@ -216,13 +241,8 @@ class ChainVerifier:
             # Only the last line of a file can lack its newline: judged when the chain goes on.
             current.torn_line = self._line
             return True
-        record: dict[str, object] | None = None
         try:
-            if self._line == 1 or _BOOKKEEPING.search(line):  # read whole
-                record, place = unseal(line)
-                prev = str(record[PREV])
-            else:
-                prev, place = link(line)
+            record, prev, place, chain = self._read(line)
         except Damaged as exc:
             return self._fail(current.path, self._line, str(exc))
         if self._line == 1 and not self._check_file_start(record or {}, place):
@@ -231,7 +251,7 @@ class ChainVerifier:
             return False
         if record is not None:
             self._note_removed(record)
-        anchored = self.anchors.get(place.seq)
+        anchored = self._anchored(chain, place.seq)
         if anchored is not None and anchored != place.hash:
             return self._fail(
                 current.path,
@@ -250,6 +270,24 @@ class ChainVerifier:
             current.first_seq = place.seq
         self._last_good_line = self._line
         return True
+
+    def _read(self, line: bytes) -> tuple[dict[str, object] | None, str, ChainHead, str | None]:
+        """The line's record (when it is read whole), what it chains to, its place and chain id."""
+        if self._line == 1 or _BOOKKEEPING.search(line):  # read whole
+            record, place = unseal(line)
+            chain = record.get(CHAIN)
+            return record, str(record[PREV]), place, chain if isinstance(chain, str) else None
+        prev, place, chain = link(line)
+        return None, prev, place, chain
+
+    def _anchored(self, chain: str | None, seq: int) -> str | None:
+        """The hash published for `seq` of this chain, if one was."""
+        if chain is not None and chain not in self.report.chains:
+            self.report.chains.add(chain)
+        anchored = self._unnamed.get(seq)
+        if anchored is None and chain is not None:
+            anchored = self.anchors.get(chain, {}).get(seq)
+        return anchored
 
     def finish(self) -> Report:
         if self._file is not None:
@@ -281,7 +319,11 @@ class ChainVerifier:
                 )
         if not self.failed:
             reached = report.head.seq if report.head else 0
-            missing = sorted(seq for seq in self.anchors if seq > reached)
+            anchored = [
+                *self._unnamed,
+                *(seq for chain in report.chains for seq in self.anchors.get(chain, {})),
+            ]
+            missing = sorted(seq for seq in anchored if seq > reached)
             if missing and report.files:
                 last = report.files[-1]
                 self._fail(

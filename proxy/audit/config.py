@@ -6,6 +6,7 @@ file, line and fix, and the writer (`writer.py`) receives settings it can trust.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,6 +68,9 @@ class AuditSettings:
     syslog: SyslogSettings | None = None
     fail_closed: bool = True
     anchor_interval_s: int = 60
+    # The host named in every record and anchor (None: the machine's name). Set it where the
+    # machine's name changes under the same log (a container, a pod): the chain keeps its name.
+    host_name: str | None = None
 
 
 _INTS: dict[str, tuple[int, int, str]] = {  # key: (minimum, maximum, example)
@@ -178,6 +182,17 @@ def _fsync(section: _Section, key: str) -> object:
         )
 
 
+def _host_name(section: _Section, key: str) -> object:
+    value = section.node[key]
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value.strip()):
+        return section.reject(
+            key,
+            f"audit.host_name {value!r} is not a host name (letters, digits, '.', '-', '_'; up to 63)",
+            "e.g. host_name: proxy1 (the name anchors and records give this host), or leave it out for the machine's name",
+        )
+    return value.strip()
+
+
 def _syslog_setting(section: _Section, key: str) -> object:
     # Never _INVALID: a syslog: that cannot be used (its problems reported at their own lines)
     # leaves syslog off, as it is by default.
@@ -192,6 +207,7 @@ _READERS: dict[str, Callable[[_Section, str], object]] = {
     **dict.fromkeys(_BOOLS, _true_or_false),
     "retention_days": _retention_days,
     "fsync": _fsync,
+    "host_name": _host_name,
     "syslog": _syslog_setting,
 }
 KNOWN_KEYS = tuple(_READERS)

@@ -31,6 +31,14 @@ REQUESTS_FOLDER = "requests"
 _REQUESTS = re.compile(r"^requests-[A-Za-z0-9._-]+$")
 
 
+def chain_id(directory: Path, host: str) -> str:
+    """The name of the chain written in `directory` on `host`: `<host>/<worker>`, the worker
+    being its folder's name (`worker-0`, `requests-portal-8088-vm1`) or `main` for a folder's own."""
+    name = directory.name
+    worker = name if _WORKER.match(name) or _REQUESTS.match(name) else "main"
+    return f"{host}/{worker}"
+
+
 def worker_directory(base: Path, worker: int | None) -> Path:
     """Where one process writes: the folder itself, or its worker's subfolder."""
     return base if worker is None else base / f"worker-{worker}"

@@ -45,6 +45,7 @@ import gzip
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +56,15 @@ from pathlib import Path
 
 from citygate.proxy.audit.chain import FILE_START, GAP, RETENTION, ChainHead, Damaged, canonical, seal, unseal
 from citygate.proxy.audit.config import AuditSettings, Fsync
-from citygate.proxy.audit.files import ACTIVE_NAME, LOCK_NAME, is_rotated, log_files, open_log, rotated_name
+from citygate.proxy.audit.files import (
+    ACTIVE_NAME,
+    LOCK_NAME,
+    chain_id,
+    is_rotated,
+    log_files,
+    open_log,
+    rotated_name,
+)
 from citygate.proxy.audit.record import state_record, timestamp
 from citygate.proxy.audit.sinks import SEVERITY_INFO, SEVERITY_NOTICE, Sink, StdoutSink, SyslogSink
 
@@ -108,6 +117,8 @@ class AuditWriter:
         self.sinks: list[Sink] = []  # opened by the worker: a syslog host name may need DNS
         self.clock = clock
         self.directory = Path(settings.directory)
+        # Named in every record and anchor: logs of several workers and hosts verify together.
+        self.chain = chain_id(self.directory, settings.host_name or socket.gethostname())
         self.active_path = self.directory / ACTIVE_NAME
         # Read by the proxy (health, metrics); written by the worker, `dropped` also by submit.
         self.healthy = False
@@ -288,7 +299,7 @@ class AuditWriter:
             sealable = []
             for pending in batch:
                 try:
-                    line, head = seal(pending.record, head)
+                    line, head = seal(pending.record, head, self.chain)
                 except (TypeError, ValueError):  # a bug, not a disk problem: never retried
                     log.exception("citygate: an audit record could not be serialized; dropped")
                     self._drop([pending])
@@ -357,7 +368,7 @@ class AuditWriter:
                 previous_torn=torn,
                 reason=self._open_reason,
             )
-            line, head = seal(header, head)
+            line, head = seal(header, head, self.chain)
             lines.append(line)
         with self._lock:
             dropped, reason = self._unmarked_drops, self._drop_reason
@@ -372,7 +383,7 @@ class AuditWriter:
                 missing_records=dropped,
                 reason=reason,
             )
-            line, head = seal(gap, ChainHead(head.seq + dropped, head.hash))
+            line, head = seal(gap, ChainHead(head.seq + dropped, head.hash), self.chain)
             lines.append(line)
         return lines, head, dropped
 
@@ -647,12 +658,13 @@ class AuditWriter:
         if head.seq == 0 or (head == self._anchored and not force):
             return
         self._anchored = head
-        log.info("citygate: audit chain head seq=%d sha256=%s", head.seq, head.hash)
+        log.info("citygate: audit chain head chain=%s seq=%d sha256=%s", self.chain, head.seq, head.hash)
         line = canonical(
             {
                 "@timestamp": timestamp(self.clock()),
                 "event.kind": "state",
                 "event.action": "audit-chain-head",
+                "citygate.chain.id": self.chain,
                 "citygate.chain.seq": head.seq,
                 "citygate.chain.hash": head.hash,
                 "citygate.audit.directory": str(self.directory),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from citygate.proxy.audit.anchors import Anchor, anchors_in, parse_anchor
 from citygate.proxy.audit.chain import ChainVerifier, Report
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
@@ -25,7 +26,9 @@ from citygate.proxy.cli.commands import Commands, command, command_with_actions,
 EPILOG_VERIFY = """examples:
   citygate audit verify /var/log/citygate                # every file in the folder, in order
   citygate audit verify /var/log/citygate/citygate-audit-2026112*.jsonl.gz
-  citygate audit verify /var/log/citygate --anchor 18233:9c1f...e07a   # a head published to syslog
+  citygate audit verify                                  # audit.directory of --config
+  citygate audit verify /var/log/citygate --anchors-from proxy.log   # the heads the proxy published
+  citygate audit verify host1/ host2/ --anchor vm1/worker-0:18233:9c1f...e07a
 
 Checks the hash chain through every record and across files: an edited, deleted, inserted or
 reordered record, a file cut short or missing, and a torn last record are found and the first
@@ -92,14 +95,27 @@ def register_audit(commands: Commands) -> None:
         actions, "verify", "verify the hash chain of access-log files", EPILOG_VERIFY, run_verify
     )
     verify.add_argument(
-        "paths", nargs="+", type=Path, metavar="FILE", help="log files or folders, oldest first"
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="log files or folders, oldest first; several hosts' folders at once (default: audit.directory)",
     )
+    config_argument(verify)
     verify.add_argument(
         "--anchor",
         action="append",
         default=[],
-        metavar="SEQ:SHA256",
-        help="a chain head published elsewhere (syslog, the proxy log); may be repeated",
+        metavar="CHAIN:SEQ:SHA256",
+        help="a chain head published elsewhere, as the proxy log names it (vm1/worker-0:18233:9c1f...); may be repeated",
+    )
+    verify.add_argument(
+        "--anchors-from",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="every chain head published in FILE: the proxy's log, or the SIEM's copy; may be repeated",
     )
 
 
@@ -135,41 +151,106 @@ def register_logs(commands: Commands) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    anchors: dict[int, str] = {}
-    for text in args.anchor:
-        seq, _, digest = text.partition(":")
-        if not seq.isdigit() or len(digest) != 64:
-            print(f"citygate: --anchor {text!r} is not SEQ:SHA256 (e.g. 18233:9c1f...)", file=sys.stderr)
-            return 2
-        anchors[int(seq)] = digest.lower()
-    missing = [str(path) for path in args.paths if not path.exists()]
+    anchors = _anchors(args)
+    if anchors is None:
+        return 2
+    paths = list(args.paths) or [directory for directory in [_config_facts(args.config)[1]] if directory]
+    if not paths:
+        print(
+            f"citygate: no log given and {args.config} could not be read for audit.directory; "
+            "name the log folder or files, e.g. citygate audit verify /var/log/citygate",
+            file=sys.stderr,
+        )
+        return 2
+    missing = [str(path) for path in paths if not path.exists()]
     if missing:
         print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    found = expand_chains(args.paths)
-    folders = {path.resolve() for path in args.paths if path.is_dir()}
+    found = expand_chains(paths)
+    folders = {path.resolve() for path in paths if path.is_dir()}
     if not found:
         print("citygate: no access-log files found there", file=sys.stderr)
         return 2
-    status = 0
+    if len(found) > 1 and any(anchor.chain is None for anchor in anchors):
+        print(
+            "citygate: these logs hold several chains: name each anchor's chain as the proxy log does "
+            "(e.g. --anchor vm1/worker-0:18233:9c1f...), or use --anchors-from with the proxy's log",
+            file=sys.stderr,
+        )
+        return 2
+    by_chain: dict[str | None, dict[int, str]] = {}
+    for anchor in anchors:
+        by_chain.setdefault(anchor.chain, {})[anchor.seq] = anchor.hash
+    status, verified = 0, set()
     for number, files in enumerate(found, 1):
-        if len(found) > 1:
-            # One chain per `citygate run` worker; an anchor names its chain's seq and hash.
-            print(f"chain {number} of {len(found)}: {files[0].parent}")
         try:
             # A folder's chain (its own, or a worker subfolder's) is all there is of it.
             parent = files[0].parent.resolve()
-            report = verify_files(files, anchors, whole=bool({parent, parent.parent} & folders))
+            report = verify_files(files, by_chain, whole=bool({parent, parent.parent} & folders))
         except OSError as exc:
             print(f"citygate: cannot read the log: {exc}", file=sys.stderr)
             return 2
+        if len(found) > 1:
+            named = f" ({', '.join(sorted(report.chains))})" if report.chains else ""
+            print(f"chain {number} of {len(found)}: {files[0].parent}{named}")
         _print_report(report)
+        verified |= report.chains
         status = max(status, 0 if report.ok else 1)
+    return max(status, _anchors_without_logs(anchors, verified))
+
+
+def _anchors(args: argparse.Namespace) -> list[Anchor] | None:
+    """The anchors given and those in the files named; None (said why) when one cannot be read."""
+    anchors = []
+    for text in args.anchor:
+        anchor = parse_anchor(text)
+        if anchor is None:
+            print(
+                f"citygate: --anchor {text!r} is not CHAIN:SEQ:SHA256 or SEQ:SHA256 "
+                "(e.g. vm1/worker-0:18233:9c1f..., as the proxy log prints it)",
+                file=sys.stderr,
+            )
+            return None
+        anchors.append(anchor)
+    for path in args.anchors_from:
+        try:
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                published = anchors_in(lines)
+        except OSError as exc:
+            print(f"citygate: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return None
+        if not published:
+            print(f"citygate: {path} holds no published chain head (audit chain head ...)", file=sys.stderr)
+            return None
+        anchors.extend(published)
+    return anchors
+
+
+def _anchors_without_logs(anchors: Iterable[Anchor], verified: set[str]) -> int:
+    """Anchored chains that none of the logs given hold: a worker's folder removed, if that host's
+    other chains are here (1); a host whose logs were not given, a note (0)."""
+    hosts = {chain.partition("/")[0] for chain in verified}
+    status = 0
+    for chain in sorted(
+        {anchor.chain for anchor in anchors if anchor.chain and anchor.chain not in verified}
+    ):
+        last = max(anchor.seq for anchor in anchors if anchor.chain == chain)
+        host = chain.partition("/")[0]
+        if host in hosts:
+            print(
+                f"FAILED: chain {chain} published its head at seq {last}, but none of its files are here: "
+                "its folder was removed, or give it too"
+            )
+            status = 1
+        else:
+            print(
+                f"note: anchors for chain {chain} (up to seq {last}) were not checked: no log of {host} was given"
+            )
     return status
 
 
 def verify_files(
-    files: Iterable[Path], anchors: dict[int, str] | None = None, *, whole: bool = False
+    files: Iterable[Path], anchors: dict[str | None, dict[int, str]] | None = None, *, whole: bool = False
 ) -> Report:
     verifier = ChainVerifier(anchors, whole=whole)
     for path in files:

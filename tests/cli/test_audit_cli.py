@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_config import requests_city
+
+from citygate.proxy.policy import load_policy
+from citygate.proxy.requests.log import EvidenceLog
 
 ROOT = Path(__file__).resolve().parents[2]
 CITYGATE = str(Path(sys.executable).parent / "citygate")
@@ -29,7 +33,7 @@ def test_each_command_has_help_with_examples(command):
     ("args", "message"),
     [
         (("audit", "verify", "/nonexistent/log"), "no such file or folder: /nonexistent/log"),
-        (("audit", "verify", ".", "--anchor", "12:abc"), "is not SEQ:SHA256"),
+        (("audit", "verify", ".", "--anchor", "12:abc"), "is not CHAIN:SEQ:SHA256 or SEQ:SHA256"),
         (("logs", "/nonexistent/log"), "no such file or folder: /nonexistent/log"),
         (("logs", ".", "--since", "last tuesday"), "is not a time; use a date"),
         (("logs", ".", "--tz", "Mars/Olympus"), 'unknown timezone "Mars/Olympus"'),
@@ -57,3 +61,27 @@ def test_the_csv_columns_are_the_record_fields_in_the_record_order():
     shared = [field for field in CSV_FIELDS if field in DECISION_FIELDS]
     assert shared == [field for field in DECISION_FIELDS if field in CSV_FIELDS]
     assert set(CSV_FIELDS) - set(DECISION_FIELDS) == {"local_time", "citygate.chain.seq"}
+
+
+def test_verify_without_a_path_verifies_the_configured_log_folder(tmp_path):
+    # A chain written by the request CLI's evidence log is enough: requests_city keeps it in tmp.
+    config = requests_city(tmp_path)
+    policy = load_policy(config)
+    with EvidenceLog(policy.features.audit, policy.timezone, writer="cli") as evidence:
+        evidence.record({"event.action": "test", "event.kind": "event"})
+
+    result = citygate("audit", "verify", "--config", str(config))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert str(tmp_path / "log") in result.stdout and "OK:" in result.stdout
+
+
+def test_unnamed_anchors_with_several_chains_ask_for_the_chain(tmp_path):
+    for worker in ("worker-0", "worker-1"):
+        (tmp_path / worker).mkdir()
+        (tmp_path / worker / "citygate-audit.jsonl").write_text("")
+
+    result = citygate("audit", "verify", str(tmp_path), "--anchor", "12:" + "a" * 64)
+
+    assert result.returncode == 2
+    assert "name each anchor's chain" in result.stderr

@@ -39,7 +39,7 @@ CITYGATE = str(Path(sys.executable).parent / "citygate")
 JLEE = "jlee:jlee-pass"  # Parks; facebook limited to /CityOfExampleParks, instagram
 MNGUYEN = "mnguyen:mnguyen-pass"  # Parks; no grant
 KWILLIAMS = "kwilliams:kwilliams-pass"  # Communications; facebook without a path scope
-CHAIN_FIELDS = {"citygate.chain.seq", "citygate.chain.prev", "citygate.chain.hash"}
+CHAIN_FIELDS = {"citygate.chain.seq", "citygate.chain.prev", "citygate.chain.hash", "citygate.chain.id"}
 
 
 def citygate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -371,12 +371,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_citygate_run(port: int, log: Path, confdir: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_citygate_run(
+    port: int,
+    log: Path,
+    confdir: Path,
+    workers: int = 1,
+    *,
+    config: Path = DEMO_CONFIG,
+    proxy_log: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """`citygate run` with `config`, its access log in `log`; its own log (stderr) appended to
+    `proxy_log` when given, as journald would keep it."""
     env = {key: value for key, value in os.environ.items() if not key.lower().endswith("_proxy")}
     process = subprocess.Popen(
         [
             CITYGATE,
             "run",
+            "--config",
+            str(config),
             "--workers",
             str(workers),
             "--listen-port",
@@ -388,7 +400,7 @@ def start_citygate_run(port: int, log: Path, confdir: Path, workers: int = 1) ->
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=proxy_log.open("ab") if proxy_log is not None else subprocess.DEVNULL,
         env=env,
     )
     deadline = time.monotonic() + 20

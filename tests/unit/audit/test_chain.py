@@ -211,7 +211,7 @@ def test_a_rewritten_chain_is_found_only_against_a_published_anchor(log):
     write_lines(log[2], rewritten[12:])
 
     assert verify_files(log).ok
-    report = verify_files(log, {anchor.seq: anchor.hash})
+    report = verify_files(log, {None: {anchor.seq: anchor.hash}})
 
     assert not report.ok
     assert "anchor" in report.failure.problem
@@ -222,7 +222,7 @@ def test_records_cut_from_the_end_of_the_newest_file_are_found_against_an_anchor
     write_lines(log[2], lines_of(log[2])[:-2])
 
     assert verify_files(log).ok  # the limit the README states: nothing follows to notice
-    failure = verify_files(log, {anchor.seq: anchor.hash}).failure
+    failure = verify_files(log, {None: {anchor.seq: anchor.hash}}).failure
 
     assert failure is not None and "removed from the end" in failure.problem
 
