@@ -159,6 +159,11 @@ def _true_or_false(section: _Section, key: str) -> object:
     return value
 
 
+# Two years: California Government Code §34090's minimum for most city records; Texas local
+# governments follow the Local Schedule GR (13 TAC §7.125), which sets periods per record series.
+RECORDS_LAW_MINIMUM_DAYS = 730
+
+
 def _retention_days(section: _Section, key: str) -> object:
     value = section.node[key]
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -166,6 +171,15 @@ def _retention_days(section: _Section, key: str) -> object:
             key,
             f"audit.retention_days {value!r} is not a positive number of days",
             "e.g. retention_days: 730, or leave it out to keep every file",
+        )
+    if value is not None and value < RECORDS_LAW_MINIMUM_DAYS:
+        # The city's choice to make, not an error: but never a silent one.
+        section.problems.warning(
+            section.config_path,
+            section.node.line_of(key),
+            f"audit.retention_days {value} deletes access-log records younger than two years, the "
+            "minimum most city records keep (California Government Code §34090; Texas: Local Schedule GR)",
+            f"set retention_days: {RECORDS_LAW_MINIMUM_DAYS} or more, or keep {value} only with your records officer's approved schedule",
         )
     return value  # None: keep every file
 

@@ -3,6 +3,7 @@ line and fix (through the real `load_policy`, as `citygate check` runs it)."""
 
 import pytest
 
+from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.config import DEFAULT_DIRECTORY, AuditSettings, Fsync, SyslogSettings
 
 
@@ -74,3 +75,28 @@ def test_a_mistake_names_file_line_and_fix(policy_files, problem_with, setting, 
     assert problem.path == policy_files.config
     assert problem.line == policy_files.mini_config.count("\n") + 3
     assert fix in problem.fix
+
+
+def test_a_retention_shorter_than_two_years_is_the_city_s_choice_but_check_warns(policy_files):
+    config = policy_files.mini_config + "audit:\n  retention_days: 90\n"
+
+    policy = policy_files.load(config=config)
+
+    assert policy.features.audit.retention_days == 90
+    [warning] = [w for w in policy.warnings if "retention_days" in w]
+    assert "younger than two years" in warning and "§34090" in warning and "retention_days: 730" in warning
+    assert not [
+        w
+        for w in policy_files.load(
+            config=policy_files.mini_config + "audit:\n  retention_days: 730\n"
+        ).warnings
+        if "retention" in w
+    ]
+
+
+def test_the_host_name_records_and_anchors_give_is_checked(policy_files):
+    named = policy_files.load(config=policy_files.mini_config + "audit:\n  host_name: proxy1\n")
+    assert named.features.audit.host_name == "proxy1"
+
+    with pytest.raises(ConfigError, match=r"audit\.host_name 'proxy 1' is not a host name"):
+        policy_files.load(config=policy_files.mini_config + "audit:\n  host_name: proxy 1\n")
