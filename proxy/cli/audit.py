@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.proxy.audit.anchors import Anchor, anchors_in, parse_anchor
 from citygate.proxy.audit.chain import ChainVerifier, Report
+from citygate.proxy.audit.export import export_bundle, is_bundle, verify_bundle
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.audit.record import DECISION_FIELDS
@@ -38,6 +39,20 @@ that starts later (a deleted active file or folder) fails, naming the missing se
 the writer had to drop (an `audit-gap` record names them) fail too, with their seq range.
 
 exit status: 0 when the chain holds, 1 when it does not, 2 when a file cannot be read.
+"""
+
+EPILOG_EXPORT = """examples:
+  citygate audit export --user mnguyen --since 2026-11-16 --until 2026-11-22 --out mnguyen-week47
+  citygate audit export /var/log/citygate --site facebook --since 30d --out facebook-30d --anchors-from proxy.log
+  citygate audit verify mnguyen-week47                  # anywhere citygate is installed, offline
+
+The bundle holds the matching records exactly as the log does, the chain's links over the range
+(every record's seq and hashes, no other content: other people's records are not disclosed),
+the chain heads published in the range, and a manifest with each file's SHA-256. `audit verify`
+on the bundle checks every record against the links and the links end to end, naming each bad
+record by its line.
+
+exit status: 0 when written, 1 when the log has damaged lines (written, and named), 2 on a mistake.
 """
 
 EPILOG_LOGS = """examples:
@@ -109,6 +124,7 @@ def register_audit(commands: Commands) -> None:
         metavar="CHAIN:SEQ:SHA256",
         help="a chain head published elsewhere, as the proxy log names it (vm1/worker-0:18233:9c1f...); may be repeated",
     )
+    register_export(actions)
     verify.add_argument(
         "--anchors-from",
         action="append",
@@ -117,6 +133,35 @@ def register_audit(commands: Commands) -> None:
         metavar="FILE",
         help="every chain head published in FILE: the proxy's log, or the SIEM's copy; may be repeated",
     )
+
+
+def register_export(actions: Commands) -> None:
+    export = command(
+        actions,
+        "export",
+        "write a bundle of records that verifies offline, for a records request",
+        EPILOG_EXPORT,
+        run_export,
+    )
+    export.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="log files or folders (default: audit.directory)"
+    )
+    config_argument(export)
+    export.add_argument("--out", type=Path, required=True, metavar="FOLDER", help="the bundle's folder (new)")
+    export.add_argument("--user", help="the employee's login name")
+    export.add_argument("--site", help="a site id (facebook) or domain (facebook.com)")
+    export.add_argument("--grant", help="a grant id, e.g. parks-2026-001")
+    export.add_argument("--since", required=True, help="from this time: 2026-11-21, 2026-11-21T08:30, 7d")
+    export.add_argument("--until", help="up to this time (a bare date includes that day; default: now)")
+    export.add_argument(
+        "--anchors-from",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="the proxy's log (or the SIEM's copy): the chain heads published within the range go in the bundle",
+    )
+    export.add_argument("--tz", help="timezone of the times given (default: the city's)")
 
 
 def register_logs(commands: Commands) -> None:
@@ -166,6 +211,8 @@ def run_verify(args: argparse.Namespace) -> int:
     if missing:
         print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if len(paths) == 1 and is_bundle(paths[0]):
+        return _verify_bundle(paths[0])
     found = expand_chains(paths)
     folders = {path.resolve() for path in paths if path.is_dir()}
     if not found:
@@ -199,10 +246,73 @@ def run_verify(args: argparse.Namespace) -> int:
     return max(status, _anchors_without_logs(anchors, verified))
 
 
+def run_export(args: argparse.Namespace) -> int:
+    zone, directory = _config_facts(args.config)
+    if args.tz:
+        try:
+            zone = ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            print(
+                f'citygate: unknown timezone "{args.tz}"; use an IANA name such as America/Los_Angeles',
+                file=sys.stderr,
+            )
+            return 2
+    paths = list(args.paths) or ([directory] if directory else [])
+    missing = [str(path) for path in paths if not path.exists()]
+    if not paths or missing:
+        where = ", ".join(missing) if missing else f"audit.directory of {args.config}"
+        print(f"citygate: no log at {where}: name the log folder, e.g. /var/log/citygate", file=sys.stderr)
+        return 2
+    if args.out.exists():
+        print(f"citygate: {args.out} exists: name a new folder for the bundle", file=sys.stderr)
+        return 2
+    if not (args.user or args.site or args.grant):
+        print("citygate: say whose records: --user, --site or --grant", file=sys.stderr)
+        return 2
+    anchors = _anchors(args)
+    if anchors is None:
+        return 2
+    now = datetime.now(UTC)
+    try:
+        since = parse_when(args.since, zone, now=now)
+        until = parse_when(args.until, zone, now=now, end_of_day=True) if args.until else now
+    except ValueError as exc:
+        print(f"citygate: {exc}", file=sys.stderr)
+        return 2
+    query = LogQuery(user=args.user, site=args.site, grant=args.grant, since=since, until=until)
+    try:
+        exported = export_bundle(expand_chains(paths), query, args.out, anchors)
+    except OSError as exc:
+        print(f"citygate: cannot write the bundle: {exc}", file=sys.stderr)
+        return 2
+    for problem in exported.problems:
+        print(f"citygate: damaged log line, not exported: {problem}", file=sys.stderr)
+    chains = ", ".join(
+        f"{name} seq {seg.first_seq}-{seg.last_seq}" for name, seg in exported.segments.items()
+    )
+    print(f"{args.out}: {exported.records} record(s), the links of {chains or 'no chain'}")
+    print(f"verify it with: citygate audit verify {args.out}")
+    return 1 if exported.problems else 0
+
+
+def _verify_bundle(path: Path) -> int:
+    report = verify_bundle(path)
+    print(
+        f"{path}: bundle of {report.records} record(s), {report.links} link(s) in {len(report.chains)} chain(s)"
+    )
+    for problem in report.problems:
+        print(f"FAILED: {problem}")
+    if report.ok:
+        print(
+            f"OK: every record is the chain's own at its place, and the links run unbroken ({', '.join(report.chains)})"
+        )
+    return 0 if report.ok else 1
+
+
 def _anchors(args: argparse.Namespace) -> list[Anchor] | None:
     """The anchors given and those in the files named; None (said why) when one cannot be read."""
     anchors = []
-    for text in args.anchor:
+    for text in getattr(args, "anchor", ()):  # export takes published heads from files only
         anchor = parse_anchor(text)
         if anchor is None:
             print(
