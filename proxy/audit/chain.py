@@ -139,6 +139,12 @@ def link(line: bytes) -> tuple[str, ChainHead, str | None]:
     )
 
 
+def chain_of(line: bytes) -> str | None:
+    """The chain id a record's line names, read without checking it (sorting a copy's lines)."""
+    found = _CHAIN_FIELD.search(line)
+    return found.group(1).decode() if found else None
+
+
 def base_name(path: str) -> str:
     """A log file's name as the next file's header records it (before compression)."""
     return path.rsplit("/", 1)[-1].removesuffix(".gz")
@@ -193,10 +199,18 @@ class ChainVerifier:
     """
 
     def __init__(
-        self, anchors: Mapping[str | None, Mapping[int, str]] | None = None, *, whole: bool = False
+        self,
+        anchors: Mapping[str | None, Mapping[int, str]] | None = None,
+        *,
+        whole: bool = False,
+        copy: bool = False,
     ) -> None:
         self.anchors = {chain: dict(by_seq) for chain, by_seq in (anchors or {}).items()}
         self._unnamed = self.anchors.get(None, {})
+        # A copy of one chain's records (the SIEM's), taken from lines among other chains': it
+        # may start anywhere, and its line numbers are the copy's.
+        self.copy = copy
+        self._fed = 0
         self.whole = whole
         self.report = Report()
         self._file: FileSummary | None = None
@@ -217,22 +231,26 @@ class ChainVerifier:
         self._file = FileSummary(path)
         self.report.files.append(self._file)
         self._line = 0
+        self._fed = 0
         self._last_good_line = 0
 
     def _end_file(self) -> None:
         current = self._file
-        if current is not None and self._line == 0 and not self.failed:
+        if current is not None and self._fed == 0 and not self.failed:
             # A file the writer created an instant before it stopped, or one emptied by hand.
             self.report.notes.append(f"{current.path}: empty")
         self._file = None
 
-    def feed(self, line: bytes) -> bool:
-        """Check the next line of the current file; False once the chain has failed."""
+    def feed(self, line: bytes, number: int | None = None) -> bool:
+        """Check the next line of the current file (at line `number` of a copy); False once the
+        chain has failed."""
         current = self._file
         assert current is not None, "begin_file() first"
         if self.failed:
             return False
-        self._line += 1
+        self._fed += 1
+        self._line = self._line + 1 if number is None else number
+        first = self._fed == 1
         if current.torn_line is not None:
             return self._fail(
                 current.path, current.torn_line, "an incomplete record in the middle of the file"
@@ -242,12 +260,14 @@ class ChainVerifier:
             current.torn_line = self._line
             return True
         try:
-            record, prev, place, chain = self._read(line)
+            record, prev, place, chain = self._read(line, first)
         except Damaged as exc:
             return self._fail(current.path, self._line, str(exc))
-        if self._line == 1 and not self._check_file_start(record or {}, place):
+        if first and self.copy:
+            self.report.notes.append(f"{current.path}: the copy starts at seq {place.seq}")
+        elif first and not self._check_file_start(record or {}, place):
             return False
-        if self._line > 1 and not self._check_follows(place, prev, record):
+        if not first and not self._check_follows(place, prev, record):
             return False
         if record is not None:
             self._note_removed(record)
@@ -271,9 +291,9 @@ class ChainVerifier:
         self._last_good_line = self._line
         return True
 
-    def _read(self, line: bytes) -> tuple[dict[str, object] | None, str, ChainHead, str | None]:
+    def _read(self, line: bytes, first: bool) -> tuple[dict[str, object] | None, str, ChainHead, str | None]:
         """The line's record (when it is read whole), what it chains to, its place and chain id."""
-        if self._line == 1 or _BOOKKEEPING.search(line):  # read whole
+        if first or _BOOKKEEPING.search(line):  # read whole
             record, place = unseal(line)
             chain = record.get(CHAIN)
             return record, str(record[PREV]), place, chain if isinstance(chain, str) else None
@@ -421,7 +441,8 @@ class ChainVerifier:
             return self._fail(
                 current.path,
                 self._line,
-                f"this record does not chain to line {self._line - 1}: one of the two was rewritten",
+                f"this record does not chain to the one before it (line {self._last_good_line}): "
+                "one of the two was rewritten",
             )
         return True
 

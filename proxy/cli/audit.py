@@ -17,7 +17,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.proxy.audit.anchors import Anchor, anchors_in, parse_anchor
-from citygate.proxy.audit.chain import ChainVerifier, Report
+from citygate.proxy.audit.chain import ChainVerifier, Report, chain_of
 from citygate.proxy.audit.export import export_bundle, is_bundle, verify_bundle
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
@@ -213,6 +213,9 @@ def run_verify(args: argparse.Namespace) -> int:
         return 2
     if len(paths) == 1 and is_bundle(paths[0]):
         return _verify_bundle(paths[0])
+    copies = [path for path in paths if path.is_file() and _is_copy(path)]
+    if copies:
+        return max(_verify_copy(path, _by_chain(anchors)) for path in copies)
     found = expand_chains(paths)
     folders = {path.resolve() for path in paths if path.is_dir()}
     if not found:
@@ -225,9 +228,7 @@ def run_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    by_chain: dict[str | None, dict[int, str]] = {}
-    for anchor in anchors:
-        by_chain.setdefault(anchor.chain, {})[anchor.seq] = anchor.hash
+    by_chain = _by_chain(anchors)
     status, verified = 0, set()
     for number, files in enumerate(found, 1):
         try:
@@ -307,6 +308,53 @@ def _verify_bundle(path: Path) -> int:
             f"OK: every record is the chain's own at its place, and the links run unbroken ({', '.join(report.chains)})"
         )
     return 0 if report.ok else 1
+
+
+def _by_chain(anchors: Iterable[Anchor]) -> dict[str | None, dict[int, str]]:
+    by_chain: dict[str | None, dict[int, str]] = {}
+    for anchor in anchors:
+        by_chain.setdefault(anchor.chain, {})[anchor.seq] = anchor.hash
+    return by_chain
+
+
+def _is_copy(path: Path) -> bool:
+    """A SIEM's copy (syslog lines, each ending in a record), not one of the log's own files."""
+    with open_log(path) as handle:
+        first = handle.readline()
+    return bool(first) and not first.startswith(b"{") and b'"citygate.chain.hash"' in first
+
+
+def _verify_copy(path: Path, anchors: dict[str | None, dict[int, str]]) -> int:
+    """Each chain's records in a SIEM's copy, in the copy's order: each intact, none missing
+    between the first and the last of its chain, none twice; checked against the anchors."""
+    verifiers: dict[str, ChainVerifier] = {}
+    damaged = 0
+    with open_log(path) as handle:
+        for number, raw in enumerate(handle, 1):
+            start = raw.find(b"{")
+            line = raw[start:] if start >= 0 else b""
+            if b'"citygate.chain.hash"' not in line:
+                continue  # a published head, or a message that is not a record
+            chain = chain_of(line)
+            if chain is None:
+                print(f"FAILED: {path}:{number}: a record that names no chain")
+                damaged = 1
+                continue
+            verifier = verifiers.get(chain)
+            if verifier is None:
+                verifier = verifiers[chain] = ChainVerifier(anchors, copy=True)
+                verifier.begin_file(str(path))
+            verifier.feed(line if line.endswith(b"\n") else line + b"\n", number)
+    if not verifiers:
+        print(f"citygate: {path} holds no citygate record", file=sys.stderr)
+        return 2
+    status = damaged
+    for chain, verifier in sorted(verifiers.items()):
+        print(f"chain {chain} in {path}:")
+        report = verifier.finish()
+        _print_report(report)
+        status = max(status, 0 if report.ok else 1)
+    return status
 
 
 def _anchors(args: argparse.Namespace) -> list[Anchor] | None:

@@ -83,3 +83,47 @@ def test_an_anchored_worker_whose_folder_was_removed_is_reported(tmp_path):
 
     assert result.returncode == 1
     assert "FAILED: chain hosta/worker-1 published its head at seq" in result.stdout
+
+
+def syslog_copy(log: Path, path: Path) -> list[bytes]:
+    """The records of every chain in `log`, interleaved one by one as a SIEM receives them from
+    two workers, each behind an RFC 5424 header, as rsyslog keeps them in a file."""
+    chains = [
+        [
+            line
+            for file in sorted(folder.glob("citygate-audit*.jsonl"))
+            for line in file.read_bytes().splitlines(keepends=True)
+        ]
+        for folder in sorted(log.glob("worker-*"))
+    ]
+    lines = []
+    for index in range(max(map(len, chains))):
+        for worker, records in enumerate(chains):
+            if index < len(records):
+                lines.append(
+                    b"<134>1 2026-12-08T10:00:00.000000Z hosta citygate %d audit - " % (100 + worker)
+                    + records[index]
+                )
+    path.write_bytes(b"".join(lines))
+    return lines
+
+
+def test_the_siem_s_copy_verifies_chain_by_chain_and_a_missing_or_repeated_record_is_named(tmp_path):
+    log = run_host(tmp_path, "hosta", tmp_path / "proxy.log")
+    copy = tmp_path / "siem-copy.log"
+    lines = syslog_copy(log, copy)
+
+    verified = citygate("audit", "verify", str(copy))
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "chain hosta/worker-0 in" in verified.stdout and "chain hosta/worker-1 in" in verified.stdout
+    assert verified.stdout.count("OK:") == 2
+
+    copy.write_bytes(b"".join(lines[:9] + lines[10:]))  # one record lost on the way
+    lost = citygate("audit", "verify", str(copy))
+    assert lost.returncode == 1 and lost.stdout.count("FAILED") == 1
+    assert f"{copy}:11: seq" in lost.stdout and "deleted or moved" in lost.stdout
+
+    copy.write_bytes(b"".join(lines[:10] + lines[8:9] + lines[10:]))  # one record twice
+    repeated = citygate("audit", "verify", str(copy))
+    assert repeated.returncode == 1 and "records out of order, or a record was inserted" in repeated.stdout
