@@ -201,6 +201,10 @@ class Browser:
         self.close()
 
     def start(self) -> Self:
+        if self._process is not None:  # a second Chromium would outlive close()
+            raise BrowserError(
+                "this browser is started already (use `with Browser(...)` or start(), not both)"
+            )
         if not CHROMIUM.exists():
             raise BrowserError(f"{CHROMIUM} is missing: run tools/system-deps (Debian package chromium)")
         if self._negotiate_policy:

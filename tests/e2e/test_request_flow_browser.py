@@ -16,11 +16,13 @@ With CITYGATE_SCREENSHOTS=<folder>, the pages are also saved there at 1280 and 3
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,9 +98,11 @@ def screenshots(tab, name: str) -> None:
     tab.resize(WIDTHS[0], 900)
 
 
-def signed_in_browser(proxy, portal_port: int, kdc, tmp_path, user: str) -> Browser:
+@contextlib.contextmanager
+def signed_in_browser(proxy, portal_port: int, kdc, tmp_path, user: str) -> Iterator[Browser]:
+    """A Chromium holding `user`'s ticket, as on their domain PC; closed when the block ends."""
     env = kdc.kinit(user, PASSWORDS[user], tmp_path / f"{user}.ccache")
-    browser = Browser(
+    with Browser(
         proxy=f"{PROXY_HOST}:{proxy.port}",
         host_resolver_rules=f"MAP {PROXY_HOST} 127.0.0.1, MAP {PORTAL_HOST} 127.0.0.1",
         trusted_spki=[spki_of(proxy.ca_pem)],
@@ -106,7 +110,12 @@ def signed_in_browser(proxy, portal_port: int, kdc, tmp_path, user: str) -> Brow
         # The portal is on the city's network, reached directly (in a city: pac.direct_domains).
         extra_args=[f"--proxy-bypass-list={PORTAL_HOST}"],
         env=env,
-    ).start()
+    ) as browser:
+        _warm_up(browser, portal_port)
+        yield browser
+
+
+def _warm_up(browser: Browser, portal_port: int) -> None:
     # Chromium creates no Negotiate handler for the first challenge of its session (see
     # test_browser_negotiate.py): the browser signs in once, as one in use would have.
     # Once it has, it signs in to the proxy and the portal without a prompt.
@@ -117,7 +126,6 @@ def signed_in_browser(proxy, portal_port: int, kdc, tmp_path, user: str) -> Brow
         if browser.open(sign_in_location(DEFAULT_SIGN_IN_HOST, BLOCKED)).status == 403:  # the block page
             break
     browser.auth_challenges.clear()
-    return browser
 
 
 def visit(browser: Browser, tab, url: str):
