@@ -18,13 +18,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libkrb5-dev gcc \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY proxy proxy
 COPY addons addons
 COPY directory directory
 RUN python -m venv /opt/citygate \
  && /opt/citygate/bin/pip install --upgrade pip \
- && /opt/citygate/bin/pip install .
+ && /opt/citygate/bin/pip install -c constraints.txt .
 
 # --- runtime: the virtualenv, the demo configuration and an unprivileged user ---------------
 FROM ${PYTHON_IMAGE}

@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-site portal screenshots test fuzz lint check clean system-deps bench bench-capped bench-quick bench-core bench-memory bench-scaleout bench-signin bench-groups bench-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@tools/make-venv "$(PYTHON)" $(VENV) $(STAMP)
 
 # Test-only system packages: curl (a real HTTP client), OpenLDAP's slapd (a real directory),

@@ -81,11 +81,22 @@ exit status: 0 when the request would be allowed, 1 when not, 2 on a usage or co
 """
 
 
+def _version() -> str:
+    """The installed distribution's version, with mitmproxy's (the proxy it runs on)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{version('citygate')} (mitmproxy {version('mitmproxy')})"
+    except PackageNotFoundError:  # run from a checkout without installing it
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="citygate",
         description="Access-control forward proxy enforcing the city's social-media policy.",
     )
+    parser.add_argument("--version", action="version", version=f"citygate {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = command(commands, "run", "run the proxy", EPILOG_RUN, run_command, config=True)

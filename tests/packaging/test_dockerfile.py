@@ -80,19 +80,25 @@ def test_the_final_stage_holds_only_the_runtime() -> None:
 def test_it_installs_citygate_the_way_the_makefile_and_the_readme_do() -> None:
     build = [i for i in INSTRUCTIONS if i.stage == 0]
     runs = " && ".join(i.text for i in build if i.keyword == "RUN")
-    assert re.search(r"/opt/citygate/bin/pip install \.(\s|$)", runs), runs
+    assert re.search(r"/opt/citygate/bin/pip install -c constraints\.txt \.(\s|$)", runs), runs
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     # The Makefile installs the same project folder (editable, with the test extra), through
     # tools/make-venv, which builds the venv once under a lock.
     assert "tools/make-venv" in makefile
     assert re.search(
-        r"pip\" install .*-e '\.\[test\]'", (REPO / "tools" / "make-venv").read_text(encoding="utf-8")
+        r"pip\" install .*-c constraints\.txt -e '\.\[test\]'",
+        (REPO / "tools" / "make-venv").read_text(encoding="utf-8"),
     )
     vm = readme_section("Installing on a VM (systemd)")
-    assert "/opt/citygate/bin/pip install ." in vm
+    assert "/opt/citygate/bin/pip install -c constraints.txt ." in vm
     # Everything `pip install .` needs is copied into the build stage first.
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    needed = {"pyproject.toml", pyproject["project"]["readme"]}
+    needed = {
+        "pyproject.toml",
+        pyproject["project"]["readme"],
+        "constraints.txt",
+        *pyproject["project"]["license-files"],
+    }
     needed |= set(pyproject["tool"]["setuptools"]["package-dir"].values())
     copied: set[str] = set()
     for instruction in build:

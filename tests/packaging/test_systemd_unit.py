@@ -131,7 +131,7 @@ def test_memory_deny_write_execute_breaks_pyopenssl_callbacks() -> None:
 def test_the_readme_vm_steps_match_the_unit() -> None:
     vm = readme_section("Installing on a VM (systemd)")
     assert "python3.12 -m venv /opt/citygate" in vm
-    assert "/opt/citygate/bin/pip install ." in vm
+    assert "/opt/citygate/bin/pip install -c constraints.txt ." in vm
     assert f"install -m 0644 deploy/systemd/citygate.service /etc/systemd/system/{UNIT.name}" in vm
     assert "useradd --system" in vm and " citygate\n" in vm
     (environment_file,) = unit_values("EnvironmentFile")
