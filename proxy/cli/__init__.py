@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,7 +29,7 @@ from citygate.proxy.decision import (
     people_involved,
     sites_named,
 )
-from citygate.proxy.grants import GrantKind, PurposeKind
+from citygate.proxy.grants import Grant, GrantKind, PurposeKind
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.requests.backing import unbacked
 from citygate.proxy.requests.config import RecordedApprovals
@@ -298,6 +298,8 @@ def _lighten_log_records() -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Every problem first, each where it is; then one line saying whether the whole is valid
+    (never "valid" for a configuration that has a problem)."""
     try:
         policy, directory = _load(args.config)
     except ConfigError as exc:
@@ -305,16 +307,34 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     for warning in policy.warnings:
         print(f"  {warning}")
+    problems = []
+    if not _check_recorded_approvals(policy):
+        problems.append("grants without a recorded approval")
+    if not _check_keytab(policy):
+        problems.append("the keytab cannot be used")
+    if not args.no_directory:
+        failing = _failing_grants(policy, directory)
+        if failing is None:
+            problems.append("the directory did not answer")
+        elif failing:
+            problems.append(f"{failing} grant(s) or designee(s) would not work now")
     files = len(policy.sources) - 2
-    print(
-        f"{args.config}: valid: {len(policy.catalog.sites)} sites, {len(policy.grants)} grants in {files} grant file(s)"
-    )
-    approvals_ok = _check_recorded_approvals(policy)
-    keytab_ok = _check_keytab(policy) and approvals_ok
-    if args.no_directory:
-        return 0 if keytab_ok else 1
+    summary = f"{len(policy.catalog.sites)} sites, {len(policy.grants)} grants in {files} grant file(s)"
+    if problems:
+        print(f"citygate: {args.config}: {'; '.join(problems)} (the files load: {summary})", file=sys.stderr)
+        return 1
+    print(f"{args.config}: valid: {summary}")
+    if not args.no_directory:
+        print("every grant would work now against the directory")
+    return 0
+
+
+def _failing_grants(policy: Policy, directory: Directory) -> int | None:
+    """Print each grant the directory would refuse now; how many (None: the directory did not answer)."""
     try:
         failing = _grants_not_working(policy, directory, datetime.now(policy.timezone))
+        for location, what, reason, detail in failing:
+            print(f"  {location}: {what} would not work now: {reason.value}: {detail}")
     except DirectoryUnavailable as exc:
         print(
             f"citygate: the directory did not answer, so no grant could be checked: {exc}\n"
@@ -322,16 +342,10 @@ def _check(args: argparse.Namespace) -> int:
             "servers are reachable from here; `citygate check --no-directory` checks the files alone",
             file=sys.stderr,
         )
-        return 1
+        return None
     finally:
         close_directory(directory)
-    for location, what, reason, detail in failing:
-        print(f"  {location}: {what} would not work now: {reason.value}: {detail}")
-    if failing:
-        print(f"citygate: {len(failing)} grant(s) or designee(s) would not work now", file=sys.stderr)
-        return 1
-    print("every grant would work now against the directory")
-    return 0 if keytab_ok else 1
+    return len(failing)
 
 
 def _check_recorded_approvals(policy: Policy) -> bool:
@@ -395,32 +409,69 @@ def _grants_not_working(
             known[uid] = directory.lookup(uid)
         return known[uid]
 
+    candidates: list[Person] | None = None
+
+    def instead(grant: Grant, department: str | None, detail: str) -> str:
+        """The approver's refusal, naming them and who could approve the grant instead."""
+        nonlocal candidates
+        if candidates is None:
+            candidates = [p for group in sorted(policy.approver_groups) for p in _members(directory, group)]
+        able = policy.approval.approvers_for(department, candidates)
+        who = ", ".join(f"{p.name} ({p.uid})" for p in able) or "nobody the directory names"
+        return f"approved by {grant.approved_by}, but {detail}; who can approve it: {who}"
+
     for grant in policy.grants:
-        if grant.kind is GrantKind.PERSONAL:
-            site = policy.catalog.sites[grant.sites[0]]
-            host = (site.domains or site.asset_domains)[0]
-            people = {uid: lookup(uid) for uid in people_involved(policy, grant.employee, [host])}
-            only = policy.with_only(grant)
-            decision = decide(Identity(grant.employee, "check"), host, None, now, only, people)
-            if decision.allowed or decision.reason in _CALENDAR_REASONS:
-                continue
-            failing.append((grant.location, f"grant {grant.id}", decision.reason, decision.evidence.detail))
+        judge = _personal_problem if grant.kind is GrantKind.PERSONAL else _shared_problem
+        problem = judge(grant, policy, directory, lookup, now)
+        if problem is None:
             continue
-        groups: dict[str, frozenset[str]] = {}
-        if grant.kind is GrantKind.GROUP:
-            members = directory.group_members(grant.audience)
-            if not members:
-                detail = (
-                    f"group {grant.audience} has no members in the directory (no such group under "
-                    "group_base, or it is empty), so the grant lets nobody through"
-                )
-                failing.append((grant.location, f"grant {grant.id}", Reason.NO_GRANT, detail))
-                continue
-            groups[grant.audience] = _group_department(directory, policy, grant.audience, members)
-        approvers = {uid: lookup(uid) for uid in policy.approvers_of(grant)}
-        refusal = approval_problem(grant, policy, approvers, groups, now)
-        if refusal is not None:
-            failing.append((grant.location, f"grant {grant.id}", *refusal))
+        reason, detail, department = problem
+        if reason is Reason.APPROVER_NOT_AUTHORIZED:
+            detail = instead(grant, department, detail)
+        failing.append((grant.location, f"grant {grant.id}", reason, detail))
+    return failing + _void_delegations(policy, lookup)
+
+
+Problem = tuple[Reason, str, str | None]  # why, in words, and the department that approves
+
+
+def _personal_problem(
+    grant: Grant, policy: Policy, directory: Directory, lookup: Callable[[str], Person | None], now: datetime
+) -> Problem | None:
+    """A personal grant, decided for its employee on its first site."""
+    site = policy.catalog.sites[grant.sites[0]]
+    host = (site.domains or site.asset_domains)[0]
+    people = {uid: lookup(uid) for uid in people_involved(policy, grant.employee, [host])}
+    decision = decide(Identity(grant.employee, "check"), host, None, now, policy.with_only(grant), people)
+    if decision.allowed or decision.reason in _CALENDAR_REASONS:
+        return None
+    return decision.reason, decision.evidence.detail, decision.evidence.employee_department
+
+
+def _shared_problem(
+    grant: Grant, policy: Policy, directory: Directory, lookup: Callable[[str], Person | None], now: datetime
+) -> Problem | None:
+    """A department, group or city grant, judged on its approval (and a group's on its members)."""
+    groups: dict[str, frozenset[str]] = {}
+    if grant.kind is GrantKind.GROUP:
+        members = directory.group_members(grant.audience)
+        if not members:
+            detail = (
+                f"group {grant.audience} has no members in the directory (no such group under "
+                "group_base, or it is empty), so the grant lets nobody through"
+            )
+            return Reason.NO_GRANT, detail, None
+        groups[grant.audience] = _group_department(directory, policy, grant.audience, members)
+    approvers = {uid: lookup(uid) for uid in policy.approvers_of(grant)}
+    refusal = approval_problem(grant, policy, approvers, groups, now)
+    return None if refusal is None else (*refusal, _department_of(grant, groups))
+
+
+def _void_delegations(
+    policy: Policy, lookup: Callable[[str], Person | None]
+) -> list[tuple[str, str, Reason, str]]:
+    """Designees whose Director no longer holds the role, by the directory now."""
+    void = []
     for designee, delegations in policy.delegations.items():
         for delegation in delegations:
             director = lookup(delegation.director)
@@ -429,10 +480,20 @@ def _grants_not_working(
                     f"{delegation.director} no longer holds a Director's role, so the delegation to "
                     f"{designee} is void: remove it, or have the department's Director name the designee"
                 )
-                failing.append(
+                void.append(
                     (delegation.location, f"designee {designee}", Reason.APPROVER_NOT_AUTHORIZED, detail)
                 )
-    return failing
+    return void
+
+
+def _department_of(grant: Grant, groups: Mapping[str, frozenset[str]]) -> str | None:
+    """The department whose Directors approve a shared grant (None: executives only)."""
+    if grant.kind is GrantKind.DEPARTMENT:
+        return grant.audience
+    if grant.kind is GrantKind.GROUP:
+        departments = groups.get(grant.audience, frozenset())
+        return next(iter(departments)) if len(departments) == 1 else None
+    return None
 
 
 def _facts(

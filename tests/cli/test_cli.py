@@ -95,8 +95,15 @@ def test_check_fails_when_a_grant_would_not_work_against_the_directory(config_co
     result = citygate("check", "--config", str(config_copy))
 
     assert result.returncode == 1
-    assert "grant comms-2026-001 would not work now: approver_not_authorized" in result.stdout
+    assert (
+        "grant comms-2026-001 would not work now: approver_not_authorized: approved by ahernandez"
+        in result.stdout
+    )
     assert "the approver directs Parks, not Communications" in result.stdout
+    assert "who can approve it: Ravi Patel (rpatel), Taylor Smith (tsmith)" in result.stdout
+    # The problem, and no "valid" for the same configuration.
+    assert "valid:" not in result.stdout
+    assert "grant(s) or designee(s) would not work now (the files load: 23 sites" in result.stderr
 
 
 def _with_x_pass_through(config: Path, value: str) -> int:
@@ -512,13 +519,15 @@ def test_check_reports_group_grants_the_directory_cannot_honour(config_copy: Pat
         for line in lines
     ), result.stdout
     assert any(
-        "groups.yaml:10: grant parks-2026-098 would not work now: approver_not_authorized: the approver directs "
-        "Communications, not Parks (group parks-social-team)" in line
+        "groups.yaml:10: grant parks-2026-098 would not work now: approver_not_authorized: approved by rpatel, "
+        "but the approver directs Communications, not Parks (group parks-social-team); who can approve it: "
+        "Ana Hernandez (ahernandez), Taylor Smith (tsmith)" in line
         for line in lines
     ), result.stdout
     assert any(
-        "grant city-2026-099 would not work now: approver_not_authorized: a city-wide allowance must be approved "
-        "by an executive" in line
+        "grant city-2026-099 would not work now: approver_not_authorized: approved by ahernandez, but a city-wide "
+        "allowance must be approved by an executive (a City Manager), not a Director; who can approve it: "
+        "Taylor Smith (tsmith)" in line
         for line in lines
     ), result.stdout
     assert "parks-2026-002" not in result.stdout  # the demo's own group grant works
