@@ -165,12 +165,7 @@ def read_yaml(path: Path, problems: Problems, empty_fix: str, *, text: str | Non
     try:
         document = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
-        problems.error(
-            path,
-            _line_of(exc),
-            f"not valid YAML: {exc.problem or exc.context}",
-            "check indentation and quote values that contain ': ' or start with a special character",
-        )
+        problems.error(path, *_mistake(exc))
         return None
     except yaml.YAMLError as exc:
         problems.error(path, _line_of(exc), f"not valid YAML: {exc}", "fix the YAML syntax")
@@ -180,6 +175,39 @@ def read_yaml(path: Path, problems: Problems, empty_fix: str, *, text: str | Non
     if document is None:
         problems.error(path, 1, "the file is empty", empty_fix)
     return document
+
+
+# PyYAML's context for a bracket or quote it is still inside when the file goes wrong: the
+# mistake is where that was opened (an unclosed `[` on line 17 is not line 18's fault).
+_OPENED = {
+    "while parsing a flow sequence": ("[", "]"),
+    "while parsing a flow mapping": ("{", "}"),
+    "while scanning a quoted scalar": ("quote", "the same quote"),
+}
+
+
+def _mistake(exc: yaml.MarkedYAMLError) -> tuple[int | None, str, str]:
+    """Where the mistake is, in PyYAML's words, and the fix that fits it."""
+    problem = exc.problem or exc.context or "the file is not YAML"
+    opened = _OPENED.get(exc.context or "")
+    if opened is not None and exc.context_mark is not None:
+        what, closer = opened
+        found = f" (line {exc.problem_mark.line + 1}: {problem})" if exc.problem_mark is not None else ""
+        return (
+            exc.context_mark.line + 1,
+            f"not valid YAML: the {what} opened on this line is not closed{found}",
+            f"close it with {closer} on this line, or quote the value if the {what} is meant as text",
+        )
+    line = _line_of(exc)
+    if "mapping values are not allowed" in problem:
+        fix = "quote a value that contains ': ' (e.g. purpose: \"Events: summer\"), or check this line's indentation"
+    elif "\\t" in problem or "\t" in problem:
+        fix = "indent with spaces: YAML does not allow tabs"
+    elif "expected <block end>" in problem or "did not find expected" in problem:
+        fix = "align this line with the lines above it at the same level (the same number of spaces)"
+    else:
+        fix = "check indentation and quote values that contain ': ' or start with a special character"
+    return line, f"not valid YAML: {problem}", fix
 
 
 def _line_of(exc: yaml.YAMLError) -> int | None:

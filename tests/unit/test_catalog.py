@@ -204,7 +204,7 @@ CATALOG_ERRORS = [
         "sites:\n  - id: a\n    name: A: the site\n    domains: [a.example]\n",
         3,
         "not valid YAML",
-        "check indentation",
+        "quote a value that contains ': '",
         id="invalid-yaml",
     ),
     pytest.param(

@@ -421,7 +421,7 @@ GRANT_ERRORS = [
         grant_text(approved_by="ahernandez: yes"),
         6,
         "not valid YAML",
-        "quote values that contain ': '",
+        "quote a value that contains ': '",
         id="invalid-yaml",
     ),
 ]

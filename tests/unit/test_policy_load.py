@@ -295,7 +295,7 @@ CONFIG_ERRORS = [
         MINI.replace("city: Testville", "city: Testville: CA"),
         1,
         "not valid YAML",
-        "check indentation",
+        "quote a value that contains ': '",
         id="invalid-yaml",
     ),
 ]
@@ -414,3 +414,23 @@ def test_a_group_s_department_comes_from_its_members_or_a_named_attribute(policy
         problems, "approval.group_department_attribute 'two words' is not an attribute name"
     )
     assert problem.line == 9 and "e.g. group_department_attribute: department" in problem.fix
+
+
+def test_an_unclosed_bracket_is_reported_where_it_was_opened(policy_files):
+    grants = "grants:\n  - id: t-1\n    employee: jlee\n    sites: [facebook\n    purpose: Post\n"
+    problems = policy_files.problems({"bad.yaml": grants})
+
+    assert any(
+        p.line == 4
+        and "the [ opened on this line is not closed (line 5: expected ',' or ']'" in p.message
+        and "close it with ] on this line" in p.fix
+        for p in problems
+    ), problems
+
+
+def test_a_tab_in_the_indentation_is_named(policy_files):
+    problems = policy_files.problems({"bad.yaml": "grants:\n\t- id: t-1\n"})
+
+    assert any(p.line == 2 and "indent with spaces: YAML does not allow tabs" in p.fix for p in problems), (
+        problems
+    )
