@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
@@ -44,6 +45,9 @@ from citygate.proxy.runtime.event_loop import (
 from citygate.proxy.runtime.open_files import raise_open_files_limit
 from citygate.proxy.runtime.workers import default_workers, positive_count, supervise
 from citygate.proxy.wording import plain_reason
+
+if TYPE_CHECKING:
+    from mitmproxy.options import Options
 
 # Commands that live with their feature (e.g. the audit log's `citygate audit verify`): each is a
 # function that adds its subparser to the `commands` given, with `handler` set as a default.
@@ -261,7 +265,7 @@ def run_command(args: argparse.Namespace) -> int:
             # configuration's own audit.directory points.
             opts.update(citygate_config=args.config)
         except exceptions.OptionsError as exc:
-            print(f"citygate: {exc}", file=sys.stderr)
+            print(f"citygate: {exc}{_option_hint(opts, args.set or [])}", file=sys.stderr)
             # The addons configured so far may have started threads (the access-log writer):
             # stop them as a shutdown would, before the event loop they log through is closed.
             await master.addons.trigger_event(hooks.DoneHook())
@@ -276,6 +280,23 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(serve(), loop_factory=loop_factory(event_loop))
+
+
+def _option_hint(opts: Options, given: Sequence[str]) -> str:
+    """Close matches for the --set names that are no option (a misspelling, most often)."""
+    import difflib
+
+    known = sorted(opts.keys())
+    hints = []
+    for setting in given:
+        name = setting.partition("=")[0].strip()
+        if name and name not in known:
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.8)
+            if close:
+                hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    if not hints:
+        return ""
+    return "; " + "; ".join(hints)
 
 
 def _lighten_log_records() -> None:

@@ -329,6 +329,31 @@ def test_run_with_a_broken_config_exits_with_the_problem(config_copy: Path, tmp_
     assert "Traceback" not in result.stderr
 
 
+def test_run_with_a_misspelled_option_writes_nothing_and_suggests_the_option(
+    config_copy: Path, tmp_path: Path
+):
+    log = config_copy.parents[1] / "var" / "log"  # the copy's audit.directory (../var/log)
+
+    for workers in ("1", "2"):
+        result = citygate(
+            "run",
+            "--config",
+            str(config_copy),
+            "--workers",
+            workers,
+            "--listen-port",
+            "0",
+            "--confdir",
+            str(tmp_path / "ca"),
+            "--set",
+            "citygate_audit_directry=/tmp/elsewhere",
+        )
+
+        assert result.returncode == 2, result.stderr
+        assert "citygate_audit_directry: did you mean citygate_audit_directory?" in result.stderr
+        assert not log.exists(), sorted(log.rglob("*"))  # no access log started, no record written
+
+
 def test_check_judges_each_grant_on_its_own(config_copy: Path):
     # jlee keeps a working grant for facebook; a second one, approved by a Director of another
     # department, must still be reported although the first would let jlee through.
