@@ -8,6 +8,7 @@ length, so an address never matches a site by accident.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -75,6 +76,15 @@ class Catalog:
             for length, networks in self._by_network.items()
             for network, found in networks.items()
         }
+
+    def closest(self, text: str) -> Site | None:
+        """The site `text` most likely meant (a misspelled id, name or domain), if any is close."""
+        spellings: dict[str, Site] = {}
+        for site in self.sites.values():
+            for spelling in (site.id, site.name.casefold(), *site.domains):
+                spellings.setdefault(spelling, site)
+        close = difflib.get_close_matches(text.strip().casefold(), list(spellings), n=1, cutoff=0.75)
+        return spellings[close[0]] if close else None
 
     def match(self, host: Host) -> SiteMatch | None:
         """The catalog entry `host` belongs to, or None; remembered for the hosts seen recently.

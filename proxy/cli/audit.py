@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from citygate.proxy.audit.anchors import Anchor, anchors_in, parse_anchor
@@ -22,7 +22,9 @@ from citygate.proxy.audit.export import export_bundle, is_bundle, verify_bundle
 from citygate.proxy.audit.files import expand_chains, open_log
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.audit.record import DECISION_FIELDS
+from citygate.proxy.catalog import Catalog
 from citygate.proxy.cli.commands import Commands, command, command_with_actions, config_argument
+from citygate.proxy.hosts import normalize_host
 
 EPILOG_VERIFY = """examples:
   citygate audit verify /var/log/citygate                # every file in the folder, in order
@@ -199,7 +201,9 @@ def run_verify(args: argparse.Namespace) -> int:
     anchors = _anchors(args)
     if anchors is None:
         return 2
-    paths = list(args.paths) or [directory for directory in [_config_facts(args.config)[1]] if directory]
+    paths = list(args.paths) or [
+        directory for directory in [_config_facts(args.config).directory] if directory
+    ]
     if not paths:
         print(
             f"citygate: no log given and {args.config} could not be read for audit.directory; "
@@ -248,7 +252,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    zone, directory = _config_facts(args.config)
+    zone, directory, catalog = _config_facts(args.config)
+    unknown = _unknown_site(args.site, catalog)
+    if unknown is not None:
+        print(f"citygate: {unknown}", file=sys.stderr)
+        return 2
     if args.tz:
         try:
             zone = ZoneInfo(args.tz)
@@ -453,7 +461,11 @@ def _print_report(report: Report) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    zone, directory = _config_facts(args.config)
+    zone, directory, catalog = _config_facts(args.config)
+    unknown = _unknown_site(args.site, catalog)
+    if unknown is not None:
+        print(f"citygate: {unknown}", file=sys.stderr)
+        return 2
     if args.tz:
         try:
             zone = ZoneInfo(args.tz)
@@ -625,8 +637,15 @@ def _table_row(values: list[str]) -> str:
     return " ".join(cells).rstrip() + "\n"
 
 
-def _config_facts(config: str) -> tuple[tzinfo, Path | None]:
-    """The city's timezone and the log folder from the configuration; UTC and None without one.
+class ConfigFacts(NamedTuple):
+    zone: tzinfo
+    directory: Path | None
+    catalog: Catalog | None
+
+
+def _config_facts(config: str) -> ConfigFacts:
+    """The city's timezone, the log folder and the site catalog from the configuration; UTC and
+    None without one.
 
     `citygate logs` must work on a copied-out archive with no configuration at hand.
     """
@@ -635,9 +654,26 @@ def _config_facts(config: str) -> tuple[tzinfo, Path | None]:
 
     path = Path(config)
     if not path.exists():
-        return UTC, None
+        return ConfigFacts(UTC, None, None)
     try:
         policy = load_policy(path)
     except ConfigError:
-        return UTC, None
-    return policy.timezone, policy.features.audit.directory
+        return ConfigFacts(UTC, None, None)
+    return ConfigFacts(policy.timezone, policy.features.audit.directory, policy.catalog)
+
+
+def _unknown_site(site: str | None, catalog: Catalog | None) -> str | None:
+    """Why `--site` names no site of the catalog, with the one it likely meant; None if it does
+    (or there is no catalog to ask: an archive read without its configuration)."""
+    if not site or catalog is None or site.casefold() in catalog.sites:
+        return None
+    host = normalize_host(site)
+    if host is not None and catalog.match(host) is not None:
+        return None
+    close = catalog.closest(site)
+    hint = (
+        f"did you mean {close.id} ({close.name})?"
+        if close
+        else "use a site id from the catalog (config/sites.yaml)"
+    )
+    return f"--site {site} is no site of the catalog: {hint}"

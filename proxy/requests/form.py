@@ -73,8 +73,16 @@ def checked_narrowing(
     page-scoped request to the whole site; pages given apply to every site kept, each within
     what that site allowed."""
     problems: dict[str, str] = {}
-    kept = [site for site in terms.sites if site in {value.strip() for value in sites}]
-    if not kept:
+    given = {value.strip() for value in sites if value.strip()}
+    kept = [site for site in terms.sites if site in given]
+    unasked = sorted(given - set(terms.sites))
+    if unasked:
+        # Never dropped quietly: a misspelled site would otherwise shrink the approval unseen.
+        problems["sites"] = (
+            f"{unasked[0][:100]} was not asked for (asked: {', '.join(terms.sites)}): an approval "
+            "may allow less than was asked, never more."
+        )
+    elif not kept:
         problems["sites"] = "Keep at least one of the requested sites, or deny the request."
     scope = _pages(pages, problems)
     paths: dict[str, tuple[str, ...]] = {}
@@ -120,9 +128,11 @@ def _sites(values: list[str], policy: Policy, problems: dict[str, str]) -> list[
             host = normalize_host(value)
             match = catalog.match(host) if host is not None else None
             if match is None:
+                close = catalog.closest(value)
                 problems["sites"] = (
-                    f"{value[:100]} is not a social media site in the catalog: it needs no request "
-                    "(or choose a site from the list)."
+                    f"{value[:100]} is not a social media site in the catalog: "
+                    + (f"did you mean {close.name}? " if close else "it needs no request ")
+                    + "(or choose a site from the list)."
                 )
                 return []
             site = match.site

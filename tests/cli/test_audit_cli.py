@@ -85,3 +85,11 @@ def test_unnamed_anchors_with_several_chains_ask_for_the_chain(tmp_path):
 
     assert result.returncode == 2
     assert "name each anchor's chain" in result.stderr
+
+
+def test_a_misspelled_site_is_named_with_the_site_it_likely_meant():
+    result = citygate("logs", ".", "--site", "facebok")
+
+    assert result.returncode == 2
+    assert "--site facebok is no site of the catalog: did you mean facebook (Facebook)?" in result.stderr
+    assert citygate("logs", ".", "--site", "www.facebook.com").returncode == 0  # a domain of a site

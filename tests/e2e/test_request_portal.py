@@ -119,6 +119,10 @@ def test_a_post_without_the_signed_in_persons_token_is_refused(portal):
         ({"purpose": "x" * 1001}, "keep it to 1000"),
         ({"purpose": "<script>alert(1)</script>"}, "(markup) are not accepted"),
         ({"sites": ["notasite"]}, "notasite is not a social media site"),
+        (
+            {"sites": ["instagarm"]},
+            "instagarm is not a social media site in the catalog: did you mean Instagram?",
+        ),
         ({"sites": ["www.example.org"]}, "it needs no request"),
         ({"until": "2099-01-01"}, "Grants last at most 365 days"),
         ({"pages": "/<b>x</b>"}, "is not a page address"),

@@ -57,7 +57,14 @@ def test_more_than_was_asked_is_refused_field_by_field():
     )
     assert isinstance(later, FormProblems) and "never lengthen" in later.fields["until"]
     assert isinstance(past, FormProblems) and "from 2026-12-08" in past.fields["until"]
-    assert isinstance(none, FormProblems) and "Keep at least one" in none.fields["sites"]
+    assert isinstance(none, FormProblems) and "twitter was not asked for" in none.fields["sites"]
+    unticked = narrowed(sites=[])
+    assert isinstance(unticked, FormProblems) and "Keep at least one" in unticked.fields["sites"]
+    # A misspelled site beside a right one is not dropped quietly.
+    misspelled = narrowed(sites=["facebook", "instagarm"])
+    assert (
+        isinstance(misspelled, FormProblems) and "instagarm was not asked for" in misspelled.fields["sites"]
+    )
 
 
 def test_covers_refuses_anything_wider():
