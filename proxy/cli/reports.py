@@ -13,16 +13,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from citygate.directory.backends import open_directory
+from citygate.directory.model import DirectoryUnavailable
 from citygate.directory.problems import ConfigError
 from citygate.proxy.audit.files import expand_chains
 from citygate.proxy.audit.query import LogFilter, LogQuery, parse_when
 from citygate.proxy.cli.audit import merged
-from citygate.proxy.cli.commands import Commands, command, command_with_actions, config_argument
+from citygate.proxy.cli.commands import (
+    Commands,
+    close_directory,
+    command,
+    command_with_actions,
+    config_argument,
+)
 from citygate.proxy.flags import FlagSettings, Kind
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.policy import Policy, load_policy
 from citygate.proxy.reports.html import report_html, review_html
-from citygate.proxy.reports.summary import build_report, build_review, report_csv, review_csv
+from citygate.proxy.reports.summary import Review, build_report, build_review, report_csv, review_csv
 
 EPILOG_REPORT = """examples:
   citygate report --since 2026-11-01 --until 2026-11-30 --format html --output november.html
@@ -162,11 +170,34 @@ def run_review(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         return _fail(f"cannot read the log: {exc}")
+    review.names = _names(policy, args.config, review)
     if args.approver and not review.approvers:
         print(f"citygate: {args.approver} approved no grant in force now", file=sys.stderr)
     text = review_csv(review) if args.format == "csv" else review_html(review, now)
     grants = sum(len(rows) for rows in review.approvers.values())
     return _write(text, args.output, f"{grants} grant(s) in force, {len(review.approvers)} approver(s)")
+
+
+def _names(policy: Policy, config: str, review: Review) -> dict[str, str]:
+    """The directory's names of the review's approvers, employees and users: a Director reviews
+    people, not logins. Without the directory the review shows logins, and says why."""
+    uids = set(review.approvers)
+    for rows in review.approvers.values():
+        for row in rows:
+            uids.update(row.users)
+            if row.grant.employee:
+                uids.add(row.grant.employee)
+    directory = open_directory(policy.directory, config)
+    try:
+        return {uid: person.name for uid in sorted(uids) if (person := directory.lookup(uid)) and person.name}
+    except DirectoryUnavailable as exc:
+        print(
+            f"citygate: the directory did not answer, so the review shows logins, not names: {exc}",
+            file=sys.stderr,
+        )
+        return {}
+    finally:
+        close_directory(directory)
 
 
 # --- shared ----------------------------------------------------------------------------------

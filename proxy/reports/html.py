@@ -252,16 +252,16 @@ def review_html(review: Review, generated: datetime) -> str:
         f'"not used" had no request{e(since)}: consider letting them end or removing them.</p>'
     )
     for approver, approved in review.approvers.items():
-        body.append(f"<h2>Approved by {e(approver)}</h2>")
+        body.append(f"<h2>Approved by {e(review.named(approver))}</h2>")
         body.append(
             table(
                 ["Grant", "For", "Department", "Sites", "Purpose", "Expires", "Requests", "Last use"],
                 [
                     [
                         _nowrap(row.grant.id),
-                        e(row.grant.whom)
+                        e(review.whom(row.grant))
                         + (
-                            f"<br><span class=muted>used by {e(', '.join(row.users))}</span>"
+                            f"<br><span class=muted>used by {e(', '.join(map(review.named, row.users)))}</span>"
                             if row.users and row.grant.kind is not GrantKind.PERSONAL
                             else ""
                         ),

@@ -312,6 +312,17 @@ class Review:
     at: datetime
     since: datetime | None  # how far back the records read go (None: every record kept)
     approvers: dict[str, list[ReviewRow]]  # approver uid -> their active grants
+    # uid -> the name the directory gives, for a director reading the review (none: uids alone).
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def named(self, uid: str) -> str:
+        """`Ana Hernandez (ahernandez)`, or the uid where the directory gave no name."""
+        name = self.names.get(uid)
+        return f"{name} ({uid})" if name else uid
+
+    def whom(self, grant: Grant) -> str:
+        """Whom the grant is for, by name for a person."""
+        return self.named(grant.employee) if grant.kind is GrantKind.PERSONAL else grant.whom
 
 
 def build_review(
@@ -323,8 +334,10 @@ def build_review(
     at: datetime,
     since: datetime | None = None,
     approver: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Review:
-    """Each approver's grants in force at `at`, with their last use in the records."""
+    """Each approver's grants in force at `at`, with their last use in the records; `names`
+    gives people's names by uid."""
     active = [
         grant
         for grant in grants
@@ -359,7 +372,7 @@ def build_review(
             tuple(sorted(users.get(grant.id, ()))),
         )
         approvers.setdefault(grant.approved_by, []).append(row)
-    return Review(city, zone, at, since, dict(sorted(approvers.items())))
+    return Review(city, zone, at, since, dict(sorted(approvers.items())), dict(names or {}))
 
 
 def last_day(grant: Grant, zone: tzinfo) -> date:
@@ -387,6 +400,8 @@ def review_csv(review: Review) -> str:
             "last_use",
             "unused",
             "used_by",
+            "approver_name",
+            "employee_name",
         ]
     )
     for approver, rows in review.approvers.items():
@@ -411,6 +426,8 @@ def review_csv(review: Review) -> str:
                     else "",
                     "yes" if row.unused else "no",
                     ";".join(row.users),
+                    review.names.get(approver, ""),
+                    review.names.get(grant.employee, "") if grant.kind is GrantKind.PERSONAL else "",
                 ]
             )
     return out.getvalue()

@@ -304,6 +304,10 @@ def test_grants_review_lists_each_directors_grants_with_last_use(known, tmp_path
     )
     assert (rows["city-2026-001"]["kind"], rows["city-2026-001"]["employee"]) == ("city", "everyone")
     assert rows["parks-2026-001"]["used_by"] == "jlee"
+    assert (rows["parks-2026-001"]["approver_name"], rows["parks-2026-001"]["employee_name"]) == (
+        "Ana Hernandez",
+        "Jordan Lee",
+    )
     assert rows["police-2026-002"]["hours"] == "Mon-Fri 07:00-18:00"
     assert rows["parks-2026-001"]["hours"] == ""
     parks = rows["parks-2026-001"]
@@ -333,7 +337,9 @@ def test_grants_review_lists_each_directors_grants_with_last_use(known, tmp_path
     page = _Page()
     page.feed(one.stdout)
     text = " ".join(" ".join(page.text).split())
-    assert "Approved by lgarcia" in text and "police-2026-001" in text and "not used" in text
+    # A Director reviews people by name (the directory's), with their logins.
+    assert "Approved by Luis Garcia (lgarcia)" in text and "police-2026-001" in text and "not used" in text
+    assert "Dana Brown (dbrown)" in text
     assert "ahernandez" not in text
 
 
