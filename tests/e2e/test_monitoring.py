@@ -240,6 +240,19 @@ def test_every_metric_the_dashboard_and_rules_query_is_exported_and_finds_data(p
     # Failures and errors did not happen in this run, so their panels (and only those) are empty.
     assert set(empty) <= {"Directory errors"}, empty
 
+    # The "Denied" tile and the "Denials by reason" panel count the same requests: 407s (sign in
+    # first) are neither, and this morning had some. Compared on the counters themselves (every
+    # request of the morning came before the first scrape, so their increase is 0).
+    def counted(title: str) -> float:
+        [promql] = [q for t, q in dashboard_queries() if t == title]
+        selector = re.search(r"citygate_decisions_total\{[^}]*\}", promql).group(0)
+        return float(query(prometheus, f"sum({selector.replace('$department', '.*')})")[0]["value"][1])
+
+    assert query(prometheus, 'sum(citygate_decisions_total{decision="auth_required"}) > 0'), (
+        "no 407 this morning"
+    )
+    assert counted("Denied") == counted("Denials by reason") > 0
+
     rules = json.loads(get(f"{prometheus}/api/v1/rules"))["data"]["groups"][0]["rules"]
     assert {rule["name"]: rule["health"] for rule in rules} == {name: "ok" for name, _ in rule_queries()}
     assert not [rule["name"] for rule in rules if rule["state"] == "firing"]  # a healthy morning

@@ -235,6 +235,21 @@ def test_the_dashboard_finds_its_data_source_when_provisioned() -> None:
             assert uid in {source["uid"], "-- Grafana --", "grafana"}, uid
 
 
+def test_the_dashboard_asks_for_its_data_source_when_imported() -> None:
+    """Grafana's import dialog fills in `${DS_...}` from `__inputs`: each data source the
+    dashboard names by variable is one the dialog asks for (a Prometheus)."""
+    dashboard = json.loads((REPO / "config/grafana-dashboard.json").read_text(encoding="utf-8"))
+    inputs = {item["name"]: item for item in dashboard.get("__inputs", [])}
+    for uid in set(datasource_uids(dashboard)):
+        name = re.fullmatch(r"\$\{(\w+)\}|\$(\w+)", uid)
+        if name:
+            wanted = inputs.get(name.group(1) or name.group(2))
+            assert wanted is not None, f"{uid}: the import dialog would not ask for it; add it to __inputs"
+            assert (wanted["type"], wanted["pluginId"]) == ("datasource", "prometheus")
+    required = {(item["type"], item["id"]) for item in dashboard.get("__requires", [])}
+    assert ("datasource", "prometheus") in required
+
+
 # --- the stack's OpenLDAP and citygate, run -----------------------------------------------------
 
 
