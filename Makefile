@@ -47,9 +47,9 @@ test: $(STAMP) system-deps
 	@# became the defaults: the fallback settings a city may choose must keep them too.
 	CITYGATE_FAST_PATH=0 CITYGATE_EVENT_LOOP=asyncio $(BIN)/python -m pytest -q tests/e2e/test_wire_bypass.py tests/e2e/test_wire_fuzz.py
 
-# The README's screenshots of the request flow (docs/screenshots/), taken by its browser test.
+# The README's screenshots (docs/screenshots/): the request flow and the block pages, taken by their browser tests.
 screenshots: $(STAMP) system-deps
-	CITYGATE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/e2e/test_request_flow_browser.py
+	CITYGATE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/e2e/test_request_flow_browser.py tests/e2e/test_block_page_layout.py
 
 # The wire property test (tests/e2e/test_wire_fuzz.py) with 50,000 examples instead of 2,000: about
 # 20 minutes on 2 cores. A failure prints the case and Hypothesis's reproduction blob.

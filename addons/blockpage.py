@@ -24,8 +24,11 @@ h1{font-size:1.5rem;margin:0 0 .5rem}
 .reason{background:#fdf3f3;border-left:4px solid #a4262c;padding:.75rem 1rem;margin:1.5rem 0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;font-size:.9rem;color:#4a5568}
 dt{font-weight:600}
+dd{margin:0;min-width:0}
+.site,dd{overflow-wrap:anywhere}
 ul{padding-left:1.25rem}
 footer{font-size:.8rem;color:#6b7280;margin-top:2rem}
+@media (max-width:40rem){main{margin:0;padding:1.25rem 1rem;box-shadow:none}}
 """
 
 
@@ -48,13 +51,20 @@ def render_block_page(
 ) -> str:
     site_name = decision.match.site.name if decision.match else decision.host
     evidence = decision.evidence
-    detail = f"<p>{escape(evidence.detail)}</p>" if evidence.detail else ""
+    # The detail only where it adds to the reason ("no grant for Facebook" says it again).
+    said_again = evidence.detail == f"no grant for {site_name}"
+    detail = f"<p>{escape(evidence.detail)}</p>" if evidence.detail and not said_again else ""
+    if decision.reason is Reason.PATH_OUT_OF_SCOPE:
+        title = f"This page of {site_name} is outside your grant"
+        detail += _pages_granted(decision)
+    else:
+        title = f"{site_name} is blocked on the {policy.city} network"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Blocked: {escape(site_name)}</title><style>{_STYLE}</style></head>
 <body><main>
-<h1>{escape(site_name)} is blocked on the {escape(policy.city)} network</h1>
+<h1>{escape(title)}</h1>
 <p class="site">{escape(url)}</p>
 <div class="reason"><strong>Why:</strong> {escape(plain_reason(decision.reason))}{detail}</div>
 <h2>The policy</h2>
@@ -70,6 +80,19 @@ def render_block_page(
 </dl><p>Use of City systems carries no expectation of privacy; access decisions are logged.</p></footer>
 </main></body></html>
 """
+
+
+def _pages_granted(decision: Decision) -> str:
+    """The pages the employee's grant does cover, for a page outside them."""
+    grant, match = decision.grant, decision.match
+    pages = grant.paths.get(match.site.id, ()) if grant is not None and match is not None else ()
+    if not pages:
+        return ""
+    items = "".join(
+        f"<li>{escape(match.site.domains[0] if match and match.site.domains else '')}{escape(page)}</li>"
+        for page in pages
+    )
+    return f"<p>Your grant ({escape(grant.id if grant else '')}) covers these pages:</p><ul>{items}</ul>"
 
 
 def _policy_link(policy: Policy) -> str:
@@ -102,6 +125,11 @@ def _how_to_request(decision: Decision, policy: Policy, approvers: list[Person],
         return (
             "<p>No grant helps while your account cannot sign in. Call the IT service desk and "
             "give them the reference below; once your account is fixed, sign in again.</p>"
+        )
+    if decision.reason is Reason.PATH_OUT_OF_SCOPE:
+        return _request_form_link(decision, policy) + (
+            "<p>If your work needs this page too, ask the Director who approved your grant to add it: "
+            "name the page and the business purpose.</p>"
         )
     if decision.reason is Reason.OUTSIDE_HOURS:
         return (
