@@ -35,12 +35,23 @@ from citygate.addons.events import DecisionEvent, Stage
 from citygate.addons.loaded import loaded_policy
 from citygate.proxy.audit.config import AuditSettings
 from citygate.proxy.audit.files import worker_directory
+from citygate.proxy.audit.forwarder import SiemForwarder
 from citygate.proxy.audit.record import Completion, connection_record, decision_record
 from citygate.proxy.audit.writer import PENDING_LIMIT, AuditWriter
 from citygate.proxy.decision import Reason
 from citygate.proxy.runtime.worker_env import worker_index
 
 log = logging.getLogger("citygate.audit")
+
+# The SIEM copy's counts and gauges, by the names `metrics()` gives them (citygate_ in Prometheus).
+SIEM_METRICS = (
+    "siem_records_queued",
+    "siem_records_sent_total",
+    "siem_records_spooled_total",
+    "siem_records_dropped_total",
+    "siem_spool_bytes",
+    "siem_connected",
+)
 
 # How long the proxy holds a denial while its record is written. The write normally takes well
 # under a millisecond; a hung disk must not hold every denial forever.
@@ -100,6 +111,26 @@ class AuditLog:
     def audit_chain_head_seq(self) -> int:
         return self.writer.head.seq if self.writer else 0
 
+    @property
+    def siem(self) -> SiemForwarder | None:
+        """The SIEM copy over TCP or TLS, once the writer has opened it (audit.syslog: tcp:// or tls://)."""
+        sinks = self.writer.sinks if self.writer else []
+        return next((sink for sink in sinks if isinstance(sink, SiemForwarder)), None)
+
+    def siem_metrics(self) -> dict[str, float]:
+        """The SIEM copy's counts and gauges (all zero without one)."""
+        siem = self.siem
+        if siem is None:
+            return dict.fromkeys(SIEM_METRICS, 0.0)
+        return {
+            "siem_records_queued": siem.queued,
+            "siem_records_sent_total": siem.sent_total,
+            "siem_records_spooled_total": siem.spooled_total,
+            "siem_records_dropped_total": siem.dropped_total,
+            "siem_spool_bytes": siem.spool_bytes,
+            "siem_connected": float(siem.connected),
+        }
+
     def metrics(self) -> dict[str, float]:
         return {
             "audit_log_healthy": float(self.audit_log_healthy),
@@ -109,6 +140,7 @@ class AuditLog:
             "audit_sink_errors_total": self.audit_sink_errors_total,
             "audit_refusals_total": self.audit_refusals_total,
             "audit_chain_head_seq": self.audit_chain_head_seq,
+            **self.siem_metrics(),
         }
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -130,8 +162,12 @@ class AuditLog:
         settings = policy.features.audit
         if ctx.options.citygate_audit_directory:
             settings = replace(settings, directory=Path(ctx.options.citygate_audit_directory))
-        # Under `citygate run --workers N` each worker keeps its own chain, in its own subfolder.
+        # Under `citygate run --workers N` each worker keeps its own chain, in its own subfolder,
+        # and its own SIEM spool (by default inside that subfolder).
         settings = replace(settings, directory=worker_directory(settings.directory, worker_index()))
+        if settings.syslog is not None and settings.syslog.spool_directory is not None:
+            spool = worker_directory(settings.syslog.spool_directory, worker_index())
+            settings = replace(settings, syslog=replace(settings.syslog, spool_directory=spool))
         if settings == self.settings and policy.timezone == self._timezone:
             return
         self.settings, self._timezone = settings, policy.timezone

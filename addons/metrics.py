@@ -26,6 +26,7 @@ from mitmproxy.addonmanager import Loader
 
 from citygate.addons.audit import AuditLog
 from citygate.addons.body_bytes import count_streamed_body, message_body_bytes, response_body_bytes
+from citygate.addons.ca import served_chain
 from citygate.addons.configuration import Configuration
 from citygate.addons.connection_limits import ConnectionLimits
 from citygate.addons.events import DecisionEvent, Stage
@@ -34,6 +35,7 @@ from citygate.addons.loaded import loaded_gate
 from citygate.directory.breaker import State
 from citygate.proxy.metrics.config import MetricsSettings
 from citygate.proxy.metrics.definitions import UNKNOWN, LabelGuard, MetricSet, grant_counts
+from citygate.proxy.pki.expiry import first_to_expire
 from citygate.proxy.runtime.health import Readiness, healthz, readyz, write_state
 from citygate.proxy.runtime.metrics_http import (
     LISTEN_OPTION,
@@ -60,6 +62,7 @@ class Metrics:
         self._config: Configuration | None = None
         self._audit: AuditLog | None = None
         self._limits: ConnectionLimits | None = None
+        self._tls: object | None = None  # mitmproxy's tlsconfig addon, which holds the CA
         self._mirrored: dict[str, float] = {}
         self._grant_keys: set[tuple[str, str]] = set()
         self._grants_policy: object | None = None
@@ -98,6 +101,7 @@ class Metrics:
         previous, self.settings = self.settings, settings
         audit = ctx.master.addons.get("auditlog")
         self._config, self._audit = config, audit if isinstance(audit, AuditLog) else None
+        self._tls = ctx.master.addons.get("tlsconfig")
         if not settings.enabled:
             self._stop_server()
             return
@@ -347,11 +351,21 @@ class Metrics:
                 self._mirror(
                     metrics.audit_records_dropped, "audit_records_dropped", audit.audit_records_dropped_total
                 )
+                siem = audit.siem_metrics()
+                metrics.siem_queued.set(siem["siem_records_queued"])
+                metrics.siem_spool_bytes.set(siem["siem_spool_bytes"])
+                metrics.siem_connected.set(siem["siem_connected"])
+                self._mirror(metrics.siem_sent, "siem_sent", siem["siem_records_sent_total"])
+                self._mirror(metrics.siem_spooled, "siem_spooled", siem["siem_records_spooled_total"])
+                self._mirror(metrics.siem_dropped, "siem_dropped", siem["siem_records_dropped_total"])
             limits = self._limits
             if limits is not None:
                 metrics.client_connections.set(limits.open_connections)
             for result, count in list(config.loads.items()):
                 self._mirror(metrics.config_reloads.labels(result), f"config_loads:{result}", count)
+            chain = served_chain(self._tls)
+            if chain:
+                metrics.ca_expiry.set(first_to_expire(chain).not_valid_after_utc.timestamp())
         folder = multiprocess_folder()
         if folder is not None:
             write_state(folder, self.readiness())  # the supervisor's /readyz reads it

@@ -24,7 +24,11 @@ a dialog for into a `Fetch.authRequired` event; it is recorded in `auth_challeng
 Certificates: `trusted_spki` is passed as `--ignore-certificate-errors-spki-list`, so only chains
 holding one of those keys are accepted (mitmproxy signs every leaf with its CA's key, so the CA's
 SPKI covers the proxy; a test upstream's leaf key covers that upstream); any other certificate
-error still fails the load. `negotiate_policy=True` writes the managed policy Chromium needs to
+error still fails the load. `trusted_roots` makes Chromium trust those root certificates as the
+city's devices do: a managed policy (`CACertificates`, Chromium 131+) lists them, and chains are
+verified for real up to one of them, so a missing intermediate or a wrong usage still fails. It
+is the policy a city pushes by GPO or MDM; it needs no NSS database (certutil) in the profile.
+`negotiate_policy=True` writes the managed policy Chromium needs to
 ask for `HTTP@<proxy name>` rather than a canonicalized name (`DisableAuthNegotiateCnameLookup`,
 `AuthServerAllowlist: *`) for the browser's lifetime, and removes it at close. `env` adds
 variables to the browser's environment (`KRB5_CONFIG`, `KRB5CCNAME`).
@@ -95,6 +99,12 @@ def spki_of(cert_pem: Path) -> str:
     return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
+def _der_base64(cert_pem: Path) -> str:
+    """A PEM certificate as the CACertificates policy takes it: its DER, in base64."""
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -158,6 +168,7 @@ class Browser:
         proxy: tuple[str, int] | str | None = None,
         host_resolver_rules: str | None = None,
         trusted_spki: Iterable[str] = (),
+        trusted_roots: Iterable[Path] = (),
         negotiate_policy: bool = False,
         env: Mapping[str, str] | None = None,
         extra_args: Iterable[str] = (),
@@ -174,6 +185,7 @@ class Browser:
         self._args += list(extra_args)
         self._env = {**os.environ, **(env or {})}
         self._negotiate_policy = negotiate_policy
+        self._trusted_roots = [_der_base64(root) for root in trusted_roots]
         self._policy_file: Path | None = None
         self._profile: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -207,7 +219,7 @@ class Browser:
             )
         if not CHROMIUM.exists():
             raise BrowserError(f"{CHROMIUM} is missing: run tools/system-deps (Debian package chromium)")
-        if self._negotiate_policy:
+        if self._negotiate_policy or self._trusted_roots:
             self._write_policy()
         self._profile = Path(tempfile.mkdtemp(prefix="citygate-chromium-"))
         self._stderr = (self._profile / "chromium.log").open("wb")
@@ -269,11 +281,14 @@ class Browser:
         return (self._profile / "chromium.log").read_text(errors="replace")
 
     def _write_policy(self) -> None:
+        policy: dict[str, Any] = {}
+        if self._negotiate_policy:
+            policy |= {"DisableAuthNegotiateCnameLookup": True, "AuthServerAllowlist": "*"}
+        if self._trusted_roots:
+            policy["CACertificates"] = self._trusted_roots
         POLICY_DIR.mkdir(parents=True, exist_ok=True)
         self._policy_file = POLICY_DIR / f"citygate-test-{uuid.uuid4().hex}.json"
-        self._policy_file.write_text(
-            json.dumps({"DisableAuthNegotiateCnameLookup": True, "AuthServerAllowlist": "*"})
-        )
+        self._policy_file.write_text(json.dumps(policy))
 
     def _debugger_url(self) -> str:
         assert self._profile is not None and self._process is not None

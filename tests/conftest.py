@@ -9,6 +9,8 @@
 - `samba_ad`: a real Active Directory (Samba AD DC, see tests/samba_ad.py), one per session,
   started only when a test asks for it. Shared: change account states only on accounts the
   test creates or restores.
+- `rsyslog_factory`: `rsyslog_factory(pki=None, auth_mode="anon")` starts a private rsyslogd
+  for one test (see tests/rsyslog.py): a syslog collector over plain TCP, or TLS with `pki`.
 
 Every event loop the tests start (the in-process proxy's, and each `asyncio.run`) is the one
 `citygate run` would choose: uvloop by default, the standard loop under
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 from kdc import Kdc, kdc_available
 from postgres import Postgres, PostgresError
+from rsyslog import Pki, Rsyslog
+from rsyslog import missing_tools as rsyslog_missing
 from samba_ad import ActiveDirectory, SambaDC, SambaError, cache_root
 from slapd import Slapd, missing_tools
 
@@ -75,6 +79,27 @@ def slapd_factory(tmp_path: Path) -> Iterator[Callable[..., Slapd]]:
 @pytest.fixture
 def fresh_slapd(slapd_factory: Callable[..., Slapd]) -> Slapd:
     return slapd_factory()
+
+
+@pytest.fixture
+def rsyslog_factory(tmp_path: Path) -> Iterator[Callable[..., Rsyslog]]:
+    missing = rsyslog_missing()
+    if missing:
+        pytest.fail(
+            f"rsyslog missing ({', '.join(missing)}); run tools/system-deps (make test does) or "
+            f"apt-get install {' '.join(missing)}",
+            pytrace=False,
+        )
+    started: list[Rsyslog] = []
+
+    def start(*, pki: Pki | None = None, auth_mode: str = "anon") -> Rsyslog:
+        collector = Rsyslog(tmp_path / f"rsyslog-{len(started)}", pki=pki, auth_mode=auth_mode)
+        started.append(collector)
+        return collector.start()
+
+    yield start
+    for collector in started:
+        collector.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ file, line and fix, and the writer (`writer.py`) receives settings it can trust.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,15 +42,39 @@ class Fsync(StrEnum):
     NEVER = "never"  # leave it to the OS entirely
 
 
+DEFAULT_SPOOL_MAX_BYTES = 1 << 30  # 1 GiB: days of a city's records while a collector is away
+SPOOL_FOLDER = "syslog-spool"  # the default spool, inside the (worker's) audit directory
+
+
 @dataclass(frozen=True, slots=True)
 class SyslogSettings:
-    address: str  # "udp://host:port", or the path of a unix datagram socket ("/dev/log")
+    # "udp://host:port" or a unix datagram socket's path ("/dev/log"): best effort, one datagram
+    # per record. "tcp://host:port" or "tls://host:port": every record delivered (proxy/audit/forwarder.py).
+    address: str
     facility: str = "local0"
     app_name: str = "citygate"
+    # tls:// only: the CA that signed the collector's certificate; this proxy's certificate and
+    # key, for a collector that asks for one; the name the collector's certificate must carry
+    # (None: the address's host).
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    # tcp:// and tls:// only: where records wait while the collector is away (None: SPOOL_FOLDER
+    # inside the audit directory), and the most disk they may take there.
+    spool_directory: Path | None = None
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
     @property
     def facility_code(self) -> int:
         return FACILITIES[self.facility]
+
+    @property
+    def transport(self) -> str:
+        """The address's kind: "udp", "unix", "tcp" or "tls"."""
+        target = syslog_target(self.address)
+        assert target is not None, "parsed settings hold a valid address"
+        return target[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +112,12 @@ _BOOLS = (
     "stdout",
     "fail_closed",
 )
-_SYSLOG_KEYS = ("address", "facility", "app_name")
+_TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
+_SPOOL_KEYS = ("spool_directory", "spool_max_bytes")
+_SYSLOG_KEYS = ("address", "facility", "app_name", *_TLS_KEYS, *_SPOOL_KEYS)
+# A spool smaller than this would hold only a few records: a typo more likely than a choice.
+_SPOOL_MIN_BYTES = 64 * 1024
+_SERVER_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")  # a DNS name (or an IPv4 address)
 
 
 def parse_audit_section(config_path: Path, node: Node | None, line: int, problems: Problems) -> AuditSettings:
@@ -236,7 +266,7 @@ def _syslog(config_path: Path, node: Node, problems: Problems) -> SyslogSettings
             config_path,
             node.line_of("syslog"),
             "audit.syslog must be a mapping",
-            "e.g. syslog: {address: udp://127.0.0.1:514, facility: local0}",
+            "e.g. syslog: {address: tls://siem.city.example:6514, ca_file: siem-ca.pem}",
         )
         return None
     for key in sorted(set(section) - set(_SYSLOG_KEYS)):
@@ -246,45 +276,193 @@ def _syslog(config_path: Path, node: Node, problems: Problems) -> SyslogSettings
             f'unknown setting "audit.syslog.{key}"',
             f"known syslog settings: {', '.join(_SYSLOG_KEYS)}",
         )
+    reader = _SyslogReader(config_path, section, problems)
     address = section.get("address")
-    if not isinstance(address, str) or syslog_target(address) is None:
-        problems.error(
-            config_path,
-            section.line_of("address"),
+    target = syslog_target(address) if isinstance(address, str) else None
+    if not isinstance(address, str) or target is None:
+        reader.error(
+            "address",
             f"audit.syslog.address {address!r} is not a syslog address",
-            "use udp://HOST:PORT (e.g. udp://127.0.0.1:514) or the path of a unix socket (e.g. /dev/log)",
+            "use tls://HOST:PORT (e.g. tls://siem.city.example:6514) or tcp://HOST:PORT, which deliver "
+            "every record; or, best effort, udp://HOST:PORT (e.g. udp://127.0.0.1:514) or the path of "
+            "a unix socket (e.g. /dev/log)",
         )
         return None
-    facility = str(section.get("facility", "local0")).lower()
-    if facility not in FACILITIES:
-        problems.error(
-            config_path,
-            section.line_of("facility"),
-            f"audit.syslog.facility {section.get('facility')!r} is not a syslog facility",
-            f"use one of {', '.join(FACILITIES)}",
-        )
-        return None
-    app_name = str(section.get("app_name", "citygate"))
-    # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no spaces.
-    if not 1 <= len(app_name) <= 48 or not all(33 <= ord(char) <= 126 for char in app_name):
-        problems.error(
-            config_path,
-            section.line_of("app_name"),
-            f"audit.syslog.app_name {app_name!r} is not 1 to 48 printable characters without spaces",
-            "e.g. app_name: citygate",
-        )
-        return None
-    return SyslogSettings(address, facility, app_name)
+    transport = target[0]
+    settings = SyslogSettings(
+        address,
+        reader.facility(),
+        reader.app_name(),
+        *reader.tls_settings(transport),
+        *reader.spool_settings(transport),
+    )
+    return None if reader.failed else settings
+
+
+class _SyslogReader:
+    """The `audit.syslog:` mapping being read; a setting it rejects is reported and makes the
+    whole sub-section unusable (`failed`), so syslog stays off rather than half on."""
+
+    def __init__(self, config_path: Path, section: Node, problems: Problems) -> None:
+        self.config_path = config_path
+        self.section = section
+        self.problems = problems
+        self.failed = False
+
+    def error(self, key: str, message: str, fix: str) -> None:
+        self.problems.error(self.config_path, self.section.line_of(key), message, fix)
+        self.failed = True
+
+    def facility(self) -> str:
+        facility = str(self.section.get("facility", "local0")).lower()
+        if facility not in FACILITIES:
+            self.error(
+                "facility",
+                f"audit.syslog.facility {self.section.get('facility')!r} is not a syslog facility",
+                f"use one of {', '.join(FACILITIES)}",
+            )
+        return facility
+
+    def app_name(self) -> str:
+        app_name = str(self.section.get("app_name", "citygate"))
+        # RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no spaces.
+        if not 1 <= len(app_name) <= 48 or not all(33 <= ord(char) <= 126 for char in app_name):
+            self.error(
+                "app_name",
+                f"audit.syslog.app_name {app_name!r} is not 1 to 48 printable characters without spaces",
+                "e.g. app_name: citygate",
+            )
+        return app_name
+
+    def tls_settings(self, transport: str) -> tuple[Path | None, Path | None, Path | None, str | None]:
+        """ca_file, cert_file, key_file, server_name."""
+        if transport != "tls":
+            for key in _TLS_KEYS:
+                if key in self.section:
+                    self.error(
+                        key,
+                        f"audit.syslog.{key} applies to tls:// addresses only",
+                        f"use address: tls://HOST:PORT, or remove {key}",
+                    )
+            return None, None, None, None
+        if "ca_file" not in self.section:
+            self.error(
+                "address",
+                "audit.syslog.ca_file is missing: a tls:// collector's certificate is checked against it",
+                "e.g. ca_file: /etc/citygate/siem-ca.pem (the CA that signed the collector's "
+                "certificate; /etc/ssl/certs/ca-certificates.crt for a public one)",
+            )
+        ca_file = self._pem("ca_file", "the CA that signed the collector's certificate")
+        if ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(ca_file))
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                self.error(
+                    "ca_file",
+                    f"{ca_file} is not a usable PEM CA file ({exc})",
+                    "export the CA certificate as PEM",
+                )
+        return (ca_file, *self._client_certificate(), self._server_name())
+
+    def _client_certificate(self) -> tuple[Path | None, Path | None]:
+        if ("cert_file" in self.section) != ("key_file" in self.section):
+            given, other = (
+                ("cert_file", "key_file") if "cert_file" in self.section else ("key_file", "cert_file")
+            )
+            self.error(
+                given,
+                f"audit.syslog.{given} is given without {other}",
+                "give both, the certificate citygate shows the collector and its private key, or neither",
+            )
+            return None, None
+        cert_file = self._pem("cert_file", "this proxy's client certificate")
+        key_file = self._pem("key_file", "the private key of cert_file")
+        if cert_file is not None and key_file is not None:
+            try:
+                ssl.create_default_context().load_cert_chain(cert_file, key_file)
+            except (ssl.SSLError, OSError) as exc:
+                self.error(
+                    "cert_file",
+                    f"{cert_file} and {key_file} are not a usable certificate and key ({exc})",
+                    "give the PEM certificate and the PEM private key that belongs to it (readable by citygate's user)",
+                )
+        return cert_file, key_file
+
+    def _pem(self, key: str, what: str) -> Path | None:
+        value = self.section.get(key)
+        if value is None:
+            return None
+        path = self.config_path.parent / str(value).strip()
+        if not isinstance(value, str) or not value.strip() or not path.is_file():
+            self.error(
+                key,
+                f"audit.syslog.{key} {value!r} is not a file",
+                f"give the PEM file of {what} (relative paths are relative to this file)",
+            )
+            return None
+        return path
+
+    def _server_name(self) -> str | None:
+        value = self.section.get("server_name")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _SERVER_NAME.fullmatch(value):
+            self.error(
+                "server_name",
+                f"audit.syslog.server_name {value!r} is not a host name",
+                "e.g. server_name: siem.city.example (the name in the collector's certificate), or "
+                "leave it out for the address's host",
+            )
+            return None
+        return value
+
+    def spool_settings(self, transport: str) -> tuple[Path | None, int]:
+        """spool_directory, spool_max_bytes."""
+        directory: Path | None = None
+        limit = DEFAULT_SPOOL_MAX_BYTES
+        if transport not in ("tcp", "tls"):
+            for key in _SPOOL_KEYS:
+                if key in self.section:
+                    self.error(
+                        key,
+                        f"audit.syslog.{key} applies to tcp:// and tls:// addresses only "
+                        "(udp:// and unix sockets are best effort, with no spool)",
+                        f"use address: tls://HOST:PORT or tcp://HOST:PORT, or remove {key}",
+                    )
+            return directory, limit
+        given = self.section.get("spool_directory")
+        if given is not None:
+            if isinstance(given, str) and given.strip():
+                directory = self.config_path.parent / given.strip()
+            else:
+                self.error(
+                    "spool_directory",
+                    f"audit.syslog.spool_directory {given!r} is not a folder path",
+                    f"e.g. spool_directory: /var/spool/citygate, or leave it out for {SPOOL_FOLDER} "
+                    "inside the audit directory",
+                )
+        value = self.section.get("spool_max_bytes", limit)
+        if isinstance(value, bool) or not isinstance(value, int) or not _SPOOL_MIN_BYTES <= value <= 1 << 40:
+            self.error(
+                "spool_max_bytes",
+                f"audit.syslog.spool_max_bytes {value!r} is not a whole number from {_SPOOL_MIN_BYTES} to {1 << 40}",
+                f"e.g. spool_max_bytes: {DEFAULT_SPOOL_MAX_BYTES}   # 1 GiB",
+            )
+        else:
+            limit = value
+        return directory, limit
 
 
 def syslog_target(address: str) -> tuple[str, str | tuple[str, int]] | None:
-    """("udp", (host, port)) or ("unix", path) for a syslog address; None when it is neither."""
-    if address.startswith("udp://"):
-        host, sep, port = address.removeprefix("udp://").rpartition(":")
+    """("udp" | "tcp" | "tls", (host, port)) or ("unix", path) for a syslog address; None when it
+    is none of them."""
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme in ("udp", "tcp", "tls"):
+        host, sep, port = rest.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             return None
-        return ("udp", (host, int(port)))
+        return (scheme, (host, int(port)))
     if address.startswith("unix://"):
         address = address.removeprefix("unix://")
     if address.startswith("/"):

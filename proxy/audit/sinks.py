@@ -1,8 +1,10 @@
 """Copies of the access log for a SIEM: JSON lines on stdout (containers), and syslog (RFC 5424).
 
-The file is the record of truth: a copy that cannot be sent is counted, never retried, and never
-makes the proxy refuse anything. Sinks are called from the writer's thread only, so a full pipe
-or a slow socket never stalls the proxy's event loop; sockets are non-blocking besides.
+The file is the record of truth: a copy never makes the proxy refuse anything. Sinks are called
+from the writer's thread only, so a full pipe or a slow socket never stalls the proxy's event
+loop. The copies here are best effort: a datagram that cannot be sent is counted, never retried,
+and the socket is non-blocking. Syslog over TCP or TLS, which delivers every record, is
+`forwarder.SiemForwarder`.
 """
 
 from __future__ import annotations
@@ -47,16 +49,17 @@ def rfc5424(
     hostname: str,
     procid: int,
     msgid: str = "audit",
+    structured: str = "-",
     at: datetime | None = None,
 ) -> bytes:
-    """`<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424, no structured data).
+    """`<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG` (RFC 5424); SD "-" is none.
 
     MSG is the record's JSON line, which is ASCII, so it needs no BOM (RFC 5424 section 6.4).
     """
     stamp = (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     host = "".join(char for char in hostname if 33 <= ord(char) <= 126)[:255] or "-"
-    header = f"<{facility * 8 + severity}>1 {stamp} {host} {app_name} {procid} {msgid} - "
-    return header.encode("ascii") + message.rstrip(b"\n")
+    header = f"<{facility * 8 + severity}>1 {stamp} {host} {app_name} {procid} {msgid} {structured} "
+    return header.encode() + message.rstrip(b"\n")  # UTF-8: a PARAM-VALUE may hold any name
 
 
 class SyslogSink:
@@ -64,8 +67,8 @@ class SyslogSink:
 
     def __init__(self, settings: SyslogSettings) -> None:
         target = syslog_target(settings.address)
-        if target is None:
-            raise ValueError(f"not a syslog address: {settings.address}")
+        if target is None or target[0] not in ("udp", "unix"):
+            raise ValueError(f"not a syslog datagram address: {settings.address}")
         _, address = target
         self.settings = settings
         self.hostname = socket.gethostname()

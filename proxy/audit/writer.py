@@ -55,7 +55,7 @@ from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
 from citygate.proxy.audit.chain import FILE_START, GAP, RETENTION, ChainHead, Damaged, canonical, seal, unseal
-from citygate.proxy.audit.config import AuditSettings, Fsync
+from citygate.proxy.audit.config import SPOOL_FOLDER, AuditSettings, Fsync
 from citygate.proxy.audit.files import (
     ACTIVE_NAME,
     LOCK_NAME,
@@ -65,6 +65,7 @@ from citygate.proxy.audit.files import (
     open_log,
     rotated_name,
 )
+from citygate.proxy.audit.forwarder import SiemForwarder
 from citygate.proxy.audit.record import state_record, timestamp
 from citygate.proxy.audit.sinks import SEVERITY_INFO, SEVERITY_NOTICE, Sink, StdoutSink, SyslogSink
 
@@ -336,15 +337,22 @@ class AuditWriter:
             self._succeeded()
         for pending in batch:
             _notify(pending.callback, True)
-        self._copy_to_sinks(lines[len(lines) - len(batch) :], batch)
+        self._copy_to_sinks(lines, batch)
 
     def _open_sinks(self) -> list[Sink]:
         sinks: list[Sink] = [StdoutSink()] if self.settings.stdout else []
-        if self.settings.syslog is not None:
+        syslog = self.settings.syslog
+        if syslog is not None:
             try:
-                sinks.append(SyslogSink(self.settings.syslog))
+                if syslog.transport in ("tcp", "tls"):
+                    # Delivers every record, through a spool on disk while the collector is away;
+                    # what its copy loses is recorded here (an audit-siem-gap record).
+                    spool = syslog.spool_directory or self.directory / SPOOL_FOLDER
+                    sinks.append(SiemForwarder(syslog, spool, self.submit, self.clock))
+                else:
+                    sinks.append(SyslogSink(syslog))
             except OSError as exc:
-                log.warning("citygate: audit syslog %s unusable: %s", self.settings.syslog.address, exc)
+                log.warning("citygate: audit syslog %s unusable: %s", syslog.address, exc)
         return sinks
 
     def _drop(self, batch: list[_Pending]) -> None:
@@ -401,9 +409,14 @@ class AuditWriter:
         )
 
     def _copy_to_sinks(self, lines: list[bytes], batch: list[_Pending]) -> None:
+        """Every line written, the log's own (a file's header, a gap marker) included: a copy
+        without them would have holes in its seqs where the local log has none."""
         if not self.sinks:
             return
-        for line, pending in zip(lines, batch, strict=True):
+        opening = len(lines) - len(batch)
+        for line in lines[:opening]:
+            self._send(line, SEVERITY_INFO)
+        for line, pending in zip(lines[opening:], batch, strict=True):
             severity = SEVERITY_NOTICE if pending.record.get("event.type") == "denied" else SEVERITY_INFO
             self._send(line, severity)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from citygate.directory.model import Directory, DirectoryUnavailable, Person
 from citygate.directory.problems import ConfigError
-from citygate.proxy.cli import audit, pac, portal, reports, requests
+from citygate.proxy.cli import audit, ca, pac, portal, reports, requests
 from citygate.proxy.cli.commands import Commands, close_directory, command
 from citygate.proxy.cli.keytab import check_keytab
 from citygate.proxy.decision import (
@@ -59,6 +59,7 @@ FEATURE_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     reports.register_grants,
     requests.register_requests,
     portal.register_portal,
+    ca.register,
 )
 
 EPILOG_RUN = """examples:
@@ -197,6 +198,7 @@ def run_command(args: argparse.Namespace) -> int:
     from mitmproxy.tools.dump import DumpMaster
 
     from citygate.addons.audit import AuditLog
+    from citygate.addons.ca import CertificateAuthority
     from citygate.addons.chain import AddonGroup, skip_entries_without_hooks
     from citygate.addons.connection_limits import ConnectionLimits
     from citygate.addons.decision_log import DecisionLog
@@ -251,6 +253,7 @@ def run_command(args: argparse.Namespace) -> int:
                 DecisionLog(),
                 Metrics(),
                 ConfigWatcher(),
+                CertificateAuthority(),
                 MemoryGuard(),
             )
         )
@@ -333,6 +336,7 @@ def _check(args: argparse.Namespace) -> int:
         problems.append("grants without a recorded approval")
     if not _check_keytab(policy):
         problems.append("the keytab cannot be used")
+    problems += ca.check_problems(args)
     if not args.no_directory:
         failing = _failing_grants(policy, directory)
         if failing is None:

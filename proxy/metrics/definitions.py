@@ -208,6 +208,46 @@ class MetricSet:
             registry=r,
         )
         # --- end of issue 16's access-log block ------------------------------------------
+        # --- issue 21: the SIEM copy over TCP/TLS (audit.syslog, proxy/audit/forwarder.py) ----
+        # Counted in messages: the records and the chain heads published to the collector.
+        self.siem_queued = Gauge(
+            "citygate_siem_records_queued",
+            "Messages of the SIEM copy held in memory: waiting to be sent or spooled, or sent and "
+            "not yet acknowledged by the collector.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.siem_sent = Counter(
+            "citygate_siem_records_sent_total",
+            "Messages of the SIEM copy the collector acknowledged (over TCP or TLS).",
+            registry=r,
+        )
+        self.siem_spooled = Counter(
+            "citygate_siem_records_spooled_total",
+            "Messages of the SIEM copy written to the spool on disk, because the collector was not "
+            "connected or older spooled messages were still waiting.",
+            registry=r,
+        )
+        self.siem_spool_bytes = Gauge(
+            "citygate_siem_spool_bytes",
+            "Bytes the SIEM spool holds on disk (bounded by audit.syslog.spool_max_bytes); 0 once "
+            "the collector has everything.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.siem_dropped = Counter(
+            "citygate_siem_records_dropped_total",
+            "Messages the SIEM copy lost because the spool was full; the local log keeps them, and an "
+            "audit-siem-gap record in it names the records the SIEM's copy lacks.",
+            registry=r,
+        )
+        self.siem_connected = Gauge(
+            "citygate_siem_connected",
+            "1 while the SIEM collector is connected (in every worker), else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        # --- end of issue 21's SIEM block ---------------------------------------------------
         self.passthrough = Counter(
             "citygate_passthrough_connections_total",
             "Ordinary (non-social) connections passed through untouched: CONNECT tunnels "
@@ -315,6 +355,16 @@ class MetricSet:
             "citygate_directory_breaker_rejections_total",
             "Directory calls failed at once, without contacting the directory, while the breaker was open.",
             registry=r,
+        )
+        # --- the proxy's CA (issue 22): when the chain it serves stops working ----------------
+        # livemin: every worker loads the same CA; one not loaded yet shows 0, which alerts skip.
+        self.ca_expiry = Gauge(
+            "citygate_ca_expiry_timestamp_seconds",
+            "When the proxy's CA stops working, as Unix time: the earliest notAfter of its "
+            "certificate and the chain it serves (0 until mitmproxy has loaded it); the alerts "
+            "CitygateCAExpiringSoon and CitygateCAExpired read it.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.set_breaker_state(State.CLOSED)
         for result in ("ok", "failed"):

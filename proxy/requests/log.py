@@ -26,8 +26,14 @@ WRITE_TIMEOUT_SECONDS = 15.0
 class EvidenceLog:
     def __init__(self, settings: AuditSettings, timezone: tzinfo, *, writer: str) -> None:
         folder = Path(settings.directory) / f"{REQUESTS_FOLDER}-{writer}-{socket.gethostname()}"
+        syslog = settings.syslog
+        if syslog is not None and syslog.spool_directory is not None:
+            # A spool is one process's (its lock), like a chain: this chain's beside the proxy's.
+            syslog = dataclasses.replace(syslog, spool_directory=syslog.spool_directory / folder.name)
         # Only the file: a copy on stdout would mix with the command's own output.
-        self.writer = AuditWriter(dataclasses.replace(settings, directory=folder, stdout=False), timezone)
+        self.writer = AuditWriter(
+            dataclasses.replace(settings, directory=folder, stdout=False, syslog=syslog), timezone
+        )
 
     def __enter__(self) -> EvidenceLog:
         self.writer.start()

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from citygate.directory.shared import SHARED_DIR_ENV
+from citygate.proxy.pki.certfiles import PkiError
 from citygate.proxy.runtime.worker_env import WORKER_ENV, WORKERS_ENV, worker_index
 
 if TYPE_CHECKING:
@@ -410,6 +411,34 @@ def _shared_folder() -> str:
     return tempfile.mkdtemp(prefix=f"{SHARED_PREFIX}{os.getpid()}-", dir=parent)
 
 
+def _ca_passphrase(confdir: Path, settings: Sequence[str]) -> bytes | None:
+    """The CA key's passphrase from `--set citygate_ca_passphrase_file=FILE` (None: not given),
+    checked against the key in `confdir` as each worker's addons/ca.py checks it."""
+    from citygate.proxy.pki.certfiles import KeyLocked, load_key, read_bytes, read_passphrase
+    from citygate.proxy.pki.confdir import CA_FILE, PASSPHRASE_OPTION
+
+    given = [
+        value for name, _, value in (s.partition("=") for s in settings) if name.strip() == PASSPHRASE_OPTION
+    ]
+    passphrase = (
+        read_passphrase(Path(given[-1].strip()).expanduser()) if given and given[-1].strip() else None
+    )
+    ca_file = confdir / CA_FILE
+    if ca_file.exists():
+        try:
+            load_key(read_bytes(ca_file, "the CA file"), str(ca_file), passphrase)
+        except KeyLocked:
+            raise PkiError(
+                f"the CA key in {ca_file} is encrypted: give the file holding its passphrase with "
+                f"--set {PASSPHRASE_OPTION}=FILE"
+            ) from None
+        except PkiError:
+            if passphrase is not None:
+                raise  # the passphrase does not open the key
+            # Anything else about a CA mitmproxy made or was given is mitmproxy's to report.
+    return passphrase
+
+
 def _key_size(settings: Sequence[str]) -> int:
     from mitmproxy.options import KEY_SIZE
 
@@ -435,7 +464,13 @@ def supervise(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"citygate: citygate config is invalid:\n{exc}", file=sys.stderr)
         return 2
-    certs.CertStore.from_store(Path(args.confdir).expanduser(), CONF_BASENAME, _key_size(args.set))
+    confdir = Path(args.confdir).expanduser()
+    try:
+        passphrase = _ca_passphrase(confdir, args.set)
+    except PkiError as exc:
+        print(f"citygate: {exc}", file=sys.stderr)
+        return 2
+    certs.CertStore.from_store(confdir, CONF_BASENAME, _key_size(args.set), passphrase)
     # A private folder (0700) for what the workers share: their directory answers.
     try:
         shared = _shared_folder()
