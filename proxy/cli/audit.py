@@ -252,26 +252,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    zone, directory, catalog = _config_facts(args.config)
-    unknown = _unknown_site(args.site, catalog)
-    if unknown is not None:
-        print(f"citygate: {unknown}", file=sys.stderr)
+    setup = _zone_and_paths(args)
+    if setup is None:
         return 2
-    if args.tz:
-        try:
-            zone = ZoneInfo(args.tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            print(
-                f'citygate: unknown timezone "{args.tz}"; use an IANA name such as America/Los_Angeles',
-                file=sys.stderr,
-            )
-            return 2
-    paths = list(args.paths) or ([directory] if directory else [])
-    missing = [str(path) for path in paths if not path.exists()]
-    if not paths or missing:
-        where = ", ".join(missing) if missing else f"audit.directory of {args.config}"
-        print(f"citygate: no log at {where}: name the log folder, e.g. /var/log/citygate", file=sys.stderr)
-        return 2
+    zone, paths = setup
     if args.out.exists():
         print(f"citygate: {args.out} exists: name a new folder for the bundle", file=sys.stderr)
         return 2
@@ -363,6 +347,39 @@ def _verify_copy(path: Path, anchors: dict[str | None, dict[int, str]]) -> int:
         _print_report(report)
         status = max(status, 0 if report.ok else 1)
     return status
+
+
+def _zone_and_paths(args: argparse.Namespace) -> tuple[tzinfo, list[Path]] | None:
+    """What `logs` and `audit export` read: the time zone of the times given (`--tz`, else the
+    city's) and the log files or folders (the paths given, else audit.directory); None once a
+    mistake was said (a misspelled --site among them)."""
+    zone, directory, catalog = _config_facts(args.config)
+    unknown = _unknown_site(args.site, catalog)
+    if unknown is not None:
+        print(f"citygate: {unknown}", file=sys.stderr)
+        return None
+    if args.tz:
+        try:
+            zone = ZoneInfo(args.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            print(
+                f'citygate: unknown timezone "{args.tz}"; use an IANA name such as America/Los_Angeles',
+                file=sys.stderr,
+            )
+            return None
+    paths = list(args.paths) or ([directory] if directory else [])
+    if not paths:
+        print(
+            f"citygate: no log given and {args.config} could not be read for audit.directory; "
+            "name the log folder or files, e.g. /var/log/citygate",
+            file=sys.stderr,
+        )
+        return None
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return None
+    return zone, paths
 
 
 def _anchors(args: argparse.Namespace) -> list[Anchor] | None:
@@ -461,32 +478,10 @@ def _print_report(report: Report) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    zone, directory, catalog = _config_facts(args.config)
-    unknown = _unknown_site(args.site, catalog)
-    if unknown is not None:
-        print(f"citygate: {unknown}", file=sys.stderr)
+    setup = _zone_and_paths(args)
+    if setup is None:
         return 2
-    if args.tz:
-        try:
-            zone = ZoneInfo(args.tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            print(
-                f'citygate: unknown timezone "{args.tz}"; use an IANA name such as America/Los_Angeles',
-                file=sys.stderr,
-            )
-            return 2
-    paths = list(args.paths) or ([directory] if directory else [])
-    if not paths:
-        print(
-            f"citygate: no log given and {args.config} could not be read for audit.directory; "
-            "name the log folder or files, e.g. citygate logs /var/log/citygate",
-            file=sys.stderr,
-        )
-        return 2
-    missing = [str(path) for path in paths if not path.exists()]
-    if missing:
-        print(f"citygate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    zone, paths = setup
     now = datetime.now(UTC)
     try:
         since = parse_when(args.since, zone, now=now) if args.since else None
