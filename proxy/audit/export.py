@@ -276,29 +276,21 @@ def _check_segments(
 
 
 def _check_records(path: Path, links: dict[str, dict[int, tuple[str, str]]], report: BundleReport) -> None:
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        report.problems.append(f"{path}: {exc.strerror}")
-        return
-    with handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                record, place = unseal(line)
-            except Damaged as exc:
-                report.problems.append(f"{path}:{number}: {exc}")
-                continue
-            chain = record.get("citygate.chain.id")
-            link_found = links.get(str(chain), {}).get(place.seq)
-            if link_found is None:
-                report.problems.append(
-                    f"{path}:{number}: seq {place.seq} of chain {chain} is not in the links"
-                )
-            elif link_found != (record.get("citygate.chain.prev"), place.hash):
-                report.problems.append(
-                    f"{path}:{number}: the record is not the one the chain holds at seq {place.seq}"
-                )
-            report.records += 1
+    for number, line in _numbered_lines(path, report):
+        try:
+            record, place = unseal(line)
+        except Damaged as exc:
+            report.problems.append(f"{path}:{number}: {exc}")
+            continue
+        chain = record.get("citygate.chain.id")
+        link_found = links.get(str(chain), {}).get(place.seq)
+        if link_found is None:
+            report.problems.append(f"{path}:{number}: seq {place.seq} of chain {chain} is not in the links")
+        elif link_found != (record.get("citygate.chain.prev"), place.hash):
+            report.problems.append(
+                f"{path}:{number}: the record is not the one the chain holds at seq {place.seq}"
+            )
+        report.records += 1
 
 
 def _check_anchors(path: Path, links: dict[str, dict[int, tuple[str, str]]], report: BundleReport) -> None:
@@ -316,17 +308,22 @@ def _check_anchors(path: Path, links: dict[str, dict[int, tuple[str, str]]], rep
 
 
 def _json_lines(path: Path, report: BundleReport) -> Iterator[tuple[int, dict[str, object]]]:
+    for number, line in _numbered_lines(path, report):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            report.problems.append(f"{path}:{number}: not JSON")
+            continue
+        if isinstance(entry, dict):
+            yield number, entry
+
+
+def _numbered_lines(path: Path, report: BundleReport) -> Iterator[tuple[int, bytes]]:
+    """The file's lines as bytes, numbered from 1; none (and the problem noted) if it cannot be read."""
     try:
-        handle = path.open(encoding="ascii", errors="replace")
+        handle = path.open("rb")
     except OSError as exc:
         report.problems.append(f"{path}: {exc.strerror}")
         return
     with handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                report.problems.append(f"{path}:{number}: not JSON")
-                continue
-            if isinstance(entry, dict):
-                yield number, entry
+        yield from enumerate(handle, 1)
